@@ -1,0 +1,410 @@
+//! The job model: pure data and one transition function, [`apply`].
+//!
+//! No I/O, no clock reads, no tokio here. Everything that changes a job goes through [`apply`],
+//! which either returns the effects the caller must carry out (delete temp files, commit files,
+//! stop a transfer, publish a notification) or a [`BitsError`] and leaves the job untouched.
+
+mod error;
+mod properties;
+mod transition;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError, classify_http_status};
+pub use properties::{
+    Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand, NotifyFlags,
+    PropertyChange, ProxySettings, ProxyUsage, RedirectPolicy, validate_ranges,
+};
+pub use transition::{
+    CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,
+    apply, check_create_quota,
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Time as the job model sees it. The engine's clock derives it from a monotonic clock anchored to
+/// the wall clock at start, so a wall-clock jump never shortens or stretches a timer within a run.
+pub type Timestamp = DateTime<Utc>;
+
+/// `BG_SIZE_UNKNOWN` is `None` everywhere in Ferry.
+pub type Size = Option<u64>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub uuid::Uuid);
+
+impl JobId {
+    pub fn new_random() -> Self {
+        JobId(uuid::Uuid::new_v4())
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.braced())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobType {
+    Download,
+    Upload,
+    UploadReply,
+}
+
+impl JobType {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobType::Download => "DOWNLOAD",
+            JobType::Upload => "UPLOAD",
+            JobType::UploadReply => "UPLOAD_REPLY",
+        }
+    }
+
+    pub fn is_upload(self) -> bool {
+        !matches!(self, JobType::Download)
+    }
+}
+
+/// The nine BITS job states (spec §2.1), in their BG_JOB_STATE order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Connecting,
+    Transferring,
+    Suspended,
+    Error,
+    TransientError,
+    Transferred,
+    Acknowledged,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 9] = [
+        JobState::Queued,
+        JobState::Connecting,
+        JobState::Transferring,
+        JobState::Suspended,
+        JobState::Error,
+        JobState::TransientError,
+        JobState::Transferred,
+        JobState::Acknowledged,
+        JobState::Cancelled,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "QUEUED",
+            JobState::Connecting => "CONNECTING",
+            JobState::Transferring => "TRANSFERRING",
+            JobState::Suspended => "SUSPENDED",
+            JobState::Error => "ERROR",
+            JobState::TransientError => "TRANSIENT_ERROR",
+            JobState::Transferred => "TRANSFERRED",
+            JobState::Acknowledged => "ACKNOWLEDGED",
+            JobState::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// ACKNOWLEDGED and CANCELLED are never left.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Acknowledged | JobState::Cancelled)
+    }
+
+    /// CONNECTING or TRANSFERRING: a transfer worker is (or should be) running.
+    pub fn is_running(self) -> bool {
+        matches!(self, JobState::Connecting | JobState::Transferring)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// BG_JOB_PRIORITY; the derived order is the scheduling order (FOREGROUND first).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+pub enum Priority {
+    Foreground,
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Foreground => "FOREGROUND",
+            Priority::High => "HIGH",
+            Priority::Normal => "NORMAL",
+            Priority::Low => "LOW",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Priority> {
+        match text.to_ascii_uppercase().as_str() {
+            "FOREGROUND" => Some(Priority::Foreground),
+            "HIGH" => Some(Priority::High),
+            "NORMAL" => Some(Priority::Normal),
+            "LOW" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// What identifies a version of a remote file (spec §7.12): size and Last-Modified as in BITS,
+/// plus the ETag as a Ferry extension.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validators {
+    /// Size of the whole remote file, when the server told it.
+    pub size: Size,
+    /// The `Last-Modified` header, verbatim.
+    pub last_modified: Option<String>,
+    /// The `ETag` header, verbatim (strong or weak).
+    pub etag: Option<String>,
+}
+
+/// One file of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFile {
+    pub remote_url: String,
+    pub local_path: PathBuf,
+    /// Hidden file in the destination directory that receives the bytes until Complete.
+    pub temp_path: PathBuf,
+    /// Byte ranges to fetch, in the order they are concatenated (spec §3.2); `None` = whole file.
+    pub ranges: Option<Vec<FileRange>>,
+    /// Bytes this file will have locally: the remote size, or the sum of the ranges.
+    pub bytes_total: Size,
+    /// Bytes written to the temp file (what progress shows).
+    pub bytes_transferred: u64,
+    /// Bytes known to be on disk (flushed): where a restart resumes. Never above `bytes_transferred`.
+    pub bytes_checkpointed: u64,
+    /// All bytes transferred (the file waits in its temp file for Complete).
+    pub transferred: bool,
+    /// Committed by Complete: the file is at `local_path`.
+    pub completed: bool,
+    pub validators: Option<Validators>,
+}
+
+impl JobFile {
+    /// The transfer of this file is finished.
+    pub fn is_transferred(&self) -> bool {
+        self.transferred
+    }
+}
+
+/// BG_JOB_TIMES (spec §7.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobTimes {
+    pub created: Timestamp,
+    /// Last activity: every change of the job updates it; it drives the inactivity timeout.
+    pub modified: Timestamp,
+    pub transfer_completed: Option<Timestamp>,
+}
+
+/// BG_JOB_PROGRESS (spec §7.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub bytes_total: Size,
+    pub bytes_transferred: u64,
+    pub files_total: u32,
+    pub files_transferred: u32,
+}
+
+/// Retry bookkeeping (spec §4.1–4.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryState {
+    /// When the job in TRANSIENT_ERROR goes back to QUEUED; `None` = it waits for an event.
+    pub next_retry_at: Option<Timestamp>,
+    /// Start of the current run of failures without progress (the first transient error).
+    pub no_progress_since: Option<Timestamp>,
+    /// Consecutive transient failures without progress, for the exponential back-off.
+    pub consecutive_failures: u32,
+}
+
+/// Time spent in CONNECTING + TRANSFERRING, for the maximum download time (spec §4.7).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadClock {
+    /// Time accumulated by earlier runs since the last Resume.
+    pub used: Duration,
+    /// Start of the current run, while the job is CONNECTING or TRANSFERRING.
+    pub running_since: Option<Timestamp>,
+}
+
+impl DownloadClock {
+    pub fn elapsed(&self, now: Timestamp) -> Duration {
+        let current = self
+            .running_since
+            .map(|since| (now - since).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        self.used + current
+    }
+}
+
+/// A BITS job: its properties, files, state and bookkeeping. Only [`apply`] changes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub job_type: JobType,
+    pub display_name: String,
+    pub description: String,
+    /// The OS user that created the job.
+    pub owner: String,
+    pub priority: Priority,
+    pub state: JobState,
+    pub minimum_retry_delay: Duration,
+    pub no_progress_timeout: Duration,
+    pub max_download_time: Duration,
+    pub notify_flags: NotifyFlags,
+    pub notify_command: Option<NotifyCommand>,
+    /// Sent on every request of the job; `Name: value` pairs.
+    pub custom_headers: Vec<(String, String)>,
+    /// Never persisted in plaintext: the store drops them (see `credentials_dropped`).
+    #[serde(skip)]
+    pub credentials: Credentials,
+    /// The job had credentials that were not persisted; they must be set again after a restart.
+    #[serde(default)]
+    pub credentials_dropped: bool,
+    pub proxy: ProxySettings,
+    pub redirect_policy: RedirectPolicy,
+    /// BITS_JOB_PROPERTY_DYNAMIC_CONTENT: no size or range requirements; interruptions restart files.
+    pub dynamic_content: bool,
+    /// Ferry rule: Complete may replace an existing destination file only when this is set.
+    pub replace_existing: bool,
+    pub files: Vec<JobFile>,
+    pub times: JobTimes,
+    pub error: Option<JobError>,
+    pub error_count: u32,
+    pub retry: RetryState,
+    pub download_clock: DownloadClock,
+    /// Resume has been called at least once (some properties are fixed after that).
+    pub resumed_once: bool,
+    /// The InactivityWarning for the current idle period has been sent.
+    pub inactivity_warned: bool,
+}
+
+/// Defaults for new jobs, from the config file (BITS defaults when absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobDefaults {
+    pub priority: Priority,
+    pub minimum_retry_delay: Duration,
+    pub no_progress_timeout: Duration,
+    pub max_download_time: Duration,
+}
+
+impl Default for JobDefaults {
+    fn default() -> Self {
+        Self {
+            priority: Priority::Normal,
+            minimum_retry_delay: Duration::from_secs(600),
+            no_progress_timeout: Duration::from_secs(14 * 24 * 3600),
+            max_download_time: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// The floor of the minimum retry delay (spec §4.1): smaller values are raised to it.
+pub const MINIMUM_RETRY_DELAY_FLOOR: Duration = Duration::from_secs(5);
+pub const MAX_DISPLAY_NAME: usize = 256;
+pub const MAX_DESCRIPTION: usize = 1024;
+pub const MAX_URL: usize = 2200;
+
+impl Job {
+    /// CreateJob (T1): a new SUSPENDED job. Quotas are checked by [`check_create_quota`] beforehand.
+    pub fn new(
+        id: JobId,
+        job_type: JobType,
+        display_name: &str,
+        owner: &str,
+        defaults: &JobDefaults,
+        now: Timestamp,
+    ) -> Result<Job, BitsError> {
+        properties::check_length(display_name, MAX_DISPLAY_NAME, "display name")?;
+        Ok(Job {
+            id,
+            job_type,
+            display_name: display_name.to_string(),
+            description: String::new(),
+            owner: owner.to_string(),
+            priority: defaults.priority,
+            state: JobState::Suspended,
+            minimum_retry_delay: defaults.minimum_retry_delay.max(MINIMUM_RETRY_DELAY_FLOOR),
+            no_progress_timeout: defaults.no_progress_timeout,
+            max_download_time: defaults.max_download_time,
+            notify_flags: NotifyFlags(DEFAULT_NOTIFY_FLAGS),
+            notify_command: None,
+            custom_headers: Vec::new(),
+            credentials: Credentials::default(),
+            credentials_dropped: false,
+            proxy: ProxySettings::default(),
+            redirect_policy: RedirectPolicy::default(),
+            dynamic_content: false,
+            replace_existing: false,
+            files: Vec::new(),
+            times: JobTimes {
+                created: now,
+                modified: now,
+                transfer_completed: None,
+            },
+            error: None,
+            error_count: 0,
+            retry: RetryState::default(),
+            download_clock: DownloadClock::default(),
+            resumed_once: false,
+            inactivity_warned: false,
+        })
+    }
+
+    /// BG_JOB_PROGRESS: total is unknown until every file's size is known.
+    pub fn progress(&self) -> Progress {
+        let bytes_total = self
+            .files
+            .iter()
+            .try_fold(0u64, |sum, f| Some(sum + f.bytes_total?));
+        Progress {
+            bytes_total,
+            bytes_transferred: self.files.iter().map(|f| f.bytes_transferred).sum(),
+            files_total: self.files.len() as u32,
+            files_transferred: self.files.iter().filter(|f| f.transferred).count() as u32,
+        }
+    }
+
+    /// GetError: only in ERROR or TRANSIENT_ERROR (spec §4.4).
+    pub fn current_error(&self) -> Result<&JobError, BitsError> {
+        match (&self.error, self.state) {
+            (Some(error), JobState::Error | JobState::TransientError) => Ok(error),
+            _ => Err(BitsError::from_code(ErrorCode::ErrorInformationUnavailable)),
+        }
+    }
+
+    /// Index of the next file to transfer (files go one after another, in insertion order).
+    pub fn next_file(&self) -> Option<usize> {
+        self.files.iter().position(|f| !f.transferred)
+    }
+
+    pub fn all_files_transferred(&self) -> bool {
+        !self.files.is_empty() && self.files.iter().all(|f| f.transferred)
+    }
+
+    /// When the inactivity timeout cancels this job, unless something happens first.
+    pub fn inactivity_deadline(&self, timeout: Duration) -> Timestamp {
+        later(self.times.modified, timeout)
+    }
+}
+
+/// `at + duration`, saturating at the end of representable time instead of panicking.
+pub fn later(at: Timestamp, duration: Duration) -> Timestamp {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

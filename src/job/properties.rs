@@ -1,0 +1,363 @@
+//! Job properties (spec §7.1) and their validation rules.
+
+use super::Priority;
+use super::error::{BitsError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `BG_LENGTH_TO_EOF`: a range that runs to the end of the remote file.
+pub const LENGTH_TO_EOF: u64 = u64::MAX;
+
+/// BG_FILE_RANGE (spec §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRange {
+    pub offset: u64,
+    /// Bytes to fetch, or [`LENGTH_TO_EOF`].
+    pub length: u64,
+}
+
+impl FileRange {
+    /// Parses `offset:length` with `eof` allowed as length (bitsadmin syntax).
+    pub fn parse_list(text: &str) -> Result<Vec<FileRange>, BitsError> {
+        text.split(',')
+            .map(|part| {
+                let (offset, length) = part.trim().split_once(':').ok_or_else(|| {
+                    BitsError::new(
+                        ErrorCode::InvalidArg,
+                        format!("range {part:?} is not OFFSET:LENGTH (e.g. 0:100 or 5000:eof)"),
+                    )
+                })?;
+                let number = |s: &str| {
+                    s.trim().parse::<u64>().map_err(|_| {
+                        BitsError::new(
+                            ErrorCode::InvalidArg,
+                            format!("{s:?} in range {part:?} is not a number"),
+                        )
+                    })
+                };
+                let length = if length.trim().eq_ignore_ascii_case("eof") {
+                    LENGTH_TO_EOF
+                } else {
+                    number(length)?
+                };
+                Ok(FileRange {
+                    offset: number(offset)?,
+                    length,
+                })
+            })
+            .collect()
+    }
+
+    /// The bytes this range yields from a remote file of `size` bytes.
+    pub fn resolved_length(self, size: u64) -> u64 {
+        if self.length == LENGTH_TO_EOF {
+            size.saturating_sub(self.offset)
+        } else {
+            self.length
+        }
+    }
+}
+
+/// The AddFileWithRanges rules of spec §3.2: at least one range, no zero length (except that BITS
+/// compares overlaps after a sort by offset only, which this reproduces), no offset at EOF marker,
+/// no overlaps or duplicates.
+pub fn validate_ranges(ranges: &[FileRange]) -> Result<(), BitsError> {
+    if ranges.is_empty() {
+        return Err(BitsError::new(
+            ErrorCode::InvalidArg,
+            "a file needs at least one byte range",
+        ));
+    }
+    for range in ranges {
+        if range.offset == LENGTH_TO_EOF {
+            return Err(BitsError::new(
+                ErrorCode::InvalidRange,
+                "a range cannot start at the end-of-file marker",
+            ));
+        }
+    }
+    // Stable sort by offset only, as BITS does: for equal offsets the given order stays.
+    let mut sorted: Vec<&FileRange> = ranges.iter().collect();
+    sorted.sort_by_key(|r| r.offset);
+    for pair in sorted.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let a_end = if a.length == LENGTH_TO_EOF {
+            u64::MAX
+        } else {
+            a.offset.saturating_add(a.length)
+        };
+        if a.offset == b.offset || a_end > b.offset {
+            return Err(BitsError::new(
+                ErrorCode::OverlappingRanges,
+                format!(
+                    "ranges {}:{} and {}:{} overlap; give each byte once",
+                    a.offset,
+                    show_length(a.length),
+                    b.offset,
+                    show_length(b.length)
+                ),
+            ));
+        }
+    }
+    if let Some(zero) = ranges.iter().find(|r| r.length == 0) {
+        return Err(BitsError::new(
+            ErrorCode::InvalidRange,
+            format!("range at offset {} has length 0", zero.offset),
+        ));
+    }
+    Ok(())
+}
+
+fn show_length(length: u64) -> String {
+    if length == LENGTH_TO_EOF {
+        "eof".into()
+    } else {
+        length.to_string()
+    }
+}
+
+pub const DEFAULT_NOTIFY_FLAGS: u32 = NotifyFlags::JOB_TRANSFERRED | NotifyFlags::JOB_ERROR;
+
+/// BG_NOTIFY_* flags (spec §0.2, §7.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NotifyFlags(pub u32);
+
+impl NotifyFlags {
+    pub const JOB_TRANSFERRED: u32 = 0x1;
+    pub const JOB_ERROR: u32 = 0x2;
+    pub const DISABLE: u32 = 0x4;
+    pub const JOB_MODIFICATION: u32 = 0x8;
+    pub const FILE_TRANSFERRED: u32 = 0x10;
+    pub const FILE_RANGES_TRANSFERRED: u32 = 0x20;
+    pub const ALL: u32 = 0x3F;
+
+    /// Whether a notification of kind `flag` is wanted (DISABLE silences everything).
+    pub fn wants(self, flag: u32) -> bool {
+        self.0 & Self::DISABLE == 0 && self.0 & flag != 0
+    }
+}
+
+/// SetNotifyCmdLine (spec §7.6): a program with its full path, and its argv (argv[0] first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyCommand {
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthScheme {
+    Basic,
+    Digest,
+}
+
+/// One credential per (target, scheme) as in BITS; Ferry supports server Basic and Digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub server: Option<(AuthScheme, String, String)>,
+}
+
+/// BG_JOB_PROXY_USAGE plus its lists (spec §7.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ProxyUsage {
+    /// The system's settings (Ferry: the `http_proxy`/`https_proxy`/`no_proxy` environment).
+    #[default]
+    Preconfig,
+    NoProxy,
+    Override,
+    Autodetect,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProxySettings {
+    pub usage: ProxyUsage,
+    pub list: Option<String>,
+    pub bypass: Option<String>,
+}
+
+/// Redirect policy (spec §7.10). HTTPS→HTTP is refused unless `allow_https_to_http`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectPolicy {
+    pub mode: RedirectMode,
+    pub allow_https_to_http: bool,
+}
+
+impl Default for RedirectPolicy {
+    fn default() -> Self {
+        Self {
+            mode: RedirectMode::AllowSilent,
+            allow_https_to_http: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RedirectMode {
+    /// Follow redirects; the job keeps its URLs.
+    AllowSilent,
+    /// Follow redirects and rewrite the file's URL to the final one.
+    AllowReport,
+    /// A redirect puts the job in ERROR (and records the target URL).
+    Disallow,
+}
+
+/// A setter call (spec §2.3: every setter is allowed in every non-final state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PropertyChange {
+    DisplayName(String),
+    Description(String),
+    Priority(Priority),
+    /// Raised to the 5 s floor.
+    MinimumRetryDelay(Duration),
+    NoProgressTimeout(Duration),
+    MaxDownloadTime(Duration),
+    NotifyFlags(u32),
+    NotifyCommand(Option<NotifyCommand>),
+    CustomHeaders(Vec<(String, String)>),
+    Credentials(Credentials),
+    Proxy(ProxySettings),
+    RedirectPolicy(RedirectPolicy),
+    /// Only before the first Resume, download jobs only, not with ranges.
+    DynamicContent(bool),
+    ReplaceExisting(bool),
+    /// SetRemoteName for one file of a download job.
+    RemoteName {
+        file: usize,
+        url: String,
+    },
+    /// "Keep" from the GUI: no change but counts as activity for the inactivity timeout.
+    Touch,
+}
+
+pub(crate) fn check_length(text: &str, max: usize, what: &str) -> Result<(), BitsError> {
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(BitsError::new(
+            ErrorCode::StringTooLong,
+            format!("the {what} has {chars} characters; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A remote URL Ferry can transfer: http or https, legal characters, at most 2,200 characters.
+pub(crate) fn check_remote_url(url: &str) -> Result<(), BitsError> {
+    check_length(url, super::MAX_URL, "remote URL")?;
+    let parsed = url::Url::parse(url).map_err(|e| {
+        BitsError::new(
+            ErrorCode::InvalidArg,
+            format!("{url:?} is not a valid URL: {e}"),
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(BitsError::new(
+            ErrorCode::InvalidArg,
+            format!("{url:?}: only http:// and https:// URLs are supported"),
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(BitsError::new(
+            ErrorCode::InvalidArg,
+            format!("{url:?} has no host"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_change(change: &PropertyChange) -> Result<(), BitsError> {
+    match change {
+        PropertyChange::DisplayName(name) => {
+            check_length(name, super::MAX_DISPLAY_NAME, "display name")
+        }
+        PropertyChange::Description(text) => {
+            check_length(text, super::MAX_DESCRIPTION, "description")
+        }
+        PropertyChange::NotifyFlags(flags) if flags & !NotifyFlags::ALL != 0 => {
+            Err(BitsError::new(
+                ErrorCode::NotImpl,
+                format!("notify flags 0x{flags:X} contain unknown bits; valid bits are 0x3F"),
+            ))
+        }
+        PropertyChange::NotifyCommand(Some(command)) => {
+            if !command.program.starts_with('/') {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    format!(
+                        "notify program {:?} must be an absolute path (no PATH search)",
+                        command.program
+                    ),
+                ));
+            }
+            check_length(&command.program, 4096, "notify program path")?;
+            check_length(&command.args.join(" "), 4000, "notify parameters")
+        }
+        PropertyChange::CustomHeaders(headers) => {
+            let total: usize = headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+                + 1;
+            if total > 16_384 {
+                return Err(BitsError::new(
+                    ErrorCode::StringTooLong,
+                    format!("custom headers take {total} characters; the limit is 16,384"),
+                ));
+            }
+            for (name, value) in headers {
+                let bad_name =
+                    name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+                if bad_name || value.contains(['\r', '\n']) {
+                    return Err(BitsError::new(
+                        ErrorCode::InvalidArg,
+                        format!("custom header {name:?} is not a valid `Name: value` header"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        PropertyChange::Credentials(creds) => {
+            if let Some((_, user, password)) = &creds.server {
+                if user.chars().count() > 300 {
+                    return Err(BitsError::from_code(ErrorCode::UsernameTooLarge));
+                }
+                if password.chars().count() > 65_535 {
+                    return Err(BitsError::from_code(ErrorCode::PasswordTooLarge));
+                }
+            }
+            Ok(())
+        }
+        PropertyChange::Proxy(proxy) => {
+            let lists = proxy.list.is_some() || proxy.bypass.is_some();
+            match proxy.usage {
+                ProxyUsage::Override if proxy.list.is_none() => Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    "proxy usage OVERRIDE needs a proxy list",
+                )),
+                ProxyUsage::Override => {
+                    if proxy
+                        .list
+                        .as_ref()
+                        .is_some_and(|l| l.chars().count() > 4000)
+                    {
+                        return Err(BitsError::from_code(ErrorCode::ProxyListTooLarge));
+                    }
+                    if proxy
+                        .bypass
+                        .as_ref()
+                        .is_some_and(|l| l.chars().count() > 4000)
+                    {
+                        return Err(BitsError::from_code(ErrorCode::ProxyBypassListTooLarge));
+                    }
+                    Ok(())
+                }
+                _ if lists => Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    "a proxy list or bypass list is only allowed with proxy usage OVERRIDE",
+                )),
+                _ => Ok(()),
+            }
+        }
+        PropertyChange::RemoteName { url, .. } => check_remote_url(url),
+        _ => Ok(()),
+    }
+}

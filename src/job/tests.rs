@@ -1,0 +1,1071 @@
+//! Table-driven tests of the job model: every (state, event) pair, and every legality rule.
+
+use super::*;
+use chrono::TimeZone;
+use std::time::Duration;
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
+fn at(secs: u64) -> Timestamp {
+    later(t0(), Duration::from_secs(secs))
+}
+
+fn new_file(name: &str) -> NewFile {
+    NewFile {
+        remote_url: format!("http://127.0.0.1/{name}"),
+        local_path: format!("/tmp/ferry-model/{name}").into(),
+        ranges: None,
+    }
+}
+
+fn add(name: &str) -> Event {
+    Event::AddFiles {
+        files: vec![new_file(name)],
+        limits: Limits::default(),
+    }
+}
+
+fn transient() -> Failure {
+    Failure {
+        error: JobError::new(ErrorContext::RemoteFile, ErrorCode::Http(503), Some(0)),
+        class: ErrorClass::Transient,
+        retry_after: None,
+    }
+}
+
+fn fatal() -> Failure {
+    Failure {
+        error: JobError::new(ErrorContext::RemoteFile, ErrorCode::Http(404), Some(0)),
+        class: ErrorClass::Fatal,
+        retry_after: None,
+    }
+}
+
+fn ok(job: &mut Job, event: Event) -> Vec<Effect> {
+    let state = job.state;
+    apply(job, event.clone(), t0()).unwrap_or_else(|e| panic!("{event:?} in {state}: {e}"))
+}
+
+fn empty_job(job_type: JobType) -> Job {
+    Job::new(
+        JobId::new_random(),
+        job_type,
+        "test",
+        "alice",
+        &JobDefaults::default(),
+        t0(),
+    )
+    .expect("valid job")
+}
+
+/// A one-file job brought into `state` through legal events only.
+fn job_in(state: JobState, job_type: JobType) -> Job {
+    use JobState::*;
+    let mut job = empty_job(job_type);
+    ok(&mut job, add("a.bin"));
+    let path: &[Event] = match state {
+        Suspended => &[],
+        Queued => &[Event::Resume],
+        Connecting => &[Event::Resume, Event::Start],
+        Transferring => &[Event::Resume, Event::Start, Event::Connected],
+        TransientError => &[Event::Resume, Event::Start, Event::Failed(transient())],
+        Error => &[Event::Resume, Event::Start, Event::Failed(fatal())],
+        Transferred | Acknowledged => &[
+            Event::Resume,
+            Event::Start,
+            Event::Connected,
+            Event::Progress {
+                file: 0,
+                transferred: 10,
+                checkpointed: 10,
+            },
+            Event::FileTransferred { file: 0 },
+        ],
+        Cancelled => &[Event::Cancel],
+    };
+    for event in path {
+        ok(&mut job, event.clone());
+    }
+    if state == Acknowledged {
+        ok(&mut job, Event::Complete);
+        ok(
+            &mut job,
+            Event::CommitFinished(CommitReport {
+                committed: vec![0],
+                failed: vec![],
+            }),
+        );
+    }
+    assert_eq!(job.state, state);
+    job
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    To(JobState),
+    Same,
+    Err(ErrorCode),
+}
+
+#[test]
+fn every_state_event_pair() {
+    use Expect::{Err as E, Same as S, To};
+    use JobState::*;
+    let inv = E(ErrorCode::InvalidState);
+    // Columns: QUEUED, CONNECTING, TRANSFERRING, SUSPENDED, ERROR, TRANSIENT_ERROR, TRANSFERRED,
+    //          ACKNOWLEDGED, CANCELLED (the order of JobState::ALL).
+    let table: Vec<(&str, Event, [Expect; 9])> = vec![
+        (
+            "Resume",
+            Event::Resume,
+            [S, S, S, To(Queued), To(Queued), To(Queued), S, inv, inv],
+        ),
+        (
+            "Suspend",
+            Event::Suspend,
+            [To(Suspended); 7]
+                .iter()
+                .copied()
+                .chain([inv, inv])
+                .collect::<Vec<_>>()
+                .try_into()
+                .expect("9"),
+        ),
+        (
+            "Cancel",
+            Event::Cancel,
+            [
+                To(Cancelled),
+                To(Cancelled),
+                To(Cancelled),
+                To(Cancelled),
+                To(Cancelled),
+                To(Cancelled),
+                To(Cancelled),
+                inv,
+                inv,
+            ],
+        ),
+        ("Complete", Event::Complete, [S, S, S, S, S, S, S, inv, inv]),
+        (
+            "CommitFinished",
+            Event::CommitFinished(CommitReport::default()),
+            [
+                To(Acknowledged),
+                To(Acknowledged),
+                To(Acknowledged),
+                To(Acknowledged),
+                To(Acknowledged),
+                To(Acknowledged),
+                To(Acknowledged),
+                inv,
+                inv,
+            ],
+        ),
+        ("AddFiles", add("b.bin"), [S, S, S, S, S, S, S, inv, inv]),
+        (
+            "SetDisplayName",
+            Event::Set(PropertyChange::DisplayName("x".into())),
+            [S, S, S, S, S, S, S, inv, inv],
+        ),
+        (
+            "Start",
+            Event::Start,
+            [To(Connecting), inv, inv, inv, inv, inv, inv, inv, inv],
+        ),
+        (
+            "Connected",
+            Event::Connected,
+            [inv, To(Transferring), S, inv, inv, inv, inv, inv, inv],
+        ),
+        (
+            "FileInfo",
+            Event::FileInfo {
+                file: 0,
+                bytes_total: Some(10),
+                validators: Validators::default(),
+            },
+            [inv, S, S, inv, inv, inv, inv, inv, inv],
+        ),
+        (
+            "FileRestarted",
+            Event::FileRestarted { file: 0 },
+            [inv, S, S, inv, inv, inv, inv, inv, inv],
+        ),
+        (
+            "Progress",
+            Event::Progress {
+                file: 0,
+                transferred: 5,
+                checkpointed: 5,
+            },
+            [inv, S, S, inv, inv, inv, inv, inv, inv],
+        ),
+        (
+            "FileTransferred",
+            Event::FileTransferred { file: 0 },
+            [
+                inv,
+                To(Transferred),
+                To(Transferred),
+                inv,
+                inv,
+                inv,
+                inv,
+                inv,
+                inv,
+            ],
+        ),
+        (
+            "Yield",
+            Event::Yield,
+            [inv, To(Queued), To(Queued), inv, inv, inv, inv, inv, inv],
+        ),
+        (
+            "Failed transient",
+            Event::Failed(transient()),
+            [
+                inv,
+                To(TransientError),
+                To(TransientError),
+                inv,
+                inv,
+                inv,
+                inv,
+                inv,
+                inv,
+            ],
+        ),
+        (
+            "Failed fatal",
+            Event::Failed(fatal()),
+            [inv, To(Error), To(Error), inv, inv, inv, inv, inv, inv],
+        ),
+        (
+            "Tick",
+            Event::Tick(TimePolicy::default()),
+            [S, S, S, S, S, S, S, inv, inv],
+        ),
+        (
+            "NetworkLost",
+            Event::NetworkLost,
+            [
+                To(TransientError),
+                To(TransientError),
+                To(TransientError),
+                S,
+                S,
+                S,
+                S,
+                inv,
+                inv,
+            ],
+        ),
+        (
+            "NetworkRestored",
+            Event::NetworkRestored,
+            [S, S, S, S, S, To(Queued), S, inv, inv],
+        ),
+        (
+            "Recovered",
+            Event::Recovered,
+            [S, To(Queued), To(Queued), S, S, S, S, inv, inv],
+        ),
+    ];
+    let mut checked = 0;
+    for job_type in [JobType::Download, JobType::Upload] {
+        for (name, event, row) in &table {
+            for (state, expect) in JobState::ALL.iter().zip(row) {
+                let mut expect = *expect;
+                // Upload rules differ only for Complete/AddFiles (checked in their own tests).
+                if job_type == JobType::Upload {
+                    match (*name, *state) {
+                        ("Complete", s) if !s.is_final() && s != Transferred => {
+                            expect = E(ErrorCode::InvalidState)
+                        }
+                        ("AddFiles", s) if !s.is_final() => expect = E(ErrorCode::TooManyFiles),
+                        _ => {}
+                    }
+                }
+                let mut job = job_in(*state, job_type);
+                let before = job.clone();
+                let result = apply(&mut job, event.clone(), at(1));
+                let what = format!("{name} on {:?} job in {state}", job_type);
+                match (expect, result) {
+                    (To(to), Ok(_)) => assert_eq!(job.state, to, "{what}"),
+                    (S, Ok(_)) => assert_eq!(job.state, *state, "{what}"),
+                    (E(code), Err(e)) => {
+                        assert_eq!(e.code, code, "{what}");
+                        assert_eq!(job, before, "{what}: a failed call must not change the job");
+                    }
+                    (expect, result) => panic!("{what}: expected {expect:?}, got {result:?}"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 20 * 9);
+}
+
+#[test]
+fn final_states_are_never_left() {
+    for state in [JobState::Acknowledged, JobState::Cancelled] {
+        let mut job = job_in(state, JobType::Download);
+        for event in [
+            Event::Resume,
+            Event::Suspend,
+            Event::Cancel,
+            Event::Complete,
+            Event::Start,
+        ] {
+            let err = apply(&mut job, event, at(5)).expect_err("final state");
+            assert_eq!(err.code, ErrorCode::InvalidState);
+            assert_eq!(job.state, state);
+        }
+    }
+}
+
+#[test]
+fn resume_without_files_is_bg_e_empty() {
+    let mut job = empty_job(JobType::Download);
+    let err = apply(&mut job, Event::Resume, t0()).expect_err("empty");
+    assert_eq!(err.code, ErrorCode::Empty);
+    assert_eq!(err.code.hresult(), 0x8020_0003);
+    assert_eq!(job.state, JobState::Suspended);
+}
+
+#[test]
+fn upload_jobs_take_one_file_and_no_ranges() {
+    let mut job = empty_job(JobType::UploadReply);
+    let two = Event::AddFiles {
+        files: vec![new_file("a"), new_file("b")],
+        limits: Limits::default(),
+    };
+    assert_eq!(
+        apply(&mut job, two, t0()).expect_err("two").code,
+        ErrorCode::TooManyFiles
+    );
+    let mut ranged = new_file("a");
+    ranged.ranges = Some(vec![FileRange {
+        offset: 0,
+        length: 10,
+    }]);
+    let event = Event::AddFiles {
+        files: vec![ranged],
+        limits: Limits::default(),
+    };
+    assert_eq!(
+        apply(&mut job, event, t0()).expect_err("ranges").code,
+        ErrorCode::NotImpl
+    );
+    assert!(job.files.is_empty());
+}
+
+#[test]
+fn upload_complete_only_when_transferred() {
+    let mut job = job_in(JobState::Transferred, JobType::Upload);
+    let effects = ok(&mut job, Event::Complete);
+    assert!(matches!(effects.last(), Some(Effect::Commit(_))));
+    ok(
+        &mut job,
+        Event::CommitFinished(CommitReport {
+            committed: vec![0],
+            failed: vec![],
+        }),
+    );
+    assert_eq!(job.state, JobState::Acknowledged);
+}
+
+#[test]
+fn partial_complete_commits_only_transferred_files() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, add("b.bin"));
+    ok(&mut job, add("c.bin"));
+    ok(
+        &mut job,
+        Event::Progress {
+            file: 0,
+            transferred: 4,
+            checkpointed: 4,
+        },
+    );
+    ok(&mut job, Event::FileTransferred { file: 0 });
+    assert_eq!(job.state, JobState::Transferring);
+    let effects = ok(&mut job, Event::Complete);
+    assert_eq!(effects[0], Effect::StopTransfer);
+    assert_eq!(
+        effects[1],
+        Effect::Commit(CompletePlan {
+            commit: vec![0],
+            discard: vec![1, 2]
+        })
+    );
+}
+
+#[test]
+fn failed_rename_keeps_the_job_transferred() {
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    ok(&mut job, Event::Complete);
+    let failure = JobError::new(ErrorContext::LocalFile, ErrorCode::FileExists, Some(0));
+    ok(
+        &mut job,
+        Event::CommitFinished(CommitReport {
+            committed: vec![],
+            failed: vec![(0, failure)],
+        }),
+    );
+    assert_eq!(job.state, JobState::Transferred); // T25
+    assert!(!job.files[0].completed);
+    // The user fixes the cause and completes again.
+    let effects = ok(&mut job, Event::Complete);
+    assert_eq!(
+        effects,
+        vec![Effect::Commit(CompletePlan {
+            commit: vec![0],
+            discard: vec![]
+        })]
+    );
+}
+
+#[test]
+fn zero_file_download_completes_vacuously() {
+    let mut job = empty_job(JobType::Download);
+    let effects = ok(&mut job, Event::Complete);
+    assert_eq!(effects, vec![Effect::Commit(CompletePlan::default())]);
+    ok(&mut job, Event::CommitFinished(CommitReport::default()));
+    assert_eq!(job.state, JobState::Acknowledged);
+}
+
+#[test]
+fn cancel_deletes_every_uncommitted_temp_file() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, add("b.bin"));
+    let temps: Vec<_> = job.files.iter().map(|f| f.temp_path.clone()).collect();
+    let effects = ok(&mut job, Event::Cancel);
+    assert_eq!(
+        effects,
+        vec![Effect::StopTransfer, Effect::DeleteTempFiles(temps)]
+    );
+}
+
+#[test]
+fn temp_files_are_hidden_and_beside_the_destination() {
+    let job = job_in(JobState::Suspended, JobType::Download);
+    let temp = &job.files[0].temp_path;
+    assert_eq!(temp.parent(), job.files[0].local_path.parent());
+    let name = temp.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(
+        name.starts_with(".a.bin.") && name.ends_with(".ferry-part"),
+        "{name}"
+    );
+}
+
+#[test]
+fn suspend_then_resume_of_a_transferred_job_needs_no_network() {
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    ok(&mut job, Event::Suspend);
+    assert!(job.current_error().is_err());
+    ok(&mut job, Event::Resume);
+    assert_eq!(job.state, JobState::Queued);
+    let effects = ok(&mut job, Event::Start);
+    assert_eq!(job.state, JobState::Transferred);
+    assert_eq!(effects, vec![Effect::Notify(Notification::JobTransferred)]);
+}
+
+#[test]
+fn files_added_after_transfer_wait_for_resume() {
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    ok(&mut job, add("b.bin"));
+    assert_eq!(job.state, JobState::Transferred);
+    ok(&mut job, Event::Resume);
+    assert_eq!(job.state, JobState::Queued);
+}
+
+#[test]
+fn retry_timer_requeues_after_minimum_delay() {
+    let mut job = job_in(JobState::Connecting, JobType::Download);
+    apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
+    assert_eq!(job.state, JobState::TransientError);
+    assert_eq!(job.retry.next_retry_at, Some(at(600)));
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(599)).expect("tick");
+    assert_eq!(job.state, JobState::TransientError);
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(600)).expect("tick");
+    assert_eq!(job.state, JobState::Queued); // T11
+}
+
+#[test]
+fn retry_backs_off_and_honours_retry_after() {
+    let mut job = job_in(JobState::Queued, JobType::Download);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(10))),
+    );
+    let mut delays = Vec::new();
+    let mut now = 0;
+    for _ in 0..4 {
+        apply(&mut job, Event::Start, at(now)).expect("start");
+        apply(&mut job, Event::Failed(transient()), at(now)).expect("fail");
+        let next = job.retry.next_retry_at.expect("timer");
+        delays.push((next - at(now)).num_seconds());
+        now = (next - t0()).num_seconds() as u64;
+        apply(&mut job, Event::Tick(TimePolicy::default()), at(now)).expect("tick");
+    }
+    assert_eq!(delays, vec![10, 20, 40, 80]);
+    apply(&mut job, Event::Start, at(now)).expect("start");
+    let mut failure = transient();
+    failure.retry_after = Some(Duration::from_secs(5000));
+    apply(&mut job, Event::Failed(failure), at(now)).expect("fail");
+    assert_eq!(job.retry.next_retry_at, Some(at(now + 5000)));
+}
+
+#[test]
+fn progress_resets_back_off_and_no_progress_timer() {
+    let mut job = job_in(JobState::Connecting, JobType::Download);
+    apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
+    assert!(job.retry.no_progress_since.is_some());
+    ok(&mut job, Event::Resume);
+    ok(&mut job, Event::Start);
+    ok(&mut job, Event::Connected);
+    ok(
+        &mut job,
+        Event::Progress {
+            file: 0,
+            transferred: 1,
+            checkpointed: 0,
+        },
+    );
+    assert_eq!(job.retry, RetryState::default());
+}
+
+#[test]
+fn no_progress_timeout_turns_transient_into_error() {
+    let mut job = job_in(JobState::Queued, JobType::Download);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::NoProgressTimeout(Duration::from_secs(1000))),
+    );
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(600))),
+    );
+    apply(&mut job, Event::Start, at(0)).expect("start");
+    apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(600)).expect("tick");
+    apply(&mut job, Event::Start, at(600)).expect("start");
+    // Second failure: back-off would reach 1800 s, past the deadline; the plain delay (1200) is too.
+    let effects = apply(&mut job, Event::Failed(transient()), at(600)).expect("fail");
+    assert_eq!(job.state, JobState::Error); // T13
+    assert!(matches!(
+        effects.as_slice(),
+        [
+            Effect::StopTransfer,
+            Effect::Notify(Notification::JobError(_))
+        ]
+    ));
+}
+
+#[test]
+fn no_progress_deadline_on_tick() {
+    let mut job = job_in(JobState::Queued, JobType::Download);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::NoProgressTimeout(Duration::from_secs(1000))),
+    );
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(600))),
+    );
+    apply(&mut job, Event::Start, at(0)).expect("start");
+    apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(5000))),
+    );
+    // The retry is due at 600 but a tick at 1000 finds the no-progress deadline first.
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(1000)).expect("tick");
+    assert_eq!(job.state, JobState::Error); // T12
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::Http(503)
+    );
+}
+
+#[test]
+fn retry_delay_longer_than_no_progress_timeout_is_an_error() {
+    let mut job = job_in(JobState::Queued, JobType::Download);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::NoProgressTimeout(Duration::from_secs(100))),
+    );
+    ok(&mut job, Event::Start);
+    ok(&mut job, Event::Failed(transient()));
+    assert_eq!(job.state, JobState::Error); // T13
+}
+
+#[test]
+fn zero_no_progress_timeout_makes_every_error_fatal() {
+    let mut job = job_in(JobState::Queued, JobType::Download);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::NoProgressTimeout(Duration::ZERO)),
+    );
+    ok(&mut job, Event::Start);
+    ok(&mut job, Event::Failed(transient()));
+    assert_eq!(job.state, JobState::Error); // T34
+}
+
+#[test]
+fn error_count_rules() {
+    // A first failure while CONNECTING is not counted (§4.5)…
+    let mut job = job_in(JobState::Connecting, JobType::Download);
+    ok(&mut job, Event::Failed(transient()));
+    assert_eq!(job.error_count, 0);
+    // …a failed retry is,
+    ok(&mut job, Event::Resume);
+    ok(&mut job, Event::Start);
+    job.retry.no_progress_since = Some(t0());
+    ok(&mut job, Event::Failed(transient()));
+    assert_eq!(job.error_count, 1);
+    // …and so is every failure while TRANSFERRING,
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, Event::Failed(fatal()));
+    assert_eq!(job.error_count, 1);
+    // …but not a network loss.
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, Event::NetworkLost);
+    assert_eq!(job.error_count, 0);
+    assert_eq!(job.retry.next_retry_at, None);
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::NetworkDisconnected
+    );
+}
+
+#[test]
+fn error_object_is_available_only_in_error_states() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, Event::Failed(transient()));
+    assert_eq!(
+        job.current_error().expect("available").code,
+        ErrorCode::Http(503)
+    );
+    ok(&mut job, Event::Resume);
+    assert_eq!(
+        job.current_error().expect_err("queued").code,
+        ErrorCode::ErrorInformationUnavailable
+    );
+    ok(&mut job, Event::Start);
+    ok(&mut job, Event::Connected);
+    assert!(
+        job.error.is_none(),
+        "entering TRANSFERRING clears the error object"
+    );
+}
+
+#[test]
+fn max_download_time_counts_only_running_time() {
+    let mut job = job_in(JobState::Suspended, JobType::Download);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MaxDownloadTime(Duration::from_secs(100))),
+    );
+    apply(&mut job, Event::Resume, at(0)).expect("resume");
+    apply(&mut job, Event::Start, at(1000)).expect("start"); // queued time is not counted
+    apply(&mut job, Event::Connected, at(1000)).expect("connected");
+    apply(&mut job, Event::Yield, at(1060)).expect("yield");
+    apply(&mut job, Event::Start, at(5000)).expect("start");
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(5039)).expect("tick");
+    assert_eq!(job.state, JobState::Connecting);
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(5041)).expect("tick");
+    assert_eq!(job.state, JobState::Error); // T27
+    assert_eq!(
+        job.error.as_ref().expect("error").code,
+        ErrorCode::MaxDownloadTimeout
+    );
+    // Resume resets the elapsed time.
+    apply(&mut job, Event::Resume, at(5042)).expect("resume");
+    assert_eq!(job.download_clock.elapsed(at(5042)), Duration::ZERO);
+}
+
+#[test]
+fn inactivity_warning_then_cancel() {
+    let policy = TimePolicy {
+        inactivity_timeout: Duration::from_secs(90 * 86_400),
+        warning_window: Duration::from_secs(7 * 86_400),
+    };
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    let quiet = apply(&mut job, Event::Tick(policy), at(82 * 86_400)).expect("tick");
+    assert!(quiet.is_empty());
+    let effects = apply(&mut job, Event::Tick(policy), at(83 * 86_400)).expect("tick");
+    assert_eq!(
+        effects,
+        vec![Effect::Notify(Notification::InactivityWarning {
+            deadline: at(90 * 86_400)
+        })]
+    );
+    assert_eq!(job.times.modified, t0(), "a warning is not activity");
+    let again = apply(&mut job, Event::Tick(policy), at(84 * 86_400)).expect("tick");
+    assert!(again.is_empty(), "warned once per idle period");
+    let effects = apply(&mut job, Event::Tick(policy), at(90 * 86_400)).expect("tick");
+    assert_eq!(job.state, JobState::Cancelled); // T26
+    assert!(effects.contains(&Effect::Notify(Notification::InactivityCancelled)));
+    assert!(matches!(effects[0], Effect::DeleteTempFiles(_)));
+}
+
+#[test]
+fn activity_resets_the_inactivity_timer() {
+    let policy = TimePolicy::default();
+    let mut job = job_in(JobState::Error, JobType::Download);
+    apply(&mut job, Event::Tick(policy), at(85 * 86_400)).expect("tick");
+    assert!(job.inactivity_warned);
+    apply(&mut job, Event::Set(PropertyChange::Touch), at(86 * 86_400)).expect("touch");
+    assert!(!job.inactivity_warned);
+    apply(&mut job, Event::Tick(policy), at(100 * 86_400)).expect("tick");
+    assert_eq!(job.state, JobState::Error);
+}
+
+#[test]
+fn quotas_at_create_and_add() {
+    let limits = Limits {
+        jobs_per_user: 2,
+        jobs_per_machine: 3,
+        files_per_job: 2,
+        ranges_per_file: 2,
+        exempt: false,
+    };
+    let mine = [empty_job(JobType::Download), empty_job(JobType::Download)];
+    let err = check_create_quota(mine.iter(), "alice", &limits).expect_err("per user");
+    assert_eq!(err.code, ErrorCode::TooManyJobsPerUser);
+    assert!(check_create_quota(mine.iter(), "bob", &limits).is_ok());
+    let mut others = mine.to_vec();
+    others.push(empty_job(JobType::Download));
+    others[2].owner = "carol".into();
+    let err = check_create_quota(others.iter(), "bob", &limits).expect_err("per machine");
+    assert_eq!(err.code, ErrorCode::TooManyJobsPerMachine);
+    let mut finished = others.clone();
+    finished[0].state = JobState::Cancelled;
+    assert!(
+        check_create_quota(finished.iter(), "bob", &limits).is_ok(),
+        "final jobs do not count"
+    );
+    let exempt = Limits {
+        exempt: true,
+        ..limits
+    };
+    assert!(check_create_quota(others.iter(), "bob", &exempt).is_ok());
+
+    let mut job = empty_job(JobType::Download);
+    let three = Event::AddFiles {
+        files: vec![new_file("a"), new_file("b"), new_file("c")],
+        limits,
+    };
+    assert_eq!(
+        apply(&mut job, three.clone(), t0())
+            .expect_err("files")
+            .code,
+        ErrorCode::TooManyFilesInJob
+    );
+    assert!(job.files.is_empty(), "all or nothing");
+    let Event::AddFiles { files, .. } = three else {
+        unreachable!()
+    };
+    apply(
+        &mut job,
+        Event::AddFiles {
+            files,
+            limits: exempt,
+        },
+        t0(),
+    )
+    .expect("exempt");
+
+    let mut ranged = new_file("r");
+    ranged.ranges = Some(vec![
+        FileRange {
+            offset: 0,
+            length: 1,
+        },
+        FileRange {
+            offset: 5,
+            length: 1,
+        },
+        FileRange {
+            offset: 9,
+            length: 1,
+        },
+    ]);
+    let mut job = empty_job(JobType::Download);
+    let event = Event::AddFiles {
+        files: vec![ranged],
+        limits,
+    };
+    assert_eq!(
+        apply(&mut job, event, t0()).expect_err("ranges").code,
+        ErrorCode::TooManyRangesInFile
+    );
+}
+
+#[test]
+fn range_rules() {
+    let r = |offset, length| FileRange { offset, length };
+    assert!(validate_ranges(&[r(100, 100), r(900, 100), r(400, 100)]).is_ok());
+    assert!(validate_ranges(&[r(0, 100), r(5000, LENGTH_TO_EOF)]).is_ok());
+    assert_eq!(
+        validate_ranges(&[]).expect_err("none").code,
+        ErrorCode::InvalidArg
+    );
+    assert_eq!(
+        validate_ranges(&[r(0, 10), r(5, 10)])
+            .expect_err("overlap")
+            .code,
+        ErrorCode::OverlappingRanges
+    );
+    assert_eq!(
+        validate_ranges(&[r(5, 10), r(5, 10)])
+            .expect_err("dup")
+            .code,
+        ErrorCode::OverlappingRanges
+    );
+    assert_eq!(
+        validate_ranges(&[r(5, 0)]).expect_err("zero").code,
+        ErrorCode::InvalidRange
+    );
+    assert_eq!(
+        validate_ranges(&[r(LENGTH_TO_EOF, 1)])
+            .expect_err("eof")
+            .code,
+        ErrorCode::InvalidRange
+    );
+    // bitsadmin: `100:0,100:5` fails (same offset), as does `100:5,100:0`, both as overlaps.
+    assert_eq!(
+        validate_ranges(&[r(100, 0), r(100, 5)])
+            .expect_err("same offset")
+            .code,
+        ErrorCode::OverlappingRanges
+    );
+    assert_eq!(
+        FileRange::parse_list("0:100,2000:100,5000:eof").expect("parse"),
+        vec![r(0, 100), r(2000, 100), r(5000, LENGTH_TO_EOF)]
+    );
+    assert_eq!(
+        FileRange::parse_list("0-100").expect_err("syntax").code,
+        ErrorCode::InvalidArg
+    );
+    // The local size of a ranged file is the sum of its ranges.
+    let mut job = empty_job(JobType::Download);
+    let mut file = new_file("r");
+    file.ranges = Some(vec![r(100, 100), r(900, 100), r(400, 100)]);
+    ok(
+        &mut job,
+        Event::AddFiles {
+            files: vec![file],
+            limits: Limits::default(),
+        },
+    );
+    assert_eq!(job.files[0].bytes_total, Some(300));
+}
+
+#[test]
+fn property_rules() {
+    let mut job = job_in(JobState::Suspended, JobType::Download);
+    let long = "x".repeat(257);
+    let err = apply(
+        &mut job,
+        Event::Set(PropertyChange::DisplayName(long)),
+        t0(),
+    )
+    .expect_err("long");
+    assert_eq!(err.code, ErrorCode::StringTooLong);
+    let err = apply(
+        &mut job,
+        Event::Set(PropertyChange::Description("d".repeat(1025))),
+        t0(),
+    )
+    .expect_err("long");
+    assert_eq!(err.code, ErrorCode::StringTooLong);
+    let err = apply(
+        &mut job,
+        Event::Set(PropertyChange::NotifyFlags(0x40)),
+        t0(),
+    )
+    .expect_err("flags");
+    assert_eq!(err.code, ErrorCode::NotImpl);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(1))),
+    );
+    assert_eq!(
+        job.minimum_retry_delay,
+        Duration::from_secs(5),
+        "floor of 5 s"
+    );
+    let override_without_list = ProxySettings {
+        usage: ProxyUsage::Override,
+        list: None,
+        bypass: None,
+    };
+    let err = apply(
+        &mut job,
+        Event::Set(PropertyChange::Proxy(override_without_list)),
+        t0(),
+    )
+    .expect_err("proxy");
+    assert_eq!(err.code, ErrorCode::InvalidArg);
+    let relative = NotifyCommand {
+        program: "notify-send".into(),
+        args: vec![],
+    };
+    let err = apply(
+        &mut job,
+        Event::Set(PropertyChange::NotifyCommand(Some(relative))),
+        t0(),
+    )
+    .expect_err("relative");
+    assert_eq!(err.code, ErrorCode::InvalidArg);
+    let bad_header = PropertyChange::CustomHeaders(vec![("X-A".into(), "1\r\nX-B: 2".into())]);
+    assert_eq!(
+        apply(&mut job, Event::Set(bad_header), t0())
+            .expect_err("header")
+            .code,
+        ErrorCode::InvalidArg
+    );
+    ok(&mut job, Event::Set(PropertyChange::DynamicContent(true)));
+    ok(&mut job, Event::Resume);
+    let err = apply(
+        &mut job,
+        Event::Set(PropertyChange::DynamicContent(false)),
+        t0(),
+    )
+    .expect_err("late");
+    assert_eq!(err.code, ErrorCode::InvalidState);
+    let mut upload = empty_job(JobType::Upload);
+    let err = apply(
+        &mut upload,
+        Event::Set(PropertyChange::DynamicContent(true)),
+        t0(),
+    )
+    .expect_err("upload");
+    assert_eq!(err.code, ErrorCode::NotImpl);
+}
+
+#[test]
+fn invalid_file_names_are_refused() {
+    let mut job = empty_job(JobType::Download);
+    for (url, local) in [
+        ("ftp://127.0.0.1/a", "/tmp/a"),
+        ("not a url", "/tmp/a"),
+        ("http://127.0.0.1/a", "relative/a"),
+    ] {
+        let file = NewFile {
+            remote_url: url.into(),
+            local_path: local.into(),
+            ranges: None,
+        };
+        let err = apply(
+            &mut job,
+            Event::AddFiles {
+                files: vec![file],
+                limits: Limits::default(),
+            },
+            t0(),
+        )
+        .expect_err("invalid");
+        assert_eq!(err.code, ErrorCode::InvalidArg, "{url} {local}");
+    }
+    let long = format!("http://127.0.0.1/{}", "a".repeat(2200));
+    let file = NewFile {
+        remote_url: long,
+        local_path: "/tmp/a".into(),
+        ranges: None,
+    };
+    let err = apply(
+        &mut job,
+        Event::AddFiles {
+            files: vec![file],
+            limits: Limits::default(),
+        },
+        t0(),
+    )
+    .expect_err("long");
+    assert_eq!(err.code, ErrorCode::StringTooLong);
+}
+
+#[test]
+fn recovery_rewinds_to_the_checkpoint() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(
+        &mut job,
+        Event::Progress {
+            file: 0,
+            transferred: 900,
+            checkpointed: 512,
+        },
+    );
+    ok(&mut job, Event::Recovered);
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.files[0].bytes_transferred, 512);
+}
+
+#[test]
+fn file_restart_resets_progress() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(
+        &mut job,
+        Event::Progress {
+            file: 0,
+            transferred: 900,
+            checkpointed: 900,
+        },
+    );
+    ok(&mut job, Event::FileRestarted { file: 0 });
+    assert_eq!(job.files[0].bytes_transferred, 0);
+    assert_eq!(job.state, JobState::Transferring); // T30
+}
+
+#[test]
+fn progress_reports_unknown_size_until_all_sizes_known() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, add("b.bin"));
+    ok(
+        &mut job,
+        Event::FileInfo {
+            file: 0,
+            bytes_total: Some(10),
+            validators: Validators::default(),
+        },
+    );
+    assert_eq!(job.progress().bytes_total, None);
+    ok(
+        &mut job,
+        Event::FileInfo {
+            file: 1,
+            bytes_total: Some(5),
+            validators: Validators::default(),
+        },
+    );
+    assert_eq!(job.progress().bytes_total, Some(15));
+    assert_eq!(job.progress().files_total, 2);
+}
+
+#[test]
+fn modification_time_tracks_every_change() {
+    let mut job = job_in(JobState::Suspended, JobType::Download);
+    apply(
+        &mut job,
+        Event::Set(PropertyChange::Description("d".into())),
+        at(50),
+    )
+    .expect("set");
+    assert_eq!(job.times.modified, at(50));
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(60)).expect("tick");
+    assert_eq!(
+        job.times.modified,
+        at(50),
+        "a tick that changes nothing is not activity"
+    );
+    assert_eq!(job.times.created, t0());
+}

@@ -1,0 +1,675 @@
+//! `apply(job, event, now)`: the one place where a job changes (spec §2.2–§2.4, §4).
+
+use super::error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError};
+use super::properties::{self, PropertyChange, check_remote_url, validate_ranges};
+use super::{
+    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, Size, Timestamp,
+    Validators, later,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Quotas of spec §5. `exempt` is true for administrators (root) unless the config turns it off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub jobs_per_user: u32,
+    pub jobs_per_machine: u32,
+    pub files_per_job: u32,
+    pub ranges_per_file: u32,
+    pub exempt: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            jobs_per_user: 60,
+            jobs_per_machine: 300,
+            files_per_job: 200,
+            ranges_per_file: 500,
+            exempt: false,
+        }
+    }
+}
+
+/// The machine-wide timers a [`Event::Tick`] checks (spec §4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimePolicy {
+    pub inactivity_timeout: Duration,
+    /// How long before the inactivity deadline the InactivityWarning is sent.
+    pub warning_window: Duration,
+}
+
+impl Default for TimePolicy {
+    fn default() -> Self {
+        Self {
+            inactivity_timeout: Duration::from_secs(90 * 24 * 3600),
+            warning_window: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewFile {
+    pub remote_url: String,
+    /// Absolute path of the final file.
+    pub local_path: PathBuf,
+    pub ranges: Option<Vec<FileRange>>,
+}
+
+/// A failed transfer attempt, classified by the worker (spec §4.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub error: JobError,
+    pub class: ErrorClass,
+    /// The server's `Retry-After`: the next attempt never starts sooner.
+    pub retry_after: Option<Duration>,
+}
+
+/// What Complete does with each file: committed files are renamed from their temp name to their
+/// final name, discarded files have their temp file deleted (spec §3.4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompletePlan {
+    pub commit: Vec<usize>,
+    pub discard: Vec<usize>,
+}
+
+/// What the engine did with a [`CompletePlan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    pub committed: Vec<usize>,
+    /// Files whose rename failed, with why: the job stays TRANSFERRED (T25).
+    pub failed: Vec<(usize, JobError)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    // Calls by the owner (spec §2.3).
+    Resume,
+    Suspend,
+    Cancel,
+    /// Asks for Complete; the effect [`Effect::Commit`] carries the plan, the state changes with
+    /// [`Event::CommitFinished`] once the files are renamed.
+    Complete,
+    CommitFinished(CommitReport),
+    AddFiles {
+        files: Vec<NewFile>,
+        limits: Limits,
+    },
+    Set(PropertyChange),
+    // The scheduler and the transfer workers.
+    /// The scheduler grants the job a slot (T4).
+    Start,
+    /// The server answered (T5).
+    Connected,
+    /// The server told the size and validators of a file.
+    FileInfo {
+        file: usize,
+        bytes_total: Size,
+        validators: Validators,
+    },
+    /// The remote file changed (or the job is dynamic content): the file restarts at byte 0 (T30).
+    FileRestarted {
+        file: usize,
+    },
+    /// Bytes written to the temp file, and bytes flushed to disk.
+    Progress {
+        file: usize,
+        transferred: u64,
+        checkpointed: u64,
+    },
+    FileTransferred {
+        file: usize,
+    },
+    /// Time slice over or preempted by a higher priority (T7).
+    Yield,
+    Failed(Failure),
+    /// Time passed: retry timer, no-progress timeout, maximum download time, inactivity.
+    Tick(TimePolicy),
+    NetworkLost,
+    NetworkRestored,
+    /// The engine starts again with a job that was CONNECTING/TRANSFERRING when it stopped.
+    Recovered,
+}
+
+/// Events for listeners (spec §7.5). JobModification is derived by the engine from any change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notification {
+    JobTransferred,
+    JobError(JobError),
+    FileTransferred(usize),
+    InactivityWarning { deadline: Timestamp },
+    InactivityCancelled,
+}
+
+/// What the caller of [`apply`] must carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// The job left CONNECTING/TRANSFERRING: stop its worker (and wait for it) before anything else.
+    StopTransfer,
+    DeleteTempFiles(Vec<PathBuf>),
+    Commit(CompletePlan),
+    Notify(Notification),
+}
+
+/// CreateJob quota check (spec §5): counts the jobs still in the queue.
+pub fn check_create_quota<'a>(
+    jobs: impl IntoIterator<Item = &'a Job>,
+    owner: &str,
+    limits: &Limits,
+) -> Result<(), BitsError> {
+    if limits.exempt {
+        return Ok(());
+    }
+    let (mut mine, mut all) = (0u32, 0u32);
+    for job in jobs.into_iter().filter(|j| !j.state.is_final()) {
+        all += 1;
+        if job.owner == owner {
+            mine += 1;
+        }
+    }
+    if mine >= limits.jobs_per_user {
+        return Err(BitsError::new(
+            ErrorCode::TooManyJobsPerUser,
+            format!(
+                "{owner} already has {mine} jobs (limit {}): complete or cancel stale jobs first",
+                limits.jobs_per_user
+            ),
+        ));
+    }
+    if all >= limits.jobs_per_machine {
+        return Err(BitsError::new(
+            ErrorCode::TooManyJobsPerMachine,
+            format!(
+                "the machine already has {all} jobs (limit {}): complete or cancel stale jobs first",
+                limits.jobs_per_machine
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `event` to `job` at time `now`. On error the job is unchanged.
+pub fn apply(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, BitsError> {
+    let before = job.state;
+    if before.is_final() {
+        return Err(invalid_state(job, "it is finished"));
+    }
+    let is_tick = matches!(event, Event::Tick(_));
+    let mut next = job.clone();
+    let mut effects = step(&mut next, event, now)?;
+    if is_tick && next == *job {
+        return Ok(effects);
+    }
+    if before.is_running() && !next.state.is_running() {
+        effects.insert(0, Effect::StopTransfer);
+        next.download_clock.used = next.download_clock.elapsed(now);
+        next.download_clock.running_since = None;
+    }
+    if next.state != before
+        && next.state.is_running()
+        && next.download_clock.running_since.is_none()
+    {
+        next.download_clock.running_since = Some(now);
+    }
+    // A warning alone is not activity; every other change is (spec §4.6, §7.2).
+    let only_warned = is_tick && {
+        let mut probe = next.clone();
+        probe.inactivity_warned = job.inactivity_warned;
+        probe == *job
+    };
+    if !only_warned {
+        next.times.modified = now;
+        next.inactivity_warned = false;
+    }
+    *job = next;
+    Ok(effects)
+}
+
+fn invalid_state(job: &Job, why: &str) -> BitsError {
+    BitsError::new(
+        ErrorCode::InvalidState,
+        format!("job {} is {}: {why}", job.id, job.state),
+    )
+}
+
+fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, BitsError> {
+    use JobState::*;
+    let mut effects = Vec::new();
+    match event {
+        Event::Resume => match job.state {
+            Suspended | Error | TransientError | Transferred => {
+                if job.files.is_empty() {
+                    return Err(BitsError::from_code(ErrorCode::Empty));
+                }
+                if job.state == Transferred && job.all_files_transferred() {
+                    return Ok(effects); // §2.4: nothing to do, S_OK.
+                }
+                job.state = Queued;
+                job.resumed_once = true;
+                job.retry = Default::default();
+                job.download_clock = Default::default();
+            }
+            Queued | Connecting | Transferring => {} // T20
+            Acknowledged | Cancelled => unreachable!("final states are rejected before"),
+        },
+        Event::Suspend => {
+            job.state = Suspended; // T18, idempotent
+            job.retry = Default::default();
+        }
+        Event::Cancel => {
+            job.state = Cancelled; // T24
+            effects.push(Effect::DeleteTempFiles(uncommitted_temp_files(job)));
+        }
+        Event::Complete => {
+            if job.job_type.is_upload() && job.state != Transferred {
+                return Err(invalid_state(
+                    job,
+                    "an upload job can be completed only when it is TRANSFERRED",
+                ));
+            }
+            if job.state.is_running() {
+                effects.push(Effect::StopTransfer);
+            }
+            let mut plan = CompletePlan::default();
+            for (index, file) in job.files.iter().enumerate().filter(|(_, f)| !f.completed) {
+                if file.transferred {
+                    plan.commit.push(index);
+                } else {
+                    plan.discard.push(index);
+                }
+            }
+            effects.push(Effect::Commit(plan));
+            return Ok(effects);
+        }
+        Event::CommitFinished(report) => {
+            for &index in &report.committed {
+                if let Some(file) = job.files.get_mut(index) {
+                    file.completed = true;
+                }
+            }
+            if report.failed.is_empty() {
+                job.state = Acknowledged; // T21/T22
+            } else {
+                // T25: the job stays (or becomes) TRANSFERRED; unfinished files were discarded.
+                for file in job.files.iter_mut().filter(|f| !f.transferred) {
+                    reset_file(file);
+                }
+                job.state = Transferred;
+                job.times.transfer_completed.get_or_insert(now);
+            }
+        }
+        Event::AddFiles { files, limits } => add_files(job, files, &limits)?,
+        Event::Set(change) => set_property(job, change)?,
+        Event::Start => {
+            if job.state != Queued {
+                return Err(invalid_state(job, "only a QUEUED job can be started"));
+            }
+            if job.all_files_transferred() {
+                enter_transferred(job, now, &mut effects); // §2.4: no network I/O needed
+            } else {
+                job.state = Connecting; // T4
+            }
+        }
+        Event::Connected => {
+            expect_running(job)?;
+            job.state = Transferring; // T5
+            job.error = None; // GetError answers only until the job next transfers
+        }
+        Event::FileInfo {
+            file,
+            bytes_total,
+            validators,
+        } => {
+            expect_running(job)?;
+            let entry = file_mut(job, file)?;
+            entry.bytes_total = bytes_total;
+            entry.validators = Some(validators);
+        }
+        Event::FileRestarted { file } => {
+            expect_running(job)?;
+            reset_file(file_mut(job, file)?);
+        }
+        Event::Progress {
+            file,
+            transferred,
+            checkpointed,
+        } => {
+            expect_running(job)?;
+            let entry = file_mut(job, file)?;
+            let advanced = transferred > entry.bytes_transferred;
+            entry.bytes_transferred = transferred;
+            entry.bytes_checkpointed = checkpointed.min(transferred);
+            if advanced {
+                job.retry = Default::default(); // any transferred byte resets the no-progress timer
+            }
+        }
+        Event::FileTransferred { file } => {
+            expect_running(job)?;
+            let entry = file_mut(job, file)?;
+            entry.transferred = true;
+            entry.bytes_total = Some(entry.bytes_transferred);
+            entry.bytes_checkpointed = entry.bytes_transferred;
+            effects.push(Effect::Notify(Notification::FileTransferred(file)));
+            if job.all_files_transferred() {
+                enter_transferred(job, now, &mut effects); // T8
+            }
+        }
+        Event::Yield => {
+            expect_running(job)?;
+            job.state = Queued; // T7
+        }
+        Event::Failed(failure) => {
+            expect_running(job)?;
+            fail(job, failure, now, &mut effects);
+        }
+        Event::Tick(policy) => tick(job, &policy, now, &mut effects),
+        Event::NetworkLost => {
+            if matches!(job.state, Queued | Connecting | Transferring) {
+                // T14: waits for the network, not for the retry timer; not counted (§4.5).
+                job.state = TransientError;
+                job.error = Some(JobError::new(
+                    ErrorContext::GeneralTransport,
+                    ErrorCode::NetworkDisconnected,
+                    None,
+                ));
+                job.retry.next_retry_at = None;
+            }
+        }
+        Event::NetworkRestored => {
+            if job.state == TransientError {
+                job.state = Queued; // T15
+                job.retry.next_retry_at = None;
+            }
+        }
+        Event::Recovered => {
+            if job.state.is_running() {
+                job.state = Queued;
+            }
+            for file in job.files.iter_mut().filter(|f| !f.transferred) {
+                file.bytes_transferred = file.bytes_checkpointed;
+            }
+            // Time spent while the engine was down is not known; it is not counted.
+            job.download_clock.running_since = None;
+        }
+    }
+    Ok(effects)
+}
+
+fn expect_running(job: &Job) -> Result<(), BitsError> {
+    if job.state.is_running() {
+        Ok(())
+    } else {
+        Err(invalid_state(job, "no transfer is running"))
+    }
+}
+
+fn file_mut(job: &mut Job, index: usize) -> Result<&mut JobFile, BitsError> {
+    let count = job.files.len();
+    job.files.get_mut(index).ok_or_else(|| {
+        BitsError::new(
+            ErrorCode::InvalidArg,
+            format!(
+                "the job has {count} files; there is no file number {}",
+                index + 1
+            ),
+        )
+    })
+}
+
+fn reset_file(file: &mut JobFile) {
+    file.bytes_transferred = 0;
+    file.bytes_checkpointed = 0;
+    file.transferred = false;
+}
+
+fn enter_transferred(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
+    job.state = JobState::Transferred;
+    job.times.transfer_completed = Some(now);
+    job.retry = Default::default();
+    effects.push(Effect::Notify(Notification::JobTransferred));
+}
+
+fn enter_error(job: &mut Job, error: JobError, effects: &mut Vec<Effect>) {
+    job.state = JobState::Error;
+    job.retry.next_retry_at = None;
+    job.error = Some(error.clone());
+    effects.push(Effect::Notify(Notification::JobError(error)));
+}
+
+fn uncommitted_temp_files(job: &Job) -> Vec<PathBuf> {
+    job.files
+        .iter()
+        .filter(|f| !f.completed)
+        .map(|f| f.temp_path.clone())
+        .collect()
+}
+
+/// Exponential back-off from the minimum retry delay, capped at an hour (or the delay itself if
+/// that is longer). A Ferry extension: BITS retries at the fixed delay.
+fn backoff(min_delay: Duration, failures: u32) -> Duration {
+    let cap = min_delay.max(Duration::from_secs(3600));
+    min_delay.saturating_mul(1u32 << failures.min(16)).min(cap)
+}
+
+fn fail(job: &mut Job, failure: Failure, now: Timestamp, effects: &mut Vec<Effect>) {
+    let from_transferring = job.state == JobState::Transferring;
+    let retrying = job.retry.no_progress_since.is_some();
+    if failure.class != ErrorClass::Environmental && (from_transferring || retrying) {
+        job.error_count += 1; // §4.5
+    }
+    if failure.class == ErrorClass::Fatal || job.no_progress_timeout.is_zero() {
+        enter_error(job, failure.error, effects); // T10, T34
+        return;
+    }
+    job.state = JobState::TransientError; // T6, T9, T14
+    job.error = Some(failure.error.clone());
+    if failure.class == ErrorClass::Environmental {
+        job.retry.next_retry_at = None;
+        return;
+    }
+    let since = *job.retry.no_progress_since.get_or_insert(now);
+    let deadline = later(since, job.no_progress_timeout);
+    let floor = job
+        .minimum_retry_delay
+        .max(failure.retry_after.unwrap_or_default());
+    let mut delay = backoff(job.minimum_retry_delay, job.retry.consecutive_failures).max(floor);
+    if later(now, delay) > deadline {
+        delay = floor;
+    }
+    job.retry.consecutive_failures = job.retry.consecutive_failures.saturating_add(1);
+    let retry_at = later(now, delay);
+    if retry_at > deadline {
+        enter_error(job, failure.error, effects); // T13
+    } else {
+        job.retry.next_retry_at = Some(retry_at);
+    }
+}
+
+fn tick(job: &mut Job, policy: &TimePolicy, now: Timestamp, effects: &mut Vec<Effect>) {
+    let deadline = job.inactivity_deadline(policy.inactivity_timeout);
+    if now >= deadline {
+        job.state = JobState::Cancelled; // T26
+        effects.push(Effect::DeleteTempFiles(uncommitted_temp_files(job)));
+        effects.push(Effect::Notify(Notification::InactivityCancelled));
+        return;
+    }
+    if !job.inactivity_warned && later(now, policy.warning_window) >= deadline {
+        job.inactivity_warned = true;
+        effects.push(Effect::Notify(Notification::InactivityWarning { deadline }));
+    }
+    if job.state.is_running() && job.download_clock.elapsed(now) > job.max_download_time {
+        if job.state == JobState::Transferring {
+            job.error_count += 1;
+        }
+        let error = JobError::new(
+            ErrorContext::GeneralQueueManager,
+            ErrorCode::MaxDownloadTimeout,
+            None,
+        );
+        enter_error(job, error, effects); // T27
+        return;
+    }
+    if job.state == JobState::TransientError {
+        let expired = job
+            .retry
+            .no_progress_since
+            .is_some_and(|since| now >= later(since, job.no_progress_timeout));
+        if expired {
+            let error = job
+                .error
+                .clone()
+                .unwrap_or_else(|| JobError::new(ErrorContext::Unknown, ErrorCode::Timeout, None));
+            enter_error(job, error, effects); // T12
+        } else if job.retry.next_retry_at.is_some_and(|at| now >= at) {
+            job.state = JobState::Queued; // T11
+            job.retry.next_retry_at = None;
+        }
+    }
+}
+
+/// The hidden temp file of file `index` of job `job`, next to its destination (spec §3.3).
+pub(crate) fn temp_path_for(job: &Job, index: usize, local: &Path) -> PathBuf {
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short = job.id.0.simple().to_string();
+    let dir = local.parent().unwrap_or(Path::new("/"));
+    dir.join(format!(".{name}.{}-{index}.ferry-part", &short[..12]))
+}
+
+fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), BitsError> {
+    if files.is_empty() {
+        return Err(BitsError::new(ErrorCode::InvalidArg, "no files were given"));
+    }
+    if job.job_type.is_upload() && job.files.len() + files.len() > 1 {
+        return Err(BitsError::new(
+            ErrorCode::TooManyFiles,
+            "an upload job carries exactly one file; create one job per upload",
+        ));
+    }
+    let total = job.files.len() + files.len();
+    if !limits.exempt && total > limits.files_per_job as usize {
+        return Err(BitsError::new(
+            ErrorCode::TooManyFilesInJob,
+            format!(
+                "the job would have {total} files; the limit is {} per job: split them over several jobs",
+                limits.files_per_job
+            ),
+        ));
+    }
+    let mut added = Vec::with_capacity(files.len());
+    for new in files {
+        check_remote_url(&new.remote_url)?;
+        if !new.local_path.is_absolute() || new.local_path.file_name().is_none() {
+            return Err(BitsError::new(
+                ErrorCode::InvalidArg,
+                format!(
+                    "local name {:?} must be an absolute path to a file",
+                    new.local_path
+                ),
+            ));
+        }
+        if let Some(ranges) = &new.ranges {
+            if job.job_type.is_upload() {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "upload jobs do not take ranges",
+                ));
+            }
+            if job.dynamic_content {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    "dynamic-content jobs cannot download byte ranges",
+                ));
+            }
+            if !limits.exempt && ranges.len() > limits.ranges_per_file as usize {
+                return Err(BitsError::new(
+                    ErrorCode::TooManyRangesInFile,
+                    format!(
+                        "{} ranges given; the limit is {} per file",
+                        ranges.len(),
+                        limits.ranges_per_file
+                    ),
+                ));
+            }
+            validate_ranges(ranges)?;
+        }
+        let index = job.files.len() + added.len();
+        let bytes_total = new.ranges.as_ref().and_then(|ranges| {
+            ranges.iter().try_fold(0u64, |sum, r| {
+                (r.length != super::LENGTH_TO_EOF).then(|| sum.saturating_add(r.length))
+            })
+        });
+        added.push(JobFile {
+            temp_path: temp_path_for(job, index, &new.local_path),
+            remote_url: new.remote_url,
+            local_path: new.local_path,
+            ranges: new.ranges,
+            bytes_total,
+            bytes_transferred: 0,
+            bytes_checkpointed: 0,
+            transferred: false,
+            completed: false,
+            validators: None,
+        });
+    }
+    job.files.extend(added); // all or nothing; the state is unchanged (§2.4)
+    Ok(())
+}
+
+fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> {
+    properties::validate_change(&change)?;
+    match change {
+        PropertyChange::DisplayName(name) => job.display_name = name,
+        PropertyChange::Description(text) => job.description = text,
+        PropertyChange::Priority(priority) => job.priority = priority,
+        PropertyChange::MinimumRetryDelay(delay) => {
+            job.minimum_retry_delay = delay.max(MINIMUM_RETRY_DELAY_FLOOR)
+        }
+        PropertyChange::NoProgressTimeout(timeout) => job.no_progress_timeout = timeout,
+        PropertyChange::MaxDownloadTime(limit) => job.max_download_time = limit,
+        PropertyChange::NotifyFlags(flags) => job.notify_flags = super::NotifyFlags(flags),
+        PropertyChange::NotifyCommand(command) => job.notify_command = command,
+        PropertyChange::CustomHeaders(headers) => job.custom_headers = headers,
+        PropertyChange::Credentials(credentials) => {
+            job.credentials = credentials;
+            job.credentials_dropped = false;
+        }
+        PropertyChange::Proxy(proxy) => job.proxy = proxy,
+        PropertyChange::RedirectPolicy(policy) => job.redirect_policy = policy,
+        PropertyChange::DynamicContent(on) => {
+            if job.job_type != JobType::Download {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only download jobs can be dynamic content",
+                ));
+            }
+            if job.resumed_once {
+                return Err(invalid_state(
+                    job,
+                    "dynamic content can only be set before the first Resume",
+                ));
+            }
+            if on && job.files.iter().any(|f| f.ranges.is_some()) {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    "a job with byte ranges cannot be dynamic content",
+                ));
+            }
+            job.dynamic_content = on;
+        }
+        PropertyChange::ReplaceExisting(on) => job.replace_existing = on,
+        PropertyChange::RemoteName { file, url } => {
+            if job.job_type != JobType::Download {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only download files can change their URL",
+                ));
+            }
+            file_mut(job, file)?.remote_url = url;
+        }
+        PropertyChange::Touch => {}
+    }
+    Ok(())
+}
