@@ -1,1 +1,8 @@
+//! Ferry: a background transfer manager with the job model of Windows BITS.
+//!
+//! Layers, from the inside out: [`job`] (pure model), [`store`] (persistence), [`engine`]
+//! (the actor that owns the jobs and runs transfers), and the surfaces (the `ferry` binary).
+
+pub mod config;
 pub mod job;
+pub mod store;

@@ -13,8 +13,9 @@ mod tests;
 
 pub use error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError, classify_http_status};
 pub use properties::{
-    Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand, NotifyFlags,
-    PropertyChange, ProxySettings, ProxyUsage, RedirectPolicy, validate_ranges,
+    AuthScheme, Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand,
+    NotifyFlags, PropertyChange, ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy,
+    validate_ranges,
 };
 pub use transition::{
     CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,

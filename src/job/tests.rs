@@ -1069,3 +1069,10 @@ fn modification_time_tracks_every_change() {
     );
     assert_eq!(job.times.created, t0());
 }
+
+#[test]
+fn recovery_is_not_activity() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    apply(&mut job, Event::Recovered, at(500)).expect("recovered");
+    assert_eq!(job.times.modified, t0());
+}

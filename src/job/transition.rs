@@ -195,6 +195,8 @@ pub fn apply(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>,
         return Err(invalid_state(job, "it is finished"));
     }
     let is_tick = matches!(event, Event::Tick(_));
+    // Restarting the engine is housekeeping, not activity of the job.
+    let is_recovery = matches!(event, Event::Recovered);
     let mut next = job.clone();
     let mut effects = step(&mut next, event, now)?;
     if is_tick && next == *job {
@@ -211,13 +213,14 @@ pub fn apply(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>,
     {
         next.download_clock.running_since = Some(now);
     }
-    // A warning alone is not activity; every other change is (spec §4.6, §7.2).
-    let only_warned = is_tick && {
-        let mut probe = next.clone();
-        probe.inactivity_warned = job.inactivity_warned;
-        probe == *job
-    };
-    if !only_warned {
+    // A warning alone is not activity, nor is a restart; every other change is (§4.6, §7.2).
+    let not_activity = is_recovery
+        || is_tick && {
+            let mut probe = next.clone();
+            probe.inactivity_warned = job.inactivity_warned;
+            probe == *job
+        };
+    if !not_activity {
         next.times.modified = now;
         next.inactivity_warned = false;
     }

@@ -1,0 +1,190 @@
+//! Ferry's configuration file (`config.ron`): limits, defaults and timers. A missing file means the
+//! BITS defaults; an invalid one is an error that names the file and the field.
+
+use crate::job::{JobDefaults, Limits, Priority, TimePolicy};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every field may be left out; what is left out takes the BITS default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub max_jobs_per_user: u32,
+    pub max_jobs_per_machine: u32,
+    pub max_files_per_job: u32,
+    pub max_ranges_per_file: u32,
+    /// Administrators (root) are exempt from the quotas, as in BITS. Turn off to enforce them on root.
+    pub admin_exempt_from_quotas: bool,
+    pub default_priority: Priority,
+    pub minimum_retry_delay_secs: u64,
+    pub no_progress_timeout_secs: u64,
+    pub max_download_time_secs: u64,
+    pub job_inactivity_timeout_secs: u64,
+    /// The InactivityWarning event fires this long before the inactivity deadline.
+    pub inactivity_warning_secs: u64,
+    /// Round-robin time slice of background jobs of the same priority.
+    pub time_slice_secs: u64,
+    /// Minimum interval between two JobModification events of one job.
+    pub modification_interval_ms: u64,
+    /// Give up on a connection attempt after this long (transient error).
+    pub connect_timeout_secs: u64,
+    /// Give up on a response that sends nothing for this long (transient error).
+    pub read_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_jobs_per_user: 60,
+            max_jobs_per_machine: 300,
+            max_files_per_job: 200,
+            max_ranges_per_file: 500,
+            admin_exempt_from_quotas: true,
+            default_priority: Priority::Normal,
+            minimum_retry_delay_secs: 600,
+            no_progress_timeout_secs: 14 * 24 * 3600,
+            max_download_time_secs: 90 * 24 * 3600,
+            job_inactivity_timeout_secs: 90 * 24 * 3600,
+            inactivity_warning_secs: 7 * 24 * 3600,
+            time_slice_secs: 300,
+            modification_interval_ms: 500,
+            connect_timeout_secs: 30,
+            read_timeout_ms: 120_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the config file {path} is invalid: {message}. Fix or delete that field (a missing field takes its default)."
+    )]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub const FILE_NAME: &'static str = "config.ron";
+
+    /// Loads `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let config: Config = ron::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_jobs_per_user", self.max_jobs_per_user as u64),
+            ("max_jobs_per_machine", self.max_jobs_per_machine as u64),
+            ("max_files_per_job", self.max_files_per_job as u64),
+            ("max_ranges_per_file", self.max_ranges_per_file as u64),
+            (
+                "job_inactivity_timeout_secs",
+                self.job_inactivity_timeout_secs,
+            ),
+            ("time_slice_secs", self.time_slice_secs),
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("read_timeout_ms", self.read_timeout_ms),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(format!("field `{field}` must be greater than 0"));
+            }
+        }
+        if self.inactivity_warning_secs >= self.job_inactivity_timeout_secs {
+            return Err(
+                "field `inactivity_warning_secs` must be shorter than `job_inactivity_timeout_secs`"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self, is_admin: bool) -> Limits {
+        Limits {
+            jobs_per_user: self.max_jobs_per_user,
+            jobs_per_machine: self.max_jobs_per_machine,
+            files_per_job: self.max_files_per_job,
+            ranges_per_file: self.max_ranges_per_file,
+            exempt: is_admin && self.admin_exempt_from_quotas,
+        }
+    }
+
+    pub fn job_defaults(&self) -> JobDefaults {
+        JobDefaults {
+            priority: self.default_priority,
+            minimum_retry_delay: Duration::from_secs(self.minimum_retry_delay_secs),
+            no_progress_timeout: Duration::from_secs(self.no_progress_timeout_secs),
+            max_download_time: Duration::from_secs(self.max_download_time_secs),
+        }
+    }
+
+    pub fn time_policy(&self) -> TimePolicy {
+        TimePolicy {
+            inactivity_timeout: Duration::from_secs(self.job_inactivity_timeout_secs),
+            warning_window: Duration::from_secs(self.inactivity_warning_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_bits_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::load(&dir.path().join("config.ron")).expect("defaults");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.limits(false), Limits::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.ron");
+        std::fs::write(&path, "(max_jobs_per_user: 3, default_priority: Low)").expect("write");
+        let config = Config::load(&path).expect("valid");
+        assert_eq!(config.max_jobs_per_user, 3);
+        assert_eq!(config.default_priority, Priority::Low);
+        assert_eq!(config.max_files_per_job, 200);
+    }
+
+    #[test]
+    fn invalid_file_names_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.ron");
+        std::fs::write(&path, "(max_jobs_per_usr: 3)").expect("write");
+        let err = Config::load(&path).expect_err("unknown field").to_string();
+        assert!(
+            err.contains("max_jobs_per_usr") && err.contains("config.ron"),
+            "{err}"
+        );
+        std::fs::write(&path, "(time_slice_secs: 0)").expect("write");
+        let err = Config::load(&path).expect_err("zero").to_string();
+        assert!(err.contains("time_slice_secs"), "{err}");
+        std::fs::write(&path, "(max_files_per_job: \"many\")").expect("write");
+        let err = Config::load(&path).expect_err("type").to_string();
+        assert!(err.contains("invalid"), "{err}");
+    }
+}
