@@ -4,5 +4,7 @@
 //! (the actor that owns the jobs and runs transfers), and the surfaces (the `ferry` binary).
 
 pub mod config;
+pub mod engine;
 pub mod job;
+pub mod platform;
 pub mod store;

@@ -158,7 +158,7 @@ pub struct Credentials {
 }
 
 /// BG_JOB_PROXY_USAGE plus its lists (spec §7.8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum ProxyUsage {
     /// The system's settings (Ferry: the `http_proxy`/`https_proxy`/`no_proxy` environment).
     #[default]
@@ -168,7 +168,7 @@ pub enum ProxyUsage {
     Autodetect,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct ProxySettings {
     pub usage: ProxyUsage,
     pub list: Option<String>,
@@ -176,7 +176,7 @@ pub struct ProxySettings {
 }
 
 /// Redirect policy (spec §7.10). HTTPS→HTTP is refused unless `allow_https_to_http`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RedirectPolicy {
     pub mode: RedirectMode,
     pub allow_https_to_http: bool,
@@ -191,7 +191,7 @@ impl Default for RedirectPolicy {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RedirectMode {
     /// Follow redirects; the job keeps its URLs.
     AllowSilent,

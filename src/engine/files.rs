@@ -1,0 +1,196 @@
+//! The engine's file operations on behalf of jobs: checks before files are added, Complete's
+//! commit (atomic renames that never replace an existing file unless the job allows it), and the
+//! deletion of temp files.
+
+use crate::job::{
+    BitsError, CommitReport, CompletePlan, ErrorCode, ErrorContext, Job, JobError, NewFile,
+};
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Refuses files whose destination cannot work, before they enter the job.
+pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsError> {
+    for file in files {
+        let Some(dir) = file.local_path.parent() else {
+            continue;
+        };
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(BitsError::new(
+                    ErrorCode::PathNotFound,
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+            Err(_) => {
+                return Err(BitsError::new(
+                    ErrorCode::PathNotFound,
+                    format!(
+                        "the destination folder {} does not exist: create it first",
+                        dir.display()
+                    ),
+                ));
+            }
+        }
+        if !writable(dir) {
+            return Err(BitsError::new(
+                ErrorCode::AccessDenied,
+                format!("cannot write to {}: check its permissions", dir.display()),
+            ));
+        }
+        if !job.replace_existing && file.local_path.exists() {
+            return Err(destination_exists(&file.local_path));
+        }
+        let duplicate = job
+            .files
+            .iter()
+            .any(|f| f.local_path == file.local_path && !f.completed)
+            || files
+                .iter()
+                .filter(|f| f.local_path == file.local_path)
+                .count()
+                > 1;
+        if duplicate {
+            return Err(BitsError::new(
+                ErrorCode::InvalidArg,
+                format!(
+                    "two files of the job would both be written to {}",
+                    file.local_path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn destination_exists(path: &Path) -> BitsError {
+    BitsError::new(
+        ErrorCode::FileExists,
+        format!(
+            "{} already exists: remove or rename it, or allow the job to replace existing files",
+            path.display()
+        ),
+    )
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Renames `from` to `to`, failing if `to` exists unless `replace` (atomic either way).
+fn rename_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    if replace {
+        return std::fs::rename(from, to);
+    }
+    match rename_noreplace(from, to) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            // File systems without RENAME_NOREPLACE: a hard link fails atomically if `to` exists.
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        other => other,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+fn io_code(error: &io::Error) -> ErrorCode {
+    match error.kind() {
+        io::ErrorKind::AlreadyExists => ErrorCode::FileExists,
+        io::ErrorKind::NotFound => ErrorCode::PathNotFound,
+        io::ErrorKind::PermissionDenied => ErrorCode::AccessDenied,
+        io::ErrorKind::StorageFull => ErrorCode::DiskFull,
+        _ => ErrorCode::LocalIo,
+    }
+}
+
+/// Carries out a Complete plan (spec §3.4). Returns the report for the job and whether some
+/// temp files could not be deleted (BG_S_UNABLE_TO_DELETE_FILES).
+pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
+    let mut report = CommitReport::default();
+    let mut dirs = BTreeSet::new();
+    for &index in &plan.commit {
+        let file = &job.files[index];
+        match rename_into_place(&file.temp_path, &file.local_path, job.replace_existing) {
+            Ok(()) => {
+                report.committed.push(index);
+                if let Some(dir) = file.local_path.parent() {
+                    dirs.insert(dir.to_path_buf());
+                }
+            }
+            Err(e) => {
+                let code = io_code(&e);
+                let description = if code == ErrorCode::FileExists {
+                    destination_exists(&file.local_path).message
+                } else {
+                    format!(
+                        "cannot move the download to {}: {e}",
+                        file.local_path.display()
+                    )
+                };
+                let error = JobError::new(ErrorContext::LocalFile, code, Some(index))
+                    .with_description(description);
+                report.failed.push((index, error));
+            }
+        }
+    }
+    let discard: Vec<PathBuf> = plan
+        .discard
+        .iter()
+        .map(|&i| job.files[i].temp_path.clone())
+        .collect();
+    let undeletable = !delete_temp_files(&discard);
+    for dir in dirs {
+        if let Err(e) = crate::store::sync_dir(&dir) {
+            tracing::warn!(dir = %dir.display(), "cannot flush the directory: {e}");
+        }
+    }
+    (report, undeletable)
+}
+
+/// Deletes temp files; a missing file is fine. Returns false if some could not be deleted.
+pub(crate) fn delete_temp_files(paths: &[PathBuf]) -> bool {
+    let mut all = true;
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "cannot delete the temp file: {e}");
+                all = false;
+            }
+        }
+    }
+    all
+}

@@ -1,0 +1,1139 @@
+//! The engine: one tokio task (an actor) owns every job. Commands come in on a channel, each with
+//! a reply; events go out on a broadcast channel. Transfer workers run beside it and report back.
+//! Every change of a job goes through [`crate::job::apply`].
+
+mod clock;
+mod files;
+mod scheduler;
+mod transfer;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+
+use crate::config::Config;
+use crate::job::{
+    self, BitsError, Effect, ErrorClass, ErrorCode, ErrorContext, Event, Failure, Job, JobError,
+    JobId, JobState, JobType, NewFile, Notification, NotifyFlags, Priority, PropertyChange,
+    ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy, Timestamp, later,
+};
+use crate::platform::User;
+use crate::store::{Quarantined, Store, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use transfer::{Final, Report, WorkerMessage};
+
+/// How often changed progress is written to the store.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct EngineOptions {
+    pub data_dir: PathBuf,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub user: User,
+}
+
+/// What the engine found in the store when it started.
+#[derive(Debug)]
+pub struct StartReport {
+    pub jobs_loaded: usize,
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// Events for listeners (spec §7.5, plus Ferry's own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    StateChanged {
+        job: JobId,
+        from: JobState,
+        to: JobState,
+    },
+    /// Something about the job changed; at most one per job per `modification_interval_ms`.
+    JobModification {
+        job: JobId,
+    },
+    JobTransferred {
+        job: JobId,
+    },
+    JobError {
+        job: JobId,
+        error: JobError,
+    },
+    FileTransferred {
+        job: JobId,
+        file: usize,
+    },
+    InactivityWarning {
+        job: JobId,
+        deadline: Timestamp,
+    },
+    InactivityCancelled {
+        job: JobId,
+    },
+    QuotaExceeded {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Result of Complete (spec §3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    /// S_OK: every file was committed.
+    Complete,
+    /// BG_S_PARTIAL_COMPLETE 0x00200017: the files not transferred were deleted.
+    PartialComplete,
+    /// BG_S_UNABLE_TO_DELETE_FILES 0x0020001A: committed, but some temp files remain.
+    UnableToDeleteFiles,
+}
+
+/// Result of Cancel (spec §3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// BG_S_UNABLE_TO_DELETE_FILES: cancelled, but some temp files could not be deleted.
+    UnableToDeleteFiles,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+enum Op {
+    Create {
+        name: String,
+        job_type: JobType,
+        priority: Option<Priority>,
+    },
+    AddFiles {
+        job: JobId,
+        files: Vec<NewFile>,
+    },
+    Resume(JobId),
+    Suspend(JobId),
+    Cancel(JobId),
+    Complete(JobId),
+    Set {
+        job: JobId,
+        change: PropertyChange,
+    },
+    Get(JobId),
+    List,
+    Network {
+        up: bool,
+    },
+    Shutdown,
+}
+
+enum Reply {
+    Id(JobId),
+    Done,
+    Completed(CompleteOutcome),
+    Cancelled(CancelOutcome),
+    Job(Box<Job>),
+    Jobs(Vec<Job>),
+}
+
+struct Command {
+    op: Op,
+    reply: oneshot::Sender<Result<Reply, BitsError>>,
+}
+
+/// The way in to a running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<EngineEvent>,
+}
+
+fn stopped() -> BitsError {
+    BitsError::new(ErrorCode::LocalIo, "the Ferry engine has stopped")
+}
+
+fn unexpected() -> BitsError {
+    BitsError::new(ErrorCode::LocalIo, "the engine gave an unexpected reply")
+}
+
+impl EngineHandle {
+    async fn call(&self, op: Op) -> Result<Reply, BitsError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command { op, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn call_done(&self, op: Op) -> Result<(), BitsError> {
+        match self.call(op).await? {
+            Reply::Done => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Listens to the engine's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.events.subscribe()
+    }
+
+    /// CreateJob (T1): a new SUSPENDED job, after the quota checks of spec §5.
+    pub async fn create_job(
+        &self,
+        name: &str,
+        job_type: JobType,
+        priority: Option<Priority>,
+    ) -> Result<JobId, BitsError> {
+        match self
+            .call(Op::Create {
+                name: name.into(),
+                job_type,
+                priority,
+            })
+            .await?
+        {
+            Reply::Id(id) => Ok(id),
+            _ => Err(unexpected()),
+        }
+    }
+
+    pub async fn add_files(&self, job: JobId, files: Vec<NewFile>) -> Result<(), BitsError> {
+        self.call_done(Op::AddFiles { job, files }).await
+    }
+
+    pub async fn resume(&self, job: JobId) -> Result<(), BitsError> {
+        self.call_done(Op::Resume(job)).await
+    }
+
+    pub async fn suspend(&self, job: JobId) -> Result<(), BitsError> {
+        self.call_done(Op::Suspend(job)).await
+    }
+
+    pub async fn cancel(&self, job: JobId) -> Result<CancelOutcome, BitsError> {
+        match self.call(Op::Cancel(job)).await? {
+            Reply::Cancelled(outcome) => Ok(outcome),
+            _ => Err(unexpected()),
+        }
+    }
+
+    pub async fn complete(&self, job: JobId) -> Result<CompleteOutcome, BitsError> {
+        match self.call(Op::Complete(job)).await? {
+            Reply::Completed(outcome) => Ok(outcome),
+            _ => Err(unexpected()),
+        }
+    }
+
+    pub async fn set(&self, job: JobId, change: PropertyChange) -> Result<(), BitsError> {
+        self.call_done(Op::Set { job, change }).await
+    }
+
+    pub async fn job(&self, job: JobId) -> Result<Job, BitsError> {
+        match self.call(Op::Get(job)).await? {
+            Reply::Job(job) => Ok(*job),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Every job still in the queue (final jobs leave it).
+    pub async fn jobs(&self) -> Result<Vec<Job>, BitsError> {
+        match self.call(Op::List).await? {
+            Reply::Jobs(jobs) => Ok(jobs),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Network connectivity changed (T14/T15).
+    pub async fn network_changed(&self, up: bool) -> Result<(), BitsError> {
+        self.call_done(Op::Network { up }).await
+    }
+
+    /// Stops every transfer at a checkpoint, saves everything and releases the store.
+    pub async fn shutdown(&self) -> Result<(), BitsError> {
+        self.call_done(Op::Shutdown).await
+    }
+}
+
+/// Opens the store, loads the jobs and starts the engine on the current tokio runtime.
+pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), EngineError> {
+    let store = Store::open(&options.data_dir)?;
+    let (loaded, quarantined) = store.load()?;
+    let (commands_tx, commands) = mpsc::channel(64);
+    let (events, _) = broadcast::channel(4096);
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let (notify_tx, notify_exits) = mpsc::unbounded_channel();
+    let now = options.clock.now();
+    let mut jobs = HashMap::new();
+    let mut dirty = HashSet::new();
+    for mut job in loaded {
+        if job.state.is_final() {
+            let _ = store.remove(job.id);
+            continue;
+        }
+        let before = job.clone();
+        // Transfers cut by the stop resume from their checkpoint.
+        if job::apply(&mut job, Event::Recovered, now).is_ok() && job != before {
+            dirty.insert(job.id);
+        }
+        jobs.insert(job.id, job);
+    }
+    let report = StartReport {
+        jobs_loaded: jobs.len(),
+        quarantined,
+    };
+    let actor = Actor {
+        jobs,
+        store,
+        limits_exempt: options.user.is_admin(),
+        user: options.user,
+        config: options.config,
+        clock: options.clock,
+        events: events.clone(),
+        reports_tx,
+        notify_tx,
+        workers: HashMap::new(),
+        next_run: 0,
+        clients: HashMap::new(),
+        dirty,
+        last_flush: Instant::now(),
+        modifications: HashMap::new(),
+        slice_started: HashMap::new(),
+        notify_retry: HashMap::new(),
+        network_up: true,
+    };
+    tokio::spawn(actor.run(commands, reports, notify_exits));
+    Ok((
+        EngineHandle {
+            commands: commands_tx,
+            events,
+        },
+        report,
+    ))
+}
+
+struct RunningWorker {
+    run: u64,
+    file: usize,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Final>,
+}
+
+#[derive(Default)]
+struct ModificationPacing {
+    last: Option<Instant>,
+    pending: bool,
+}
+
+/// A notify command line finished (spec §7.6).
+struct NotifyExited {
+    job: JobId,
+    state: JobState,
+    success: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    redirect: RedirectPolicy,
+    proxy: ProxySettings,
+}
+
+struct Actor {
+    jobs: HashMap<JobId, Job>,
+    store: Store,
+    user: User,
+    limits_exempt: bool,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<EngineEvent>,
+    reports_tx: mpsc::UnboundedSender<WorkerMessage>,
+    notify_tx: mpsc::UnboundedSender<NotifyExited>,
+    workers: HashMap<JobId, RunningWorker>,
+    next_run: u64,
+    clients: HashMap<ClientKey, reqwest::Client>,
+    /// Jobs whose progress changed since they were last saved.
+    dirty: HashSet<JobId>,
+    last_flush: Instant,
+    modifications: HashMap<JobId, ModificationPacing>,
+    /// When each background job last got a time slice (round robin, spec §6).
+    slice_started: HashMap<JobId, Timestamp>,
+    /// Notify command lines that failed and run again after the retry delay (spec §7.6).
+    notify_retry: HashMap<JobId, (Timestamp, JobState)>,
+    network_up: bool,
+}
+
+/// Whether a change is saved at once or with the next checkpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    Now,
+    Checkpoint,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut reports: mpsc::UnboundedReceiver<WorkerMessage>,
+        mut notify_exits: mpsc::UnboundedReceiver<NotifyExited>,
+    ) {
+        loop {
+            self.on_time().await;
+            self.schedule().await;
+            self.flush(false);
+            self.publish_modifications(false);
+            let clock = self.clock.clone();
+            let model_deadline = self.next_model_deadline();
+            let io_deadline = self.next_io_deadline();
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    if matches!(command.op, Op::Shutdown) {
+                        self.shutdown().await;
+                        let _ = command.reply.send(Ok(Reply::Done));
+                        return;
+                    }
+                    let result = self.handle(command.op).await;
+                    let _ = command.reply.send(result);
+                }
+                Some(message) = reports.recv() => self.on_report(message).await,
+                Some(exited) = notify_exits.recv() => self.on_notify_exited(exited),
+                _ = clock.sleep_until(model_deadline.unwrap_or(Timestamp::MAX_UTC)), if model_deadline.is_some() => {}
+                _ = tokio::time::sleep_until(io_deadline.unwrap_or_else(Instant::now)), if io_deadline.is_some() => {}
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn emit(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn job(&self, id: JobId) -> Result<&Job, BitsError> {
+        self.jobs.get(&id).ok_or_else(|| {
+            BitsError::new(
+                ErrorCode::NotFound,
+                format!("no job {id}: it may have been completed or cancelled"),
+            )
+        })
+    }
+
+    async fn handle(&mut self, op: Op) -> Result<Reply, BitsError> {
+        match op {
+            Op::Create {
+                name,
+                job_type,
+                priority,
+            } => self.create(&name, job_type, priority),
+            Op::AddFiles { job, files } => {
+                files::check_new_files(self.job(job)?, &files)?;
+                let limits = self.config.limits(self.limits_exempt);
+                let result = self
+                    .apply(job, Event::AddFiles { files, limits }, Persist::Now)
+                    .await;
+                if let Err(e) = &result
+                    && matches!(
+                        e.code,
+                        ErrorCode::TooManyFilesInJob | ErrorCode::TooManyRangesInFile
+                    )
+                {
+                    self.emit(EngineEvent::QuotaExceeded {
+                        code: e.code,
+                        message: e.message.clone(),
+                    });
+                }
+                result.map(|_| Reply::Done)
+            }
+            Op::Resume(job) => self
+                .apply(job, Event::Resume, Persist::Now)
+                .await
+                .map(|_| Reply::Done),
+            Op::Suspend(job) => self
+                .apply(job, Event::Suspend, Persist::Now)
+                .await
+                .map(|_| Reply::Done),
+            Op::Cancel(job) => {
+                let clean = self.apply(job, Event::Cancel, Persist::Now).await?;
+                Ok(Reply::Cancelled(if clean {
+                    CancelOutcome::Cancelled
+                } else {
+                    CancelOutcome::UnableToDeleteFiles
+                }))
+            }
+            Op::Complete(job) => self.complete(job).await.map(Reply::Completed),
+            Op::Set { job, change } => self
+                .apply(job, Event::Set(change), Persist::Now)
+                .await
+                .map(|_| Reply::Done),
+            Op::Get(job) => self.job(job).map(|j| Reply::Job(Box::new(j.clone()))),
+            Op::List => {
+                let mut jobs: Vec<Job> = self.jobs.values().cloned().collect();
+                jobs.sort_by_key(|j| (j.times.created, j.id));
+                Ok(Reply::Jobs(jobs))
+            }
+            Op::Network { up } => {
+                self.network_up = up;
+                let event = if up {
+                    Event::NetworkRestored
+                } else {
+                    Event::NetworkLost
+                };
+                let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+                for id in ids {
+                    let _ = self.apply(id, event.clone(), Persist::Now).await;
+                }
+                Ok(Reply::Done)
+            }
+            Op::Shutdown => Ok(Reply::Done),
+        }
+    }
+
+    fn create(
+        &mut self,
+        name: &str,
+        job_type: JobType,
+        priority: Option<Priority>,
+    ) -> Result<Reply, BitsError> {
+        let limits = self.config.limits(self.limits_exempt);
+        if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
+            self.emit(EngineEvent::QuotaExceeded {
+                code: e.code,
+                message: e.message.clone(),
+            });
+            return Err(e);
+        }
+        let mut defaults = self.config.job_defaults();
+        if let Some(priority) = priority {
+            defaults.priority = priority;
+        }
+        let job = Job::new(
+            JobId::new_random(),
+            job_type,
+            name,
+            &self.user.name,
+            &defaults,
+            self.now(),
+        )?;
+        let id = job.id;
+        self.save(&job)?;
+        self.jobs.insert(id, job);
+        self.emit(EngineEvent::JobModification { job: id });
+        Ok(Reply::Id(id))
+    }
+
+    fn save(&self, job: &Job) -> Result<(), BitsError> {
+        self.store
+            .save(job)
+            .map_err(|e| BitsError::new(ErrorCode::LocalIo, e.to_string()))
+    }
+
+    /// Applies `event` to a job and carries out the effects. Returns false if some temp files
+    /// could not be deleted.
+    async fn apply(
+        &mut self,
+        id: JobId,
+        event: Event,
+        persist: Persist,
+    ) -> Result<bool, BitsError> {
+        let now = self.now();
+        let from_worker = matches!(
+            event,
+            Event::Connected
+                | Event::FileInfo { .. }
+                | Event::FileRestarted { .. }
+                | Event::Progress { .. }
+                | Event::FileTransferred { .. }
+                | Event::Failed(_)
+        );
+        if !from_worker && self.workers.contains_key(&id) {
+            // If the event stops the transfer, stop the worker first so that its last bytes
+            // are counted before the job changes.
+            let mut probe = self.job(id)?.clone();
+            if job::apply(&mut probe, event.clone(), now)?.contains(&Effect::StopTransfer) {
+                self.stop_worker(id).await;
+            }
+        }
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| BitsError::from_code(ErrorCode::NotFound))?;
+        let from = job.state;
+        let effects = job::apply(job, event, now)?;
+        Ok(self.after_change(id, from, effects, persist).await)
+    }
+
+    async fn after_change(
+        &mut self,
+        id: JobId,
+        from: JobState,
+        effects: Vec<Effect>,
+        persist: Persist,
+    ) -> bool {
+        let mut clean = true;
+        for effect in effects {
+            match effect {
+                Effect::StopTransfer => self.stop_worker(id).await,
+                Effect::DeleteTempFiles(paths) => clean &= files::delete_temp_files(&paths),
+                Effect::Commit(_) => {} // carried out by `complete`
+                Effect::Notify(notification) => self.notify(id, notification),
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return clean;
+        };
+        let to = job.state;
+        if to != from {
+            self.emit(EngineEvent::StateChanged { job: id, from, to });
+        }
+        // JobModification is not raised for transitions into ERROR or TRANSFERRED (spec §7.5).
+        if !(to != from && matches!(to, JobState::Error | JobState::Transferred)) {
+            self.modifications.entry(id).or_default().pending = true;
+        }
+        if to.is_final() {
+            if let Err(e) = self.store.remove(id) {
+                tracing::error!(job = %id, "cannot remove the job file: {e}");
+            }
+            self.jobs.remove(&id);
+            self.dirty.remove(&id);
+            self.slice_started.remove(&id);
+            self.notify_retry.remove(&id);
+            self.publish_modifications(true);
+            self.modifications.remove(&id);
+        } else if persist == Persist::Now || to != from {
+            if let Err(e) = self.store.save(job) {
+                tracing::error!(job = %id, "cannot save the job: {e}");
+            }
+            self.dirty.remove(&id);
+        } else {
+            self.dirty.insert(id);
+        }
+        clean
+    }
+
+    fn notify(&mut self, id: JobId, notification: Notification) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let flags = job.notify_flags;
+        let event = match &notification {
+            Notification::JobTransferred => EngineEvent::JobTransferred { job: id },
+            Notification::JobError(error) => EngineEvent::JobError {
+                job: id,
+                error: error.clone(),
+            },
+            Notification::FileTransferred(file) => EngineEvent::FileTransferred {
+                job: id,
+                file: *file,
+            },
+            Notification::InactivityWarning { deadline } => EngineEvent::InactivityWarning {
+                job: id,
+                deadline: *deadline,
+            },
+            Notification::InactivityCancelled => EngineEvent::InactivityCancelled { job: id },
+        };
+        self.emit(event);
+        let wants_command = match notification {
+            Notification::JobTransferred => flags.wants(NotifyFlags::JOB_TRANSFERRED),
+            Notification::JobError(_) => flags.wants(NotifyFlags::JOB_ERROR),
+            _ => false,
+        };
+        if wants_command {
+            self.run_notify_command(id);
+        }
+    }
+
+    /// Runs the job's notify command line (spec §7.6): full path, no shell, argv[0] from the
+    /// parameters; a non-zero exit runs it again after the minimum retry delay.
+    fn run_notify_command(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let Some(command) = job.notify_command.clone() else {
+            return;
+        };
+        let state = job.state;
+        let mut process = tokio::process::Command::new(&command.program);
+        if let Some((arg0, rest)) = command.args.split_first() {
+            process.arg0(arg0).args(rest);
+        }
+        process
+            .env("FERRY_JOB_ID", id.to_string())
+            .env("FERRY_JOB_STATE", state.name())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false);
+        let exits = self.notify_tx.clone();
+        match process.spawn() {
+            Ok(mut child) => {
+                tokio::spawn(async move {
+                    let success = child.wait().await.is_ok_and(|s| s.success());
+                    let _ = exits.send(NotifyExited {
+                        job: id,
+                        state,
+                        success,
+                    });
+                });
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, program = %command.program, "cannot run the notify command: {e}");
+                let _ = exits.send(NotifyExited {
+                    job: id,
+                    state,
+                    success: false,
+                });
+            }
+        }
+    }
+
+    fn on_notify_exited(&mut self, exited: NotifyExited) {
+        let NotifyExited {
+            job,
+            state,
+            success,
+        } = exited;
+        if success {
+            self.notify_retry.remove(&job);
+        } else if let Some(j) = self.jobs.get(&job)
+            && j.state == state
+        {
+            let at = later(self.now(), j.minimum_retry_delay);
+            self.notify_retry.insert(job, (at, state));
+        }
+    }
+
+    async fn on_report(&mut self, message: WorkerMessage) {
+        let WorkerMessage {
+            job: id,
+            run,
+            file,
+            report,
+        } = message;
+        if self.workers.get(&id).is_none_or(|w| w.run != run) {
+            return; // a report from a worker that was stopped meanwhile
+        }
+        let result = match report {
+            Report::Connected => self.apply(id, Event::Connected, Persist::Checkpoint).await,
+            Report::FileInfo {
+                bytes_total,
+                validators,
+            } => {
+                let event = Event::FileInfo {
+                    file,
+                    bytes_total,
+                    validators,
+                };
+                self.apply(id, event, Persist::Checkpoint).await
+            }
+            Report::Restarted => {
+                self.apply(id, Event::FileRestarted { file }, Persist::Now)
+                    .await
+            }
+            Report::Progress {
+                transferred,
+                checkpointed,
+            } => {
+                let event = Event::Progress {
+                    file,
+                    transferred,
+                    checkpointed,
+                };
+                self.apply(id, event, Persist::Checkpoint).await
+            }
+            Report::Redirected { url } => {
+                let event = Event::Set(PropertyChange::RemoteName { file, url });
+                self.apply(id, event, Persist::Checkpoint).await
+            }
+            Report::Done => {
+                self.workers.remove(&id);
+                let result = self
+                    .apply(id, Event::FileTransferred { file }, Persist::Checkpoint)
+                    .await;
+                self.continue_job(id).await;
+                result
+            }
+            Report::Failed(failure) => {
+                self.workers.remove(&id);
+                self.apply(id, Event::Failed(failure), Persist::Now).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(job = %id, "worker report not applied: {e}");
+        }
+    }
+
+    /// Starts the next file of a job that is still transferring.
+    async fn continue_job(&mut self, id: JobId) {
+        let running = self.jobs.get(&id).is_some_and(|j| j.state.is_running());
+        if running
+            && !self.workers.contains_key(&id)
+            && let Err(failure) = self.spawn_worker(id)
+        {
+            let _ = self.apply(id, Event::Failed(failure), Persist::Now).await;
+        }
+    }
+
+    /// Stops a job's worker and counts what it wrote, or what it finished just before.
+    async fn stop_worker(&mut self, id: JobId) {
+        let Some(worker) = self.workers.remove(&id) else {
+            return;
+        };
+        let _ = worker.stop.send(true);
+        let now = self.now();
+        let outcome = worker.task.await;
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let event = match outcome {
+            Ok(Final::Stopped(stopped)) => Event::Progress {
+                file: worker.file,
+                transferred: stopped.transferred,
+                checkpointed: stopped.checkpointed,
+            },
+            Ok(Final::Done) => Event::FileTransferred { file: worker.file },
+            Ok(Final::Failed(failure)) => Event::Failed(failure),
+            Err(e) => {
+                tracing::error!(job = %id, "transfer worker crashed: {e}");
+                return;
+            }
+        };
+        let from = job.state;
+        match job::apply(job, event, now) {
+            Ok(effects) => {
+                let effects: Vec<Effect> = effects
+                    .into_iter()
+                    .filter(|e| *e != Effect::StopTransfer)
+                    .collect();
+                Box::pin(self.after_change(id, from, effects, Persist::Now)).await;
+            }
+            Err(e) => tracing::warn!(job = %id, "final worker state not applied: {e}"),
+        }
+    }
+
+    fn client(&mut self, job: &Job) -> Result<reqwest::Client, Failure> {
+        let key = ClientKey {
+            redirect: job.redirect_policy,
+            proxy: job.proxy.clone(),
+        };
+        if let Some(client) = self.clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = build_client(&key, &self.config).map_err(|message| Failure {
+            error: JobError::new(
+                ErrorContext::GeneralTransport,
+                ErrorCode::InvalidProxyInfo,
+                None,
+            )
+            .with_description(message),
+            class: ErrorClass::Fatal,
+            retry_after: None,
+        })?;
+        self.clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    fn spawn_worker(&mut self, id: JobId) -> Result<(), Failure> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        let Some(file_index) = job.next_file() else {
+            return Ok(());
+        };
+        let job = job.clone();
+        let client = self.client(&job)?;
+        let file = &job.files[file_index];
+        self.next_run += 1;
+        let run = self.next_run;
+        let task = transfer::FileTask {
+            job: id,
+            run,
+            file: file_index,
+            url: file.remote_url.clone(),
+            temp_path: file.temp_path.clone(),
+            ranges: file.ranges.clone(),
+            start_offset: file.bytes_checkpointed,
+            validators: file.validators.clone(),
+            dynamic: job.dynamic_content,
+            headers: job.custom_headers.clone(),
+            credentials: job.credentials.clone(),
+            redirect: job.redirect_policy,
+            client,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(transfer::run(task, self.reports_tx.clone(), stop_rx));
+        self.workers.insert(
+            id,
+            RunningWorker {
+                run,
+                file: file_index,
+                stop,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    async fn complete(&mut self, id: JobId) -> Result<CompleteOutcome, BitsError> {
+        // Check legality before anything else; then stop the transfer so its last bytes count.
+        job::apply(&mut self.job(id)?.clone(), Event::Complete, self.now())?;
+        self.stop_worker(id).await;
+        let now = self.now();
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| BitsError::from_code(ErrorCode::NotFound))?;
+        let from = job.state;
+        let effects = job::apply(job, Event::Complete, now)?;
+        let Some(Effect::Commit(plan)) =
+            effects.into_iter().find(|e| matches!(e, Effect::Commit(_)))
+        else {
+            return Err(unexpected());
+        };
+        let job = self.job(id)?;
+        let (report, undeletable) = files::commit(job, &plan);
+        let failed = report.failed.clone();
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| BitsError::from_code(ErrorCode::NotFound))?;
+        let effects = job::apply(job, Event::CommitFinished(report), now)?;
+        self.after_change(id, from, effects, Persist::Now).await;
+        if let Some((_, error)) = failed.first() {
+            let mut message = error.description.clone();
+            if failed.len() > 1 {
+                message.push_str(&format!(" (and {} more files)", failed.len() - 1));
+            }
+            return Err(BitsError::new(
+                error.code,
+                format!(
+                    "{message}. The job stays TRANSFERRED: fix this and complete it again, or cancel it"
+                ),
+            ));
+        }
+        Ok(if undeletable {
+            CompleteOutcome::UnableToDeleteFiles
+        } else if !plan.discard.is_empty() {
+            CompleteOutcome::PartialComplete
+        } else {
+            CompleteOutcome::Complete
+        })
+    }
+
+    /// Applies Tick to jobs whose timers are due and reruns failed notify commands.
+    async fn on_time(&mut self) {
+        let now = self.now();
+        let policy = self.config.time_policy();
+        let due: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|job| self.job_deadline(job).is_some_and(|at| at <= now))
+            .map(|job| job.id)
+            .collect();
+        for id in due {
+            let _ = self.apply(id, Event::Tick(policy), Persist::Now).await;
+        }
+        let reruns: Vec<JobId> = self
+            .notify_retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in reruns {
+            if let Some((_, state)) = self.notify_retry.remove(&id)
+                && self.jobs.get(&id).is_some_and(|j| j.state == state)
+            {
+                self.run_notify_command(id);
+            }
+        }
+    }
+
+    /// The earliest moment a Tick could change this job.
+    fn job_deadline(&self, job: &Job) -> Option<Timestamp> {
+        let policy = self.config.time_policy();
+        let inactivity = job.inactivity_deadline(policy.inactivity_timeout);
+        let mut deadline = inactivity;
+        if !job.inactivity_warned {
+            let warn_at = inactivity
+                .checked_sub_signed(
+                    chrono::Duration::from_std(policy.warning_window).unwrap_or_default(),
+                )
+                .unwrap_or(inactivity);
+            deadline = deadline.min(warn_at);
+        }
+        if job.state == JobState::TransientError {
+            if let Some(at) = job.retry.next_retry_at {
+                deadline = deadline.min(at);
+            }
+            if let Some(since) = job.retry.no_progress_since {
+                deadline = deadline.min(later(since, job.no_progress_timeout));
+            }
+        }
+        if job.state.is_running() {
+            let left = job
+                .max_download_time
+                .saturating_sub(job.download_clock.elapsed(self.now()));
+            // Strictly past the limit: one millisecond after it.
+            deadline = deadline.min(later(self.now(), left + Duration::from_millis(1)));
+        }
+        Some(deadline)
+    }
+
+    fn next_model_deadline(&self) -> Option<Timestamp> {
+        let jobs = self.jobs.values().filter_map(|job| self.job_deadline(job));
+        let notify = self.notify_retry.values().map(|(at, _)| *at);
+        let slice = scheduler::slice_deadline(&self.jobs, &self.slice_started, self.slice());
+        jobs.chain(notify).chain(slice).min()
+    }
+
+    fn next_io_deadline(&self) -> Option<Instant> {
+        let flush = (!self.dirty.is_empty()).then(|| self.last_flush + CHECKPOINT_INTERVAL);
+        let interval = Duration::from_millis(self.config.modification_interval_ms);
+        let modification = self
+            .modifications
+            .values()
+            .filter(|m| m.pending)
+            .map(|m| m.last.map_or_else(Instant::now, |last| last + interval))
+            .min();
+        flush.into_iter().chain(modification).min()
+    }
+
+    fn slice(&self) -> Duration {
+        Duration::from_secs(self.config.time_slice_secs)
+    }
+
+    /// Saves changed progress, at most once per checkpoint interval unless `force`.
+    fn flush(&mut self, force: bool) {
+        if self.dirty.is_empty() || (!force && self.last_flush.elapsed() < CHECKPOINT_INTERVAL) {
+            return;
+        }
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(job) = self.jobs.get(&id)
+                && let Err(e) = self.store.save(job)
+            {
+                tracing::error!(job = %id, "cannot save a checkpoint: {e}");
+            }
+        }
+        self.last_flush = Instant::now();
+    }
+
+    /// Sends the JobModification events that are due (rate-limited per job).
+    fn publish_modifications(&mut self, force: bool) {
+        let interval = Duration::from_millis(self.config.modification_interval_ms);
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (id, pacing) in &mut self.modifications {
+            let ready = pacing.last.is_none_or(|last| now >= last + interval);
+            if pacing.pending && (force || ready) {
+                pacing.pending = false;
+                pacing.last = Some(now);
+                due.push(*id);
+            }
+        }
+        for id in due {
+            self.emit(EngineEvent::JobModification { job: id });
+        }
+    }
+
+    /// Starts and preempts jobs per spec §6.
+    async fn schedule(&mut self) {
+        if !self.network_up {
+            return;
+        }
+        let now = self.now();
+        let decision = scheduler::decide(&self.jobs, &self.slice_started, self.slice(), now);
+        for id in decision.yield_jobs {
+            let _ = self.apply(id, Event::Yield, Persist::Now).await;
+        }
+        for id in decision.start {
+            if self
+                .jobs
+                .get(&id)
+                .is_some_and(|j| j.priority != Priority::Foreground)
+            {
+                self.slice_started.insert(id, now);
+            }
+            if self.apply(id, Event::Start, Persist::Now).await.is_ok() {
+                self.continue_job(id).await;
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let running: Vec<JobId> = self.workers.keys().copied().collect();
+        for id in running {
+            self.stop_worker(id).await;
+        }
+        self.flush(true);
+    }
+}
+
+fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, String> {
+    let policy = key.redirect;
+    let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+        if policy.mode == RedirectMode::Disallow {
+            return attempt.stop();
+        }
+        if attempt.previous().len() >= 10 {
+            return attempt.error("too many redirects (more than 10)");
+        }
+        let from_https = attempt
+            .previous()
+            .last()
+            .is_some_and(|url| url.scheme() == "https");
+        if from_https && attempt.url().scheme() == "http" && !policy.allow_https_to_http {
+            return attempt
+                .error("redirect from HTTPS to HTTP refused by the job's redirect policy");
+        }
+        attempt.follow()
+    });
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirect)
+        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+        .read_timeout(Duration::from_millis(config.read_timeout_ms))
+        .tcp_nodelay(true);
+    match key.proxy.usage {
+        // No WPAD on Linux: AUTODETECT uses the system (environment) settings like PRECONFIG.
+        ProxyUsage::Preconfig | ProxyUsage::Autodetect => {}
+        ProxyUsage::NoProxy => builder = builder.no_proxy(),
+        ProxyUsage::Override => {
+            let list = key.proxy.list.as_deref().unwrap_or_default();
+            let bypass = key
+                .proxy
+                .bypass
+                .as_deref()
+                .map(|b| b.split_whitespace().collect::<Vec<_>>().join(","));
+            for entry in list.split([' ', ',', ';']).filter(|e| !e.is_empty()) {
+                let (scheme, target) = match entry.split_once('=') {
+                    Some((scheme, target)) => (Some(scheme.to_ascii_lowercase()), target),
+                    None => (None, entry),
+                };
+                let url = if target.contains("://") {
+                    target.to_string()
+                } else {
+                    format!("http://{target}")
+                };
+                let proxy = match scheme.as_deref() {
+                    Some("http") => reqwest::Proxy::http(&url),
+                    Some("https") => reqwest::Proxy::https(&url),
+                    None => reqwest::Proxy::all(&url),
+                    Some(other) => {
+                        return Err(format!("proxy entry {entry:?}: unknown scheme {other:?}"));
+                    }
+                }
+                .map_err(|e| format!("proxy entry {entry:?} is invalid: {e}"))?;
+                let proxy =
+                    proxy.no_proxy(bypass.as_deref().and_then(reqwest::NoProxy::from_string));
+                builder = builder.proxy(proxy);
+            }
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up HTTP: {e}"))
+}

@@ -1,0 +1,72 @@
+//! Where Ferry keeps its data, and who the user is.
+
+use std::path::PathBuf;
+
+/// The data root: `$FERRY_HOME` if set (tests, portable use), else the platform data directory
+/// (`~/.local/share/ferry` on Linux).
+pub fn data_dir() -> Result<PathBuf, String> {
+    if let Some(home) = std::env::var_os("FERRY_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    directories::ProjectDirs::from("", "", "ferry")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .ok_or_else(|| {
+            "cannot find a home directory: set FERRY_HOME to a folder Ferry may use".into()
+        })
+}
+
+/// The config file: `$FERRY_HOME/config.ron`, else `~/.config/ferry/config.ron`.
+pub fn config_path() -> Result<PathBuf, String> {
+    if let Some(home) = std::env::var_os("FERRY_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home).join(crate::config::Config::FILE_NAME));
+    }
+    directories::ProjectDirs::from("", "", "ferry")
+        .map(|dirs| dirs.config_dir().join(crate::config::Config::FILE_NAME))
+        .ok_or_else(|| {
+            "cannot find a home directory: set FERRY_HOME to a folder Ferry may use".into()
+        })
+}
+
+/// The OS user a job belongs to; root is the administrator of BITS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+}
+
+impl User {
+    pub fn current() -> User {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        User {
+            name: user_name(uid).unwrap_or_else(|| uid.to_string()),
+            uid,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let mut buffer = vec![0u8; 4096];
+    // SAFETY: passwd is plain data; getpwuid_r writes into it and into buffer, whose size we pass.
+    let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut passwd,
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || passwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string inside buffer.
+    let name = unsafe { std::ffi::CStr::from_ptr(passwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
