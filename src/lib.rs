@@ -3,6 +3,7 @@
 //! Layers, from the inside out: [`job`] (pure model), [`store`] (persistence), [`engine`]
 //! (the actor that owns the jobs and runs transfers), and the surfaces (the `ferry` binary).
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod job;

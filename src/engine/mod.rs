@@ -77,6 +77,11 @@ pub enum EngineEvent {
         code: ErrorCode,
         message: String,
     },
+    /// Progress was saved to the store: a restart resumes from `checkpointed` bytes of the job.
+    ProgressSaved {
+        job: JobId,
+        checkpointed: u64,
+    },
 }
 
 /// Result of Complete (spec §3.4).
@@ -393,6 +398,7 @@ impl Actor {
                     let Some(command) = command else { break };
                     if matches!(command.op, Op::Shutdown) {
                         self.shutdown().await;
+                        drop(self); // releases the store lock before the caller hears back
                         let _ = command.reply.send(Ok(Reply::Done));
                         return;
                     }
@@ -973,12 +979,12 @@ impl Actor {
                 deadline = deadline.min(later(since, job.no_progress_timeout));
             }
         }
-        if job.state.is_running() {
+        if let Some(since) = job.download_clock.running_since {
             let left = job
                 .max_download_time
-                .saturating_sub(job.download_clock.elapsed(self.now()));
+                .saturating_sub(job.download_clock.used);
             // Strictly past the limit: one millisecond after it.
-            deadline = deadline.min(later(self.now(), left + Duration::from_millis(1)));
+            deadline = deadline.min(later(since, left + Duration::from_millis(1)));
         }
         Some(deadline)
     }
@@ -1012,10 +1018,19 @@ impl Actor {
             return;
         }
         for id in std::mem::take(&mut self.dirty) {
-            if let Some(job) = self.jobs.get(&id)
-                && let Err(e) = self.store.save(job)
-            {
-                tracing::error!(job = %id, "cannot save a checkpoint: {e}");
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            match self.store.save(job) {
+                Ok(()) => {
+                    let checkpointed = job.files.iter().map(|f| f.bytes_checkpointed).sum();
+                    tracing::debug!(job = %id, checkpointed, "progress saved");
+                    self.emit(EngineEvent::ProgressSaved {
+                        job: id,
+                        checkpointed,
+                    });
+                }
+                Err(e) => tracing::error!(job = %id, "cannot save a checkpoint: {e}"),
             }
         }
         self.last_flush = Instant::now();

@@ -436,10 +436,6 @@ impl Worker {
             Ok(response) => response,
             Err(failure) => return Fetch::Failed(failure),
         };
-        if !self.connected {
-            self.connected = true;
-            self.reporter.send(Report::Connected);
-        }
         if self.task.redirect.mode == RedirectMode::AllowReport
             && response.url().as_str() != self.task.url
         {
@@ -538,7 +534,7 @@ impl Worker {
                 self.task.validators = None;
                 return Fetch::Restart;
             }
-            StatusCode::RANGE_NOT_SATISFIABLE => {
+            StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => {
                 let mut failure = self.failure(
                     ErrorContext::RemoteFile,
                     ErrorCode::InvalidRange,
@@ -551,6 +547,11 @@ impl Worker {
                 return Fetch::Failed(failure);
             }
             _ => return Fetch::Failed(self.status_failure(&response)),
+        }
+        // The response is usable: bytes are about to move (CONNECTING → TRANSFERRING).
+        if !self.connected {
+            self.connected = true;
+            self.reporter.send(Report::Connected);
         }
         self.task.validators = Some(seen.clone());
         let bytes_total = self.bytes_total(&seen);
@@ -588,9 +589,16 @@ impl Worker {
             Err(e) => return Fetch::Failed(self.local_failure(&e)),
         };
         let mut received: u64 = 0;
+        let mut ticker = tokio::time::interval(REPORT_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let failure = loop {
             let chunk = tokio::select! {
                 chunk = response.chunk() => chunk,
+                _ = ticker.tick() => {
+                    // Also while the server is silent: the checkpoint keeps up with the disk.
+                    self.report_progress(&writer, false);
+                    continue;
+                }
                 _ = stop_requested(stop) => {
                     drop(response);
                     return match writer.finish().await {

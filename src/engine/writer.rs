@@ -36,9 +36,12 @@ impl Writer {
         let written = Arc::new(AtomicU64::new(offset));
         let durable = Arc::new(AtomicU64::new(offset));
         let (queue, chunks) = mpsc::channel(QUEUE_DEPTH);
+        let runtime = tokio::runtime::Handle::current();
         let thread = {
             let (written, durable) = (written.clone(), durable.clone());
-            tokio::task::spawn_blocking(move || write_loop(file, chunks, &written, &durable))
+            tokio::task::spawn_blocking(move || {
+                write_loop(file, chunks, &runtime, &written, &durable)
+            })
         };
         Ok(Writer {
             queue: Some(queue),
@@ -78,18 +81,31 @@ impl Writer {
 fn write_loop(
     mut file: File,
     mut chunks: mpsc::Receiver<Bytes>,
+    runtime: &tokio::runtime::Handle,
     written: &AtomicU64,
     durable: &AtomicU64,
 ) -> io::Result<()> {
     let mut position = written.load(Ordering::Acquire);
     let mut last_sync = Instant::now();
-    while let Some(chunk) = chunks.blocking_recv() {
-        file.write_all(&chunk)?;
-        position += chunk.len() as u64;
-        written.store(position, Ordering::Release);
+    loop {
+        // Wait for data, but no longer than the next sync is due: a stalled server must not
+        // keep received bytes out of the checkpoint.
+        let wait = SYNC_INTERVAL.saturating_sub(last_sync.elapsed());
+        let next = runtime.block_on(async { tokio::time::timeout(wait, chunks.recv()).await });
+        match next {
+            Ok(Some(chunk)) => {
+                file.write_all(&chunk)?;
+                position += chunk.len() as u64;
+                written.store(position, Ordering::Release);
+            }
+            Ok(None) => break,
+            Err(_elapsed) => {}
+        }
         if last_sync.elapsed() >= SYNC_INTERVAL {
-            file.sync_data()?;
-            durable.store(position, Ordering::Release);
+            if durable.load(Ordering::Acquire) != position {
+                file.sync_data()?;
+                durable.store(position, Ordering::Release);
+            }
             last_sync = Instant::now();
         }
     }

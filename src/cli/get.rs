@@ -1,0 +1,366 @@
+//! `ferry get`: one FOREGROUND download job for all the URLs, run to the end.
+
+use super::{GetArgs, exit};
+use crate::config::Config;
+use crate::engine::{self, EngineEvent, EngineHandle, EngineOptions, SystemClock};
+use crate::job::{BitsError, Job, JobId, JobState, JobType, NewFile, PropertyChange};
+use crate::platform::{self, User};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Marks jobs made by `ferry get`, so that running the same command again resumes its job.
+const GET_DESCRIPTION: &str = "ferry get";
+
+fn fail(message: impl std::fmt::Display) -> u8 {
+    eprintln!("ferry: {message}");
+    exit::FAILURE
+}
+
+/// The local file name for a URL: the last segment of its path, percent-decoded.
+fn file_name_for(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+    let segment = parsed
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default();
+    let name = percent_decode(segment);
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(format!(
+            "cannot name a file after {url:?}: its path does not end in a file name"
+        ));
+    }
+    Ok(name)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
+    let dir = match &args.output_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            std::env::current_dir().map_err(|e| format!("cannot read the current folder: {e}"))?
+        }
+    };
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<NewFile> = Vec::with_capacity(args.urls.len());
+    for url in &args.urls {
+        let local_path = dir.join(file_name_for(url)?);
+        if let Some(other) = files.iter().find(|f| f.local_path == local_path) {
+            return Err(format!(
+                "{} and {} would both be saved as {}: download them in separate commands or folders",
+                other.remote_url,
+                url,
+                local_path.display()
+            ));
+        }
+        files.push(NewFile {
+            remote_url: url.clone(),
+            local_path,
+            ranges: None,
+        });
+    }
+    Ok(files)
+}
+
+/// A suspended or waiting job of an earlier `ferry get` with exactly these files.
+fn earlier_job<'a>(jobs: &'a [Job], files: &[NewFile]) -> Option<&'a Job> {
+    jobs.iter().find(|job| {
+        job.description == GET_DESCRIPTION
+            && job.job_type == JobType::Download
+            && job.files.len() == files.len()
+            && job
+                .files
+                .iter()
+                .zip(files)
+                .all(|(a, b)| a.remote_url == b.remote_url && a.local_path == b.local_path)
+    })
+}
+
+pub(super) async fn run(args: GetArgs) -> u8 {
+    let files = match plan_files(&args) {
+        Ok(files) => files,
+        Err(message) => return fail(message),
+    };
+    let (data_dir, config_path) = match (platform::data_dir(), platform::config_path()) {
+        (Ok(data), Ok(config)) => (data, config),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let options = EngineOptions {
+        data_dir,
+        config,
+        clock: Arc::new(SystemClock::default()),
+        user: User::current(),
+    };
+    let (engine, report) = match engine::start(options) {
+        Ok(started) => started,
+        Err(e @ engine::EngineError::Store(crate::store::StoreError::Locked { .. })) => {
+            eprintln!("ferry: {e}");
+            return exit::ENGINE_BUSY;
+        }
+        Err(e) => return fail(e),
+    };
+    for damaged in &report.quarantined {
+        eprintln!(
+            "ferry: warning: a damaged job file was moved to {} ({})",
+            damaged.moved_to.display(),
+            damaged.reason
+        );
+    }
+    let code = match prepare(&engine, &args, files).await {
+        Ok(job) => follow(&engine, job, args.quiet).await,
+        Err(e) => fail(describe(&e)),
+    };
+    if let Err(e) = engine.shutdown().await {
+        tracing::warn!("engine shutdown: {e}");
+    }
+    code
+}
+
+fn describe(error: &BitsError) -> String {
+    format!(
+        "{} 0x{:08X}: {}",
+        error.code.name(),
+        error.code.hresult(),
+        error.message
+    )
+}
+
+/// Creates the job (or finds the one an interrupted run left) and resumes it.
+async fn prepare(
+    engine: &EngineHandle,
+    args: &GetArgs,
+    files: Vec<NewFile>,
+) -> Result<JobId, BitsError> {
+    let jobs = engine.jobs().await?;
+    if let Some(job) = earlier_job(&jobs, &files) {
+        let id = job.id;
+        if !args.quiet {
+            eprintln!("ferry: resuming job {id} from an earlier run");
+        }
+        engine
+            .set(id, PropertyChange::Priority(args.priority))
+            .await?;
+        engine.resume(id).await?;
+        return Ok(id);
+    }
+    let name = match files.as_slice() {
+        [one] => file_label(&one.local_path),
+        [first, rest @ ..] => format!("{} and {} more", file_label(&first.local_path), rest.len()),
+        [] => "ferry get".into(),
+    };
+    let id = engine
+        .create_job(&name, JobType::Download, Some(args.priority))
+        .await?;
+    let setup = async {
+        engine
+            .set(id, PropertyChange::Description(GET_DESCRIPTION.into()))
+            .await?;
+        if args.overwrite {
+            engine
+                .set(id, PropertyChange::ReplaceExisting(true))
+                .await?;
+        }
+        engine.add_files(id, files).await?;
+        engine.resume(id).await
+    };
+    if let Err(e) = setup.await {
+        // Files that cannot be added leave no job behind (as bitsadmin /transfer).
+        let _ = engine.cancel(id).await;
+        return Err(e);
+    }
+    Ok(id)
+}
+
+fn file_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:20!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Waits for the job to finish, showing progress; completes or cancels it.
+async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
+    let mut events = engine.subscribe();
+    let bar = progress_bar(quiet);
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    let mut last_transient: Option<String> = None;
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    loop {
+        tokio::select! {
+            _ = &mut interrupt => {
+                bar.abandon();
+                let _ = engine.suspend(id).await;
+                eprintln!("ferry: interrupted; job {id} is suspended. Run the same command again to resume it.");
+                return exit::INTERRUPTED;
+            }
+            event = events.recv() => {
+                if let Ok(EngineEvent::StateChanged { job, .. } | EngineEvent::JobError { job, .. }) = &event
+                    && *job != id
+                {
+                    continue;
+                }
+            }
+            _ = ticker.tick() => {}
+        }
+        let job = match engine.job(id).await {
+            Ok(job) => job,
+            Err(e) => {
+                bar.abandon();
+                return fail(describe(&e));
+            }
+        };
+        let progress = job.progress();
+        if let Some(total) = progress.bytes_total {
+            bar.set_length(total);
+        }
+        bar.set_position(progress.bytes_transferred);
+        bar.set_message(format!(
+            "{} {}/{}",
+            job.state, progress.files_transferred, progress.files_total
+        ));
+        match job.state {
+            JobState::Transferred => {
+                bar.finish_and_clear();
+                return match engine.complete(id).await {
+                    Ok(_) => {
+                        if !quiet {
+                            eprintln!("ferry: {} file(s) saved", progress.files_total);
+                        }
+                        exit::OK
+                    }
+                    Err(e) => fail(describe(&e)),
+                };
+            }
+            JobState::Error => {
+                bar.abandon();
+                let error = job.error.as_ref().map(|e| {
+                    let file = e
+                        .file
+                        .and_then(|i| job.files.get(i))
+                        .map(|f| format!(" [{}]", f.remote_url));
+                    format!(
+                        "{} 0x{:08X}: {}{}",
+                        e.code.name(),
+                        e.code.hresult(),
+                        e.description,
+                        file.unwrap_or_default()
+                    )
+                });
+                eprintln!(
+                    "ferry: the job failed: {}",
+                    error.unwrap_or_else(|| "unknown error".into())
+                );
+                let _ = engine.cancel(id).await;
+                eprintln!("ferry: job {id} was cancelled and its partial files deleted");
+                return exit::JOB_ERROR;
+            }
+            JobState::TransientError => {
+                if let Some(error) = &job.error {
+                    let line = format!(
+                        "{} 0x{:08X}: {}",
+                        error.code.name(),
+                        error.code.hresult(),
+                        error.description
+                    );
+                    if last_transient.as_ref() != Some(&line) {
+                        let when = job
+                            .retry
+                            .next_retry_at
+                            .map(|at| {
+                                format!(
+                                    "; retrying at {}",
+                                    at.with_timezone(&chrono::Local).format("%H:%M:%S")
+                                )
+                            })
+                            .unwrap_or_default();
+                        bar.suspend(|| {
+                            eprintln!("ferry: transient error: {line}{when} (Ctrl+C to stop)")
+                        });
+                        last_transient = Some(line);
+                    }
+                }
+            }
+            JobState::Acknowledged | JobState::Cancelled => {
+                return fail("the job was ended by someone else");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn file_names_come_from_the_url_path() {
+        assert_eq!(
+            file_name_for("http://127.0.0.1/a/b/file.bin").as_deref(),
+            Ok("file.bin")
+        );
+        assert_eq!(
+            file_name_for("http://127.0.0.1/a/my%20file.txt?x=1").as_deref(),
+            Ok("my file.txt")
+        );
+        assert!(file_name_for("http://127.0.0.1/").is_err());
+        assert!(file_name_for("http://127.0.0.1/a/%2F").is_err());
+        assert!(file_name_for("http://127.0.0.1/..").is_err());
+    }
+
+    #[test]
+    fn same_name_twice_is_refused() {
+        let args = GetArgs {
+            priority: crate::job::Priority::Foreground,
+            output_dir: Some(PathBuf::from("/tmp")),
+            quiet: true,
+            overwrite: false,
+            urls: vec![
+                "http://127.0.0.1/a/x.bin".into(),
+                "http://127.0.0.1/b/x.bin".into(),
+            ],
+        };
+        let err = plan_files(&args).expect_err("duplicate");
+        assert!(err.contains("both be saved"), "{err}");
+    }
+}

@@ -1,0 +1,1377 @@
+//! The engine over real HTTP on loopback.
+
+use crate::server::{Behaviour, LAST_MODIFIED, TestServer};
+use crate::{Harness, content, hidden_files, sha256, test_config};
+use ferry::config::Config;
+use ferry::engine::{CancelOutcome, CompleteOutcome, EngineEvent};
+use ferry::job::{
+    AuthScheme, Credentials, ErrorCode, ErrorContext, FileRange, JobState, JobType, NewFile,
+    NotifyCommand, Priority, PropertyChange, RedirectMode, RedirectPolicy,
+};
+use std::time::Duration;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_walks_every_state_to_acknowledged() {
+    let server = TestServer::start().await;
+    let data = content(300_000, 1);
+    server.put("/a.bin", data.clone());
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/a.bin"), "a.bin")])
+        .await;
+    let mut observer = h.engine.subscribe();
+    assert_eq!(
+        h.engine.job(id).await.expect("job").state,
+        JobState::Suspended
+    );
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    assert_eq!(job.progress().bytes_total, Some(300_000));
+    assert_eq!(job.progress().bytes_transferred, 300_000);
+    assert!(job.times.transfer_completed.is_some());
+    assert!(
+        !h.out("a.bin").exists(),
+        "the file is not visible before Complete"
+    );
+    let outcome = h.engine.complete(id).await.expect("complete");
+    assert_eq!(outcome, CompleteOutcome::Complete);
+    let saved = std::fs::read(h.out("a.bin")).expect("file");
+    assert_eq!(sha256(&saved), sha256(&data));
+    assert!(
+        hidden_files(&h.dir.path().join("out")).is_empty(),
+        "no temp file left"
+    );
+    // The modification time comes from Last-Modified.
+    let mtime = std::fs::metadata(h.out("a.bin"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(
+        mtime,
+        httpdate::parse_http_date(LAST_MODIFIED).expect("date")
+    );
+    // The job has left the queue, and its states were published in order.
+    assert_eq!(
+        h.engine.job(id).await.expect_err("gone").code,
+        ErrorCode::NotFound
+    );
+    let mut states = vec![JobState::Suspended];
+    while let Ok(event) = observer.try_recv() {
+        if let EngineEvent::StateChanged { job, to, .. } = event
+            && job == id
+        {
+            states.push(to);
+        }
+    }
+    use JobState::*;
+    assert_eq!(
+        states,
+        vec![
+            Suspended,
+            Queued,
+            Connecting,
+            Transferring,
+            Transferred,
+            Acknowledged
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_transfer_one_after_another_in_order() {
+    let server = TestServer::start().await;
+    for i in 0..5 {
+        server.put(&format!("/f{i}"), content(10_000 + i, i as u64));
+    }
+    let mut h = Harness::new().await;
+    let urls: Vec<String> = (0..5).map(|i| server.url(&format!("/f{i}"))).collect();
+    let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    let files: Vec<(&str, &str)> = urls
+        .iter()
+        .zip(&names)
+        .map(|(u, n)| (u.as_str(), n.as_str()))
+        .collect();
+    let id = h.download(Priority::Normal, &files).await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    assert_eq!(
+        server.request_paths(),
+        vec!["/f0", "/f1", "/f2", "/f3", "/f4"]
+    );
+    h.engine.complete(id).await.expect("complete");
+    for i in 0..5 {
+        assert_eq!(
+            std::fs::read(h.out(&format!("f{i}"))).expect("file"),
+            content(10_000 + i, i as u64)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_statuses_follow_the_transient_fatal_table() {
+    let server = TestServer::start().await;
+    let transient = [408u16, 409, 429, 500, 502, 503, 504, 306, 308];
+    let fatal = [400u16, 401, 403, 404, 410, 416, 501, 505, 300, 304];
+    let mut h = Harness::new().await;
+    for (status, expected) in transient
+        .iter()
+        .map(|s| (*s, JobState::TransientError))
+        .chain(fatal.iter().map(|s| (*s, JobState::Error)))
+    {
+        let path = format!("/s{status}");
+        server.put(&path, content(100, 0));
+        server.behave(
+            &path,
+            Behaviour {
+                status: Some(status),
+                ..Default::default()
+            },
+        );
+        let id = h
+            .download(
+                Priority::Foreground,
+                &[(&server.url(&path), &format!("s{status}"))],
+            )
+            .await;
+        h.engine.resume(id).await.expect("resume");
+        let job = h
+            .wait_for(id, "an error state", |j| {
+                matches!(j.state, JobState::Error | JobState::TransientError)
+            })
+            .await;
+        assert_eq!(job.state, expected, "HTTP {status}");
+        let error = job.current_error().expect("error object");
+        assert_eq!(error.code, ErrorCode::Http(status), "HTTP {status}");
+        assert_eq!(error.code.hresult(), 0x8019_0000 | u32::from(status));
+        assert_eq!(error.context, ErrorContext::RemoteFile);
+        assert_eq!(error.file, Some(0));
+        h.engine.cancel(id).await.expect("cancel");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_error_raises_job_error_and_waits_for_the_user() {
+    let server = TestServer::start().await;
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/missing"), "m")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let event = h
+        .wait_event("JobError", |e| matches!(e, EngineEvent::JobError { .. }))
+        .await;
+    let EngineEvent::JobError { job, error } = event else {
+        unreachable!()
+    };
+    assert_eq!(job, id);
+    assert_eq!(error.code.name(), "BG_E_HTTP_ERROR_404");
+    assert!(
+        error.description.contains("/missing"),
+        "{}",
+        error.description
+    );
+    // It stays in ERROR until the user acts: after a fix, Resume retries at once.
+    server.put("/missing", content(1000, 9));
+    h.clock.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(h.engine.job(id).await.expect("job").state, JobState::Error);
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    assert_eq!(
+        job.error_count, 0,
+        "a first failure while connecting is not counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_error_retries_after_the_minimum_delay() {
+    let server = TestServer::start().await;
+    server.put("/busy", content(5000, 2));
+    server.behave(
+        "/busy",
+        Behaviour {
+            status: Some(503),
+            status_times: Some(2),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/busy"), "busy")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSIENT_ERROR", |j| {
+            j.state == JobState::TransientError
+        })
+        .await;
+    let first_retry = job.retry.next_retry_at.expect("retry timer");
+    assert_eq!(
+        first_retry,
+        crate::start_time() + chrono::Duration::seconds(600)
+    );
+    h.clock.advance(Duration::from_secs(599));
+    // Nothing happens before the delay: the engine answers and the job still waits.
+    assert_eq!(
+        h.engine.job(id).await.expect("job").state,
+        JobState::TransientError
+    );
+    assert_eq!(server.requests("/busy").len(), 1);
+    h.clock.advance(Duration::from_secs(1));
+    let job = h
+        .wait_for(id, "second failure", |j| {
+            j.state == JobState::TransientError && j.retry.consecutive_failures == 2
+        })
+        .await;
+    // Exponential back-off: the second delay is twice the first.
+    assert_eq!(
+        job.retry.next_retry_at,
+        Some(first_retry + chrono::Duration::seconds(1200))
+    );
+    assert_eq!(job.error_count, 1, "a failed retry counts");
+    // Resume retries at once, ignoring the remaining delay.
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    assert_eq!(server.requests("/busy").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let server = TestServer::start().await;
+    server.put("/later", content(100, 3));
+    server.behave(
+        "/later",
+        Behaviour {
+            status: Some(503),
+            retry_after: Some("7200".into()),
+            status_times: Some(1),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/later"), "later")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSIENT_ERROR", |j| {
+            j.state == JobState::TransientError
+        })
+        .await;
+    assert_eq!(
+        job.retry.next_retry_at,
+        Some(crate::start_time() + chrono::Duration::seconds(7200))
+    );
+    h.clock.advance(Duration::from_secs(7199));
+    assert_eq!(
+        h.engine.job(id).await.expect("job").state,
+        JobState::TransientError
+    );
+    h.clock.advance(Duration::from_secs(1));
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_progress_timeout_ends_retries_in_error() {
+    let server = TestServer::start().await;
+    server.put("/down", content(100, 4));
+    server.behave(
+        "/down",
+        Behaviour {
+            status: Some(500),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/down"), "down")])
+        .await;
+    // The BITS defaults: 600 s retry delay, 14-day no-progress timeout, crossed in milliseconds.
+    h.engine.resume(id).await.expect("resume");
+    let mut failures = 0;
+    let job = loop {
+        let job = h
+            .wait_for(id, "an error state", |j| {
+                j.state == JobState::Error
+                    || (j.state == JobState::TransientError
+                        && j.retry.consecutive_failures > failures)
+            })
+            .await;
+        if job.state == JobState::Error {
+            break job;
+        }
+        failures = job.retry.consecutive_failures;
+        let wait = job.retry.next_retry_at.expect("timer") - h.clock_now();
+        h.clock.advance(wait.to_std().expect("future"));
+    };
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::Http(500)
+    );
+    let elapsed = h.clock_now() - crate::start_time();
+    assert!(
+        elapsed <= chrono::Duration::days(14),
+        "gave up after {elapsed}"
+    );
+    assert!(
+        elapsed >= chrono::Duration::days(13),
+        "gave up after {elapsed}"
+    );
+    // Back-off is capped at an hour: about 14 days of hourly retries.
+    assert!(
+        server.requests("/down").len() > 300,
+        "{} attempts",
+        server.requests("/down").len()
+    );
+}
+
+impl Harness {
+    pub fn clock_now(&self) -> ferry::job::Timestamp {
+        use ferry::engine::Clock;
+        self.clock.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_resumes_with_a_range_request() {
+    let server = TestServer::start().await;
+    let data = content(1_000_000, 5);
+    server.put("/cut", data.clone());
+    server.behave(
+        "/cut",
+        Behaviour {
+            cut_after: Some(400_000),
+            cut_times: 1,
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/cut"), "cut")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSIENT_ERROR", |j| {
+            j.state == JobState::TransientError
+        })
+        .await;
+    let kept = job.files[0].bytes_transferred;
+    assert!(kept > 0 && kept <= 400_000, "what arrived is kept: {kept}");
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::ConnectionError
+    );
+    assert_eq!(job.error_count, 1);
+    h.clock.advance(Duration::from_secs(600));
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    let requests = server.requests("/cut");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].range, None, "the first GET has no Range");
+    assert_eq!(requests[1].range, Some(format!("bytes={kept}-999999")));
+    assert_eq!(
+        requests[1].if_range.as_deref(),
+        Some("\"v1000000\""),
+        "a strong ETag guards the resume"
+    );
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(
+        sha256(&std::fs::read(h.out("cut")).expect("file")),
+        sha256(&data)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_times_out_as_a_transient_error() {
+    let server = TestServer::start().await;
+    server.put("/stall", content(100_000, 6));
+    server.behave(
+        "/stall",
+        Behaviour {
+            stall_after: Some(10_000),
+            ..Default::default()
+        },
+    );
+    let config = Config {
+        read_timeout_ms: 300,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config).await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/stall"), "stall")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSIENT_ERROR", |j| {
+            j.state == JobState::TransientError
+        })
+        .await;
+    assert_eq!(job.current_error().expect("error").code, ErrorCode::Timeout);
+    assert_eq!(job.files[0].bytes_transferred, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_requirements_missing_size_and_ranges() {
+    let server = TestServer::start().await;
+    let data = content(50_000, 7);
+    server.put("/nolen", data.clone());
+    server.behave(
+        "/nolen",
+        Behaviour {
+            omit_length: true,
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/nolen"), "nolen")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
+        .await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::MissingFileSize
+    );
+    h.engine.cancel(id).await.expect("cancel");
+
+    // A dynamic-content job takes it anyway, size unknown until the end.
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/nolen"), "nolen")])
+        .await;
+    h.engine
+        .set(id, PropertyChange::DynamicContent(true))
+        .await
+        .expect("dynamic");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(std::fs::read(h.out("nolen")).expect("file"), data);
+
+    // A server that ignores Range cannot resume a normal job.
+    server.put("/norange", content(500_000, 8));
+    server.behave(
+        "/norange",
+        Behaviour {
+            ignore_range: true,
+            cut_after: Some(100_000),
+            cut_times: 1,
+            ..Default::default()
+        },
+    );
+    let id = h
+        .download(
+            Priority::Foreground,
+            &[(&server.url("/norange"), "norange")],
+        )
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSIENT_ERROR", |j| {
+        j.state == JobState::TransientError
+    })
+    .await;
+    h.engine.resume(id).await.expect("retry now");
+    let job = h
+        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
+        .await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::InsufficientRangeSupport
+    );
+    assert_eq!(
+        job.current_error().expect("error").code.hresult(),
+        0x8020_0013
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_remote_file_restarts_from_zero() {
+    let server = TestServer::start().await;
+    let old = content(600_000, 10);
+    let new = content(650_000, 11);
+    let mut h = Harness::new().await;
+    // Last-Modified and size change (BITS rule); and ETag alone changes (Ferry extension).
+    for (path, etag_only) in [("/lm", false), ("/etag", true)] {
+        server.put(path, old.clone());
+        server.behave(
+            path,
+            Behaviour {
+                cut_after: Some(200_000),
+                cut_times: 1,
+                ..Default::default()
+            },
+        );
+        let id = h
+            .download(Priority::Foreground, &[(&server.url(path), &path[1..])])
+            .await;
+        h.engine.resume(id).await.expect("resume");
+        h.wait_for(id, "TRANSIENT_ERROR", |j| {
+            j.state == JobState::TransientError
+        })
+        .await;
+        let replacement = if etag_only {
+            content(600_000, 12)
+        } else {
+            new.clone()
+        };
+        server.edit(path, |file| {
+            file.content = replacement.clone().into();
+            file.etag = Some("\"changed\"".into());
+            if !etag_only {
+                file.last_modified = Some("Thu, 22 Oct 2015 07:28:00 GMT".into());
+            }
+        });
+        h.engine.resume(id).await.expect("retry now");
+        let job = h
+            .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+            .await;
+        assert_eq!(job.files[0].bytes_total, Some(replacement.len() as u64));
+        h.engine.complete(id).await.expect("complete");
+        let saved = std::fs::read(h.out(&path[1..])).expect("file");
+        assert_eq!(
+            sha256(&saved),
+            sha256(&replacement),
+            "{path}: never a mix of two versions"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_ranges_are_concatenated_in_the_given_order() {
+    let server = TestServer::start().await;
+    let data = content(10_000, 13);
+    server.put("/r", data.clone());
+    let mut h = Harness::new().await;
+    let id = h
+        .engine
+        .create_job("ranges", JobType::Download, Some(Priority::Foreground))
+        .await
+        .expect("create");
+    let ranges = FileRange::parse_list("100:100,900:100,400:100,9000:eof").expect("ranges");
+    let file = NewFile {
+        remote_url: server.url("/r"),
+        local_path: h.out("r"),
+        ranges: Some(ranges),
+    };
+    h.engine.add_files(id, vec![file]).await.expect("add");
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    assert_eq!(job.files[0].bytes_total, Some(1300));
+    h.engine.complete(id).await.expect("complete");
+    let expected: Vec<u8> = [
+        &data[100..200],
+        &data[900..1000],
+        &data[400..500],
+        &data[9000..],
+    ]
+    .concat();
+    assert_eq!(std::fs::read(h.out("r")).expect("file"), expected);
+    let ranges: Vec<_> = server
+        .requests("/r")
+        .into_iter()
+        .filter_map(|r| r.range)
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![
+            "bytes=100-199",
+            "bytes=900-999",
+            "bytes=400-499",
+            "bytes=9000-"
+        ]
+    );
+
+    // A range past the end of the file is an error after Resume.
+    let id = h
+        .engine
+        .create_job("bad range", JobType::Download, Some(Priority::Foreground))
+        .await
+        .expect("create");
+    let ranges = FileRange::parse_list("20000:10").expect("ranges");
+    let file = NewFile {
+        remote_url: server.url("/r"),
+        local_path: h.out("bad"),
+        ranges: Some(ranges),
+    };
+    h.engine.add_files(id, vec![file]).await.expect("add");
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
+        .await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::InvalidRange
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_keeps_transferred_files_and_deletes_the_rest() {
+    let server = TestServer::start().await;
+    server.put("/done", content(20_000, 14));
+    server.put("/slow", content(200_000, 15));
+    server.behave(
+        "/slow",
+        Behaviour {
+            stall_after: Some(50_000),
+            ..Default::default()
+        },
+    );
+    server.put("/never", content(100, 16));
+    let mut h = Harness::new().await;
+    let id = h
+        .download(
+            Priority::Foreground,
+            &[
+                (&server.url("/done"), "done"),
+                (&server.url("/slow"), "slow"),
+                (&server.url("/never"), "never"),
+            ],
+        )
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "second file under way", |j| {
+        j.files[1].bytes_transferred >= 50_000
+    })
+    .await;
+    assert_eq!(
+        hidden_files(&h.dir.path().join("out")).len(),
+        2,
+        "temp files of files 1 and 2"
+    );
+    let outcome = h.engine.complete(id).await.expect("complete");
+    assert_eq!(outcome, CompleteOutcome::PartialComplete);
+    assert_eq!(
+        std::fs::read(h.out("done")).expect("file"),
+        content(20_000, 14)
+    );
+    assert!(!h.out("slow").exists() && !h.out("never").exists());
+    assert!(
+        hidden_files(&h.dir.path().join("out")).is_empty(),
+        "partial temp file deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_deletes_every_temp_file() {
+    let server = TestServer::start().await;
+    server.put("/one", content(20_000, 17));
+    server.put("/two", content(200_000, 18));
+    server.behave(
+        "/two",
+        Behaviour {
+            stall_after: Some(30_000),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(
+            Priority::Foreground,
+            &[(&server.url("/one"), "one"), (&server.url("/two"), "two")],
+        )
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "second file under way", |j| {
+        j.files[1].bytes_transferred >= 30_000
+    })
+    .await;
+    assert_eq!(
+        h.engine.cancel(id).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    let out = h.dir.path().join("out");
+    assert!(
+        std::fs::read_dir(&out).expect("dir").next().is_none(),
+        "nothing left in {out:?}"
+    );
+    assert_eq!(
+        h.engine.cancel(id).await.expect_err("gone").code,
+        ErrorCode::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_destination_is_never_overwritten_silently() {
+    let server = TestServer::start().await;
+    server.put("/x", content(1000, 19));
+    let mut h = Harness::new().await;
+    std::fs::write(h.out("taken"), b"mine").expect("write");
+    let id = h
+        .engine
+        .create_job("x", JobType::Download, Some(Priority::Foreground))
+        .await
+        .expect("create");
+    let file = |name: &str| NewFile {
+        remote_url: server.url("/x"),
+        local_path: h.out(name),
+        ranges: None,
+    };
+    let err = h
+        .engine
+        .add_files(id, vec![file("taken")])
+        .await
+        .expect_err("exists");
+    assert_eq!(err.code, ErrorCode::FileExists);
+    assert!(err.message.contains("already exists"), "{}", err.message);
+
+    // A file that appears while the job runs: Complete refuses, the job stays TRANSFERRED.
+    h.engine
+        .add_files(id, vec![file("late")])
+        .await
+        .expect("add");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    std::fs::write(h.out("late"), b"someone else's").expect("write");
+    let err = h.engine.complete(id).await.expect_err("refused");
+    assert_eq!(err.code, ErrorCode::FileExists);
+    assert_eq!(
+        h.engine.job(id).await.expect("job").state,
+        JobState::Transferred
+    );
+    assert_eq!(
+        std::fs::read(h.out("late")).expect("file"),
+        b"someone else's"
+    );
+    // The user allows replacing, completes again: done.
+    h.engine
+        .set(id, PropertyChange::ReplaceExisting(true))
+        .await
+        .expect("set");
+    assert_eq!(
+        h.engine.complete(id).await.expect("complete"),
+        CompleteOutcome::Complete
+    );
+    assert_eq!(
+        std::fs::read(h.out("late")).expect("file"),
+        content(1000, 19)
+    );
+    assert_eq!(std::fs::read(h.out("taken")).expect("file"), b"mine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_are_enforced_with_their_bits_errors() {
+    let config = Config {
+        max_jobs_per_user: 2,
+        max_files_per_job: 3,
+        max_ranges_per_file: 2,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config).await;
+    let a = h
+        .engine
+        .create_job("a", JobType::Download, None)
+        .await
+        .expect("first");
+    h.engine
+        .create_job("b", JobType::Download, None)
+        .await
+        .expect("second");
+    let err = h
+        .engine
+        .create_job("c", JobType::Download, None)
+        .await
+        .expect_err("third");
+    assert_eq!(err.code, ErrorCode::TooManyJobsPerUser);
+    assert_eq!(err.code.hresult(), 0x8020_0049);
+    let event = h
+        .wait_event("QuotaExceeded", |e| {
+            matches!(e, EngineEvent::QuotaExceeded { .. })
+        })
+        .await;
+    assert!(matches!(
+        event,
+        EngineEvent::QuotaExceeded {
+            code: ErrorCode::TooManyJobsPerUser,
+            ..
+        }
+    ));
+    // Finishing a job frees its place.
+    h.engine.cancel(a).await.expect("cancel");
+    let c = h
+        .engine
+        .create_job("c", JobType::Download, None)
+        .await
+        .expect("room again");
+
+    let file = |i: usize| NewFile {
+        remote_url: format!("http://127.0.0.1:9/f{i}"),
+        local_path: h.out(&format!("f{i}")),
+        ranges: None,
+    };
+    let err = h
+        .engine
+        .add_files(c, (0..4).map(file).collect())
+        .await
+        .expect_err("files");
+    assert_eq!(err.code, ErrorCode::TooManyFilesInJob);
+    assert!(
+        h.engine.job(c).await.expect("job").files.is_empty(),
+        "all or nothing"
+    );
+    h.engine
+        .add_files(c, (0..3).map(file).collect())
+        .await
+        .expect("three fit");
+
+    let err = h
+        .engine
+        .add_files(c, vec![file(9)])
+        .await
+        .expect_err("a fourth file");
+    assert_eq!(err.code, ErrorCode::TooManyFilesInJob);
+    assert_eq!(h.engine.job(c).await.expect("job").files.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_ranges_in_a_file() {
+    let config = Config {
+        max_ranges_per_file: 2,
+        ..test_config()
+    };
+    let h = Harness::with_config(config).await;
+    let id = h
+        .engine
+        .create_job("r", JobType::Download, None)
+        .await
+        .expect("create");
+    let file = NewFile {
+        remote_url: "http://127.0.0.1:9/r".into(),
+        local_path: h.out("r"),
+        ranges: Some(FileRange::parse_list("0:1,5:1,9:1").expect("ranges")),
+    };
+    let err = h
+        .engine
+        .add_files(id, vec![file])
+        .await
+        .expect_err("ranges");
+    assert_eq!(err.code, ErrorCode::TooManyRangesInFile);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_is_exempt_from_quotas_unless_configured_otherwise() {
+    if !ferry::platform::User::current().is_admin() {
+        eprintln!("skipped: the exemption applies to root and this test does not run as root");
+        return;
+    }
+    let config = Config {
+        max_jobs_per_user: 1,
+        admin_exempt_from_quotas: true,
+        ..test_config()
+    };
+    let h = Harness::with_config(config).await;
+    for name in ["a", "b", "c"] {
+        h.engine
+            .create_job(name, JobType::Download, None)
+            .await
+            .expect("exempt");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactivity_warns_then_cancels() {
+    let server = TestServer::start().await;
+    server.put("/idle", content(100_000, 20));
+    server.behave(
+        "/idle",
+        Behaviour {
+            cut_after: Some(40_000),
+            cut_times: 1,
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/idle"), "idle")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSIENT_ERROR", |j| {
+        j.state == JobState::TransientError
+    })
+    .await;
+    h.engine.suspend(id).await.expect("suspend");
+    assert_eq!(
+        hidden_files(&h.dir.path().join("out")).len(),
+        1,
+        "a partial temp file"
+    );
+    let modified = h.engine.job(id).await.expect("job").times.modified;
+    h.clock.advance(Duration::from_secs(83 * 86_400 - 60));
+    assert_eq!(
+        h.engine.job(id).await.expect("job").state,
+        JobState::Suspended
+    );
+    h.clock.advance(MINUTE);
+    let event = h
+        .wait_event("InactivityWarning", |e| {
+            matches!(e, EngineEvent::InactivityWarning { .. })
+        })
+        .await;
+    assert_eq!(
+        event,
+        EngineEvent::InactivityWarning {
+            job: id,
+            deadline: modified + chrono::Duration::days(90)
+        }
+    );
+    h.clock.advance(Duration::from_secs(7 * 86_400));
+    let event = h
+        .wait_event("InactivityCancelled", |e| {
+            matches!(e, EngineEvent::InactivityCancelled { .. })
+        })
+        .await;
+    assert_eq!(event, EngineEvent::InactivityCancelled { job: id });
+    assert_eq!(
+        h.engine.job(id).await.expect_err("gone").code,
+        ErrorCode::NotFound
+    );
+    assert!(
+        hidden_files(&h.dir.path().join("out")).is_empty(),
+        "temp file deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_download_time_puts_the_job_in_error() {
+    let server = TestServer::start().await;
+    server.put("/long", content(100_000, 21));
+    server.behave(
+        "/long",
+        Behaviour {
+            stall_after: Some(1000),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/long"), "long")])
+        .await;
+    h.engine
+        .set(
+            id,
+            PropertyChange::MaxDownloadTime(Duration::from_secs(3600)),
+        )
+        .await
+        .expect("set");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "bytes flowing", |j| {
+        j.files[0].bytes_transferred >= 1000
+    })
+    .await;
+    h.clock.advance(Duration::from_secs(3601));
+    let job = h
+        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
+        .await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::MaxDownloadTimeout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_background_job_at_a_time_and_every_foreground_job() {
+    let server = TestServer::start().await;
+    for path in ["/bg1", "/bg2", "/fg1", "/fg2"] {
+        server.put(path, content(100_000, 22));
+        server.behave(
+            path,
+            Behaviour {
+                stall_after: Some(5000),
+                ..Default::default()
+            },
+        );
+    }
+    let mut h = Harness::new().await;
+    let bg1 = h
+        .download(Priority::Normal, &[(&server.url("/bg1"), "bg1")])
+        .await;
+    let bg2 = h
+        .download(Priority::Normal, &[(&server.url("/bg2"), "bg2")])
+        .await;
+    let fg1 = h
+        .download(Priority::Foreground, &[(&server.url("/fg1"), "fg1")])
+        .await;
+    let fg2 = h
+        .download(Priority::Foreground, &[(&server.url("/fg2"), "fg2")])
+        .await;
+    for id in [bg1, bg2, fg1, fg2] {
+        h.engine.resume(id).await.expect("resume");
+    }
+    for id in [bg1, fg1, fg2] {
+        h.wait_for(id, "TRANSFERRING", |j| j.state == JobState::Transferring)
+            .await;
+    }
+    assert_eq!(
+        h.engine.job(bg2).await.expect("job").state,
+        JobState::Queued
+    );
+    // A higher priority preempts at once.
+    let high = h
+        .download(Priority::High, &[(&server.url("/bg2"), "high")])
+        .await;
+    h.engine.resume(high).await.expect("resume");
+    h.wait_for(high, "TRANSFERRING", |j| j.state == JobState::Transferring)
+        .await;
+    assert_eq!(
+        h.engine.job(bg1).await.expect("job").state,
+        JobState::Queued
+    );
+    // When the slice ends, the next job of the same priority gets its turn.
+    h.engine
+        .set(high, PropertyChange::Priority(Priority::Normal))
+        .await
+        .expect("priority");
+    h.clock.advance(Duration::from_secs(300));
+    let running: Vec<_> = {
+        let mut running = Vec::new();
+        for id in [bg1, bg2, high] {
+            let job = h
+                .wait_for(id, "settled", |j| j.state != JobState::Connecting)
+                .await;
+            if job.state == JobState::Transferring {
+                running.push(id);
+            }
+        }
+        running
+    };
+    assert_eq!(running.len(), 1, "exactly one background job runs");
+    assert_ne!(running[0], high, "the job whose slice ended waits");
+}
+
+/// The engine runs on its own runtime, which is torn down mid-transfer like a crash (no
+/// shutdown, no final save); a new engine resumes from the saved checkpoint.
+#[test]
+fn restart_resumes_from_the_checkpoint_byte_exact() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let server_runtime = runtime();
+    let server = server_runtime.block_on(TestServer::start());
+    let data = content(3_000_000, 23);
+    server.put("/big", data.clone());
+    server.behave(
+        "/big",
+        Behaviour {
+            stall_after: Some(1_200_000),
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("out")).expect("out");
+    let out = dir.path().join("out").join("big");
+    let clock = std::sync::Arc::new(ferry::engine::ManualClock::new(crate::start_time()));
+    let first = runtime();
+    let id = first.block_on(async {
+        let (engine, _) =
+            Harness::start_engine(dir.path(), &test_config(), clock.clone()).expect("engine");
+        let mut events = engine.subscribe();
+        let id = engine
+            .create_job("big", JobType::Download, Some(Priority::Foreground))
+            .await
+            .expect("create");
+        let file = NewFile {
+            remote_url: server.url("/big"),
+            local_path: out.clone(),
+            ranges: None,
+        };
+        engine.add_files(id, vec![file]).await.expect("add");
+        engine.resume(id).await.expect("resume");
+        loop {
+            let event = tokio::time::timeout(crate::PATIENCE, events.recv())
+                .await
+                .expect("a checkpoint in time")
+                .expect("event");
+            if let EngineEvent::ProgressSaved { job, checkpointed } = event
+                && job == id
+                && checkpointed == 1_200_000
+            {
+                break id;
+            }
+        }
+    });
+    first.shutdown_background();
+    server.behave("/big", Behaviour::default());
+    runtime().block_on(async {
+        // The old engine's lock goes with its last task; wait for it to be free.
+        let (engine, report) = loop {
+            match Harness::start_engine(dir.path(), &test_config(), clock.clone()) {
+                Ok(started) => break started,
+                Err(ferry::engine::EngineError::Store(ferry::store::StoreError::Locked {
+                    ..
+                })) => tokio::task::yield_now().await,
+                Err(e) => panic!("restart: {e}"),
+            }
+        };
+        assert_eq!(report.jobs_loaded, 1);
+        let mut events = engine.subscribe();
+        let job = engine.job(id).await.expect("the job survived");
+        assert!(
+            matches!(
+                job.state,
+                JobState::Queued | JobState::Connecting | JobState::Transferring
+            ),
+            "an interrupted transfer goes back to the queue: {}",
+            job.state
+        );
+        loop {
+            if engine.job(id).await.expect("job").state == JobState::Transferred {
+                break;
+            }
+            tokio::time::timeout(crate::PATIENCE, events.recv())
+                .await
+                .expect("progress")
+                .expect("event");
+        }
+        engine.complete(id).await.expect("complete");
+    });
+    assert_eq!(sha256(&std::fs::read(&out).expect("file")), sha256(&data));
+    let resumed = server.requests("/big").last().and_then(|r| r.range.clone());
+    assert_eq!(resumed.as_deref(), Some("bytes=1200000-2999999"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_job_file_is_quarantined_and_the_others_load() {
+    let mut h = Harness::new().await;
+    let good = h
+        .download(Priority::Low, &[("http://127.0.0.1:9/a", "a")])
+        .await;
+    h.engine.shutdown().await.expect("shutdown");
+    let damaged = h
+        .data_dir()
+        .join("jobs")
+        .join(format!("{}.ron", uuid::Uuid::new_v4()));
+    std::fs::write(&damaged, "(format: 1, job: (id: \"oops").expect("write");
+    let (engine, report) =
+        Harness::start_engine(h.dir.path(), &h.config, h.clock.clone()).expect("restart");
+    assert_eq!(report.jobs_loaded, 1);
+    assert_eq!(report.quarantined.len(), 1);
+    assert!(
+        report.quarantined[0]
+            .moved_to
+            .starts_with(h.data_dir().join("quarantine"))
+    );
+    assert!(
+        report.quarantined[0]
+            .reason
+            .contains("not a valid job record"),
+        "{}",
+        report.quarantined[0].reason
+    );
+    assert!(!damaged.exists());
+    assert_eq!(
+        engine.job(good).await.expect("good job").state,
+        JobState::Suspended
+    );
+    h.engine = engine;
+    h.events = h.engine.subscribe();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_on_the_same_data_is_refused() {
+    let h = Harness::new().await;
+    let err = Harness::start_engine(h.dir.path(), &h.config, h.clock.clone())
+        .err()
+        .expect("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("another Ferry engine is already using"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_command_runs_on_transferred() {
+    let server = TestServer::start().await;
+    server.put("/n", content(1000, 24));
+    let mut h = Harness::new().await;
+    let marker = h.dir.path().join("notified");
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/n"), "n")])
+        .await;
+    let script = format!(
+        "echo \"$FERRY_JOB_STATE $FERRY_JOB_ID\" > {}",
+        marker.display()
+    );
+    let command = NotifyCommand {
+        program: "/bin/sh".into(),
+        args: vec!["sh".into(), "-c".into(), script],
+    };
+    h.engine
+        .set(id, PropertyChange::NotifyCommand(Some(command)))
+        .await
+        .expect("set");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_event("JobTransferred", |e| {
+        matches!(e, EngineEvent::JobTransferred { .. })
+    })
+    .await;
+    // The command runs asynchronously; its output appears once it exits.
+    let deadline = std::time::Instant::now() + crate::PATIENCE;
+    let text = loop {
+        match std::fs::read_to_string(&marker) {
+            Ok(text) if text.ends_with('\n') => break text,
+            _ if std::time::Instant::now() > deadline => panic!("the notify command did not run"),
+            _ => tokio::task::yield_now().await,
+        }
+    };
+    assert_eq!(text.trim(), format!("TRANSFERRED {id}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_and_custom_headers() {
+    let server = TestServer::start().await;
+    server.put("/secret", content(2000, 25));
+    server.behave(
+        "/secret",
+        Behaviour {
+            basic_auth: Some(("ann".into(), "pw".into())),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/secret"), "secret")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
+        .await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::Http(401)
+    );
+    let credentials = Credentials {
+        server: Some((AuthScheme::Basic, "ann".into(), "pw".into())),
+    };
+    h.engine
+        .set(id, PropertyChange::Credentials(credentials))
+        .await
+        .expect("credentials");
+    h.engine
+        .set(
+            id,
+            PropertyChange::CustomHeaders(vec![("X-Ferry-Test".into(), "1".into())]),
+        )
+        .await
+        .expect("headers");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    let stored = std::fs::read_to_string(h.data_dir().join("jobs").join(format!("{}.ron", id.0)))
+        .expect("record");
+    assert!(!stored.contains("\"pw\""), "the password is not stored");
+    assert!(stored.contains("credentials_dropped: true"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_policies() {
+    let server = TestServer::start().await;
+    server.put("/target", content(3000, 26));
+    server.put("/moved", content(1, 0));
+    server.behave(
+        "/moved",
+        Behaviour {
+            redirect_to: Some(server.url("/target")),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    // Default: follow silently.
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/moved"), "silent")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    assert_eq!(job.files[0].remote_url, server.url("/moved"));
+    // ALLOW_REPORT rewrites the URL.
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/moved"), "report")])
+        .await;
+    let report = RedirectPolicy {
+        mode: RedirectMode::AllowReport,
+        allow_https_to_http: false,
+    };
+    h.engine
+        .set(id, PropertyChange::RedirectPolicy(report))
+        .await
+        .expect("set");
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    assert_eq!(job.files[0].remote_url, server.url("/target"));
+    // DISALLOW puts the job in ERROR.
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/moved"), "disallow")])
+        .await;
+    let disallow = RedirectPolicy {
+        mode: RedirectMode::Disallow,
+        allow_https_to_http: false,
+    };
+    h.engine
+        .set(id, PropertyChange::RedirectPolicy(disallow))
+        .await
+        .expect("set");
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
+        .await;
+    let error = job.current_error().expect("error");
+    assert_eq!(error.code, ErrorCode::RedirectFailed);
+    assert!(
+        error.description.contains("/target"),
+        "{}",
+        error.description
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_loss_and_return() {
+    let server = TestServer::start().await;
+    server.put("/net", content(100_000, 27));
+    server.behave(
+        "/net",
+        Behaviour {
+            stall_after: Some(10_000),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/net"), "net")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSFERRING", |j| {
+        j.files[0].bytes_transferred >= 10_000
+    })
+    .await;
+    h.engine.network_changed(false).await.expect("lost");
+    let job = h.engine.job(id).await.expect("job");
+    assert_eq!(job.state, JobState::TransientError);
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::NetworkDisconnected
+    );
+    assert_eq!(job.error_count, 0, "a network loss is not counted");
+    server.behave("/net", Behaviour::default());
+    h.engine.network_changed(true).await.expect("back");
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+}
