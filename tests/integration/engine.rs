@@ -1375,3 +1375,96 @@ async fn network_loss_and_return() {
     h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_credentials() {
+    let server = TestServer::start().await;
+    server.put("/digest", content(4000, 28));
+    server.behave(
+        "/digest",
+        Behaviour {
+            digest_auth: Some(("dan".into(), "s3cret".into())),
+            ..Default::default()
+        },
+    );
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/digest"), "digest")])
+        .await;
+    let wrong = Credentials {
+        server: Some((AuthScheme::Digest, "dan".into(), "nope".into())),
+    };
+    h.engine
+        .set(id, PropertyChange::Credentials(wrong))
+        .await
+        .expect("credentials");
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
+        .await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::Http(401)
+    );
+    let right = Credentials {
+        server: Some((AuthScheme::Digest, "dan".into(), "s3cret".into())),
+    };
+    h.engine
+        .set(id, PropertyChange::Credentials(right))
+        .await
+        .expect("credentials");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
+        .await;
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(
+        std::fs::read(h.out("digest")).expect("file"),
+        content(4000, 28)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_modification_events_are_rate_limited() {
+    let server = TestServer::start().await;
+    let names: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    for name in &names {
+        server.put(&format!("/{name}"), content(50_000, 29));
+    }
+    let config = Config {
+        modification_interval_ms: 60_000,
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config).await;
+    let urls: Vec<String> = names.iter().map(|n| server.url(&format!("/{n}"))).collect();
+    let files: Vec<(&str, &str)> = urls
+        .iter()
+        .zip(&names)
+        .map(|(u, n)| (u.as_str(), n.as_str()))
+        .collect();
+    let id = h.download(Priority::Foreground, &files).await;
+    let mut observer = h.engine.subscribe();
+    h.engine.resume(id).await.expect("resume");
+    let mut modifications = 0;
+    let mut changes = 0;
+    loop {
+        match tokio::time::timeout(crate::PATIENCE, observer.recv())
+            .await
+            .expect("events")
+            .expect("event")
+        {
+            EngineEvent::JobModification { job } if job == id => modifications += 1,
+            EngineEvent::StateChanged { job, .. } | EngineEvent::FileTransferred { job, .. }
+                if job == id =>
+            {
+                changes += 1
+            }
+            EngineEvent::JobTransferred { job } if job == id => break,
+            _ => {}
+        }
+    }
+    assert!(changes >= 10, "{changes} changes");
+    assert_eq!(
+        modifications, 1,
+        "one JobModification per interval, however many changes"
+    );
+}

@@ -32,6 +32,8 @@ pub struct Behaviour {
     pub redirect_to: Option<String>,
     /// Require HTTP Basic authentication with this user and password.
     pub basic_auth: Option<(String, String)>,
+    /// Require HTTP Digest authentication (MD5, qop=auth) with this user and password.
+    pub digest_auth: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +191,31 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"test\""),
+            );
+            return response;
+        }
+    }
+    if let Some((user, password)) = &b.digest_auth {
+        let valid = text(&headers, header::AUTHORIZATION)
+            .and_then(|value| digest_auth::AuthorizationHeader::parse(&value).ok())
+            .is_some_and(|claimed| {
+                let mut expected = claimed.clone();
+                expected.digest(&digest_auth::AuthContext::new(
+                    user.as_str(),
+                    password.as_str(),
+                    claimed.uri.as_str(),
+                ));
+                claimed.username == *user
+                    && claimed.nonce == "ferry-nonce"
+                    && expected.response == claimed.response
+            });
+        if !valid {
+            let mut response = status_only(401);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(
+                    "Digest realm=\"test\", qop=\"auth\", nonce=\"ferry-nonce\", algorithm=MD5",
+                ),
             );
             return response;
         }
