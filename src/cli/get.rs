@@ -2,7 +2,7 @@
 
 use super::{GetArgs, exit};
 use crate::config::Config;
-use crate::engine::{self, EngineEvent, EngineHandle, EngineOptions, SystemClock};
+use crate::engine::{self, EngineEvent, EngineHandle, EngineOptions, JobSpec, SystemClock};
 use crate::job::{BitsError, Job, JobId, JobState, JobType, NewFile, PropertyChange};
 use crate::platform::{self, User};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -173,26 +173,16 @@ async fn prepare(
         [first, rest @ ..] => format!("{} and {} more", file_label(&first.local_path), rest.len()),
         [] => "ferry get".into(),
     };
-    let id = engine
-        .create_job(&name, JobType::Download, Some(args.priority))
-        .await?;
-    let setup = async {
-        engine
-            .set(id, PropertyChange::Description(GET_DESCRIPTION.into()))
-            .await?;
-        if args.overwrite {
-            engine
-                .set(id, PropertyChange::ReplaceExisting(true))
-                .await?;
-        }
-        engine.add_files(id, files).await?;
-        engine.resume(id).await
+    let spec = JobSpec {
+        priority: Some(args.priority),
+        description: GET_DESCRIPTION.into(),
+        replace_existing: args.overwrite,
+        files,
+        ..JobSpec::new(&name, JobType::Download)
     };
-    if let Err(e) = setup.await {
-        // Files that cannot be added leave no job behind (as bitsadmin /transfer).
-        let _ = engine.cancel(id).await;
-        return Err(e);
-    }
+    // Created with its files in one step: a refused file leaves no job behind.
+    let id = engine.create(spec).await?;
+    engine.resume(id).await?;
     Ok(id)
 }
 
@@ -221,7 +211,12 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
     let mut events = engine.subscribe();
     let bar = progress_bar(quiet);
-    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    // The bar refreshes five times a second; without it, only state changes matter.
+    let mut ticker = tokio::time::interval(if quiet {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_millis(200)
+    });
     let mut last_transient: Option<String> = None;
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
@@ -234,9 +229,13 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
                 return exit::INTERRUPTED;
             }
             event = events.recv() => {
-                if let Ok(EngineEvent::StateChanged { job, .. } | EngineEvent::JobError { job, .. }) = &event
-                    && *job != id
-                {
+                let relevant = match &event {
+                    Ok(EngineEvent::StateChanged { job, .. }) => *job == id,
+                    Ok(_) => false,
+                    // Lagged: something may have been missed; look. Closed: the next call says why.
+                    Err(_) => true,
+                };
+                if !relevant {
                     continue;
                 }
             }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use transfer::{Final, Report, WorkerMessage};
+use transfer::{End, Final, Report, WorkerMessage};
 
 /// How often changed progress is written to the store.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -111,29 +111,43 @@ pub enum EngineError {
     Stopped,
 }
 
+/// Everything a new job starts with: CreateJob plus setters plus AddFileSet in one step, all or
+/// nothing (no half-made job is left behind when a file is refused).
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    pub name: String,
+    pub job_type: JobType,
+    /// `None`: the configured default (NORMAL).
+    pub priority: Option<Priority>,
+    pub description: String,
+    pub replace_existing: bool,
+    pub files: Vec<NewFile>,
+}
+
+impl JobSpec {
+    pub fn new(name: &str, job_type: JobType) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            job_type,
+            priority: None,
+            description: String::new(),
+            replace_existing: false,
+            files: Vec::new(),
+        }
+    }
+}
+
 enum Op {
-    Create {
-        name: String,
-        job_type: JobType,
-        priority: Option<Priority>,
-    },
-    AddFiles {
-        job: JobId,
-        files: Vec<NewFile>,
-    },
+    Create(JobSpec),
+    AddFiles { job: JobId, files: Vec<NewFile> },
     Resume(JobId),
     Suspend(JobId),
     Cancel(JobId),
     Complete(JobId),
-    Set {
-        job: JobId,
-        change: PropertyChange,
-    },
+    Set { job: JobId, change: PropertyChange },
     Get(JobId),
     List,
-    Network {
-        up: bool,
-    },
+    Network { up: bool },
     Shutdown,
 }
 
@@ -195,14 +209,16 @@ impl EngineHandle {
         job_type: JobType,
         priority: Option<Priority>,
     ) -> Result<JobId, BitsError> {
-        match self
-            .call(Op::Create {
-                name: name.into(),
-                job_type,
-                priority,
-            })
-            .await?
-        {
+        self.create(JobSpec {
+            priority,
+            ..JobSpec::new(name, job_type)
+        })
+        .await
+    }
+
+    /// Creates a job with its properties and files at once (see [`JobSpec`]).
+    pub async fn create(&self, spec: JobSpec) -> Result<JobId, BitsError> {
+        match self.call(Op::Create(spec)).await? {
             Reply::Id(id) => Ok(id),
             _ => Err(unexpected()),
         }
@@ -323,7 +339,8 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
 
 struct RunningWorker {
     run: u64,
-    file: usize,
+    /// The last file the worker was given; files added later need a new worker.
+    last_file: usize,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Final>,
 }
@@ -369,6 +386,15 @@ struct Actor {
     /// Notify command lines that failed and run again after the retry delay (spec §7.6).
     notify_retry: HashMap<JobId, (Timestamp, JobState)>,
     network_up: bool,
+}
+
+/// QUEUED, CONNECTING and TRANSFERRING all come back as QUEUED after a restart, so moves between
+/// them can wait for the next checkpoint.
+fn in_queue(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Queued | JobState::Connecting | JobState::Transferring
+    )
 }
 
 /// Whether a change is saved at once or with the next checkpoint.
@@ -433,11 +459,7 @@ impl Actor {
 
     async fn handle(&mut self, op: Op) -> Result<Reply, BitsError> {
         match op {
-            Op::Create {
-                name,
-                job_type,
-                priority,
-            } => self.create(&name, job_type, priority),
+            Op::Create(spec) => self.create(spec),
             Op::AddFiles { job, files } => {
                 files::check_new_files(self.job(job)?, &files)?;
                 let limits = self.config.limits(self.limits_exempt);
@@ -501,12 +523,7 @@ impl Actor {
         }
     }
 
-    fn create(
-        &mut self,
-        name: &str,
-        job_type: JobType,
-        priority: Option<Priority>,
-    ) -> Result<Reply, BitsError> {
+    fn create(&mut self, spec: JobSpec) -> Result<Reply, BitsError> {
         let limits = self.config.limits(self.limits_exempt);
         if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
             self.emit(EngineEvent::QuotaExceeded {
@@ -516,21 +533,55 @@ impl Actor {
             return Err(e);
         }
         let mut defaults = self.config.job_defaults();
-        if let Some(priority) = priority {
+        if let Some(priority) = spec.priority {
             defaults.priority = priority;
         }
-        let job = Job::new(
+        let now = self.now();
+        let mut job = Job::new(
             JobId::new_random(),
-            job_type,
-            name,
+            spec.job_type,
+            &spec.name,
             &self.user.name,
             &defaults,
-            self.now(),
+            now,
         )?;
+        job::apply(
+            &mut job,
+            Event::Set(PropertyChange::Description(spec.description)),
+            now,
+        )?;
+        job::apply(
+            &mut job,
+            Event::Set(PropertyChange::ReplaceExisting(spec.replace_existing)),
+            now,
+        )?;
+        if !spec.files.is_empty() {
+            files::check_new_files(&job, &spec.files)?;
+            let result = job::apply(
+                &mut job,
+                Event::AddFiles {
+                    files: spec.files,
+                    limits,
+                },
+                now,
+            );
+            if let Err(e) = &result
+                && matches!(
+                    e.code,
+                    ErrorCode::TooManyFilesInJob | ErrorCode::TooManyRangesInFile
+                )
+            {
+                self.emit(EngineEvent::QuotaExceeded {
+                    code: e.code,
+                    message: e.message.clone(),
+                });
+            }
+            result?;
+        }
         let id = job.id;
         self.save(&job)?;
         self.jobs.insert(id, job);
-        self.emit(EngineEvent::JobModification { job: id });
+        self.modifications.entry(id).or_default().pending = true;
         Ok(Reply::Id(id))
     }
 
@@ -612,7 +663,7 @@ impl Actor {
             self.notify_retry.remove(&id);
             self.publish_modifications(true);
             self.modifications.remove(&id);
-        } else if persist == Persist::Now || to != from {
+        } else if persist == Persist::Now || (to != from && !(in_queue(from) && in_queue(to))) {
             if let Err(e) = self.store.save(job) {
                 tracing::error!(job = %id, "cannot save the job: {e}");
             }
@@ -755,11 +806,21 @@ impl Actor {
                 let event = Event::Set(PropertyChange::RemoteName { file, url });
                 self.apply(id, event, Persist::Checkpoint).await
             }
-            Report::Done => {
-                self.workers.remove(&id);
-                let result = self
-                    .apply(id, Event::FileTransferred { file }, Persist::Checkpoint)
-                    .await;
+            Report::Done { transferred } => {
+                if self.workers.get(&id).is_some_and(|w| w.last_file == file) {
+                    self.workers.remove(&id);
+                }
+                let progress = Event::Progress {
+                    file,
+                    transferred,
+                    checkpointed: transferred,
+                };
+                let mut result = self.apply(id, progress, Persist::Checkpoint).await;
+                if result.is_ok() {
+                    result = self
+                        .apply(id, Event::FileTransferred { file }, Persist::Checkpoint)
+                        .await;
+                }
                 self.continue_job(id).await;
                 result
             }
@@ -790,42 +851,52 @@ impl Actor {
             return;
         };
         let _ = worker.stop.send(true);
-        let now = self.now();
-        let outcome = worker.task.await;
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return;
-        };
-        let event = match outcome {
-            Ok(Final::Stopped(stopped)) => Event::Progress {
-                file: worker.file,
-                transferred: stopped.transferred,
-                checkpointed: stopped.checkpointed,
-            },
-            Ok(Final::Done) => Event::FileTransferred { file: worker.file },
-            Ok(Final::Failed(failure)) => Event::Failed(failure),
+        let outcome = match worker.task.await {
+            Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(job = %id, "transfer worker crashed: {e}");
                 return;
             }
         };
-        let from = job.state;
-        match job::apply(job, event, now) {
-            Ok(effects) => {
-                let effects: Vec<Effect> = effects
-                    .into_iter()
-                    .filter(|e| *e != Effect::StopTransfer)
-                    .collect();
-                Box::pin(self.after_change(id, from, effects, Persist::Now)).await;
+        let mut events: Vec<Event> = outcome
+            .done
+            .into_iter()
+            .filter(|&file| {
+                self.jobs
+                    .get(&id)
+                    .is_some_and(|j| j.files.get(file).is_some_and(|f| !f.transferred))
+            })
+            .map(|file| Event::FileTransferred { file })
+            .collect();
+        match outcome.end {
+            End::AllDone => {}
+            End::Stopped(file, stopped) => events.push(Event::Progress {
+                file,
+                transferred: stopped.transferred,
+                checkpointed: stopped.checkpointed,
+            }),
+            End::Failed(failure) => events.push(Event::Failed(failure)),
+        }
+        for event in events {
+            let now = self.now();
+            let Some(job) = self.jobs.get_mut(&id) else {
+                return;
+            };
+            let from = job.state;
+            match job::apply(job, event, now) {
+                Ok(effects) => {
+                    let effects: Vec<Effect> = effects
+                        .into_iter()
+                        .filter(|e| *e != Effect::StopTransfer)
+                        .collect();
+                    Box::pin(self.after_change(id, from, effects, Persist::Now)).await;
+                }
+                Err(e) => tracing::warn!(job = %id, "final worker state not applied: {e}"),
             }
-            Err(e) => tracing::warn!(job = %id, "final worker state not applied: {e}"),
         }
     }
 
-    fn client(&mut self, job: &Job) -> Result<reqwest::Client, Failure> {
-        let key = ClientKey {
-            redirect: job.redirect_policy,
-            proxy: job.proxy.clone(),
-        };
+    fn client(&mut self, key: ClientKey) -> Result<reqwest::Client, Failure> {
         if let Some(client) = self.clients.get(&key) {
             return Ok(client.clone());
         }
@@ -847,28 +918,45 @@ impl Actor {
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
-        let Some(file_index) = job.next_file() else {
+        if job.next_file().is_none() {
+            return Ok(());
+        }
+        let key = ClientKey {
+            redirect: job.redirect_policy,
+            proxy: job.proxy.clone(),
+        };
+        let client = self.client(key)?;
+        let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
-        let job = job.clone();
-        let client = self.client(&job)?;
-        let file = &job.files[file_index];
+        let files: Vec<transfer::FileWork> = job
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.transferred)
+            .map(|(index, file)| transfer::FileWork {
+                index,
+                url: file.remote_url.clone(),
+                temp_path: file.temp_path.clone(),
+                ranges: file.ranges.clone(),
+                start_offset: file.bytes_checkpointed,
+                validators: file.validators.clone(),
+            })
+            .collect();
+        let Some(last_file) = files.last().map(|f| f.index) else {
+            return Ok(());
+        };
         self.next_run += 1;
         let run = self.next_run;
-        let task = transfer::FileTask {
+        let task = transfer::JobTask {
             job: id,
             run,
-            file: file_index,
-            url: file.remote_url.clone(),
-            temp_path: file.temp_path.clone(),
-            ranges: file.ranges.clone(),
-            start_offset: file.bytes_checkpointed,
-            validators: file.validators.clone(),
             dynamic: job.dynamic_content,
             headers: job.custom_headers.clone(),
             credentials: job.credentials.clone(),
             redirect: job.redirect_policy,
             client,
+            files,
         };
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(transfer::run(task, self.reports_tx.clone(), stop_rx));
@@ -876,7 +964,7 @@ impl Actor {
             id,
             RunningWorker {
                 run,
-                file: file_index,
+                last_file,
                 stop,
                 task,
             },
@@ -1062,7 +1150,7 @@ impl Actor {
         let now = self.now();
         let decision = scheduler::decide(&self.jobs, &self.slice_started, self.slice(), now);
         for id in decision.yield_jobs {
-            let _ = self.apply(id, Event::Yield, Persist::Now).await;
+            let _ = self.apply(id, Event::Yield, Persist::Checkpoint).await;
         }
         for id in decision.start {
             if self
@@ -1072,7 +1160,11 @@ impl Actor {
             {
                 self.slice_started.insert(id, now);
             }
-            if self.apply(id, Event::Start, Persist::Now).await.is_ok() {
+            if self
+                .apply(id, Event::Start, Persist::Checkpoint)
+                .await
+                .is_ok()
+            {
                 self.continue_job(id).await;
             }
         }

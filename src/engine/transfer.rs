@@ -16,22 +16,43 @@ use tokio::sync::{mpsc, watch};
 /// How often a running transfer reports its progress.
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Everything a worker needs, copied out of the job when it starts.
-pub(crate) struct FileTask {
+/// What a worker needs of the job, copied out of it when the worker starts.
+pub(crate) struct JobTask {
     pub job: JobId,
     pub run: u64,
-    pub file: usize,
+    pub dynamic: bool,
+    pub headers: Vec<(String, String)>,
+    pub credentials: Credentials,
+    pub redirect: RedirectPolicy,
+    pub client: reqwest::Client,
+    /// The files still to transfer, in order: the worker goes from one to the next without
+    /// waiting for the engine.
+    pub files: Vec<FileWork>,
+}
+
+pub(crate) struct FileWork {
+    pub index: usize,
     pub url: String,
     pub temp_path: PathBuf,
     pub ranges: Option<Vec<FileRange>>,
     /// Where to resume: the file's checkpoint.
     pub start_offset: u64,
     pub validators: Option<Validators>,
-    pub dynamic: bool,
-    pub headers: Vec<(String, String)>,
-    pub credentials: Credentials,
-    pub redirect: RedirectPolicy,
-    pub client: reqwest::Client,
+}
+
+/// One file's transfer, with the job's settings.
+struct FileTask {
+    file: usize,
+    url: String,
+    temp_path: PathBuf,
+    ranges: Option<Vec<FileRange>>,
+    start_offset: u64,
+    validators: Option<Validators>,
+    dynamic: bool,
+    headers: Vec<(String, String)>,
+    credentials: Credentials,
+    redirect: RedirectPolicy,
+    client: reqwest::Client,
 }
 
 #[derive(Debug)]
@@ -50,7 +71,10 @@ pub(crate) enum Report {
     Redirected {
         url: String,
     },
-    Done,
+    /// The file is complete and flushed: `transferred` bytes.
+    Done {
+        transferred: u64,
+    },
     Failed(Failure),
 }
 
@@ -88,48 +112,86 @@ impl Reporter {
 }
 
 enum Outcome {
-    Done,
+    /// Complete, with this many bytes.
+    Done(u64),
     Stopped(Stopped),
     Failed(Failure),
 }
 
-/// How a worker ended. The engine reads it when it stops a worker, so that a file that finished
-/// just before the stop is not lost with a report still in the channel.
+/// How a worker ended. The engine reads it when it stops a worker, so that files that finished
+/// just before the stop are not lost with their reports still in the channel.
 #[derive(Debug)]
-pub(crate) enum Final {
-    Done,
-    Failed(Failure),
-    Stopped(Stopped),
+pub(crate) struct Final {
+    /// Files this worker transferred completely.
+    pub done: Vec<usize>,
+    pub end: End,
 }
 
-/// Runs the transfer of one file until it is done, fails, or `stop` turns true.
+#[derive(Debug)]
+pub(crate) enum End {
+    AllDone,
+    Failed(Failure),
+    Stopped(usize, Stopped),
+}
+
+/// Transfers the task's files one after another until all are done, one fails, or `stop` turns
+/// true.
 pub(crate) async fn run(
-    task: FileTask,
+    task: JobTask,
     out: mpsc::UnboundedSender<WorkerMessage>,
     mut stop: watch::Receiver<bool>,
 ) -> Final {
-    let reporter = Reporter {
-        task_job: task.job,
-        run: task.run,
-        file: task.file,
-        out,
-    };
-    let mut worker = Worker {
-        task,
-        reporter,
-        last_report: Instant::now(),
-        connected: false,
-    };
-    match worker.transfer(&mut stop).await {
-        Outcome::Done => {
-            worker.reporter.send(Report::Done);
-            Final::Done
+    let mut done = Vec::with_capacity(task.files.len());
+    for work in task.files {
+        let file = work.index;
+        let reporter = Reporter {
+            task_job: task.job,
+            run: task.run,
+            file,
+            out: out.clone(),
+        };
+        let file_task = FileTask {
+            file,
+            url: work.url,
+            temp_path: work.temp_path,
+            ranges: work.ranges,
+            start_offset: work.start_offset,
+            validators: work.validators,
+            dynamic: task.dynamic,
+            headers: task.headers.clone(),
+            credentials: task.credentials.clone(),
+            redirect: task.redirect,
+            client: task.client.clone(),
+        };
+        let mut worker = Worker {
+            task: file_task,
+            reporter,
+            last_report: Instant::now(),
+            connected: false,
+        };
+        match worker.transfer(&mut stop).await {
+            Outcome::Done(transferred) => {
+                worker.reporter.send(Report::Done { transferred });
+                done.push(file);
+            }
+            Outcome::Stopped(stopped) => {
+                return Final {
+                    done,
+                    end: End::Stopped(file, stopped),
+                };
+            }
+            Outcome::Failed(failure) => {
+                worker.reporter.send(Report::Failed(failure.clone()));
+                return Final {
+                    done,
+                    end: End::Failed(failure),
+                };
+            }
         }
-        Outcome::Stopped(stopped) => Final::Stopped(stopped),
-        Outcome::Failed(failure) => {
-            worker.reporter.send(Report::Failed(failure.clone()));
-            Final::Failed(failure)
-        }
+    }
+    Final {
+        done,
+        end: End::AllDone,
     }
 }
 
@@ -216,7 +278,10 @@ impl Worker {
                 }
                 let within = local.saturating_sub(segment.local_start);
                 match self.fetch(&segment, within, stop).await {
-                    Fetch::Wrote(_) if self.task.ranges.is_none() => break 'restart,
+                    Fetch::Wrote(end) if self.task.ranges.is_none() => {
+                        local = end;
+                        break 'restart;
+                    }
                     Fetch::Wrote(end) => {
                         local = end;
                         if length.is_none() {
@@ -235,7 +300,7 @@ impl Worker {
             break;
         }
         self.set_mtime();
-        Outcome::Done
+        Outcome::Done(local)
     }
 
     /// The GETs this file needs, with lengths resolved as far as the known size allows.
@@ -584,12 +649,15 @@ impl Worker {
         expected_body: Option<u64>,
         stop: &mut watch::Receiver<bool>,
     ) -> Fetch {
-        let mut writer = match Writer::open(&self.task.temp_path, write_at) {
+        let mut writer = match Writer::open(&self.task.temp_path, write_at, expected_body) {
             Ok(writer) => writer,
             Err(e) => return Fetch::Failed(self.local_failure(&e)),
         };
         let mut received: u64 = 0;
-        let mut ticker = tokio::time::interval(REPORT_INTERVAL);
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + REPORT_INTERVAL,
+            REPORT_INTERVAL,
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let failure = loop {
             let chunk = tokio::select! {
@@ -636,13 +704,7 @@ impl Worker {
                         ));
                     }
                     match writer.finish().await {
-                        Ok(durable) => {
-                            self.reporter.send(Report::Progress {
-                                transferred: durable,
-                                checkpointed: durable,
-                            });
-                            return Fetch::Wrote(durable);
-                        }
+                        Ok(durable) => return Fetch::Wrote(durable),
                         Err(e) => return Fetch::Failed(self.local_failure(&e)),
                     }
                 }

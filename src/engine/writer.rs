@@ -1,5 +1,10 @@
-//! The writer thread of one transfer: it owns the temp file, so that disk writes and fsyncs never
-//! block the async side, and it publishes how many bytes are written and how many are durable.
+//! Writes a response body into its temp file and tells how many bytes are written and how many are
+//! durable (flushed to disk).
+//!
+//! Large bodies go through a writer thread that owns the file, so that disk writes and fsyncs never
+//! block the async side and network and disk work in parallel. Small bodies are written from the
+//! transfer task itself (a page-cache write of a few hundred KB is quicker than a hand-off, which
+//! many small files would pay per file) and flushed once at the end, off the async threads.
 
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -14,18 +19,30 @@ use tokio::sync::mpsc;
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Chunks in flight between the network and the disk: bounds memory, gives back-pressure.
 const QUEUE_DEPTH: usize = 64;
+/// Bodies of known length up to this size are written directly (see the module comment).
+const DIRECT_LIMIT: u64 = 1 << 20;
 
 pub(crate) struct Writer {
-    queue: Option<mpsc::Sender<Bytes>>,
-    thread: tokio::task::JoinHandle<io::Result<()>>,
+    sink: Sink,
     written: Arc<AtomicU64>,
     durable: Arc<AtomicU64>,
 }
 
+enum Sink {
+    Thread {
+        queue: Option<mpsc::Sender<Bytes>>,
+        thread: tokio::task::JoinHandle<io::Result<()>>,
+    },
+    Direct {
+        file: Option<File>,
+        error: Option<io::Error>,
+    },
+}
+
 impl Writer {
     /// Opens `path` for writing at `offset`, dropping anything after it (bytes past the last
-    /// checkpoint are not trusted).
-    pub(crate) fn open(path: &Path, offset: u64) -> io::Result<Writer> {
+    /// checkpoint are not trusted). `body` is the announced length of what will be written.
+    pub(crate) fn open(path: &Path, offset: u64, body: Option<u64>) -> io::Result<Writer> {
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -35,6 +52,17 @@ impl Writer {
         file.seek(SeekFrom::Start(offset))?;
         let written = Arc::new(AtomicU64::new(offset));
         let durable = Arc::new(AtomicU64::new(offset));
+        if body.is_some_and(|len| len <= DIRECT_LIMIT) {
+            let sink = Sink::Direct {
+                file: Some(file),
+                error: None,
+            };
+            return Ok(Writer {
+                sink,
+                written,
+                durable,
+            });
+        }
         let (queue, chunks) = mpsc::channel(QUEUE_DEPTH);
         let runtime = tokio::runtime::Handle::current();
         let thread = {
@@ -44,18 +72,36 @@ impl Writer {
             })
         };
         Ok(Writer {
-            queue: Some(queue),
-            thread,
+            sink: Sink::Thread {
+                queue: Some(queue),
+                thread,
+            },
             written,
             durable,
         })
     }
 
-    /// Queues a chunk; fails when the writer thread stopped (its error comes from [`Writer::finish`]).
+    /// Writes or queues a chunk; fails when writing failed (the error comes from [`Writer::finish`]).
     pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), ()> {
-        match &self.queue {
-            Some(queue) => queue.send(chunk).await.map_err(|_| ()),
-            None => Err(()),
+        match &mut self.sink {
+            Sink::Thread {
+                queue: Some(queue), ..
+            } => queue.send(chunk).await.map_err(|_| ()),
+            Sink::Thread { queue: None, .. } => Err(()),
+            Sink::Direct {
+                file: Some(file),
+                error,
+            } => match file.write_all(&chunk) {
+                Ok(()) => {
+                    self.written.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                    Ok(())
+                }
+                Err(e) => {
+                    *error = Some(e);
+                    Err(())
+                }
+            },
+            Sink::Direct { file: None, .. } => Err(()),
         }
     }
 
@@ -69,10 +115,24 @@ impl Writer {
 
     /// Writes what is queued, flushes it to disk and closes the file.
     pub(crate) async fn finish(mut self) -> io::Result<u64> {
-        self.queue = None;
-        match (&mut self.thread).await {
-            Ok(result) => result?,
-            Err(e) => return Err(io::Error::other(e)),
+        match &mut self.sink {
+            Sink::Thread { queue, thread } => {
+                *queue = None;
+                match thread.await {
+                    Ok(result) => result?,
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            }
+            Sink::Direct { file, error } => {
+                if let Some(error) = error.take() {
+                    return Err(error);
+                }
+                if let Some(file) = file.take() {
+                    let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
+                    synced.map_err(io::Error::other)??;
+                }
+                self.durable.store(self.written(), Ordering::Release);
+            }
         }
         Ok(self.durable())
     }

@@ -188,7 +188,8 @@ pub fn check_create_quota<'a>(
     Ok(())
 }
 
-/// Applies `event` to `job` at time `now`. On error the job is unchanged.
+/// Applies `event` to `job` at time `now`. On error the job is unchanged: every branch of the
+/// transition checks everything before it changes anything (the table test holds it to that).
 pub fn apply(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, BitsError> {
     let before = job.state;
     if before.is_final() {
@@ -197,34 +198,26 @@ pub fn apply(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>,
     let is_tick = matches!(event, Event::Tick(_));
     // Restarting the engine is housekeeping, not activity of the job.
     let is_recovery = matches!(event, Event::Recovered);
-    let mut next = job.clone();
-    let mut effects = step(&mut next, event, now)?;
-    if is_tick && next == *job {
+    let warned_before = job.inactivity_warned;
+    let mut effects = step(job, event, now)?;
+    // A tick changes the state, the warning flag, or nothing.
+    if is_tick && job.state == before && job.inactivity_warned == warned_before {
         return Ok(effects);
     }
-    if before.is_running() && !next.state.is_running() {
+    if before.is_running() && !job.state.is_running() {
         effects.insert(0, Effect::StopTransfer);
-        next.download_clock.used = next.download_clock.elapsed(now);
-        next.download_clock.running_since = None;
+        job.download_clock.used = job.download_clock.elapsed(now);
+        job.download_clock.running_since = None;
     }
-    if next.state != before
-        && next.state.is_running()
-        && next.download_clock.running_since.is_none()
-    {
-        next.download_clock.running_since = Some(now);
+    if job.state != before && job.state.is_running() && job.download_clock.running_since.is_none() {
+        job.download_clock.running_since = Some(now);
     }
     // A warning alone is not activity, nor is a restart; every other change is (§4.6, §7.2).
-    let not_activity = is_recovery
-        || is_tick && {
-            let mut probe = next.clone();
-            probe.inactivity_warned = job.inactivity_warned;
-            probe == *job
-        };
+    let not_activity = is_recovery || (is_tick && job.state == before);
     if !not_activity {
-        next.times.modified = now;
-        next.inactivity_warned = false;
+        job.times.modified = now;
+        job.inactivity_warned = false;
     }
-    *job = next;
     Ok(effects)
 }
 

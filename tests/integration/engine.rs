@@ -1434,7 +1434,7 @@ async fn job_modification_events_are_rate_limited() {
         modification_interval_ms: 60_000,
         ..test_config()
     };
-    let mut h = Harness::with_config(config).await;
+    let h = Harness::with_config(config).await;
     let urls: Vec<String> = names.iter().map(|n| server.url(&format!("/{n}"))).collect();
     let files: Vec<(&str, &str)> = urls
         .iter()
@@ -1463,8 +1463,9 @@ async fn job_modification_events_are_rate_limited() {
         }
     }
     assert!(changes >= 10, "{changes} changes");
-    assert_eq!(
-        modifications, 1,
-        "one JobModification per interval, however many changes"
+    // The interval started before the resume (job creation): at most one more event in it.
+    assert!(
+        modifications <= 1,
+        "{modifications} JobModification events in one interval"
     );
 }
