@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 /// How often written data is flushed to disk, which bounds what a crash can lose.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Chunks in flight between the network and the disk: bounds memory, gives back-pressure.
-const QUEUE_DEPTH: usize = 64;
+const QUEUE_DEPTH: usize = 16;
 /// Bodies of known length up to this size are written directly (see the module comment).
 const DIRECT_LIMIT: u64 = 1 << 20;
 
