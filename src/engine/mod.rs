@@ -466,16 +466,8 @@ impl Actor {
                 let result = self
                     .apply(job, Event::AddFiles { files, limits }, Persist::Now)
                     .await;
-                if let Err(e) = &result
-                    && matches!(
-                        e.code,
-                        ErrorCode::TooManyFilesInJob | ErrorCode::TooManyRangesInFile
-                    )
-                {
-                    self.emit(EngineEvent::QuotaExceeded {
-                        code: e.code,
-                        message: e.message.clone(),
-                    });
+                if let Err(e) = &result {
+                    self.note_quota(e);
                 }
                 result.map(|_| Reply::Done)
             }
@@ -526,10 +518,7 @@ impl Actor {
     fn create(&mut self, spec: JobSpec) -> Result<Reply, BitsError> {
         let limits = self.config.limits(self.limits_exempt);
         if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
-            self.emit(EngineEvent::QuotaExceeded {
-                code: e.code,
-                message: e.message.clone(),
-            });
+            self.note_quota(&e);
             return Err(e);
         }
         let mut defaults = self.config.job_defaults();
@@ -565,16 +554,8 @@ impl Actor {
                 },
                 now,
             );
-            if let Err(e) = &result
-                && matches!(
-                    e.code,
-                    ErrorCode::TooManyFilesInJob | ErrorCode::TooManyRangesInFile
-                )
-            {
-                self.emit(EngineEvent::QuotaExceeded {
-                    code: e.code,
-                    message: e.message.clone(),
-                });
+            if let Err(e) = &result {
+                self.note_quota(e);
             }
             result?;
         }
@@ -583,6 +564,23 @@ impl Actor {
         self.jobs.insert(id, job);
         self.modifications.entry(id).or_default().pending = true;
         Ok(Reply::Id(id))
+    }
+
+    /// Publishes QuotaExceeded when a call failed on a quota (spec §5), so the GUI can show it.
+    fn note_quota(&self, error: &BitsError) {
+        let quota = matches!(
+            error.code,
+            ErrorCode::TooManyJobsPerUser
+                | ErrorCode::TooManyJobsPerMachine
+                | ErrorCode::TooManyFilesInJob
+                | ErrorCode::TooManyRangesInFile
+        );
+        if quota {
+            self.emit(EngineEvent::QuotaExceeded {
+                code: error.code,
+                message: error.message.clone(),
+            });
+        }
     }
 
     fn save(&self, job: &Job) -> Result<(), BitsError> {

@@ -226,6 +226,19 @@ impl Worker {
         }
     }
 
+    /// A failure with its own description instead of the code's standard advice.
+    fn failure_because(
+        &self,
+        context: ErrorContext,
+        code: ErrorCode,
+        class: ErrorClass,
+        description: String,
+    ) -> Failure {
+        let mut failure = self.failure(context, code, class);
+        failure.error.description = description;
+        failure
+    }
+
     fn local_failure(&self, error: &std::io::Error) -> Failure {
         let (code, class) = match error.kind() {
             std::io::ErrorKind::NotFound => (ErrorCode::PathNotFound, ErrorClass::Fatal),
@@ -235,13 +248,16 @@ impl Worker {
             }
             _ => (ErrorCode::LocalIo, ErrorClass::Transient),
         };
-        let mut failure = self.failure(ErrorContext::LocalFile, code, class);
-        failure.error.description = format!(
-            "{} ({}: {error})",
-            code.advice(),
-            self.task.temp_path.display()
-        );
-        failure
+        self.failure_because(
+            ErrorContext::LocalFile,
+            code,
+            class,
+            format!(
+                "{} ({}: {error})",
+                code.advice(),
+                self.task.temp_path.display()
+            ),
+        )
     }
 
     async fn transfer(&mut self, stop: &mut watch::Receiver<bool>) -> Outcome {
@@ -324,14 +340,14 @@ impl Worker {
             if let (Some(size), Some(length)) = (size, length)
                 && range.offset.saturating_add(length) > size
             {
-                let mut failure = self.failure(
+                let failure = self.failure_because(
                     ErrorContext::RemoteFile,
                     ErrorCode::InvalidRange,
                     ErrorClass::Fatal,
-                );
-                failure.error.description = format!(
-                    "range {}:{} lies outside the remote file of {size} bytes ({})",
-                    range.offset, length, self.task.url
+                    format!(
+                        "range {}:{} lies outside the remote file of {size} bytes ({})",
+                        range.offset, length, self.task.url
+                    ),
                 );
                 return Err(failure);
             }
@@ -418,9 +434,12 @@ impl Worker {
         } else {
             (ErrorCode::ConnectionError, ErrorClass::Transient)
         };
-        let mut failure = self.failure(ErrorContext::GeneralTransport, code, class);
-        failure.error.description = format!("{} ({}: {chain})", code.advice(), self.task.url);
-        failure
+        self.failure_because(
+            ErrorContext::GeneralTransport,
+            code,
+            class,
+            format!("{} ({}: {chain})", code.advice(), self.task.url),
+        )
     }
 
     fn status_failure(&self, response: &reqwest::Response) -> Failure {
@@ -433,15 +452,10 @@ impl Worker {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("?");
             if self.task.redirect.mode == RedirectMode::Disallow {
-                let mut failure = self.failure(
-                    ErrorContext::RemoteFile,
-                    ErrorCode::RedirectFailed,
-                    ErrorClass::Fatal,
-                );
-                failure.error.description = format!(
+                let failure = self.failure_because(ErrorContext::RemoteFile, ErrorCode::RedirectFailed, ErrorClass::Fatal, format!(
                     "the server redirected {} to {target}, and the job's redirect policy forbids redirects",
                     self.task.url
-                );
+                ));
                 return failure;
             }
         }
@@ -520,14 +534,14 @@ impl Worker {
         match status {
             StatusCode::PARTIAL_CONTENT if range.is_some() => {
                 let Some((start, end, _)) = parse_content_range(response.headers()) else {
-                    let mut failure = self.failure(
+                    let failure = self.failure_because(
                         ErrorContext::RemoteFile,
                         ErrorCode::InvalidServerResponse,
                         ErrorClass::Fatal,
-                    );
-                    failure.error.description = format!(
-                        "a 206 response without a valid Content-Range ({})",
-                        self.task.url
+                        format!(
+                            "a 206 response without a valid Content-Range ({})",
+                            self.task.url
+                        ),
                     );
                     return Fetch::Failed(failure);
                 };
@@ -536,15 +550,10 @@ impl Worker {
                     return Fetch::Restart; // T30: the remote file changed under us
                 }
                 if start != remote_start {
-                    let mut failure = self.failure(
-                        ErrorContext::RemoteFile,
-                        ErrorCode::InvalidServerResponse,
-                        ErrorClass::Fatal,
-                    );
-                    failure.error.description = format!(
+                    let failure = self.failure_because(ErrorContext::RemoteFile, ErrorCode::InvalidServerResponse, ErrorClass::Fatal, format!(
                         "asked for bytes from {remote_start} but the server sent bytes from {start} ({})",
                         self.task.url
-                    );
+                    ));
                     return Fetch::Failed(failure);
                 }
                 expected_body = Some(end + 1 - start);
@@ -559,29 +568,29 @@ impl Worker {
                         self.task.validators = Some(seen);
                         return Fetch::Restart;
                     } else {
-                        let mut failure = self.failure(
+                        let failure = self.failure_because(
                             ErrorContext::RemoteFile,
                             ErrorCode::InsufficientRangeSupport,
                             ErrorClass::Fatal,
-                        );
-                        failure.error.description = format!(
-                            "{} ({} answered a range request with the whole file)",
-                            ErrorCode::InsufficientRangeSupport.advice(),
-                            self.task.url
+                            format!(
+                                "{} ({} answered a range request with the whole file)",
+                                ErrorCode::InsufficientRangeSupport.advice(),
+                                self.task.url
+                            ),
                         );
                         return Fetch::Failed(failure);
                     }
                 }
                 if expected_body.is_none() && !self.task.dynamic {
-                    let mut failure = self.failure(
+                    let failure = self.failure_because(
                         ErrorContext::RemoteFile,
                         ErrorCode::MissingFileSize,
                         ErrorClass::Fatal,
-                    );
-                    failure.error.description = format!(
-                        "{} ({})",
-                        ErrorCode::MissingFileSize.advice(),
-                        self.task.url
+                        format!(
+                            "{} ({})",
+                            ErrorCode::MissingFileSize.advice(),
+                            self.task.url
+                        ),
                     );
                     return Fetch::Failed(failure);
                 }
@@ -600,14 +609,14 @@ impl Worker {
                 return Fetch::Restart;
             }
             StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => {
-                let mut failure = self.failure(
+                let failure = self.failure_because(
                     ErrorContext::RemoteFile,
                     ErrorCode::InvalidRange,
                     ErrorClass::Fatal,
-                );
-                failure.error.description = format!(
-                    "the requested range lies outside the remote file ({})",
-                    self.task.url
+                    format!(
+                        "the requested range lies outside the remote file ({})",
+                        self.task.url
+                    ),
                 );
                 return Fetch::Failed(failure);
             }
@@ -679,14 +688,14 @@ impl Worker {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
                     if expected_body.is_some_and(|expected| received > expected) {
-                        let mut failure = self.failure(
+                        let failure = self.failure_because(
                             ErrorContext::RemoteFile,
                             ErrorCode::InvalidServerResponse,
                             ErrorClass::Transient,
-                        );
-                        failure.error.description = format!(
-                            "the server sent more bytes than it announced ({})",
-                            self.task.url
+                            format!(
+                                "the server sent more bytes than it announced ({})",
+                                self.task.url
+                            ),
                         );
                         break Some(failure);
                     }
