@@ -27,9 +27,7 @@ async fn a_download_walks_every_state_to_acknowledged() {
         JobState::Suspended
     );
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    let job = h.wait_state(id, JobState::Transferred).await;
     assert_eq!(job.progress().bytes_total, Some(300_000));
     assert_eq!(job.progress().bytes_transferred, 300_000);
     assert!(job.times.transfer_completed.is_some());
@@ -96,8 +94,7 @@ async fn files_transfer_one_after_another_in_order() {
         .collect();
     let id = h.download(Priority::Normal, &files).await;
     h.engine.resume(id).await.expect("resume");
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
     assert_eq!(
         server.request_paths(),
         vec!["/f0", "/f1", "/f2", "/f3", "/f4"]
@@ -179,9 +176,7 @@ async fn fatal_error_raises_job_error_and_waits_for_the_user() {
     h.clock.advance(Duration::from_secs(24 * 3600));
     assert_eq!(h.engine.job(id).await.expect("job").state, JobState::Error);
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    let job = h.wait_state(id, JobState::Transferred).await;
     assert_eq!(
         job.error_count, 0,
         "a first failure while connecting is not counted"
@@ -236,8 +231,7 @@ async fn transient_error_retries_after_the_minimum_delay() {
     assert_eq!(job.error_count, 1, "a failed retry counts");
     // Resume retries at once, ignoring the remaining delay.
     h.engine.resume(id).await.expect("resume");
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
     assert_eq!(server.requests("/busy").len(), 3);
 }
 
@@ -274,8 +268,7 @@ async fn retry_after_is_honoured() {
         JobState::TransientError
     );
     h.clock.advance(Duration::from_secs(1));
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,8 +363,7 @@ async fn a_cut_connection_resumes_with_a_range_request() {
     );
     assert_eq!(job.error_count, 1);
     h.clock.advance(Duration::from_secs(600));
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
     let requests = server.requests("/cut");
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].range, None, "the first GET has no Range");
@@ -434,9 +426,7 @@ async fn server_requirements_missing_size_and_ranges() {
         .download(Priority::Foreground, &[(&server.url("/nolen"), "nolen")])
         .await;
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
-        .await;
+    let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
         ErrorCode::MissingFileSize
@@ -452,8 +442,7 @@ async fn server_requirements_missing_size_and_ranges() {
         .await
         .expect("dynamic");
     h.engine.resume(id).await.expect("resume");
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
     h.engine.complete(id).await.expect("complete");
     assert_eq!(std::fs::read(h.out("nolen")).expect("file"), data);
 
@@ -480,9 +469,7 @@ async fn server_requirements_missing_size_and_ranges() {
     })
     .await;
     h.engine.resume(id).await.expect("retry now");
-    let job = h
-        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
-        .await;
+    let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
         ErrorCode::InsufficientRangeSupport
@@ -531,9 +518,7 @@ async fn a_changed_remote_file_restarts_from_zero() {
             }
         });
         h.engine.resume(id).await.expect("retry now");
-        let job = h
-            .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-            .await;
+        let job = h.wait_state(id, JobState::Transferred).await;
         assert_eq!(job.files[0].bytes_total, Some(replacement.len() as u64));
         h.engine.complete(id).await.expect("complete");
         let saved = std::fs::read(h.out(&path[1..])).expect("file");
@@ -564,9 +549,7 @@ async fn file_ranges_are_concatenated_in_the_given_order() {
     };
     h.engine.add_files(id, vec![file]).await.expect("add");
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    let job = h.wait_state(id, JobState::Transferred).await;
     assert_eq!(job.files[0].bytes_total, Some(1300));
     h.engine.complete(id).await.expect("complete");
     let expected: Vec<u8> = [
@@ -606,9 +589,7 @@ async fn file_ranges_are_concatenated_in_the_given_order() {
     };
     h.engine.add_files(id, vec![file]).await.expect("add");
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
-        .await;
+    let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
         ErrorCode::InvalidRange
@@ -731,8 +712,7 @@ async fn an_existing_destination_is_never_overwritten_silently() {
         .await
         .expect("add");
     h.engine.resume(id).await.expect("resume");
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
     std::fs::write(h.out("late"), b"someone else's").expect("write");
     let err = h.engine.complete(id).await.expect_err("refused");
     assert_eq!(err.code, ErrorCode::FileExists);
@@ -970,9 +950,7 @@ async fn max_download_time_puts_the_job_in_error() {
     })
     .await;
     h.clock.advance(Duration::from_secs(3601));
-    let job = h
-        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
-        .await;
+    let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
         ErrorCode::MaxDownloadTimeout
@@ -1009,8 +987,7 @@ async fn one_background_job_at_a_time_and_every_foreground_job() {
         h.engine.resume(id).await.expect("resume");
     }
     for id in [bg1, fg1, fg2] {
-        h.wait_for(id, "TRANSFERRING", |j| j.state == JobState::Transferring)
-            .await;
+        h.wait_state(id, JobState::Transferring).await;
     }
     assert_eq!(
         h.engine.job(bg2).await.expect("job").state,
@@ -1021,8 +998,7 @@ async fn one_background_job_at_a_time_and_every_foreground_job() {
         .download(Priority::High, &[(&server.url("/bg2"), "high")])
         .await;
     h.engine.resume(high).await.expect("resume");
-    h.wait_for(high, "TRANSFERRING", |j| j.state == JobState::Transferring)
-        .await;
+    h.wait_state(high, JobState::Transferring).await;
     assert_eq!(
         h.engine.job(bg1).await.expect("job").state,
         JobState::Queued
@@ -1248,9 +1224,7 @@ async fn basic_credentials_and_custom_headers() {
         .download(Priority::Foreground, &[(&server.url("/secret"), "secret")])
         .await;
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
-        .await;
+    let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
         ErrorCode::Http(401)
@@ -1270,8 +1244,7 @@ async fn basic_credentials_and_custom_headers() {
         .await
         .expect("headers");
     h.engine.resume(id).await.expect("resume");
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
     let stored = std::fs::read_to_string(h.data_dir().join("jobs").join(format!("{}.ron", id.0)))
         .expect("record");
     assert!(!stored.contains("\"pw\""), "the password is not stored");
@@ -1296,9 +1269,7 @@ async fn redirect_policies() {
         .download(Priority::Foreground, &[(&server.url("/moved"), "silent")])
         .await;
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    let job = h.wait_state(id, JobState::Transferred).await;
     assert_eq!(job.files[0].remote_url, server.url("/moved"));
     // ALLOW_REPORT rewrites the URL.
     let id = h
@@ -1313,9 +1284,7 @@ async fn redirect_policies() {
         .await
         .expect("set");
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    let job = h.wait_state(id, JobState::Transferred).await;
     assert_eq!(job.files[0].remote_url, server.url("/target"));
     // DISALLOW puts the job in ERROR.
     let id = h
@@ -1330,9 +1299,7 @@ async fn redirect_policies() {
         .await
         .expect("set");
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
-        .await;
+    let job = h.wait_state(id, JobState::Error).await;
     let error = job.current_error().expect("error");
     assert_eq!(error.code, ErrorCode::RedirectFailed);
     assert!(
@@ -1372,8 +1339,7 @@ async fn network_loss_and_return() {
     assert_eq!(job.error_count, 0, "a network loss is not counted");
     server.behave("/net", Behaviour::default());
     h.engine.network_changed(true).await.expect("back");
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1399,9 +1365,7 @@ async fn digest_credentials() {
         .await
         .expect("credentials");
     h.engine.resume(id).await.expect("resume");
-    let job = h
-        .wait_for(id, "ERROR", |j| j.state == JobState::Error)
-        .await;
+    let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
         ErrorCode::Http(401)
@@ -1414,8 +1378,7 @@ async fn digest_credentials() {
         .await
         .expect("credentials");
     h.engine.resume(id).await.expect("resume");
-    h.wait_for(id, "TRANSFERRED", |j| j.state == JobState::Transferred)
-        .await;
+    h.wait_state(id, JobState::Transferred).await;
     h.engine.complete(id).await.expect("complete");
     assert_eq!(
         std::fs::read(h.out("digest")).expect("file"),

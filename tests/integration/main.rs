@@ -144,6 +144,11 @@ impl Harness {
         }
     }
 
+    /// Waits until the job is in `state`.
+    pub async fn wait_state(&mut self, id: JobId, state: ferry::job::JobState) -> Job {
+        self.wait_for(id, state.name(), |j| j.state == state).await
+    }
+
     /// Waits for an event matching `wanted`.
     pub async fn wait_event(
         &mut self,
