@@ -77,6 +77,12 @@ pub enum EngineEvent {
         code: ErrorCode,
         message: String,
     },
+    /// The job's notify command line failed; it runs again at `retry_at` if the job is still in
+    /// the same state (spec §7.6).
+    NotifyCommandFailed {
+        job: JobId,
+        retry_at: Timestamp,
+    },
     /// Progress was saved to the store: a restart resumes from `checkpointed` bytes of the job.
     ProgressSaved {
         job: JobId,
@@ -759,6 +765,7 @@ impl Actor {
         {
             let at = later(self.now(), j.minimum_retry_delay);
             self.notify_retry.insert(job, (at, state));
+            self.emit(EngineEvent::NotifyCommandFailed { job, retry_at: at });
         }
     }
 

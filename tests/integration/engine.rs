@@ -1170,42 +1170,93 @@ async fn a_second_engine_on_the_same_data_is_refused() {
     );
 }
 
+/// A named pipe the notify command writes to: reading it waits for the command, no polling.
+fn message_pipe(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let path = dir.join("notify.fifo");
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    // SAFETY: c_path is a valid NUL-terminated string.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    path
+}
+
+/// The next message a notify command writes to the pipe (one writer, one message).
+async fn next_message(pipe: &std::path::Path) -> String {
+    let pipe = pipe.to_path_buf();
+    let read =
+        tokio::task::spawn_blocking(move || std::fs::read_to_string(pipe).expect("read pipe"));
+    tokio::time::timeout(crate::PATIENCE, read)
+        .await
+        .expect("the notify command ran")
+        .expect("join")
+}
+
+fn notify_script(pipe: &std::path::Path, exit_code: u8) -> NotifyCommand {
+    let script = format!(
+        "echo \"$FERRY_JOB_STATE $FERRY_JOB_ID\" > {}; exit {exit_code}",
+        pipe.display()
+    );
+    NotifyCommand {
+        program: "/bin/sh".into(),
+        args: vec!["sh".into(), "-c".into(), script],
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_command_runs_on_transferred() {
     let server = TestServer::start().await;
     server.put("/n", content(1000, 24));
-    let mut h = Harness::new().await;
-    let marker = h.dir.path().join("notified");
+    let h = Harness::new().await;
+    let pipe = message_pipe(h.dir.path());
     let id = h
         .download(Priority::Foreground, &[(&server.url("/n"), "n")])
         .await;
-    let script = format!(
-        "echo \"$FERRY_JOB_STATE $FERRY_JOB_ID\" > {}",
-        marker.display()
-    );
-    let command = NotifyCommand {
-        program: "/bin/sh".into(),
-        args: vec!["sh".into(), "-c".into(), script],
-    };
     h.engine
-        .set(id, PropertyChange::NotifyCommand(Some(command)))
+        .set(
+            id,
+            PropertyChange::NotifyCommand(Some(notify_script(&pipe, 0))),
+        )
         .await
         .expect("set");
     h.engine.resume(id).await.expect("resume");
-    h.wait_event("JobTransferred", |e| {
-        matches!(e, EngineEvent::JobTransferred { .. })
-    })
-    .await;
-    // The command runs asynchronously; its output appears once it exits.
-    let deadline = std::time::Instant::now() + crate::PATIENCE;
-    let text = loop {
-        match std::fs::read_to_string(&marker) {
-            Ok(text) if text.ends_with('\n') => break text,
-            _ if std::time::Instant::now() > deadline => panic!("the notify command did not run"),
-            _ => tokio::task::yield_now().await,
-        }
+    assert_eq!(
+        next_message(&pipe).await.trim(),
+        format!("TRANSFERRED {id}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_notify_command_runs_again_after_the_retry_delay() {
+    let server = TestServer::start().await;
+    let mut h = Harness::new().await;
+    let pipe = message_pipe(h.dir.path());
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/absent"), "absent")])
+        .await;
+    h.engine
+        .set(
+            id,
+            PropertyChange::NotifyCommand(Some(notify_script(&pipe, 3))),
+        )
+        .await
+        .expect("set");
+    h.engine.resume(id).await.expect("resume");
+    assert_eq!(next_message(&pipe).await.trim(), format!("ERROR {id}"));
+    let event = h
+        .wait_event("NotifyCommandFailed", |e| {
+            matches!(e, EngineEvent::NotifyCommandFailed { .. })
+        })
+        .await;
+    let EngineEvent::NotifyCommandFailed { retry_at, .. } = event else {
+        unreachable!()
     };
-    assert_eq!(text.trim(), format!("TRANSFERRED {id}"));
+    assert_eq!(retry_at, h.clock_now() + chrono::Duration::seconds(600));
+    h.clock.advance(Duration::from_secs(600));
+    assert_eq!(
+        next_message(&pipe).await.trim(),
+        format!("ERROR {id}"),
+        "run again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
