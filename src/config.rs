@@ -31,6 +31,8 @@ pub struct Config {
     pub connect_timeout_secs: u64,
     /// Give up on a response that sends nothing for this long (transient error).
     pub read_timeout_ms: u64,
+    /// PEM files of certificate authorities to trust besides the system's (a company CA, say).
+    pub extra_root_certificates: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             modification_interval_ms: 500,
             connect_timeout_secs: 30,
             read_timeout_ms: 120_000,
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -111,6 +114,8 @@ impl Config {
                 return Err(format!("field `{field}` must be greater than 0"));
             }
         }
+        self.root_certificates()
+            .map_err(|e| format!("field `extra_root_certificates`: {e}"))?;
         if self.inactivity_warning_secs >= self.job_inactivity_timeout_secs {
             return Err(
                 "field `inactivity_warning_secs` must be shorter than `job_inactivity_timeout_secs`"
@@ -118,6 +123,19 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The extra certificate authorities, read and parsed.
+    pub fn root_certificates(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let mut all = Vec::new();
+        for path in &self.extra_root_certificates {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
+            all.extend(certificates);
+        }
+        Ok(all)
     }
 
     pub fn limits(&self, is_admin: bool) -> Limits {

@@ -905,13 +905,9 @@ impl Actor {
         if let Some(client) = self.clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = build_client(&key, &self.config).map_err(|message| Failure {
-            error: JobError::new(
-                ErrorContext::GeneralTransport,
-                ErrorCode::InvalidProxyInfo,
-                None,
-            )
-            .with_description(message),
+        let client = build_client(&key, &self.config).map_err(|(code, message)| Failure {
+            error: JobError::new(ErrorContext::GeneralTransport, code, None)
+                .with_description(message),
             class: ErrorClass::Fatal,
             retry_after: None,
         })?;
@@ -1184,7 +1180,9 @@ impl Actor {
     }
 }
 
-fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, String> {
+/// The HTTP client for a redirect policy and proxy setting; the error names what is wrong.
+fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, (ErrorCode, String)> {
+    let proxy_error = |message: String| (ErrorCode::InvalidProxyInfo, message);
     let policy = key.redirect;
     let redirect = reqwest::redirect::Policy::custom(move |attempt| {
         if policy.mode == RedirectMode::Disallow {
@@ -1209,6 +1207,12 @@ fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, Str
         .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
         .read_timeout(Duration::from_millis(config.read_timeout_ms))
         .tcp_nodelay(true);
+    let certificates = config
+        .root_certificates()
+        .map_err(|e| (ErrorCode::SecureFailure, e))?;
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
     match key.proxy.usage {
         // No WPAD on Linux: AUTODETECT uses the system (environment) settings like PRECONFIG.
         ProxyUsage::Preconfig | ProxyUsage::Autodetect => {}
@@ -1235,10 +1239,12 @@ fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, Str
                     Some("https") => reqwest::Proxy::https(&url),
                     None => reqwest::Proxy::all(&url),
                     Some(other) => {
-                        return Err(format!("proxy entry {entry:?}: unknown scheme {other:?}"));
+                        return Err(proxy_error(format!(
+                            "proxy entry {entry:?}: unknown scheme {other:?}"
+                        )));
                     }
                 }
-                .map_err(|e| format!("proxy entry {entry:?} is invalid: {e}"))?;
+                .map_err(|e| proxy_error(format!("proxy entry {entry:?} is invalid: {e}")))?;
                 let proxy =
                     proxy.no_proxy(bypass.as_deref().and_then(reqwest::NoProxy::from_string));
                 builder = builder.proxy(proxy);
@@ -1247,5 +1253,5 @@ fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, Str
     }
     builder
         .build()
-        .map_err(|e| format!("cannot set up HTTP: {e}"))
+        .map_err(|e| (ErrorCode::LocalIo, format!("cannot set up HTTP: {e}")))
 }

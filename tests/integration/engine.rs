@@ -1483,3 +1483,93 @@ async fn job_modification_events_are_rate_limited() {
         "{modifications} JobModification events in one interval"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_downloads_and_the_https_to_http_redirect_rule() {
+    use axum::http::{StatusCode, header};
+    let plain = TestServer::start().await;
+    plain.put("/plain", content(2000, 40));
+    let data = content(70_000, 41);
+    let body = data.clone();
+    let downgrade = plain.url("/plain");
+    let router = axum::Router::new()
+        .route(
+            "/secure",
+            axum::routing::get(move || async move { body.clone() }),
+        )
+        .route(
+            "/downgrade",
+            axum::routing::get(move || async move {
+                (StatusCode::FOUND, [(header::LOCATION, downgrade.clone())])
+            }),
+        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = crate::tls::TlsServer::start(router, dir.path()).await;
+    // Without the test CA the certificate is rejected: a fatal TLS error.
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&tls.url("/secure"), "untrusted")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Error).await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::SecureFailure
+    );
+    // Trusting the CA through the config file.
+    let config = Config {
+        extra_root_certificates: vec![tls.ca_file.clone()],
+        ..test_config()
+    };
+    let mut h = Harness::with_config(config).await;
+    let id = h
+        .download(Priority::Foreground, &[(&tls.url("/secure"), "secure")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(std::fs::read(h.out("secure")).expect("file"), data);
+    // HTTPS → HTTP is refused by default…
+    let id = h
+        .download(
+            Priority::Foreground,
+            &[(&tls.url("/downgrade"), "downgrade")],
+        )
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Error).await;
+    let error = job.current_error().expect("error");
+    assert_eq!(error.code, ErrorCode::RedirectFailed);
+    assert!(
+        plain.requests("/plain").is_empty(),
+        "the HTTP URL was never fetched"
+    );
+    // …and allowed when the job says so.
+    let allow = RedirectPolicy {
+        mode: RedirectMode::AllowSilent,
+        allow_https_to_http: true,
+    };
+    h.engine
+        .set(id, PropertyChange::RedirectPolicy(allow))
+        .await
+        .expect("set");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(plain.requests("/plain").len(), 1);
+}
+
+#[test]
+fn an_unreadable_extra_certificate_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.ron");
+    std::fs::write(
+        &path,
+        "(extra_root_certificates: [\"/nonexistent/ca.pem\"])",
+    )
+    .expect("write");
+    let err = Config::load(&path).expect_err("invalid").to_string();
+    assert!(
+        err.contains("extra_root_certificates") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@
 mod cli;
 mod engine;
 mod server;
+mod tls;
 
 use ferry::config::Config;
 use ferry::engine::{EngineEvent, EngineHandle, EngineOptions, ManualClock};
