@@ -33,6 +33,8 @@ pub struct Config {
     pub read_timeout_ms: u64,
     /// PEM files of certificate authorities to trust besides the system's (a company CA, say).
     pub extra_root_certificates: Vec<PathBuf>,
+    /// Watch the routing table: jobs wait for the network instead of retrying without one.
+    pub watch_network: bool,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             connect_timeout_secs: 30,
             read_timeout_ms: 120_000,
             extra_root_certificates: Vec::new(),
+            watch_network: true,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod clock;
 mod files;
+mod network;
 mod scheduler;
 mod transfer;
 mod writer;
@@ -187,6 +188,12 @@ fn unexpected() -> BitsError {
 }
 
 impl EngineHandle {
+    fn from_sender(commands: mpsc::Sender<Command>) -> EngineHandle {
+        // Events are only needed by subscribers; this handle only sends commands.
+        let (events, _) = broadcast::channel(1);
+        EngineHandle { commands, events }
+    }
+
     async fn call(&self, op: Op) -> Result<Reply, BitsError> {
         let (reply, answer) = oneshot::channel();
         self.commands
@@ -333,7 +340,12 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         notify_retry: HashMap::new(),
         network_up: true,
     };
+    let watch_network = actor.config.watch_network;
+    let weak = commands_tx.downgrade();
     tokio::spawn(actor.run(commands, reports, notify_exits));
+    if watch_network {
+        tokio::spawn(network::watch(weak));
+    }
     Ok((
         EngineHandle {
             commands: commands_tx,
@@ -1146,7 +1158,16 @@ impl Actor {
     /// Starts and preempts jobs per spec §6.
     async fn schedule(&mut self) {
         if !self.network_up {
-            return;
+            // Jobs queued while the network is away wait for it (T14), not for a slot.
+            let waiting: Vec<JobId> = self
+                .jobs
+                .values()
+                .filter(|j| j.state == JobState::Queued)
+                .map(|j| j.id)
+                .collect();
+            for id in waiting {
+                let _ = self.apply(id, Event::NetworkLost, Persist::Now).await;
+            }
         }
         let now = self.now();
         let decision = scheduler::decide(&self.jobs, &self.slice_started, self.slice(), now);

@@ -1388,9 +1388,32 @@ async fn network_loss_and_return() {
         ErrorCode::NetworkDisconnected
     );
     assert_eq!(job.error_count, 0, "a network loss is not counted");
+    assert_eq!(
+        job.retry.next_retry_at, None,
+        "it waits for the network, not for a timer"
+    );
+    // A job resumed while the network is away waits too, without a request.
+    server.put("/later", content(5000, 28));
+    let later = h
+        .download(Priority::Foreground, &[(&server.url("/later"), "later")])
+        .await;
+    h.engine.resume(later).await.expect("resume");
+    let job = h.wait_state(later, JobState::TransientError).await;
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::NetworkDisconnected
+    );
+    h.clock.advance(Duration::from_secs(86_400));
+    assert_eq!(
+        h.engine.job(later).await.expect("job").state,
+        JobState::TransientError
+    );
+    assert!(server.requests("/later").is_empty());
+    // T15: back, and both go on at once.
     server.behave("/net", Behaviour::default());
     h.engine.network_changed(true).await.expect("back");
     h.wait_state(id, JobState::Transferred).await;
+    h.wait_state(later, JobState::Transferred).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

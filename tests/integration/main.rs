@@ -48,6 +48,8 @@ pub fn test_config() -> Config {
         connect_timeout_secs: 5,
         // Tests run as root in CI: enforce the quotas anyway.
         admin_exempt_from_quotas: false,
+        // The tests say when the network goes and comes back.
+        watch_network: false,
         ..Config::default()
     }
 }
