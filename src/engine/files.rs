@@ -142,6 +142,13 @@ pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
     let mut dirs = BTreeSet::new();
     for &index in &plan.commit {
         let file = &job.files[index];
+        let moved_before = plan.interrupted.contains(&index)
+            && !file.temp_path.exists()
+            && file.local_path.exists();
+        if moved_before {
+            report.committed.push(index); // an interrupted Complete already moved it
+            continue;
+        }
         match rename_into_place(&file.temp_path, &file.local_path, job.replace_existing) {
             Ok(()) => {
                 report.committed.push(index);

@@ -1002,6 +1002,8 @@ impl Actor {
             return Err(unexpected());
         };
         let job = self.job(id)?;
+        // The intent is on disk before the first rename (see `Job::committing`).
+        self.save(job)?;
         let (report, undeletable) = files::commit(job, &plan);
         let failed = report.failed.clone();
         let job = self

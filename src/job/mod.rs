@@ -291,6 +291,10 @@ pub struct Job {
     pub resumed_once: bool,
     /// The InactivityWarning for the current idle period has been sent.
     pub inactivity_warned: bool,
+    /// Files of a Complete whose renames have begun: saved before the first rename, so that a
+    /// Complete cut by a crash can tell a file it already moved from a lost one.
+    #[serde(default)]
+    pub committing: Vec<usize>,
 }
 
 /// Defaults for new jobs, from the config file (BITS defaults when absent).
@@ -362,6 +366,7 @@ impl Job {
             download_clock: DownloadClock::default(),
             resumed_once: false,
             inactivity_warned: false,
+            committing: Vec::new(),
         })
     }
 

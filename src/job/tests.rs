@@ -401,7 +401,8 @@ fn partial_complete_commits_only_transferred_files() {
         effects[1],
         Effect::Commit(CompletePlan {
             commit: vec![0],
-            discard: vec![1, 2]
+            discard: vec![1, 2],
+            interrupted: vec![]
         })
     );
 }
@@ -426,9 +427,39 @@ fn failed_rename_keeps_the_job_transferred() {
         effects,
         vec![Effect::Commit(CompletePlan {
             commit: vec![0],
-            discard: vec![]
+            discard: vec![],
+            interrupted: vec![]
         })]
     );
+}
+
+#[test]
+fn an_interrupted_complete_is_remembered() {
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    ok(&mut job, Event::Complete);
+    assert_eq!(
+        job.committing,
+        vec![0],
+        "the intent is recorded before the renames"
+    );
+    // The engine stopped before CommitFinished; the next Complete knows what was under way.
+    let effects = ok(&mut job, Event::Complete);
+    assert_eq!(
+        effects,
+        vec![Effect::Commit(CompletePlan {
+            commit: vec![0],
+            discard: vec![],
+            interrupted: vec![0]
+        })]
+    );
+    ok(
+        &mut job,
+        Event::CommitFinished(CommitReport {
+            committed: vec![0],
+            failed: vec![],
+        }),
+    );
+    assert!(job.committing.is_empty());
 }
 
 #[test]

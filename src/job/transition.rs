@@ -71,6 +71,9 @@ pub struct Failure {
 pub struct CompletePlan {
     pub commit: Vec<usize>,
     pub discard: Vec<usize>,
+    /// Files an earlier, interrupted Complete was moving: one whose temp file is gone while its
+    /// destination exists was moved by that Complete.
+    pub interrupted: Vec<usize>,
 }
 
 /// What the engine did with a [`CompletePlan`].
@@ -266,7 +269,10 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             if job.state.is_running() {
                 effects.push(Effect::StopTransfer);
             }
-            let mut plan = CompletePlan::default();
+            let mut plan = CompletePlan {
+                interrupted: std::mem::take(&mut job.committing),
+                ..CompletePlan::default()
+            };
             for (index, file) in job.files.iter().enumerate().filter(|(_, f)| !f.completed) {
                 if file.transferred {
                     plan.commit.push(index);
@@ -274,10 +280,12 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
                     plan.discard.push(index);
                 }
             }
+            job.committing = plan.commit.clone(); // saved before the first rename
             effects.push(Effect::Commit(plan));
             return Ok(effects);
         }
         Event::CommitFinished(report) => {
+            job.committing.clear();
             for &index in &report.committed {
                 if let Some(file) = job.files.get_mut(index) {
                     file.completed = true;

@@ -1596,3 +1596,40 @@ fn an_unreadable_extra_certificate_is_a_config_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_cut_by_a_crash_finishes_without_losing_a_file() {
+    let server = TestServer::start().await;
+    server.put("/c0", content(3000, 50));
+    server.put("/c1", content(4000, 51));
+    let mut h = Harness::new().await;
+    let id = h
+        .download(
+            Priority::Foreground,
+            &[(&server.url("/c0"), "c0"), (&server.url("/c1"), "c1")],
+        )
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Transferred).await;
+    h.engine.shutdown().await.expect("shutdown");
+    // What a crash in the middle of Complete leaves: the intent saved, the first file moved.
+    let record = h.data_dir().join("jobs").join(format!("{}.ron", id.0));
+    let text = std::fs::read_to_string(&record).expect("record");
+    assert!(text.contains("committing: []"), "{text}");
+    std::fs::write(
+        &record,
+        text.replace("committing: []", "committing: [0, 1]"),
+    )
+    .expect("write");
+    std::fs::rename(&job.files[0].temp_path, h.out("c0")).expect("move");
+    let (engine, _) =
+        Harness::start_engine(h.dir.path(), &h.config, h.clock.clone()).expect("restart");
+    assert_eq!(
+        engine.complete(id).await.expect("complete"),
+        CompleteOutcome::Complete
+    );
+    assert_eq!(std::fs::read(h.out("c0")).expect("file"), content(3000, 50));
+    assert_eq!(std::fs::read(h.out("c1")).expect("file"), content(4000, 51));
+    assert!(hidden_files(&h.dir.path().join("out")).is_empty());
+    h.engine = engine;
+}
