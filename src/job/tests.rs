@@ -1107,3 +1107,97 @@ fn recovery_is_not_activity() {
     apply(&mut job, Event::Recovered, at(500)).expect("recovered");
     assert_eq!(job.times.modified, t0());
 }
+
+/// Random walks through the model: whatever the order of events, the invariants hold.
+#[test]
+fn invariants_hold_on_random_event_sequences() {
+    let mut seed: u64 = 0x5EED_F00D;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let events = |pick: usize, files: usize, t: u64| -> Event {
+        let file = pick % files.max(1);
+        // Cancel (2) and CommitFinished (4) end a walk: make them rarer than the rest.
+        const OTHERS: [usize; 17] = [0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+        let kind = match pick % 60 {
+            k if k < 19 => k,
+            k => OTHERS[k % 17],
+        };
+        match kind {
+            0 => Event::Resume,
+            1 => Event::Suspend,
+            2 => Event::Cancel,
+            3 => Event::Complete,
+            4 => Event::CommitFinished(CommitReport::default()),
+            5 => add(&format!("f{t}")),
+            6 => Event::Start,
+            7 => Event::Connected,
+            8 => Event::FileInfo {
+                file,
+                bytes_total: Some(100),
+                validators: Validators::default(),
+            },
+            9 => Event::FileRestarted { file },
+            10 => Event::Progress {
+                file,
+                transferred: t % 101,
+                checkpointed: t % 53,
+            },
+            11 => Event::FileTransferred { file },
+            12 => Event::Yield,
+            13 => Event::Failed(transient()),
+            14 => Event::Failed(fatal()),
+            15 => Event::Tick(TimePolicy::default()),
+            16 => Event::NetworkLost,
+            17 => Event::NetworkRestored,
+            _ => Event::Recovered,
+        }
+    };
+    for walk in 0..2_000 {
+        let job_type = if walk % 5 == 0 {
+            JobType::Upload
+        } else {
+            JobType::Download
+        };
+        let mut job = empty_job(job_type);
+        let mut t = 0u64;
+        for _ in 0..60 {
+            t += next(3 * 86_400) as u64;
+            let event = events(next(1_000), job.files.len(), t);
+            let before = job.clone();
+            match apply(&mut job, event.clone(), at(t)) {
+                Err(_) => assert_eq!(job, before, "{event:?} failed but changed the job"),
+                Ok(_) => {
+                    if before.state.is_final() {
+                        panic!("{event:?} succeeded on a final job");
+                    }
+                }
+            }
+            for file in &job.files {
+                assert!(
+                    file.bytes_checkpointed <= file.bytes_transferred,
+                    "checkpoint past the data"
+                );
+            }
+            assert_eq!(
+                job.download_clock.running_since.is_some(),
+                job.state.is_running(),
+                "download clock runs exactly while the job does ({event:?} → {})",
+                job.state
+            );
+            if matches!(job.state, JobState::Error) {
+                assert!(job.current_error().is_ok(), "ERROR without an error object");
+            }
+            assert!(
+                job.times.modified >= before.times.modified,
+                "time goes forward"
+            );
+            if job.state.is_final() {
+                break;
+            }
+        }
+    }
+}
