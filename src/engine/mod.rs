@@ -146,15 +146,28 @@ impl JobSpec {
 
 enum Op {
     Create(JobSpec),
-    AddFiles { job: JobId, files: Vec<NewFile> },
+    AddFiles {
+        job: JobId,
+        files: Vec<NewFile>,
+    },
     Resume(JobId),
     Suspend(JobId),
     Cancel(JobId),
     Complete(JobId),
-    Set { job: JobId, change: PropertyChange },
+    Set {
+        job: JobId,
+        change: PropertyChange,
+    },
     Get(JobId),
     List,
-    Network { up: bool },
+    Network {
+        up: bool,
+    },
+    Validate {
+        job: JobId,
+        file: usize,
+        valid: bool,
+    },
     Shutdown,
 }
 
@@ -280,6 +293,18 @@ impl EngineHandle {
             Reply::Jobs(jobs) => Ok(jobs),
             _ => Err(unexpected()),
         }
+    }
+
+    /// SetValidationState (spec §7.13): the owner checked file `file` of the job in its temp file
+    /// (`JobFile::temp_path`) after FileTransferred. Rejecting it puts the job in ERROR
+    /// (BG_E_VALIDATION_FAILED); the next Resume downloads that file again.
+    pub async fn set_validation(
+        &self,
+        job: JobId,
+        file: usize,
+        valid: bool,
+    ) -> Result<(), BitsError> {
+        self.call_done(Op::Validate { job, file, valid }).await
     }
 
     /// Network connectivity changed (T14/T15).
@@ -529,6 +554,10 @@ impl Actor {
                 }
                 Ok(Reply::Done)
             }
+            Op::Validate { job, file, valid } => self
+                .apply(job, Event::Validate { file, valid }, Persist::Now)
+                .await
+                .map(|_| Reply::Done),
             Op::Shutdown => Ok(Reply::Done),
         }
     }

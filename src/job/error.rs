@@ -32,6 +32,7 @@ pub enum ErrorCode {
     TooManyFilesInJob,
     TooManyRangesInFile,
     MaxDownloadTimeout,
+    ValidationFailed,
     ProxyListTooLarge,
     ProxyBypassListTooLarge,
     /// A final HTTP status the job cannot use (BG_E_HTTP_ERROR_nnn = 0x80190000 | status).
@@ -84,6 +85,7 @@ impl ErrorCode {
             TooManyFilesInJob => 0x8020_0051,
             TooManyRangesInFile => 0x8020_0052,
             MaxDownloadTimeout => 0x8020_0054,
+            ValidationFailed => 0x8020_0053,
             ProxyListTooLarge => 0x8020_0018,
             ProxyBypassListTooLarge => 0x8020_0019,
             Http(status) => 0x8019_0000 | u32::from(status),
@@ -131,6 +133,7 @@ impl ErrorCode {
             TooManyFilesInJob => "BG_E_TOO_MANY_FILES_IN_JOB",
             TooManyRangesInFile => "BG_E_TOO_MANY_RANGES_IN_FILE",
             MaxDownloadTimeout => "BG_E_MAXDOWNLOAD_TIMEOUT",
+            ValidationFailed => "BG_E_VALIDATION_FAILED",
             ProxyListTooLarge => "BG_E_PROXY_LIST_TOO_LARGE",
             ProxyBypassListTooLarge => "BG_E_PROXY_BYPASS_LIST_TOO_LARGE",
             Http(status) => return format!("BG_E_HTTP_ERROR_{status}"),
@@ -195,6 +198,9 @@ impl ErrorCode {
             MaxDownloadTimeout => {
                 "The job spent longer than its maximum download time transferring; \
                  resume it to try again."
+            }
+            ValidationFailed => {
+                "The downloaded file was rejected by validation; resume the job to download it again."
             }
             ProxyListTooLarge => "The proxy list is longer than 4,000 characters.",
             ProxyBypassListTooLarge => "The proxy bypass list is longer than 4,000 characters.",

@@ -1121,10 +1121,12 @@ fn invariants_hold_on_random_event_sequences() {
     let events = |pick: usize, files: usize, t: u64| -> Event {
         let file = pick % files.max(1);
         // Cancel (2) and CommitFinished (4) end a walk: make them rarer than the rest.
-        const OTHERS: [usize; 17] = [0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+        const OTHERS: [usize; 18] = [
+            0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+        ];
         let kind = match pick % 60 {
-            k if k < 19 => k,
-            k => OTHERS[k % 17],
+            k if k < 20 => k,
+            k => OTHERS[k % 18],
         };
         match kind {
             0 => Event::Resume,
@@ -1153,7 +1155,11 @@ fn invariants_hold_on_random_event_sequences() {
             15 => Event::Tick(TimePolicy::default()),
             16 => Event::NetworkLost,
             17 => Event::NetworkRestored,
-            _ => Event::Recovered,
+            18 => Event::Recovered,
+            _ => Event::Validate {
+                file,
+                valid: pick % 2 == 0,
+            },
         }
     };
     for walk in 0..2_000 {
@@ -1200,4 +1206,64 @@ fn invariants_hold_on_random_event_sequences() {
             }
         }
     }
+}
+
+#[test]
+fn validation_rules() {
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    ok(
+        &mut job,
+        Event::Validate {
+            file: 0,
+            valid: true,
+        },
+    );
+    assert_eq!(
+        job.state,
+        JobState::Transferred,
+        "accepted content changes nothing"
+    );
+    let effects = ok(
+        &mut job,
+        Event::Validate {
+            file: 0,
+            valid: false,
+        },
+    );
+    assert_eq!(job.state, JobState::Error); // T32
+    assert!(matches!(
+        effects.as_slice(),
+        [Effect::Notify(Notification::JobError(_))]
+    ));
+    let error = job.current_error().expect("error");
+    assert_eq!(
+        (error.code, error.file),
+        (ErrorCode::ValidationFailed, Some(0))
+    );
+    assert_eq!(error.code.hresult(), 0x8020_0053);
+    assert!(!job.files[0].transferred && job.files[0].bytes_transferred == 0);
+    // Nothing to validate any more; Resume downloads the file again.
+    let err = apply(
+        &mut job,
+        Event::Validate {
+            file: 0,
+            valid: true,
+        },
+        t0(),
+    )
+    .expect_err("not transferred");
+    assert_eq!(err.code, ErrorCode::InvalidState);
+    ok(&mut job, Event::Resume);
+    assert_eq!(job.state, JobState::Queued);
+    let mut upload = job_in(JobState::Transferred, JobType::Upload);
+    let err = apply(
+        &mut upload,
+        Event::Validate {
+            file: 0,
+            valid: false,
+        },
+        t0(),
+    )
+    .expect_err("upload");
+    assert_eq!(err.code, ErrorCode::NotImpl);
 }

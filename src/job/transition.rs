@@ -132,6 +132,12 @@ pub enum Event {
     NetworkRestored,
     /// The engine starts again with a job that was CONNECTING/TRANSFERRING when it stopped.
     Recovered,
+    /// SetValidationState (spec §7.13, T32): the owner checked a transferred file's temp file.
+    /// Rejected content puts the job in ERROR and the file starts again on the next Resume.
+    Validate {
+        file: usize,
+        valid: bool,
+    },
 }
 
 /// Events for listeners (spec §7.5). JobModification is derived by the engine from any change.
@@ -383,6 +389,32 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             if job.state == TransientError {
                 job.state = Queued; // T15
                 job.retry.next_retry_at = None;
+            }
+        }
+        Event::Validate { file, valid } => {
+            if job.job_type != JobType::Download {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only download files are validated",
+                ));
+            }
+            let entry = file_mut(job, file)?;
+            if !entry.transferred || entry.completed {
+                return Err(invalid_state(
+                    job,
+                    "only a transferred file that is not yet completed can be validated",
+                ));
+            }
+            if !valid {
+                let entry = file_mut(job, file)?;
+                reset_file(entry);
+                entry.validators = None;
+                let error = JobError::new(
+                    ErrorContext::LocalFile,
+                    ErrorCode::ValidationFailed,
+                    Some(file),
+                );
+                enter_error(job, error, &mut effects); // T32
             }
         }
         Event::Recovered => {

@@ -1633,3 +1633,41 @@ async fn a_complete_cut_by_a_crash_finishes_without_losing_a_file() {
     assert!(hidden_files(&h.dir.path().join("out")).is_empty());
     h.engine = engine;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_file_is_downloaded_again() {
+    let server = TestServer::start().await;
+    server.put("/v", content(30_000, 52));
+    let mut h = Harness::new().await;
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/v"), "v")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Transferred).await;
+    // The owner inspects the temp file and rejects it.
+    assert_eq!(
+        std::fs::read(&job.files[0].temp_path).expect("temp file"),
+        content(30_000, 52)
+    );
+    h.engine
+        .set_validation(id, 0, false)
+        .await
+        .expect("validate");
+    let job = h.engine.job(id).await.expect("job");
+    assert_eq!(job.state, JobState::Error);
+    assert_eq!(
+        job.current_error().expect("error").code,
+        ErrorCode::ValidationFailed
+    );
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    let requests = server.requests("/v");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1].range, None, "downloaded again from the start");
+    h.engine.set_validation(id, 0, true).await.expect("accept");
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(
+        std::fs::read(h.out("v")).expect("file"),
+        content(30_000, 52)
+    );
+}
