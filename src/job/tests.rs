@@ -1158,7 +1158,7 @@ fn invariants_hold_on_random_event_sequences() {
             18 => Event::Recovered,
             _ => Event::Validate {
                 file,
-                valid: pick % 2 == 0,
+                valid: pick.is_multiple_of(2),
             },
         }
     };
