@@ -242,7 +242,12 @@ impl Worker {
     fn local_failure(&self, error: &std::io::Error) -> Failure {
         let (code, class) = match error.kind() {
             std::io::ErrorKind::NotFound => (ErrorCode::PathNotFound, ErrorClass::Fatal),
-            std::io::ErrorKind::PermissionDenied => (ErrorCode::AccessDenied, ErrorClass::Fatal),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                (ErrorCode::AccessDenied, ErrorClass::Fatal)
+            }
+            std::io::ErrorKind::IsADirectory
+            | std::io::ErrorKind::NotADirectory
+            | std::io::ErrorKind::InvalidFilename => (ErrorCode::LocalIo, ErrorClass::Fatal),
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
                 (ErrorCode::DiskFull, ErrorClass::Transient)
             }

@@ -1267,3 +1267,38 @@ fn validation_rules() {
     .expect_err("upload");
     assert_eq!(err.code, ErrorCode::NotImpl);
 }
+
+#[test]
+fn long_names_stay_within_file_system_limits() {
+    let mut job = empty_job(JobType::Download);
+    let long = "é".repeat(120); // 240 bytes: a valid name, whose temp name would not be
+    let file = NewFile {
+        remote_url: "http://127.0.0.1/x".into(),
+        local_path: format!("/tmp/{long}").into(),
+        ranges: None,
+    };
+    ok(
+        &mut job,
+        Event::AddFiles {
+            files: vec![file],
+            limits: Limits::default(),
+        },
+    );
+    let temp = job.files[0].temp_path.file_name().expect("name").len();
+    assert!(temp <= 255, "temp name of {temp} bytes");
+    let too_long = NewFile {
+        remote_url: "http://127.0.0.1/x".into(),
+        local_path: format!("/tmp/{}", "a".repeat(256)).into(),
+        ranges: None,
+    };
+    let err = apply(
+        &mut job,
+        Event::AddFiles {
+            files: vec![too_long],
+            limits: Limits::default(),
+        },
+        t0(),
+    )
+    .expect_err("too long");
+    assert_eq!(err.code, ErrorCode::InvalidArg);
+}

@@ -569,10 +569,22 @@ pub(crate) fn temp_path_for(job: &Job, index: usize, local: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Keep the whole name within the 255 bytes file systems allow, cutting on a char boundary.
+    let mut cut = name.len().min(200);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
     let short = job.id.0.simple().to_string();
     let dir = local.parent().unwrap_or(Path::new("/"));
-    dir.join(format!(".{name}.{}-{index}.ferry-part", &short[..12]))
+    dir.join(format!(
+        ".{}.{}-{index}.ferry-part",
+        &name[..cut],
+        &short[..12]
+    ))
 }
+
+/// Longest file name (in bytes) that common file systems accept.
+const MAX_FILE_NAME: usize = 255;
 
 fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), BitsError> {
     if files.is_empty() {
@@ -602,6 +614,19 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
                 ErrorCode::InvalidArg,
                 format!(
                     "local name {:?} must be an absolute path to a file",
+                    new.local_path
+                ),
+            ));
+        }
+        if new
+            .local_path
+            .file_name()
+            .is_some_and(|n| n.len() > MAX_FILE_NAME)
+        {
+            return Err(BitsError::new(
+                ErrorCode::InvalidArg,
+                format!(
+                    "the file name of {:?} is longer than {MAX_FILE_NAME} bytes: choose a shorter one",
                     new.local_path
                 ),
             ));
