@@ -210,6 +210,9 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 /// Waits for the job to finish, showing progress; completes or cancels it.
 async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
     let mut events = engine.subscribe();
+    let started = std::time::Instant::now();
+    // Bytes already there when this run began (a resumed job) do not count for the speed.
+    let mut resumed_from: Option<u64> = None;
     let bar = progress_bar(quiet);
     // The bar refreshes five times a second; without it, only state changes matter.
     let mut ticker = tokio::time::interval(if quiet {
@@ -249,6 +252,7 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
             }
         };
         let progress = job.progress();
+        let resumed_from = *resumed_from.get_or_insert(progress.bytes_transferred);
         if let Some(total) = progress.bytes_total {
             bar.set_length(total);
         }
@@ -263,7 +267,15 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
                 return match engine.complete(id).await {
                     Ok(_) => {
                         if !quiet {
-                            eprintln!("ferry: {} file(s) saved", progress.files_total);
+                            let seconds = started.elapsed().as_secs_f64().max(0.001);
+                            let fetched = progress.bytes_transferred.saturating_sub(resumed_from);
+                            let rate = fetched as f64 / seconds;
+                            eprintln!(
+                                "ferry: saved {} file(s), {} in {seconds:.1} s ({}/s)",
+                                progress.files_total,
+                                indicatif::HumanBytes(progress.bytes_transferred),
+                                indicatif::HumanBytes(rate as u64)
+                            );
                         }
                         exit::OK
                     }
