@@ -149,13 +149,7 @@ async fn interrupt_and_rerun(signal: i32, expected_exit: Option<i32>) {
     let server = TestServer::start().await;
     let data = content(2_000_000, 34);
     server.put("/big.bin", data.clone());
-    server.behave(
-        "/big.bin",
-        Behaviour {
-            stall_after: Some(700_000),
-            ..Default::default()
-        },
-    );
+    server.behave("/big.bin", Behaviour::stall_after(700_000));
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
     let mut command = ferry(home.path());

@@ -39,10 +39,7 @@ async fn a_download_walks_every_state_to_acknowledged() {
     assert_eq!(outcome, CompleteOutcome::Complete);
     let saved = std::fs::read(h.out("a.bin")).expect("file");
     assert_eq!(sha256(&saved), sha256(&data));
-    assert!(
-        hidden_files(&h.dir.path().join("out")).is_empty(),
-        "no temp file left"
-    );
+    assert!(hidden_files(&h.out_dir()).is_empty(), "no temp file left");
     // The modification time comes from Last-Modified.
     let mtime = std::fs::metadata(h.out("a.bin"))
         .and_then(|m| m.modified())
@@ -121,13 +118,7 @@ async fn http_statuses_follow_the_transient_fatal_table() {
     {
         let path = format!("/s{status}");
         server.put(&path, content(100, 0));
-        server.behave(
-            &path,
-            Behaviour {
-                status: Some(status),
-                ..Default::default()
-            },
-        );
+        server.behave(&path, Behaviour::status(status));
         let id = h
             .download(
                 Priority::Foreground,
@@ -275,13 +266,7 @@ async fn retry_after_is_honoured() {
 async fn no_progress_timeout_ends_retries_in_error() {
     let server = TestServer::start().await;
     server.put("/down", content(100, 4));
-    server.behave(
-        "/down",
-        Behaviour {
-            status: Some(500),
-            ..Default::default()
-        },
-    );
+    server.behave("/down", Behaviour::status(500));
     let mut h = Harness::new().await;
     let id = h
         .download(Priority::Foreground, &[(&server.url("/down"), "down")])
@@ -337,14 +322,7 @@ async fn a_cut_connection_resumes_with_a_range_request() {
     let server = TestServer::start().await;
     let data = content(1_000_000, 5);
     server.put("/cut", data.clone());
-    server.behave(
-        "/cut",
-        Behaviour {
-            cut_after: Some(400_000),
-            cut_times: 1,
-            ..Default::default()
-        },
-    );
+    server.behave("/cut", Behaviour::cut_once_after(400_000));
     let mut h = Harness::new().await;
     let id = h
         .download(Priority::Foreground, &[(&server.url("/cut"), "cut")])
@@ -384,13 +362,7 @@ async fn a_cut_connection_resumes_with_a_range_request() {
 async fn a_stalled_server_times_out_as_a_transient_error() {
     let server = TestServer::start().await;
     server.put("/stall", content(100_000, 6));
-    server.behave(
-        "/stall",
-        Behaviour {
-            stall_after: Some(10_000),
-            ..Default::default()
-        },
-    );
+    server.behave("/stall", Behaviour::stall_after(10_000));
     let config = Config {
         read_timeout_ms: 300,
         ..test_config()
@@ -489,14 +461,7 @@ async fn a_changed_remote_file_restarts_from_zero() {
     // Last-Modified and size change (BITS rule); and ETag alone changes (Ferry extension).
     for (path, etag_only) in [("/lm", false), ("/etag", true)] {
         server.put(path, old.clone());
-        server.behave(
-            path,
-            Behaviour {
-                cut_after: Some(200_000),
-                cut_times: 1,
-                ..Default::default()
-            },
-        );
+        server.behave(path, Behaviour::cut_once_after(200_000));
         let id = h
             .download(Priority::Foreground, &[(&server.url(path), &path[1..])])
             .await;
@@ -601,13 +566,7 @@ async fn complete_keeps_transferred_files_and_deletes_the_rest() {
     let server = TestServer::start().await;
     server.put("/done", content(20_000, 14));
     server.put("/slow", content(200_000, 15));
-    server.behave(
-        "/slow",
-        Behaviour {
-            stall_after: Some(50_000),
-            ..Default::default()
-        },
-    );
+    server.behave("/slow", Behaviour::stall_after(50_000));
     server.put("/never", content(100, 16));
     let mut h = Harness::new().await;
     let id = h
@@ -626,7 +585,7 @@ async fn complete_keeps_transferred_files_and_deletes_the_rest() {
     })
     .await;
     assert_eq!(
-        hidden_files(&h.dir.path().join("out")).len(),
+        hidden_files(&h.out_dir()).len(),
         2,
         "temp files of files 1 and 2"
     );
@@ -638,7 +597,7 @@ async fn complete_keeps_transferred_files_and_deletes_the_rest() {
     );
     assert!(!h.out("slow").exists() && !h.out("never").exists());
     assert!(
-        hidden_files(&h.dir.path().join("out")).is_empty(),
+        hidden_files(&h.out_dir()).is_empty(),
         "partial temp file deleted"
     );
 }
@@ -648,13 +607,7 @@ async fn cancel_deletes_every_temp_file() {
     let server = TestServer::start().await;
     server.put("/one", content(20_000, 17));
     server.put("/two", content(200_000, 18));
-    server.behave(
-        "/two",
-        Behaviour {
-            stall_after: Some(30_000),
-            ..Default::default()
-        },
-    );
+    server.behave("/two", Behaviour::stall_after(30_000));
     let mut h = Harness::new().await;
     let id = h
         .download(
@@ -863,14 +816,7 @@ async fn root_is_exempt_from_quotas_unless_configured_otherwise() {
 async fn inactivity_warns_then_cancels() {
     let server = TestServer::start().await;
     server.put("/idle", content(100_000, 20));
-    server.behave(
-        "/idle",
-        Behaviour {
-            cut_after: Some(40_000),
-            cut_times: 1,
-            ..Default::default()
-        },
-    );
+    server.behave("/idle", Behaviour::cut_once_after(40_000));
     let mut h = Harness::new().await;
     let id = h
         .download(Priority::Foreground, &[(&server.url("/idle"), "idle")])
@@ -881,11 +827,7 @@ async fn inactivity_warns_then_cancels() {
     })
     .await;
     h.engine.suspend(id).await.expect("suspend");
-    assert_eq!(
-        hidden_files(&h.dir.path().join("out")).len(),
-        1,
-        "a partial temp file"
-    );
+    assert_eq!(hidden_files(&h.out_dir()).len(), 1, "a partial temp file");
     let modified = h.engine.job(id).await.expect("job").times.modified;
     h.clock.advance(Duration::from_secs(83 * 86_400 - 60));
     assert_eq!(
@@ -916,23 +858,14 @@ async fn inactivity_warns_then_cancels() {
         h.engine.job(id).await.expect_err("gone").code,
         ErrorCode::NotFound
     );
-    assert!(
-        hidden_files(&h.dir.path().join("out")).is_empty(),
-        "temp file deleted"
-    );
+    assert!(hidden_files(&h.out_dir()).is_empty(), "temp file deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_download_time_puts_the_job_in_error() {
     let server = TestServer::start().await;
     server.put("/long", content(100_000, 21));
-    server.behave(
-        "/long",
-        Behaviour {
-            stall_after: Some(1000),
-            ..Default::default()
-        },
-    );
+    server.behave("/long", Behaviour::stall_after(1000));
     let mut h = Harness::new().await;
     let id = h
         .download(Priority::Foreground, &[(&server.url("/long"), "long")])
@@ -962,13 +895,7 @@ async fn one_background_job_at_a_time_and_every_foreground_job() {
     let server = TestServer::start().await;
     for path in ["/bg1", "/bg2", "/fg1", "/fg2"] {
         server.put(path, content(100_000, 22));
-        server.behave(
-            path,
-            Behaviour {
-                stall_after: Some(5000),
-                ..Default::default()
-            },
-        );
+        server.behave(path, Behaviour::stall_after(5000));
     }
     let mut h = Harness::new().await;
     let bg1 = h
@@ -1040,13 +967,7 @@ fn restart_resumes_from_the_checkpoint_byte_exact() {
     let server = server_runtime.block_on(TestServer::start());
     let data = content(3_000_000, 23);
     server.put("/big", data.clone());
-    server.behave(
-        "/big",
-        Behaviour {
-            stall_after: Some(1_200_000),
-            ..Default::default()
-        },
-    );
+    server.behave("/big", Behaviour::stall_after(1_200_000));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("out")).expect("out");
     let out = dir.path().join("out").join("big");
@@ -1364,13 +1285,7 @@ async fn redirect_policies() {
 async fn network_loss_and_return() {
     let server = TestServer::start().await;
     server.put("/net", content(100_000, 27));
-    server.behave(
-        "/net",
-        Behaviour {
-            stall_after: Some(10_000),
-            ..Default::default()
-        },
-    );
+    server.behave("/net", Behaviour::stall_after(10_000));
     let mut h = Harness::new().await;
     let id = h
         .download(Priority::Foreground, &[(&server.url("/net"), "net")])
@@ -1630,7 +1545,7 @@ async fn a_complete_cut_by_a_crash_finishes_without_losing_a_file() {
     );
     assert_eq!(std::fs::read(h.out("c0")).expect("file"), content(3000, 50));
     assert_eq!(std::fs::read(h.out("c1")).expect("file"), content(4000, 51));
-    assert!(hidden_files(&h.dir.path().join("out")).is_empty());
+    assert!(hidden_files(&h.out_dir()).is_empty());
     h.engine = engine;
 }
 

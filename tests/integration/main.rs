@@ -106,6 +106,10 @@ impl Harness {
         self.dir.path().join("out").join(name)
     }
 
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

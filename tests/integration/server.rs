@@ -36,6 +36,33 @@ pub struct Behaviour {
     pub digest_auth: Option<(String, String)>,
 }
 
+impl Behaviour {
+    /// Send `bytes` of the body, then nothing more.
+    pub fn stall_after(bytes: u64) -> Behaviour {
+        Behaviour {
+            stall_after: Some(bytes),
+            ..Default::default()
+        }
+    }
+
+    /// Close the connection after `bytes` of the body, once.
+    pub fn cut_once_after(bytes: u64) -> Behaviour {
+        Behaviour {
+            cut_after: Some(bytes),
+            cut_times: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Answer every request with `status`.
+    pub fn status(status: u16) -> Behaviour {
+        Behaviour {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Served {
     pub content: Bytes,
