@@ -114,8 +114,6 @@ pub enum CancelOutcome {
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the engine has stopped")]
-    Stopped,
 }
 
 /// Everything a new job starts with: CreateJob plus setters plus AddFileSet in one step, all or

@@ -298,6 +298,7 @@ pub enum ErrorContext {
 }
 
 impl ErrorContext {
+    /// The BG_ERROR_CONTEXT number (spec §0.2).
     pub fn value(self) -> u32 {
         self as u32
     }

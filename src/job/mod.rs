@@ -196,13 +196,6 @@ pub struct JobFile {
     pub validators: Option<Validators>,
 }
 
-impl JobFile {
-    /// The transfer of this file is finished.
-    pub fn is_transferred(&self) -> bool {
-        self.transferred
-    }
-}
-
 /// BG_JOB_TIMES (spec §7.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTimes {
