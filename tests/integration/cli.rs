@@ -218,3 +218,70 @@ async fn get_killed_mid_transfer_resumes_byte_exact() {
 async fn get_interrupted_by_ctrl_c_suspends_and_resumes() {
     interrupt_and_rerun(libc::SIGINT, Some(130)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_file_is_named() {
+    let home = tempfile::tempdir().expect("home");
+    std::fs::write(home.path().join("config.ron"), "(max_files_per_jobs: 5)").expect("write");
+    let mut command = ferry(home.path());
+    command.args(["get", "--quiet", "http://127.0.0.1:9/x"]);
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(
+        text.contains("config.ron") && text.contains("max_files_per_jobs"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_on_the_same_data_exits_with_4() {
+    let server = TestServer::start().await;
+    server.put("/hold", content(100_000, 35));
+    server.behave("/hold", Behaviour::stall_after(1000));
+    let home = tempfile::tempdir().expect("home");
+    let out = tempfile::tempdir().expect("out");
+    let mut first = ferry(home.path());
+    first.env("FERRY_LOG", "ferry=debug").stderr(Stdio::piped());
+    first
+        .args(["get", "--quiet", "-o"])
+        .arg(out.path())
+        .arg(server.url("/hold"));
+    let mut child = first.spawn().expect("spawn");
+    let log = child.stderr.take().expect("stderr");
+    // Wait until the first engine is transferring (it logs its checkpoint).
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains("progress saved")
+                && let Some(ready) = ready.take()
+            {
+                let _ = ready.send(());
+            }
+        }
+    });
+    tokio::time::timeout(crate::PATIENCE, ready_rx)
+        .await
+        .expect("first engine runs")
+        .expect("ready");
+    let mut second = ferry(home.path());
+    second
+        .args(["get", "--quiet", "-o"])
+        .arg(out.path())
+        .arg(server.url("/hold"));
+    let output = run(second).await;
+    assert_eq!(output.status.code(), Some(4));
+    assert!(
+        stderr(&output).contains("another Ferry engine is already using"),
+        "{}",
+        stderr(&output)
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
+        .await
+        .expect("join");
+    assert_eq!(status.code(), Some(130));
+    reader.await.expect("reader");
+}

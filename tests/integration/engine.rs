@@ -1586,3 +1586,47 @@ async fn a_rejected_file_is_downloaded_again() {
         content(30_000, 52)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_rewrites_only_that_job_file() {
+    let config = Config {
+        max_jobs_per_user: 100,
+        ..test_config()
+    };
+    let h = Harness::with_config(config).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(
+            h.engine
+                .create_job(&format!("j{i}"), JobType::Download, None)
+                .await
+                .expect("create"),
+        );
+    }
+    let jobs_dir = h.data_dir().join("jobs");
+    let stamp = |id: ferry::job::JobId| {
+        std::fs::metadata(jobs_dir.join(format!("{}.ron", id.0)))
+            .and_then(|m| m.modified())
+            .expect("job file")
+    };
+    let before: Vec<_> = ids.iter().map(|id| stamp(*id)).collect();
+    let inode_before = std::fs::metadata(jobs_dir.join(format!("{}.ron", ids[7].0)))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("inode");
+    h.engine
+        .set(ids[7], PropertyChange::Description("changed".into()))
+        .await
+        .expect("set");
+    let inode_after = std::fs::metadata(jobs_dir.join(format!("{}.ron", ids[7].0)))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("inode");
+    assert_ne!(
+        inode_before, inode_after,
+        "the changed job was rewritten (temp file + rename)"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        if i != 7 {
+            assert_eq!(stamp(*id), before[i], "job {i} was not touched");
+        }
+    }
+}
