@@ -285,3 +285,43 @@ async fn a_second_engine_on_the_same_data_exits_with_4() {
     assert_eq!(status.code(), Some(130));
     reader.await.expect("reader");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_waits_through_transient_errors_and_says_so() {
+    let server = TestServer::start().await;
+    server.put("/busy.bin", content(1000, 36));
+    server.behave("/busy.bin", Behaviour::status(503));
+    let home = tempfile::tempdir().expect("home");
+    let out = tempfile::tempdir().expect("out");
+    let mut command = ferry(home.path());
+    command.stderr(Stdio::piped());
+    command
+        .args(["get", "--quiet", "-o"])
+        .arg(out.path())
+        .arg(server.url("/busy.bin"));
+    let mut child = command.spawn().expect("spawn");
+    let log = child.stderr.take().expect("stderr");
+    let pid = child.id();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if line.contains("transient error") {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid as i32, libc::SIGINT) };
+            }
+            lines.push(line);
+        }
+        (lines, child.wait().expect("wait"))
+    });
+    let (lines, status) = tokio::time::timeout(crate::PATIENCE, lines)
+        .await
+        .expect("in time")
+        .expect("join");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("BG_E_HTTP_ERROR_503 0x801901F7") && text.contains("retrying at"),
+        "{text}"
+    );
+    assert!(text.contains("suspended"), "{text}");
+    assert_eq!(status.code(), Some(130), "{text}");
+}
