@@ -133,21 +133,12 @@ pub(super) async fn run(args: GetArgs) -> u8 {
     }
     let code = match prepare(&engine, &args, files).await {
         Ok(job) => follow(&engine, job, args.quiet).await,
-        Err(e) => fail(describe(&e)),
+        Err(e) => fail(&e),
     };
     if let Err(e) = engine.shutdown().await {
         tracing::warn!("engine shutdown: {e}");
     }
     code
-}
-
-fn describe(error: &BitsError) -> String {
-    format!(
-        "{} 0x{:08X}: {}",
-        error.code.name(),
-        error.code.hresult(),
-        error.message
-    )
 }
 
 /// Creates the job (or finds the one an interrupted run left) and resumes it.
@@ -248,7 +239,7 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
             Ok(job) => job,
             Err(e) => {
                 bar.abandon();
-                return fail(describe(&e));
+                return fail(&e);
             }
         };
         let progress = job.progress();
@@ -279,7 +270,7 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
                         }
                         exit::OK
                     }
-                    Err(e) => fail(describe(&e)),
+                    Err(e) => fail(&e),
                 };
             }
             JobState::Error => {
@@ -289,13 +280,7 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
                         .file
                         .and_then(|i| job.files.get(i))
                         .map(|f| format!(" [{}]", f.remote_url));
-                    format!(
-                        "{} 0x{:08X}: {}{}",
-                        e.code.name(),
-                        e.code.hresult(),
-                        e.description,
-                        file.unwrap_or_default()
-                    )
+                    format!("{e}{}", file.unwrap_or_default())
                 });
                 eprintln!(
                     "ferry: the job failed: {}",
@@ -307,12 +292,7 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
             }
             JobState::TransientError => {
                 if let Some(error) = &job.error {
-                    let line = format!(
-                        "{} 0x{:08X}: {}",
-                        error.code.name(),
-                        error.code.hresult(),
-                        error.description
-                    );
+                    let line = error.to_string();
                     if last_transient.as_ref() != Some(&line) {
                         let when = job
                             .retry

@@ -3,7 +3,8 @@
 //! deletion of temp files.
 
 use crate::job::{
-    BitsError, CommitReport, CompletePlan, ErrorCode, ErrorContext, Job, JobError, NewFile,
+    BitsError, CommitReport, CompletePlan, ErrorClass, ErrorCode, ErrorContext, Job, JobError,
+    NewFile,
 };
 use std::collections::BTreeSet;
 use std::io;
@@ -125,13 +126,17 @@ fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
-fn io_code(error: &io::Error) -> ErrorCode {
+/// What a local file error means for a job: its code, and whether retrying can help (a full disk
+/// may empty; a missing folder or a refused permission will not fix themselves).
+pub(crate) fn classify_io(error: &io::Error) -> (ErrorCode, ErrorClass) {
+    use io::ErrorKind::*;
     match error.kind() {
-        io::ErrorKind::AlreadyExists => ErrorCode::FileExists,
-        io::ErrorKind::NotFound => ErrorCode::PathNotFound,
-        io::ErrorKind::PermissionDenied => ErrorCode::AccessDenied,
-        io::ErrorKind::StorageFull => ErrorCode::DiskFull,
-        _ => ErrorCode::LocalIo,
+        AlreadyExists => (ErrorCode::FileExists, ErrorClass::Fatal),
+        NotFound => (ErrorCode::PathNotFound, ErrorClass::Fatal),
+        PermissionDenied | ReadOnlyFilesystem => (ErrorCode::AccessDenied, ErrorClass::Fatal),
+        IsADirectory | NotADirectory | InvalidFilename => (ErrorCode::LocalIo, ErrorClass::Fatal),
+        StorageFull | QuotaExceeded => (ErrorCode::DiskFull, ErrorClass::Transient),
+        _ => (ErrorCode::LocalIo, ErrorClass::Transient),
     }
 }
 
@@ -157,7 +162,7 @@ pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
                 }
             }
             Err(e) => {
-                let code = io_code(&e);
+                let (code, _) = classify_io(&e);
                 let description = if code == ErrorCode::FileExists {
                     destination_exists(&file.local_path).message
                 } else {

@@ -122,8 +122,8 @@ enum Outcome {
 /// just before the stop are not lost with their reports still in the channel.
 #[derive(Debug)]
 pub(crate) struct Final {
-    /// Files this worker transferred completely.
-    pub done: Vec<usize>,
+    /// Files this worker transferred completely, with their size.
+    pub done: Vec<(usize, u64)>,
     pub end: End,
 }
 
@@ -172,7 +172,7 @@ pub(crate) async fn run(
         match worker.transfer(&mut stop).await {
             Outcome::Done(transferred) => {
                 worker.reporter.send(Report::Done { transferred });
-                done.push(file);
+                done.push((file, transferred));
             }
             Outcome::Stopped(stopped) => {
                 return Final {
@@ -240,19 +240,7 @@ impl Worker {
     }
 
     fn local_failure(&self, error: &std::io::Error) -> Failure {
-        let (code, class) = match error.kind() {
-            std::io::ErrorKind::NotFound => (ErrorCode::PathNotFound, ErrorClass::Fatal),
-            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-                (ErrorCode::AccessDenied, ErrorClass::Fatal)
-            }
-            std::io::ErrorKind::IsADirectory
-            | std::io::ErrorKind::NotADirectory
-            | std::io::ErrorKind::InvalidFilename => (ErrorCode::LocalIo, ErrorClass::Fatal),
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-                (ErrorCode::DiskFull, ErrorClass::Transient)
-            }
-            _ => (ErrorCode::LocalIo, ErrorClass::Transient),
-        };
+        let (code, class) = super::files::classify_io(error);
         self.failure_because(
             ErrorContext::LocalFile,
             code,
@@ -587,17 +575,11 @@ impl Worker {
                     }
                 }
                 if expected_body.is_none() && !self.task.dynamic {
-                    let failure = self.failure_because(
+                    return Fetch::Failed(self.failure(
                         ErrorContext::RemoteFile,
                         ErrorCode::MissingFileSize,
                         ErrorClass::Fatal,
-                        format!(
-                            "{} ({})",
-                            ErrorCode::MissingFileSize.advice(),
-                            self.task.url
-                        ),
-                    );
-                    return Fetch::Failed(failure);
+                    ));
                 }
             }
             StatusCode::RANGE_NOT_SATISFIABLE if whole_file && local > 0 => {
