@@ -198,20 +198,19 @@ fn unexpected() -> BitsError {
     BitsError::new(ErrorCode::LocalIo, "the engine gave an unexpected reply")
 }
 
-impl EngineHandle {
-    fn from_sender(commands: mpsc::Sender<Command>) -> EngineHandle {
-        // Events are only needed by subscribers; this handle only sends commands.
-        let (events, _) = broadcast::channel(1);
-        EngineHandle { commands, events }
-    }
+/// Sends a command to the actor and waits for its reply.
+async fn call(commands: &mpsc::Sender<Command>, op: Op) -> Result<Reply, BitsError> {
+    let (reply, answer) = oneshot::channel();
+    commands
+        .send(Command { op, reply })
+        .await
+        .map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
+}
 
+impl EngineHandle {
     async fn call(&self, op: Op) -> Result<Reply, BitsError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command { op, reply })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        call(&self.commands, op).await
     }
 
     async fn call_done(&self, op: Op) -> Result<(), BitsError> {
@@ -427,6 +426,16 @@ struct Actor {
     /// Notify command lines that failed and run again after the retry delay (spec §7.6).
     notify_retry: HashMap<JobId, (Timestamp, JobState)>,
     network_up: bool,
+}
+
+/// A file finished by a worker: its final (flushed) size, then the transfer itself.
+fn file_done(file: usize, transferred: u64) -> [Event; 2] {
+    let progress = Event::Progress {
+        file,
+        transferred,
+        checkpointed: transferred,
+    };
+    [progress, Event::FileTransferred { file }]
 }
 
 /// QUEUED, CONNECTING and TRANSFERRING all come back as QUEUED after a restart, so moves between
@@ -854,16 +863,10 @@ impl Actor {
                 if self.workers.get(&id).is_some_and(|w| w.last_file == file) {
                     self.workers.remove(&id);
                 }
-                let progress = Event::Progress {
-                    file,
-                    transferred,
-                    checkpointed: transferred,
-                };
+                let [progress, done] = file_done(file, transferred);
                 let mut result = self.apply(id, progress, Persist::Checkpoint).await;
                 if result.is_ok() {
-                    result = self
-                        .apply(id, Event::FileTransferred { file }, Persist::Checkpoint)
-                        .await;
+                    result = self.apply(id, done, Persist::Checkpoint).await;
                 }
                 self.continue_job(id).await;
                 result
@@ -902,15 +905,16 @@ impl Actor {
                 return;
             }
         };
+        // Files whose Done report was not applied yet count now, with their size.
         let mut events: Vec<Event> = outcome
             .done
             .into_iter()
-            .filter(|&file| {
+            .filter(|&(file, _)| {
                 self.jobs
                     .get(&id)
                     .is_some_and(|j| j.files.get(file).is_some_and(|f| !f.transferred))
             })
-            .map(|file| Event::FileTransferred { file })
+            .flat_map(|(file, transferred)| file_done(file, transferred))
             .collect();
         match outcome.end {
             End::AllDone => {}
@@ -921,21 +925,10 @@ impl Actor {
             }),
             End::Failed(failure) => events.push(Event::Failed(failure)),
         }
+        // The worker is gone, so these applies stop nothing.
         for event in events {
-            let now = self.now();
-            let Some(job) = self.jobs.get_mut(&id) else {
-                return;
-            };
-            let from = job.state;
-            match job::apply(job, event, now) {
-                Ok(effects) => {
-                    let effects: Vec<Effect> = effects
-                        .into_iter()
-                        .filter(|e| *e != Effect::StopTransfer)
-                        .collect();
-                    Box::pin(self.after_change(id, from, effects, Persist::Now)).await;
-                }
-                Err(e) => tracing::warn!(job = %id, "final worker state not applied: {e}"),
+            if let Err(e) = Box::pin(self.apply(id, event, Persist::Now)).await {
+                tracing::warn!(job = %id, "final worker state not applied: {e}");
             }
         }
     }

@@ -40,16 +40,17 @@ pub(crate) async fn watch(commands: mpsc::WeakSender<super::Command>) {
         if up == last {
             continue;
         }
+        // A weak sender: the watcher alone does not keep the engine alive.
         let Some(sender) = commands.upgrade() else {
             return;
         };
-        if super::EngineHandle::from_sender(sender)
-            .network_changed(up)
+        if super::call(&sender, super::Op::Network { up })
             .await
             .is_err()
         {
             return;
         }
+
         tracing::info!(up, "network connectivity changed");
         last = up;
     }
