@@ -2,29 +2,35 @@
 
 use std::path::PathBuf;
 
-/// The data root: `$FERRY_HOME` if set (tests, portable use), else the platform data directory
+const NO_HOME: &str = "cannot find a home directory: set FERRY_HOME to a folder Ferry may use";
+
+/// `$FERRY_HOME`, when set: data and config both live there (tests, portable use).
+fn ferry_home() -> Option<PathBuf> {
+    std::env::var_os("FERRY_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn project_dirs() -> Result<directories::ProjectDirs, String> {
+    directories::ProjectDirs::from("", "", "ferry").ok_or_else(|| NO_HOME.to_string())
+}
+
+/// The data root: `$FERRY_HOME` if set, else the platform data directory
 /// (`~/.local/share/ferry` on Linux).
 pub fn data_dir() -> Result<PathBuf, String> {
-    if let Some(home) = std::env::var_os("FERRY_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(home));
+    match ferry_home() {
+        Some(home) => Ok(home),
+        None => Ok(project_dirs()?.data_dir().to_path_buf()),
     }
-    directories::ProjectDirs::from("", "", "ferry")
-        .map(|dirs| dirs.data_dir().to_path_buf())
-        .ok_or_else(|| {
-            "cannot find a home directory: set FERRY_HOME to a folder Ferry may use".into()
-        })
 }
 
 /// The config file: `$FERRY_HOME/config.ron`, else `~/.config/ferry/config.ron`.
 pub fn config_path() -> Result<PathBuf, String> {
-    if let Some(home) = std::env::var_os("FERRY_HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(home).join(crate::config::Config::FILE_NAME));
-    }
-    directories::ProjectDirs::from("", "", "ferry")
-        .map(|dirs| dirs.config_dir().join(crate::config::Config::FILE_NAME))
-        .ok_or_else(|| {
-            "cannot find a home directory: set FERRY_HOME to a folder Ferry may use".into()
-        })
+    let dir = match ferry_home() {
+        Some(home) => home,
+        None => project_dirs()?.config_dir().to_path_buf(),
+    };
+    Ok(dir.join(crate::config::Config::FILE_NAME))
 }
 
 /// The OS user a job belongs to; root is the administrator of BITS.
