@@ -25,6 +25,66 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A `ferry` process whose stderr is read line by line, so a test can act when a line appears.
+/// Its stderr is read to the end (the process must never block or fail writing it).
+struct Watched {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watched {
+    fn start(mut command: Command) -> Watched {
+        let mut child = command.stderr(Stdio::piped()).spawn().expect("spawn");
+        let log = child.stderr.take().expect("stderr");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line for which `wanted` holds.
+    async fn wait_line(&mut self, what: &str, wanted: impl Fn(&str) -> bool) {
+        loop {
+            let line = tokio::time::timeout(crate::PATIENCE, self.lines.recv()).await;
+            match line {
+                Ok(Some(line)) => {
+                    let found = wanted(&line);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                _ => panic!("no line with {what}; stderr was:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to end; returns all of its stderr and its status.
+    async fn finish(mut self) -> (String, std::process::ExitStatus) {
+        while let Ok(Some(line)) = tokio::time::timeout(crate::PATIENCE, self.lines.recv()).await {
+            self.seen.push(line);
+        }
+        let mut child = self.child;
+        let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
+            .await
+            .expect("join");
+        (self.seen.join("\n"), status)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_downloads_every_url_into_the_folder() {
     let server = TestServer::start().await;
@@ -153,32 +213,19 @@ async fn interrupt_and_rerun(signal: i32, expected_exit: Option<i32>) {
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
     let mut command = ferry(home.path());
-    command
-        .env("FERRY_LOG", "ferry=debug")
-        .stderr(Stdio::piped());
+    command.env("FERRY_LOG", "ferry=debug");
     command
         .args(["get", "--quiet", "-o"])
         .arg(out.path())
         .arg(server.url("/big.bin"));
-    let mut child = command.spawn().expect("spawn");
-    let log = child.stderr.take().expect("stderr");
-    let pid = child.id();
-    let exit = tokio::task::spawn_blocking(move || {
-        let mut sent = false;
-        // Read to the end: the process keeps logging after the signal.
-        for line in BufReader::new(log).lines() {
-            let line = line.expect("log line");
-            if !sent && line.contains("progress saved") && line.contains("checkpointed=700000") {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid as i32, signal) };
-                sent = true;
-            }
-        }
-        assert!(sent, "the checkpoint was never logged");
-        child.wait().expect("wait")
-    })
-    .await
-    .expect("join");
+    let mut first = Watched::start(command);
+    first
+        .wait_line("the checkpoint", |l| {
+            l.contains("progress saved") && l.contains("checkpointed=700000")
+        })
+        .await;
+    first.signal(signal);
+    let (_, exit) = first.finish().await;
     assert_eq!(exit.code(), expected_exit);
     assert!(!out.path().join("big.bin").exists());
     server.behave("/big.bin", Behaviour::default());
@@ -242,29 +289,16 @@ async fn a_second_engine_on_the_same_data_exits_with_4() {
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
     let mut first = ferry(home.path());
-    first.env("FERRY_LOG", "ferry=debug").stderr(Stdio::piped());
+    first.env("FERRY_LOG", "ferry=debug");
     first
         .args(["get", "--quiet", "-o"])
         .arg(out.path())
         .arg(server.url("/hold"));
-    let mut child = first.spawn().expect("spawn");
-    let log = child.stderr.take().expect("stderr");
+    let mut first = Watched::start(first);
     // Wait until the first engine is transferring (it logs its checkpoint).
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(log).lines().map_while(Result::ok) {
-            if line.contains("progress saved")
-                && let Some(ready) = ready.take()
-            {
-                let _ = ready.send(());
-            }
-        }
-    });
-    tokio::time::timeout(crate::PATIENCE, ready_rx)
-        .await
-        .expect("first engine runs")
-        .expect("ready");
+    first
+        .wait_line("a checkpoint", |l| l.contains("progress saved"))
+        .await;
     let mut second = ferry(home.path());
     second
         .args(["get", "--quiet", "-o"])
@@ -277,13 +311,9 @@ async fn a_second_engine_on_the_same_data_exits_with_4() {
         "{}",
         stderr(&output)
     );
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = tokio::task::spawn_blocking(move || child.wait().expect("wait"))
-        .await
-        .expect("join");
+    first.signal(libc::SIGINT);
+    let (_, status) = first.finish().await;
     assert_eq!(status.code(), Some(130));
-    reader.await.expect("reader");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,30 +324,15 @@ async fn get_waits_through_transient_errors_and_says_so() {
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
     let mut command = ferry(home.path());
-    command.stderr(Stdio::piped());
     command
         .args(["get", "--quiet", "-o"])
         .arg(out.path())
         .arg(server.url("/busy.bin"));
-    let mut child = command.spawn().expect("spawn");
-    let log = child.stderr.take().expect("stderr");
-    let pid = child.id();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(log).lines().map_while(Result::ok) {
-            if line.contains("transient error") {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid as i32, libc::SIGINT) };
-            }
-            lines.push(line);
-        }
-        (lines, child.wait().expect("wait"))
-    });
-    let (lines, status) = tokio::time::timeout(crate::PATIENCE, lines)
-        .await
-        .expect("in time")
-        .expect("join");
-    let text = lines.join("\n");
+    let mut get = Watched::start(command);
+    get.wait_line("a transient error", |l| l.contains("transient error"))
+        .await;
+    get.signal(libc::SIGINT);
+    let (text, status) = get.finish().await;
     assert!(
         text.contains("BG_E_HTTP_ERROR_503 0x801901F7") && text.contains("retrying at"),
         "{text}"

@@ -310,13 +310,6 @@ async fn no_progress_timeout_ends_retries_in_error() {
     );
 }
 
-impl Harness {
-    pub fn clock_now(&self) -> ferry::job::Timestamp {
-        use ferry::engine::Clock;
-        self.clock.now()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_resumes_with_a_range_request() {
     let server = TestServer::start().await;

@@ -151,6 +151,12 @@ impl Harness {
         }
     }
 
+    /// The engine's current time.
+    pub fn clock_now(&self) -> ferry::job::Timestamp {
+        use ferry::engine::Clock;
+        self.clock.now()
+    }
+
     /// Waits until the job is in `state`.
     pub async fn wait_state(&mut self, id: JobId, state: ferry::job::JobState) -> Job {
         self.wait_for(id, state.name(), |j| j.state == state).await
