@@ -23,8 +23,13 @@ fn new_file(name: &str) -> NewFile {
 }
 
 fn add(name: &str) -> Event {
+    add_file(new_file(name))
+}
+
+/// AddFiles of one file, with the default quotas.
+fn add_file(file: NewFile) -> Event {
     Event::AddFiles {
-        files: vec![new_file(name)],
+        files: vec![file],
         limits: Limits::default(),
     }
 }
@@ -354,10 +359,7 @@ fn upload_jobs_take_one_file_and_no_ranges() {
         offset: 0,
         length: 10,
     }]);
-    let event = Event::AddFiles {
-        files: vec![ranged],
-        limits: Limits::default(),
-    };
+    let event = add_file(ranged);
     assert_eq!(
         apply(&mut job, event, t0()).expect_err("ranges").code,
         ErrorCode::NotImpl
@@ -890,13 +892,7 @@ fn range_rules() {
     let mut job = empty_job(JobType::Download);
     let mut file = new_file("r");
     file.ranges = Some(vec![r(100, 100), r(900, 100), r(400, 100)]);
-    ok(
-        &mut job,
-        Event::AddFiles {
-            files: vec![file],
-            limits: Limits::default(),
-        },
-    );
+    ok(&mut job, add_file(file));
     assert_eq!(job.files[0].bytes_total, Some(300));
 }
 
@@ -996,15 +992,7 @@ fn invalid_file_names_are_refused() {
             local_path: local.into(),
             ranges: None,
         };
-        let err = apply(
-            &mut job,
-            Event::AddFiles {
-                files: vec![file],
-                limits: Limits::default(),
-            },
-            t0(),
-        )
-        .expect_err("invalid");
+        let err = apply(&mut job, add_file(file), t0()).expect_err("invalid");
         assert_eq!(err.code, ErrorCode::InvalidArg, "{url} {local}");
     }
     let long = format!("http://127.0.0.1/{}", "a".repeat(2200));
@@ -1013,15 +1001,7 @@ fn invalid_file_names_are_refused() {
         local_path: "/tmp/a".into(),
         ranges: None,
     };
-    let err = apply(
-        &mut job,
-        Event::AddFiles {
-            files: vec![file],
-            limits: Limits::default(),
-        },
-        t0(),
-    )
-    .expect_err("long");
+    let err = apply(&mut job, add_file(file), t0()).expect_err("long");
     assert_eq!(err.code, ErrorCode::StringTooLong);
 }
 
@@ -1277,13 +1257,7 @@ fn long_names_stay_within_file_system_limits() {
         local_path: format!("/tmp/{long}").into(),
         ranges: None,
     };
-    ok(
-        &mut job,
-        Event::AddFiles {
-            files: vec![file],
-            limits: Limits::default(),
-        },
-    );
+    ok(&mut job, add_file(file));
     let temp = job.files[0].temp_path.file_name().expect("name").len();
     assert!(temp <= 255, "temp name of {temp} bytes");
     let too_long = NewFile {
@@ -1291,14 +1265,6 @@ fn long_names_stay_within_file_system_limits() {
         local_path: format!("/tmp/{}", "a".repeat(256)).into(),
         ranges: None,
     };
-    let err = apply(
-        &mut job,
-        Event::AddFiles {
-            files: vec![too_long],
-            limits: Limits::default(),
-        },
-        t0(),
-    )
-    .expect_err("too long");
+    let err = apply(&mut job, add_file(too_long), t0()).expect_err("too long");
     assert_eq!(err.code, ErrorCode::InvalidArg);
 }
