@@ -15,6 +15,13 @@ fn ferry(home: &Path) -> Command {
     command
 }
 
+/// `ferry get --quiet -o OUT URL...`
+fn get_quiet(home: &Path, out: &Path, urls: &[String]) -> Command {
+    let mut command = ferry(home);
+    command.args(["get", "--quiet", "-o"]).arg(out).args(urls);
+    command
+}
+
 async fn run(mut command: Command) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("ferry runs"))
         .await
@@ -120,12 +127,11 @@ async fn get_reports_a_fatal_error_and_cancels() {
     server.put("/ok", content(1000, 32));
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
-    let mut command = ferry(home.path());
-    command
-        .args(["get", "--quiet", "-o"])
-        .arg(out.path())
-        .arg(server.url("/ok"))
-        .arg(server.url("/gone"));
+    let command = get_quiet(
+        home.path(),
+        out.path(),
+        &[server.url("/ok"), server.url("/gone")],
+    );
     let output = run(command).await;
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let text = stderr(&output);
@@ -145,11 +151,7 @@ async fn get_refuses_to_overwrite_unless_asked() {
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
     std::fs::write(out.path().join("f"), b"precious").expect("write");
-    let mut command = ferry(home.path());
-    command
-        .args(["get", "--quiet", "-o"])
-        .arg(out.path())
-        .arg(server.url("/f"));
+    let command = get_quiet(home.path(), out.path(), &[server.url("/f")]);
     let output = run(command).await;
     assert_eq!(output.status.code(), Some(1));
     let text = stderr(&output);
@@ -203,8 +205,8 @@ async fn usage_errors_exit_with_2() {
     );
 }
 
-/// Starts `ferry get` on a stalling file and waits (reading its log) until a checkpoint of at
-/// least `bytes` is saved; then interrupts it with `signal` and runs it again.
+/// Starts `ferry get` on a stalling file and waits (reading its log) until its checkpoint is
+/// saved; then interrupts it with `signal` and runs it again.
 async fn interrupt_and_rerun(signal: i32, expected_exit: Option<i32>) {
     let server = TestServer::start().await;
     let data = content(2_000_000, 34);
@@ -212,12 +214,8 @@ async fn interrupt_and_rerun(signal: i32, expected_exit: Option<i32>) {
     server.behave("/big.bin", Behaviour::stall_after(700_000));
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
-    let mut command = ferry(home.path());
+    let mut command = get_quiet(home.path(), out.path(), &[server.url("/big.bin")]);
     command.env("FERRY_LOG", "ferry=debug");
-    command
-        .args(["get", "--quiet", "-o"])
-        .arg(out.path())
-        .arg(server.url("/big.bin"));
     let mut first = Watched::start(command);
     first
         .wait_line("the checkpoint", |l| {
@@ -288,22 +286,14 @@ async fn a_second_engine_on_the_same_data_exits_with_4() {
     server.behave("/hold", Behaviour::stall_after(1000));
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
-    let mut first = ferry(home.path());
+    let mut first = get_quiet(home.path(), out.path(), &[server.url("/hold")]);
     first.env("FERRY_LOG", "ferry=debug");
-    first
-        .args(["get", "--quiet", "-o"])
-        .arg(out.path())
-        .arg(server.url("/hold"));
     let mut first = Watched::start(first);
     // Wait until the first engine is transferring (it logs its checkpoint).
     first
         .wait_line("a checkpoint", |l| l.contains("progress saved"))
         .await;
-    let mut second = ferry(home.path());
-    second
-        .args(["get", "--quiet", "-o"])
-        .arg(out.path())
-        .arg(server.url("/hold"));
+    let second = get_quiet(home.path(), out.path(), &[server.url("/hold")]);
     let output = run(second).await;
     assert_eq!(output.status.code(), Some(4));
     assert!(
@@ -323,11 +313,7 @@ async fn get_waits_through_transient_errors_and_says_so() {
     server.behave("/busy.bin", Behaviour::status(503));
     let home = tempfile::tempdir().expect("home");
     let out = tempfile::tempdir().expect("out");
-    let mut command = ferry(home.path());
-    command
-        .args(["get", "--quiet", "-o"])
-        .arg(out.path())
-        .arg(server.url("/busy.bin"));
+    let command = get_quiet(home.path(), out.path(), &[server.url("/busy.bin")]);
     let mut get = Watched::start(command);
     get.wait_line("a transient error", |l| l.contains("transient error"))
         .await;
