@@ -345,7 +345,6 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
     let actor = Actor {
         jobs,
         store,
-        limits_exempt: options.user.is_admin(),
         user: options.user,
         config: options.config,
         clock: options.clock,
@@ -408,7 +407,6 @@ struct Actor {
     jobs: HashMap<JobId, Job>,
     store: Store,
     user: User,
-    limits_exempt: bool,
     config: Config,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<EngineEvent>,
@@ -512,7 +510,7 @@ impl Actor {
             Op::Create(spec) => self.create(spec),
             Op::AddFiles { job, files } => {
                 files::check_new_files(self.job(job)?, &files)?;
-                let limits = self.config.limits(self.limits_exempt);
+                let limits = self.config.limits(self.user.is_admin());
                 let result = self
                     .apply(job, Event::AddFiles { files, limits }, Persist::Now)
                     .await;
@@ -570,7 +568,7 @@ impl Actor {
     }
 
     fn create(&mut self, spec: JobSpec) -> Result<Reply, BitsError> {
-        let limits = self.config.limits(self.limits_exempt);
+        let limits = self.config.limits(self.user.is_admin());
         if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
             self.note_quota(&e);
             return Err(e);
