@@ -35,6 +35,9 @@ pub struct Config {
     pub extra_root_certificates: Vec<PathBuf>,
     /// Watch the routing table: jobs wait for the network instead of retrying without one.
     pub watch_network: bool,
+    /// The service exits after this long with no job in its queue and no client; a client command
+    /// starts it again. 0: never exit.
+    pub service_idle_exit_secs: u64,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             read_timeout_ms: 120_000,
             extra_root_certificates: Vec::new(),
             watch_network: true,
+            service_idle_exit_secs: 600,
         }
     }
 }

@@ -33,6 +33,59 @@ pub fn config_path() -> Result<PathBuf, String> {
     Ok(dir.join(crate::config::Config::FILE_NAME))
 }
 
+/// Where the service's socket lives: `$FERRY_RUNTIME_DIR`; else `$FERRY_HOME/run` (so that every
+/// data directory has its own service); else `$XDG_RUNTIME_DIR/ferry`; else `/tmp/ferry-UID`.
+pub fn runtime_dir() -> PathBuf {
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = env("FERRY_RUNTIME_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(home) = ferry_home() {
+        return home.join("run");
+    }
+    if let Some(dir) = env("XDG_RUNTIME_DIR") {
+        return PathBuf::from(dir).join("ferry");
+    }
+    // SAFETY: geteuid has no preconditions.
+    PathBuf::from(format!("/tmp/ferry-{}", unsafe { libc::geteuid() }))
+}
+
+/// The service's socket in [`runtime_dir`].
+pub fn socket_path() -> PathBuf {
+    runtime_dir().join("ferry.sock")
+}
+
+/// Creates the runtime directory (mode 0700) or checks that an existing one is ours and private,
+/// so that no other user can reach the socket or plant one of their own.
+pub fn prepare_runtime_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot prepare the runtime directory {}: {e}",
+            dir.display()
+        )
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(fail)?;
+    let meta = std::fs::symlink_metadata(dir).map_err(fail)?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(format!(
+            "the runtime directory {} is not a directory owned by you (uid {uid}): remove it, or set \
+             FERRY_RUNTIME_DIR to a private directory",
+            dir.display()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    }
+    Ok(())
+}
+
 /// The OS user a job belongs to; root is the administrator of BITS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -55,7 +108,7 @@ impl User {
     }
 }
 
-fn user_name(uid: u32) -> Option<String> {
+pub fn user_name(uid: u32) -> Option<String> {
     let mut buffer = vec![0u8; 4096];
     // SAFETY: passwd is plain data; getpwuid_r writes into it and into buffer, whose size we pass.
     let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };

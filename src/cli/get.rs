@@ -1,25 +1,18 @@
 //! `ferry get`: one FOREGROUND download job for all the URLs, run to the end.
 
-use super::{GetArgs, exit};
-use crate::config::Config;
-use crate::engine::{self, EngineEvent, EngineHandle, EngineOptions, JobSpec, SystemClock};
-use crate::job::{BitsError, Job, JobId, JobState, JobType, NewFile, PropertyChange};
-use crate::platform::{self, User};
+use super::{GetArgs, exit, fail, report};
+use crate::engine::{EngineEvent, JobSpec};
+use crate::job::{Job, JobId, JobState, JobType, NewFile, PropertyChange};
+use crate::service::client::{Client, ClientError, ServiceEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Marks jobs made by `ferry get`, so that running the same command again resumes its job.
 const GET_DESCRIPTION: &str = "ferry get";
 
-fn fail(message: impl std::fmt::Display) -> u8 {
-    eprintln!("ferry: {message}");
-    exit::FAILURE
-}
-
 /// The local file name for a URL: the last segment of its path, percent-decoded.
-fn file_name_for(url: &str) -> Result<String, String> {
+pub(super) fn file_name_for(url: &str) -> Result<String, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
     let segment = parsed
         .path_segments()
@@ -97,66 +90,36 @@ fn earlier_job<'a>(jobs: &'a [Job], files: &[NewFile]) -> Option<&'a Job> {
     })
 }
 
-pub(super) async fn run(args: GetArgs) -> u8 {
+pub(super) async fn run(client: &Client, args: GetArgs) -> u8 {
     let files = match plan_files(&args) {
         Ok(files) => files,
         Err(message) => return fail(message),
     };
-    let (data_dir, config_path) = match (platform::data_dir(), platform::config_path()) {
-        (Ok(data), Ok(config)) => (data, config),
-        (Err(e), _) | (_, Err(e)) => return fail(e),
-    };
-    let config = match Config::load(&config_path) {
-        Ok(config) => config,
-        Err(e) => return fail(e),
-    };
-    let options = EngineOptions {
-        data_dir,
-        config,
-        clock: Arc::new(SystemClock::default()),
-        user: User::current(),
-    };
-    let (engine, report) = match engine::start(options) {
-        Ok(started) => started,
-        Err(e @ engine::EngineError::Store(crate::store::StoreError::Locked { .. })) => {
-            eprintln!("ferry: {e}");
-            return exit::ENGINE_BUSY;
-        }
-        Err(e) => return fail(e),
-    };
-    for damaged in &report.quarantined {
-        eprintln!(
-            "ferry: warning: a damaged job file was moved to {} ({})",
-            damaged.moved_to.display(),
-            damaged.reason
-        );
+    match prepare(client, &args, files).await {
+        Ok(job) => follow(client, job, args.quiet).await,
+        Err(e) => report(&e),
     }
-    let code = match prepare(&engine, &args, files).await {
-        Ok(job) => follow(&engine, job, args.quiet).await,
-        Err(e) => fail(&e),
-    };
-    if let Err(e) = engine.shutdown().await {
-        tracing::warn!("engine shutdown: {e}");
-    }
-    code
 }
 
 /// Creates the job (or finds the one an interrupted run left) and resumes it.
 async fn prepare(
-    engine: &EngineHandle,
+    client: &Client,
     args: &GetArgs,
     files: Vec<NewFile>,
-) -> Result<JobId, BitsError> {
-    let jobs = engine.jobs().await?;
+) -> Result<JobId, ClientError> {
+    let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, &files) {
         let id = job.id;
         if !args.quiet {
-            eprintln!("ferry: resuming job {id} from an earlier run");
+            eprintln!("ferry: resuming job {} from an earlier run", id.0);
         }
-        engine
-            .set(id, PropertyChange::Priority(args.priority))
+        client
+            .set(id, &[PropertyChange::Priority(args.priority)])
             .await?;
-        engine.resume(id).await?;
+        // A job the service finished meanwhile only waits for Complete.
+        if job.state != JobState::Transferred {
+            client.resume(id).await?;
+        }
         return Ok(id);
     }
     let name = match files.as_slice() {
@@ -172,8 +135,8 @@ async fn prepare(
         ..JobSpec::new(&name, JobType::Download)
     };
     // Created with its files in one step: a refused file leaves no job behind.
-    let id = engine.create(spec).await?;
-    engine.resume(id).await?;
+    let id = client.create(&spec).await?;
+    client.resume(id).await?;
     Ok(id)
 }
 
@@ -199,8 +162,11 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 }
 
 /// Waits for the job to finish, showing progress; completes or cancels it.
-async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
-    let mut events = engine.subscribe();
+async fn follow(client: &Client, id: JobId, quiet: bool) -> u8 {
+    let mut events = match client.events().await {
+        Ok(events) => events,
+        Err(e) => return report(&e),
+    };
     let started = std::time::Instant::now();
     // Bytes already there when this run began (a resumed job) do not count for the speed.
     let mut resumed_from: Option<u64> = None;
@@ -218,16 +184,17 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
         tokio::select! {
             _ = &mut interrupt => {
                 bar.abandon();
-                let _ = engine.suspend(id).await;
-                eprintln!("ferry: interrupted; job {id} is suspended. Run the same command again to resume it.");
+                let _ = client.suspend(id).await;
+                eprintln!("ferry: interrupted; job {} is suspended. Run the same command again to resume it.", id.0);
                 return exit::INTERRUPTED;
             }
-            event = events.recv() => {
+            event = events.next() => {
                 let relevant = match &event {
-                    Ok(EngineEvent::StateChanged { job, .. }) => *job == id,
-                    Ok(_) => false,
-                    // Lagged: something may have been missed; look. Closed: the next call says why.
-                    Err(_) => true,
+                    Some(Ok(ServiceEvent::Engine(EngineEvent::StateChanged { job, .. }))) => *job == id,
+                    Some(Ok(_)) => false,
+                    // Lagged: something may have been missed; look. An error or the end of the
+                    // stream: the next call says why.
+                    Some(Err(_)) | None => true,
                 };
                 if !relevant {
                     continue;
@@ -235,11 +202,11 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
             }
             _ = ticker.tick() => {}
         }
-        let job = match engine.job(id).await {
+        let job = match client.job(id).await {
             Ok(job) => job,
             Err(e) => {
                 bar.abandon();
-                return fail(&e);
+                return report(&e);
             }
         };
         let progress = job.progress();
@@ -255,7 +222,7 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
         match job.state {
             JobState::Transferred => {
                 bar.finish_and_clear();
-                return match engine.complete(id).await {
+                return match client.complete(id).await {
                     Ok(_) => {
                         if !quiet {
                             let seconds = started.elapsed().as_secs_f64().max(0.001);
@@ -270,24 +237,20 @@ async fn follow(engine: &EngineHandle, id: JobId, quiet: bool) -> u8 {
                         }
                         exit::OK
                     }
-                    Err(e) => fail(&e),
+                    Err(e) => report(&e),
                 };
             }
             JobState::Error => {
                 bar.abandon();
-                let error = job.error.as_ref().map(|e| {
-                    let file = e
-                        .file
-                        .and_then(|i| job.files.get(i))
-                        .map(|f| format!(" [{}]", f.remote_url));
-                    format!("{e}{}", file.unwrap_or_default())
-                });
                 eprintln!(
                     "ferry: the job failed: {}",
-                    error.unwrap_or_else(|| "unknown error".into())
+                    super::jobs::job_error_text(&job)
                 );
-                let _ = engine.cancel(id).await;
-                eprintln!("ferry: job {id} was cancelled and its partial files deleted");
+                let _ = client.cancel(id).await;
+                eprintln!(
+                    "ferry: job {} was cancelled and its partial files deleted",
+                    id.0
+                );
                 return exit::JOB_ERROR;
             }
             JobState::TransientError => {

@@ -1,29 +1,48 @@
-//! The command line. Thin: it parses, talks to the engine and prints.
+//! The command line. Thin: it parses, talks to the service and prints.
 
+mod daemon;
 mod get;
+mod jobs;
+mod resolve;
+mod show;
 
-use clap::{Parser, Subcommand};
+use crate::job::{BitsError, ErrorCode, Priority};
+use crate::service::client::ClientError;
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// Something went wrong before or outside a job (bad input, store, config).
+    /// Any other error (bad input, a refused request, a local file problem).
     pub const FAILURE: u8 = 1;
     /// Usage error (clap's own code).
     pub const USAGE: u8 = 2;
-    /// The job ended in ERROR (a fatal transfer error); it was cancelled.
+    /// The job ended in ERROR (`get` cancels it; `wait` leaves it for you to look at).
     pub const JOB_ERROR: u8 = 3;
-    /// Another engine holds the data directory.
-    pub const ENGINE_BUSY: u8 = 4;
-    /// Interrupted (Ctrl+C): the job was suspended and can be resumed.
+    /// Another service already runs for this data directory (`ferry daemon`).
+    pub const SERVICE_BUSY: u8 = 4;
+    /// No job matches the name or id given, or more than one does.
+    pub const NO_SUCH_JOB: u8 = 5;
+    /// BG_E_INVALID_STATE: the job's state does not allow the request.
+    pub const INVALID_STATE: u8 = 6;
+    /// A quota was hit (jobs per user or machine, files per job, ranges per file).
+    pub const QUOTA: u8 = 7;
+    /// The service cannot be reached or started, or refused this user.
+    pub const UNREACHABLE: u8 = 8;
+    /// `wait --timeout` ran out before the job finished.
+    pub const TIMEOUT: u8 = 124;
+    /// Interrupted (Ctrl+C): `get` suspended its job.
     pub const INTERRUPTED: u8 = 130;
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 error before or outside a job, 2 usage error, \
-3 the job ended in ERROR (it was cancelled), 4 another Ferry engine is using the data directory, \
-130 interrupted (the job is suspended; run the same command again to resume it).";
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 other error (bad input, a refused request); \
+2 usage error; 3 the job ended in ERROR; 4 another service already runs (ferry daemon); 5 no such \
+job, or the name matches several; 6 the job's state does not allow it (BG_E_INVALID_STATE); 7 a \
+quota was hit; 8 the service cannot be reached or started; 124 `wait --timeout` ran out; 130 \
+interrupted.\n\nA JOB is its id, a unique prefix of the id, or its display name when no other job \
+of yours has that name.";
 
 #[derive(Parser, Debug)]
 #[command(name = "ferry", version, about = "Background transfers with the job model of BITS", after_help = EXIT_CODES)]
@@ -41,13 +60,62 @@ pub enum Command {
     /// to resume it where it stopped.
     #[command(after_help = EXIT_CODES)]
     Get(GetArgs),
+    /// Create a job (SUSPENDED, with no files) and print its id.
+    #[command(after_help = EXIT_CODES)]
+    Create(CreateArgs),
+    /// Add files to a job: one URL, a list file (--set), or byte ranges of one URL (--ranges).
+    #[command(after_help = EXIT_CODES)]
+    Add(AddArgs),
+    /// Start or continue transferring the jobs.
+    #[command(after_help = EXIT_CODES)]
+    Resume(JobsArgs),
+    /// Stop transferring the jobs (they keep their progress).
+    #[command(after_help = EXIT_CODES)]
+    Suspend(JobsArgs),
+    /// Complete the jobs: move the transferred files to their names; delete the others.
+    #[command(after_help = EXIT_CODES)]
+    Complete(JobsArgs),
+    /// Cancel the jobs and delete their temporary files.
+    #[command(after_help = EXIT_CODES)]
+    Cancel(JobsArgs),
+    /// Cancel all of your jobs.
+    #[command(after_help = EXIT_CODES)]
+    Reset,
+    /// List your jobs, oldest first.
+    #[command(after_help = EXIT_CODES)]
+    List(ListArgs),
+    /// Show everything about a job.
+    #[command(after_help = EXIT_CODES)]
+    Info(InfoArgs),
+    /// Change properties of a job.
+    #[command(after_help = EXIT_CODES)]
+    Set(SetArgs),
+    /// Wait until a job is TRANSFERRED (exit 0) or in ERROR (exit 3).
+    #[command(after_help = EXIT_CODES)]
+    Wait(WaitArgs),
+    /// Show your jobs, refreshed live, until Ctrl+C.
+    #[command(after_help = EXIT_CODES)]
+    Monitor(MonitorArgs),
+    /// Run the service: in the background (the default), or in this process with --foreground.
+    ///
+    /// Other commands start the service by themselves when none runs, so this is only needed
+    /// for service managers (see assets/ferry.service) and debugging.
+    #[command(after_help = EXIT_CODES)]
+    Daemon(DaemonArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (ferry.1 and one per command) into DIR.
+    Man {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
     /// Priority of the job: foreground, high, normal or low.
     #[arg(long, default_value = "foreground", value_parser = parse_priority)]
-    pub priority: crate::job::Priority,
+    pub priority: Priority,
     /// Folder the files go to (default: the current folder).
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
@@ -62,9 +130,238 @@ pub struct GetArgs {
     pub urls: Vec<String>,
 }
 
-fn parse_priority(text: &str) -> Result<crate::job::Priority, String> {
-    crate::job::Priority::parse(text)
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// An upload job (one file, sent with the BITS upload protocol).
+    #[arg(long, conflicts_with = "upload_reply")]
+    pub upload: bool,
+    /// An upload job whose server sends a reply back.
+    #[arg(long)]
+    pub upload_reply: bool,
+    /// foreground, high, normal or low (default: normal, or the config file's default).
+    #[arg(long, value_parser = parse_priority)]
+    pub priority: Option<Priority>,
+    /// The job's display name (up to 256 characters).
+    pub name: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AddArgs {
+    pub job: String,
+    /// The remote file (http:// or https://).
+    #[arg(required_unless_present = "set", conflicts_with = "set")]
+    pub url: Option<String>,
+    /// Where the file goes (default: the URL's file name in the current folder).
+    #[arg(conflicts_with = "set")]
+    pub local: Option<PathBuf>,
+    /// A file with one `URL LOCAL` pair per line (`#` starts a comment); all are added or none.
+    #[arg(long, value_name = "FILE")]
+    pub set: Option<PathBuf>,
+    /// Only these byte ranges: OFFSET:LENGTH,… with `eof` as a length (e.g. 0:100,2000:eof).
+    #[arg(long, requires = "local", conflicts_with = "set")]
+    pub ranges: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct JobsArgs {
+    #[arg(required = true, value_name = "JOB")]
+    pub jobs: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Also show jobs that recently ended (ACKNOWLEDGED or CANCELLED).
+    #[arg(long)]
+    pub all_states: bool,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    pub job: String,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SetArgs {
+    pub job: String,
+    #[arg(long, value_parser = parse_priority)]
+    pub priority: Option<Priority>,
+    /// The display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Seconds to wait before retrying after a transient error (at least 5).
+    #[arg(long, value_name = "SECONDS")]
+    pub min_retry_delay: Option<u64>,
+    /// Seconds without progress after which a transient error becomes ERROR.
+    #[arg(long, value_name = "SECONDS")]
+    pub no_progress_timeout: Option<u64>,
+    /// Seconds the job may spend transferring before it goes to ERROR.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_download_time: Option<u64>,
+    /// Which notifications to send: a number (1 transferred, 2 error, 4 disable, 8 modification,
+    /// 16 file transferred) or names joined by commas (transferred,error,…).
+    #[arg(long, value_parser = parse_notify_flags, value_name = "FLAGS")]
+    pub notify_flags: Option<u32>,
+    /// Program (absolute path) and arguments to run on a notification; `--notify-cmd ''` clears.
+    #[arg(long, num_args = 1.., value_name = "PROGRAM [ARGS]", allow_hyphen_values = true)]
+    pub notify_cmd: Option<Vec<String>>,
+    /// A custom header sent with every request (`Name: value`); repeat for several. Replaces the
+    /// job's headers; `--header ''` clears them.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// preconfig (the environment's proxy), no-proxy, autodetect, or override (with --proxy-list).
+    #[arg(long, value_parser = parse_proxy_usage, value_name = "USAGE")]
+    pub proxy: Option<crate::job::ProxyUsage>,
+    /// Proxies for --proxy override, comma-separated (e.g. http://127.0.0.1:3128).
+    #[arg(long, requires = "proxy")]
+    pub proxy_list: Option<String>,
+    /// Hosts that bypass the proxy, space- or comma-separated (`<local>` for local names).
+    #[arg(long, requires = "proxy")]
+    pub proxy_bypass: Option<String>,
+    /// allow-silent (default), allow-report (the file's URL becomes the final one), or disallow.
+    #[arg(long, value_parser = parse_redirect_mode, value_name = "POLICY")]
+    pub redirect_policy: Option<crate::job::RedirectMode>,
+    /// With --redirect-policy: also follow redirects from https to http.
+    #[arg(long, requires = "redirect_policy")]
+    pub allow_https_to_http: bool,
+    /// Allow (true) or forbid (false) Complete to replace existing destination files.
+    #[arg(long, value_name = "BOOL")]
+    pub replace_existing: Option<bool>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    pub job: String,
+    /// Give up after this many seconds (exit code 124).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MonitorArgs {
+    /// Also show jobs that recently ended.
+    #[arg(long)]
+    pub all_states: bool,
+    /// Redraw at least this often, in seconds (changes show at once anyway).
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub refresh: f64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Run in this process (for service managers and debugging) instead of in the background.
+    #[arg(long, conflicts_with_all = ["stop", "status"])]
+    pub foreground: bool,
+    /// Ask the running service to stop; its transfers resume when it starts again.
+    #[arg(long, conflicts_with = "status")]
+    pub stop: bool,
+    /// Print whether a service runs, and its pid, socket and data directory.
+    #[arg(long)]
+    pub status: bool,
+}
+
+fn parse_priority(text: &str) -> Result<Priority, String> {
+    Priority::parse(text)
         .ok_or_else(|| format!("{text:?} is not a priority: use foreground, high, normal or low"))
+}
+
+fn parse_notify_flags(text: &str) -> Result<u32, String> {
+    use crate::job::NotifyFlags as F;
+    if let Ok(number) = text.parse::<u32>() {
+        return if number & !F::ALL == 0 {
+            Ok(number)
+        } else {
+            Err(format!(
+                "{number} has bits that are not notify flags (at most {})",
+                F::ALL
+            ))
+        };
+    }
+    text.split(',')
+        .map(|name| match name.trim().to_ascii_lowercase().as_str() {
+            "transferred" => Ok(F::JOB_TRANSFERRED),
+            "error" => Ok(F::JOB_ERROR),
+            "disable" => Ok(F::DISABLE),
+            "modification" => Ok(F::JOB_MODIFICATION),
+            "file-transferred" => Ok(F::FILE_TRANSFERRED),
+            "file-ranges-transferred" => Ok(F::FILE_RANGES_TRANSFERRED),
+            other => Err(format!(
+                "{other:?} is not a notify flag: use transferred, error, disable, modification, \
+                 file-transferred, file-ranges-transferred, or a number"
+            )),
+        })
+        .try_fold(0, |all, flag| flag.map(|f| all | f))
+}
+
+fn parse_proxy_usage(text: &str) -> Result<crate::job::ProxyUsage, String> {
+    use crate::job::ProxyUsage;
+    match text.to_ascii_lowercase().replace('_', "-").as_str() {
+        "preconfig" => Ok(ProxyUsage::Preconfig),
+        "no-proxy" => Ok(ProxyUsage::NoProxy),
+        "autodetect" => Ok(ProxyUsage::Autodetect),
+        "override" => Ok(ProxyUsage::Override),
+        _ => Err(format!(
+            "{text:?} is not a proxy usage: use preconfig, no-proxy, autodetect or override"
+        )),
+    }
+}
+
+fn parse_redirect_mode(text: &str) -> Result<crate::job::RedirectMode, String> {
+    use crate::job::RedirectMode;
+    match text.to_ascii_lowercase().replace('_', "-").as_str() {
+        "allow-silent" => Ok(RedirectMode::AllowSilent),
+        "allow-report" => Ok(RedirectMode::AllowReport),
+        "disallow" => Ok(RedirectMode::Disallow),
+        _ => Err(format!(
+            "{text:?} is not a redirect policy: use allow-silent, allow-report or disallow"
+        )),
+    }
+}
+
+/// Prints an error from the service and returns its exit code.
+pub(crate) fn report(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Api(e) => report_bits(e),
+        ClientError::Unreachable { .. } => {
+            eprintln!("ferry: {e}");
+            exit::UNREACHABLE
+        }
+        ClientError::Protocol(_) => {
+            eprintln!("ferry: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+pub(crate) fn report_bits(e: &BitsError) -> u8 {
+    eprintln!("ferry: {e}");
+    exit_code(e.code)
+}
+
+fn exit_code(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::NotFound => exit::NO_SUCH_JOB,
+        ErrorCode::InvalidState => exit::INVALID_STATE,
+        ErrorCode::TooManyJobsPerUser
+        | ErrorCode::TooManyJobsPerMachine
+        | ErrorCode::TooManyFilesInJob
+        | ErrorCode::TooManyRangesInFile => exit::QUOTA,
+        ErrorCode::AccessDenied => exit::UNREACHABLE,
+        _ => exit::FAILURE,
+    }
+}
+
+/// Prints a plain error (no BITS code: it happened before any request) and returns 1.
+pub(crate) fn fail(message: impl std::fmt::Display) -> u8 {
+    eprintln!("ferry: {message}");
+    exit::FAILURE
 }
 
 /// Runs the command line; returns the process exit code.
@@ -88,17 +385,52 @@ pub fn main() -> u8 {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ferry: cannot start: {e}");
-            return exit::FAILURE;
-        }
-    };
     match cli.command {
-        Command::Get(args) => runtime.block_on(get::run(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+            exit::OK
+        }
+        Command::Man { dir } => match clap_mangen::generate_to(Cli::command(), &dir) {
+            Ok(()) => exit::OK,
+            Err(e) => fail(format!(
+                "cannot write the man pages to {}: {e}",
+                dir.display()
+            )),
+        },
+        Command::Daemon(args) => daemon::run(args),
+        command => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return fail(format!("cannot start: {e}")),
+            };
+            runtime.block_on(client_command(command))
+        }
+    }
+}
+
+/// The commands that talk to the service (which they start when none runs).
+async fn client_command(command: Command) -> u8 {
+    let client = match crate::service::client::Client::connect_or_start().await {
+        Ok(client) => client,
+        Err(e) => return report(&e),
+    };
+    match command {
+        Command::Get(args) => get::run(&client, args).await,
+        Command::Create(args) => jobs::create(&client, args).await,
+        Command::Add(args) => jobs::add(&client, args).await,
+        Command::Resume(args) => jobs::each(&client, args, jobs::Verb::Resume).await,
+        Command::Suspend(args) => jobs::each(&client, args, jobs::Verb::Suspend).await,
+        Command::Complete(args) => jobs::each(&client, args, jobs::Verb::Complete).await,
+        Command::Cancel(args) => jobs::each(&client, args, jobs::Verb::Cancel).await,
+        Command::Reset => jobs::reset(&client).await,
+        Command::List(args) => jobs::list(&client, args).await,
+        Command::Info(args) => jobs::info(&client, args).await,
+        Command::Set(args) => jobs::set(&client, args).await,
+        Command::Wait(args) => jobs::wait(&client, args).await,
+        Command::Monitor(args) => jobs::monitor(&client, args).await,
+        Command::Daemon(_) | Command::Completions { .. } | Command::Man { .. } => exit::USAGE,
     }
 }

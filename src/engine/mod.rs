@@ -19,13 +19,18 @@ use crate::job::{
 };
 use crate::platform::User;
 use crate::store::{Quarantined, Store, StoreError};
-use std::collections::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transfer::{End, Final, Report, WorkerMessage};
+
+/// Jobs that reached ACKNOWLEDGED or CANCELLED stay visible (read-only) this many at a time, so
+/// that a client that looks just after the end still sees how the job ended.
+const FINISHED_KEPT: usize = 100;
 
 /// How often changed progress is written to the store.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,8 +49,10 @@ pub struct StartReport {
     pub quarantined: Vec<Quarantined>,
 }
 
-/// Events for listeners (spec §7.5, plus Ferry's own).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Events for listeners (spec §7.5, plus Ferry's own). In the service's JSON, each event is an
+/// object whose `event` field names the variant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event")]
 pub enum EngineEvent {
     StateChanged {
         job: JobId,
@@ -92,7 +99,7 @@ pub enum EngineEvent {
 }
 
 /// Result of Complete (spec §3.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompleteOutcome {
     /// S_OK: every file was committed.
     Complete,
@@ -103,7 +110,7 @@ pub enum CompleteOutcome {
 }
 
 /// Result of Cancel (spec §3.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CancelOutcome {
     Cancelled,
     /// BG_S_UNABLE_TO_DELETE_FILES: cancelled, but some temp files could not be deleted.
@@ -118,15 +125,24 @@ pub enum EngineError {
 
 /// Everything a new job starts with: CreateJob plus setters plus AddFileSet in one step, all or
 /// nothing (no half-made job is left behind when a file is refused).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSpec {
     pub name: String,
+    #[serde(default = "download")]
     pub job_type: JobType,
     /// `None`: the configured default (NORMAL).
+    #[serde(default)]
     pub priority: Option<Priority>,
+    #[serde(default)]
     pub description: String,
+    #[serde(default)]
     pub replace_existing: bool,
+    #[serde(default)]
     pub files: Vec<NewFile>,
+}
+
+fn download() -> JobType {
+    JobType::Download
 }
 
 impl JobSpec {
@@ -157,7 +173,9 @@ enum Op {
         change: PropertyChange,
     },
     Get(JobId),
-    List,
+    List {
+        finished: bool,
+    },
     Network {
         up: bool,
     },
@@ -284,9 +302,15 @@ impl EngineHandle {
         }
     }
 
-    /// Every job still in the queue (final jobs leave it).
+    /// Every job still in the queue (final jobs leave it), oldest first.
     pub async fn jobs(&self) -> Result<Vec<Job>, BitsError> {
-        match self.call(Op::List).await? {
+        self.list(false).await
+    }
+
+    /// The queue, plus with `finished` the last jobs that ended (ACKNOWLEDGED or CANCELLED)
+    /// while this engine ran.
+    pub async fn list(&self, finished: bool) -> Result<Vec<Job>, BitsError> {
+        match self.call(Op::List { finished }).await? {
             Reply::Jobs(jobs) => Ok(jobs),
             _ => Err(unexpected()),
         }
@@ -360,6 +384,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         slice_started: HashMap::new(),
         notify_retry: HashMap::new(),
         network_up: true,
+        finished: VecDeque::new(),
     };
     let watch_network = actor.config.watch_network;
     let weak = commands_tx.downgrade();
@@ -405,6 +430,8 @@ struct ClientKey {
 
 struct Actor {
     jobs: HashMap<JobId, Job>,
+    /// The last jobs that reached a final state, oldest first (see [`FINISHED_KEPT`]).
+    finished: VecDeque<Job>,
     store: Store,
     user: User,
     config: Config,
@@ -497,12 +524,22 @@ impl Actor {
     }
 
     fn job(&self, id: JobId) -> Result<&Job, BitsError> {
-        self.jobs.get(&id).ok_or_else(|| {
-            BitsError::new(
+        if let Some(job) = self.jobs.get(&id) {
+            return Ok(job);
+        }
+        match self.finished.iter().find(|j| j.id == id) {
+            Some(job) => Err(BitsError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "job {id} is {}: it has left the queue and can no longer be changed",
+                    job.state
+                ),
+            )),
+            None => Err(BitsError::new(
                 ErrorCode::NotFound,
                 format!("no job {id}: it may have been completed or cancelled"),
-            )
-        })
+            )),
+        }
     }
 
     async fn handle(&mut self, op: Op) -> Result<Reply, BitsError> {
@@ -540,9 +577,15 @@ impl Actor {
                 .apply(job, Event::Set(change), Persist::Now)
                 .await
                 .map(|_| Reply::Done),
-            Op::Get(job) => self.job(job).map(|j| Reply::Job(Box::new(j.clone()))),
-            Op::List => {
+            Op::Get(id) => match self.finished.iter().find(|j| j.id == id) {
+                Some(job) => Ok(Reply::Job(Box::new(job.clone()))),
+                None => self.job(id).map(|j| Reply::Job(Box::new(j.clone()))),
+            },
+            Op::List { finished } => {
                 let mut jobs: Vec<Job> = self.jobs.values().cloned().collect();
+                if finished {
+                    jobs.extend(self.finished.iter().cloned());
+                }
                 jobs.sort_by_key(|j| (j.times.created, j.id));
                 Ok(Reply::Jobs(jobs))
             }
@@ -649,6 +692,7 @@ impl Actor {
         event: Event,
         persist: Persist,
     ) -> Result<bool, BitsError> {
+        self.job(id)?; // the precise error for an unknown or finished job
         let now = self.now();
         let from_worker = matches!(
             event,
@@ -707,7 +751,12 @@ impl Actor {
             if let Err(e) = self.store.remove(id) {
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
             }
-            self.jobs.remove(&id);
+            if let Some(job) = self.jobs.remove(&id) {
+                if self.finished.len() == FINISHED_KEPT {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back(job);
+            }
             self.dirty.remove(&id);
             self.slice_started.remove(&id);
             self.notify_retry.remove(&id);

@@ -42,6 +42,11 @@ impl JobId {
     pub fn new_random() -> Self {
         JobId(uuid::Uuid::new_v4())
     }
+
+    /// Parses an id with or without braces (`{6f1c…}` or `6f1c…`).
+    pub fn parse(text: &str) -> Option<JobId> {
+        uuid::Uuid::parse_str(text.trim()).ok().map(JobId)
+    }
 }
 
 impl std::fmt::Display for JobId {

@@ -152,7 +152,7 @@ pub enum AuthScheme {
 }
 
 /// One credential per (target, scheme) as in BITS; Ferry supports server Basic and Digest.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     pub server: Option<(AuthScheme, String, String)>,
 }
@@ -201,16 +201,17 @@ pub enum RedirectMode {
     Disallow,
 }
 
-/// A setter call (spec §2.3: every setter is allowed in every non-final state).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A setter call (spec §2.3: every setter is allowed in every non-final state). In the service's
+/// JSON, durations are whole seconds, as in BITS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PropertyChange {
     DisplayName(String),
     Description(String),
     Priority(Priority),
     /// Raised to the 5 s floor.
-    MinimumRetryDelay(Duration),
-    NoProgressTimeout(Duration),
-    MaxDownloadTime(Duration),
+    MinimumRetryDelay(#[serde(with = "seconds")] Duration),
+    NoProgressTimeout(#[serde(with = "seconds")] Duration),
+    MaxDownloadTime(#[serde(with = "seconds")] Duration),
     NotifyFlags(u32),
     NotifyCommand(Option<NotifyCommand>),
     CustomHeaders(Vec<(String, String)>),
@@ -359,5 +360,32 @@ pub(crate) fn validate_change(change: &PropertyChange) -> Result<(), BitsError> 
         }
         PropertyChange::RemoteName { url, .. } => check_remote_url(url),
         _ => Ok(()),
+    }
+}
+
+/// The password never reaches a log line.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let server = self
+            .server
+            .as_ref()
+            .map(|(scheme, user, _)| format!("{scheme:?} {user} ***"));
+        f.debug_struct("Credentials")
+            .field("server", &server)
+            .finish()
+    }
+}
+
+/// Serde for a [`Duration`] as whole seconds.
+pub mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(duration.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
     }
 }

@@ -48,11 +48,12 @@ impl Default for TimePolicy {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewFile {
     pub remote_url: String,
     /// Absolute path of the final file.
     pub local_path: PathBuf,
+    #[serde(default)]
     pub ranges: Option<Vec<FileRange>>,
 }
 

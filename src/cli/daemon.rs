@@ -1,0 +1,131 @@
+//! `ferry daemon`: the service, in the background or in this process.
+
+use super::{DaemonArgs, exit, fail, report};
+use crate::config::Config;
+use crate::engine::SystemClock;
+use crate::platform::{self, User};
+use crate::service::client::{Client, ClientError};
+use crate::service::spawn::{self, Started};
+use crate::service::{self, ServiceError, ServiceOptions};
+use std::io::Write;
+use std::sync::Arc;
+
+pub(super) fn run(args: DaemonArgs) -> u8 {
+    if args.foreground {
+        return foreground();
+    }
+    if args.stop || args.status {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => return fail(format!("cannot start: {e}")),
+        };
+        return runtime.block_on(control(args.stop));
+    }
+    match spawn::daemonize() {
+        Ok(Started::Started { pid }) => {
+            eprintln!(
+                "ferry: the service runs in the background (pid {pid}); socket {}",
+                platform::socket_path().display()
+            );
+            exit::OK
+        }
+        Ok(Started::AlreadyRunning) => {
+            eprintln!(
+                "ferry: a service already runs on {}",
+                platform::socket_path().display()
+            );
+            exit::SERVICE_BUSY
+        }
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            exit::UNREACHABLE
+        }
+    }
+}
+
+/// `--stop` and `--status`: talk to a running service, never start one.
+async fn control(stop: bool) -> u8 {
+    let client = match Client::new(&platform::socket_path()) {
+        Ok(client) => client,
+        Err(e) => return report(&e),
+    };
+    let status = match client.status().await {
+        Ok(status) => status,
+        Err(ClientError::Unreachable { socket, .. }) => {
+            println!("no service is running (socket {})", socket.display());
+            return if stop { exit::OK } else { exit::UNREACHABLE };
+        }
+        Err(e) => return report(&e),
+    };
+    if stop {
+        return match client.shutdown().await {
+            Ok(()) => {
+                println!("service {} is stopping", status.pid);
+                exit::OK
+            }
+            Err(e) => report(&e),
+        };
+    }
+    println!("pid:       {}", status.pid);
+    println!("version:   {}", status.version);
+    println!("user:      {} (uid {})", status.user, status.uid);
+    println!("socket:    {}", status.socket.display());
+    println!("data:      {}", status.data_dir.display());
+    println!("jobs:      {}", status.jobs);
+    match status.idle_exit_secs {
+        0 => println!("idle exit: never"),
+        secs => println!("idle exit: after {secs} s with no jobs and no clients"),
+    }
+    exit::OK
+}
+
+fn foreground() -> u8 {
+    let (data_dir, config_path) = match (platform::data_dir(), platform::config_path()) {
+        (Ok(data), Ok(config)) => (data, config),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start: {e}")),
+    };
+    let options = ServiceOptions {
+        data_dir,
+        socket: platform::socket_path(),
+        config,
+        clock: Arc::new(SystemClock::default()),
+        user: User::current(),
+    };
+    let result = runtime.block_on(service::run(options, |status| {
+        tracing::info!(pid = status.pid, socket = %status.socket.display(), "service ready");
+        // The one line on stdout: `ferry daemon` (the background starter) waits for it. Nothing
+        // is printed on stdout afterwards, since the reader may be gone.
+        let mut out = std::io::stdout();
+        let _ = writeln!(
+            out,
+            "{} pid {} socket {}",
+            spawn::READY,
+            status.pid,
+            status.socket.display()
+        );
+        let _ = out.flush();
+    }));
+    match result {
+        Ok(()) => exit::OK,
+        Err(e @ ServiceError::Busy { .. }) => {
+            eprintln!("ferry: {e}");
+            exit::SERVICE_BUSY
+        }
+        Err(e) => fail(e),
+    }
+}

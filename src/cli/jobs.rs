@@ -1,0 +1,487 @@
+//! The job verbs: create, add, resume/suspend/complete/cancel, reset, list, info, set, wait,
+//! monitor. Each one resolves its JOB arguments, sends requests and prints.
+
+use super::resolve::resolve;
+use super::show::{self, Details, Summary};
+use super::{
+    AddArgs, CreateArgs, InfoArgs, JobsArgs, ListArgs, MonitorArgs, SetArgs, WaitArgs, exit, fail,
+    report, report_bits,
+};
+use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
+use crate::job::{
+    BitsError, ErrorCode, FileRange, Job, JobState, JobType, NewFile, NotifyCommand,
+    PropertyChange, ProxySettings, RedirectPolicy,
+};
+use crate::service::client::{Client, ClientError, ServiceEvent};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The one job `token` names, among the caller's jobs (including those that recently ended).
+async fn find(client: &Client, token: &str) -> Result<Job, ClientError> {
+    let jobs = client.jobs(true).await?;
+    Ok(resolve(&jobs, token)?.clone())
+}
+
+pub(super) async fn create(client: &Client, args: CreateArgs) -> u8 {
+    let job_type = if args.upload {
+        JobType::Upload
+    } else if args.upload_reply {
+        JobType::UploadReply
+    } else {
+        JobType::Download
+    };
+    let spec = JobSpec {
+        priority: args.priority,
+        ..JobSpec::new(&args.name, job_type)
+    };
+    match client.create(&spec).await {
+        Ok(id) => {
+            println!("{}", id.0);
+            exit::OK
+        }
+        Err(e) => report(&e),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The local path for a URL when none is given: its file name in the current folder.
+fn default_local(url: &str) -> Result<PathBuf, String> {
+    absolute(Path::new(&super::get::file_name_for(url)?))
+}
+
+/// Reads an `add --set` file: `URL LOCAL` per line, `#` comments and blank lines ignored.
+fn read_file_set(path: &Path) -> Result<Vec<NewFile>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the file list {}: {e}", path.display()))?;
+    let mut files = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (url, local) = line
+            .split_once(char::is_whitespace)
+            .map(|(url, local)| (url, local.trim()))
+            .filter(|(_, local)| !local.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "{}:{}: expected `URL LOCAL` (a URL, spaces, then the local file); nothing \
+                     was added",
+                    path.display(),
+                    number + 1
+                )
+            })?;
+        files.push(NewFile {
+            remote_url: url.to_string(),
+            local_path: absolute(Path::new(local))?,
+            ranges: None,
+        });
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "{} lists no files (lines are `URL LOCAL`)",
+            path.display()
+        ));
+    }
+    Ok(files)
+}
+
+fn files_to_add(args: &AddArgs) -> Result<Vec<NewFile>, BitsError> {
+    let invalid = |message: String| BitsError::new(ErrorCode::InvalidArg, message);
+    if let Some(set) = &args.set {
+        return read_file_set(set).map_err(invalid);
+    }
+    let url = args.url.clone().unwrap_or_default();
+    let local_path = match &args.local {
+        Some(local) => absolute(local),
+        None => default_local(&url),
+    }
+    .map_err(invalid)?;
+    let ranges = args
+        .ranges
+        .as_deref()
+        .map(FileRange::parse_list)
+        .transpose()?;
+    Ok(vec![NewFile {
+        remote_url: url,
+        local_path,
+        ranges,
+    }])
+}
+
+pub(super) async fn add(client: &Client, args: AddArgs) -> u8 {
+    let files = match files_to_add(&args) {
+        Ok(files) => files,
+        Err(e) => return report_bits(&e),
+    };
+    let result = async {
+        let job = find(client, &args.job).await?;
+        client.add_files(job.id, files).await
+    }
+    .await;
+    match result {
+        Ok(job) => {
+            let progress = job.progress();
+            eprintln!(
+                "ferry: job {} has {} file(s)",
+                job.id.0, progress.files_total
+            );
+            exit::OK
+        }
+        Err(e) => report(&e),
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Verb {
+    Resume,
+    Suspend,
+    Complete,
+    Cancel,
+}
+
+/// Runs the verb on every job named; goes on after a failure and returns the first failure's
+/// exit code.
+pub(super) async fn each(client: &Client, args: JobsArgs, verb: Verb) -> u8 {
+    let mut code = exit::OK;
+    for token in &args.jobs {
+        let result = async {
+            let job = find(client, token).await?;
+            let id = job.id;
+            let done = match verb {
+                Verb::Resume => client.resume(id).await.map(|j| format!("is {}", j.state))?,
+                Verb::Suspend => client
+                    .suspend(id)
+                    .await
+                    .map(|j| format!("is {}", j.state))?,
+                Verb::Complete => match client.complete(id).await? {
+                    CompleteOutcome::Complete => "was completed".to_string(),
+                    CompleteOutcome::PartialComplete => {
+                        "was completed; files not transferred were deleted \
+                         (BG_S_PARTIAL_COMPLETE 0x00200017)"
+                            .into()
+                    }
+                    CompleteOutcome::UnableToDeleteFiles => {
+                        "was completed, but some temporary files could not be deleted \
+                         (BG_S_UNABLE_TO_DELETE_FILES 0x0020001A)"
+                            .into()
+                    }
+                },
+                Verb::Cancel => match client.cancel(id).await? {
+                    CancelOutcome::Cancelled => "was cancelled".to_string(),
+                    CancelOutcome::UnableToDeleteFiles => {
+                        "was cancelled, but some temporary files could not be deleted \
+                         (BG_S_UNABLE_TO_DELETE_FILES 0x0020001A)"
+                            .into()
+                    }
+                },
+            };
+            Ok::<_, ClientError>(format!("{} {done}", id.0))
+        }
+        .await;
+        match result {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                let failed = report(&e);
+                if code == exit::OK {
+                    code = failed;
+                }
+            }
+        }
+    }
+    code
+}
+
+pub(super) async fn reset(client: &Client) -> u8 {
+    let jobs = match client.jobs(false).await {
+        Ok(jobs) => jobs,
+        Err(e) => return report(&e),
+    };
+    let mut cancelled = 0;
+    let mut code = exit::OK;
+    for job in &jobs {
+        match client.cancel(job.id).await {
+            Ok(_) => {
+                cancelled += 1;
+                println!("{} cancelled.", job.id.0);
+            }
+            Err(e) => {
+                let failed = report(&e);
+                if code == exit::OK {
+                    code = failed;
+                }
+            }
+        }
+    }
+    println!("{cancelled} out of {} jobs cancelled.", jobs.len());
+    code
+}
+
+fn print_json(value: &impl serde::Serialize) -> u8 {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            exit::OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) async fn list(client: &Client, args: ListArgs) -> u8 {
+    let jobs = match client.jobs(args.all_states).await {
+        Ok(jobs) => jobs,
+        Err(e) => return report(&e),
+    };
+    if args.json {
+        let summaries: Vec<Summary> = jobs.iter().map(Summary::of).collect();
+        return print_json(&summaries);
+    }
+    print!("{}", show::table(&jobs));
+    exit::OK
+}
+
+pub(super) async fn info(client: &Client, args: InfoArgs) -> u8 {
+    let job = match find(client, &args.job).await {
+        Ok(job) => job,
+        Err(e) => return report(&e),
+    };
+    if args.json {
+        return print_json(&Details::of(&job));
+    }
+    print!("{}", show::details_text(&job));
+    exit::OK
+}
+
+fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
+    let invalid = |message: String| BitsError::new(ErrorCode::InvalidArg, message);
+    let mut changes = Vec::new();
+    if let Some(name) = &args.name {
+        changes.push(PropertyChange::DisplayName(name.clone()));
+    }
+    if let Some(description) = &args.description {
+        changes.push(PropertyChange::Description(description.clone()));
+    }
+    if let Some(priority) = args.priority {
+        changes.push(PropertyChange::Priority(priority));
+    }
+    if let Some(secs) = args.min_retry_delay {
+        changes.push(PropertyChange::MinimumRetryDelay(Duration::from_secs(secs)));
+    }
+    if let Some(secs) = args.no_progress_timeout {
+        changes.push(PropertyChange::NoProgressTimeout(Duration::from_secs(secs)));
+    }
+    if let Some(secs) = args.max_download_time {
+        changes.push(PropertyChange::MaxDownloadTime(Duration::from_secs(secs)));
+    }
+    if let Some(flags) = args.notify_flags {
+        changes.push(PropertyChange::NotifyFlags(flags));
+    }
+    if let Some(command) = &args.notify_cmd {
+        let command = match command.as_slice() {
+            [] => None,
+            [program] if program.is_empty() => None,
+            [program, ..] => Some(NotifyCommand {
+                program: program.clone(),
+                args: command.clone(),
+            }),
+        };
+        changes.push(PropertyChange::NotifyCommand(command));
+    }
+    if !args.headers.is_empty() {
+        let mut headers = Vec::new();
+        for header in args.headers.iter().filter(|h| !h.trim().is_empty()) {
+            let (name, value) = header.split_once(':').ok_or_else(|| {
+                invalid(format!(
+                    "header {header:?} is not `Name: value` (e.g. --header 'Accept: */*')"
+                ))
+            })?;
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        changes.push(PropertyChange::CustomHeaders(headers));
+    }
+    if let Some(usage) = args.proxy {
+        changes.push(PropertyChange::Proxy(ProxySettings {
+            usage,
+            list: args.proxy_list.clone(),
+            bypass: args.proxy_bypass.clone(),
+        }));
+    }
+    if let Some(mode) = args.redirect_policy {
+        changes.push(PropertyChange::RedirectPolicy(RedirectPolicy {
+            mode,
+            allow_https_to_http: args.allow_https_to_http,
+        }));
+    }
+    if let Some(replace) = args.replace_existing {
+        changes.push(PropertyChange::ReplaceExisting(replace));
+    }
+    if changes.is_empty() {
+        return Err(invalid(
+            "nothing to change: give at least one option (see ferry set --help)".into(),
+        ));
+    }
+    Ok(changes)
+}
+
+pub(super) async fn set(client: &Client, args: SetArgs) -> u8 {
+    let changes = match changes(&args) {
+        Ok(changes) => changes,
+        Err(e) => return report_bits(&e),
+    };
+    let result = async {
+        let job = find(client, &args.job).await?;
+        client.set(job.id, &changes).await
+    }
+    .await;
+    match result {
+        Ok(_) => exit::OK,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints the error of a job in ERROR, with the file it concerns.
+pub(super) fn job_error_text(job: &Job) -> String {
+    job.error
+        .as_ref()
+        .map(|e| {
+            let file = e
+                .file
+                .and_then(|i| job.files.get(i))
+                .map(|f| format!(" [{}]", f.remote_url));
+            format!("{e}{}", file.unwrap_or_default())
+        })
+        .unwrap_or_else(|| "unknown error".into())
+}
+
+pub(super) async fn wait(client: &Client, args: WaitArgs) -> u8 {
+    let deadline = match args.timeout {
+        Some(secs) if !(secs >= 0.0 && secs.is_finite()) => {
+            return fail(format!("--timeout {secs} is not a number of seconds"));
+        }
+        Some(secs) => Some(tokio::time::Instant::now() + Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    let job = match find(client, &args.job).await {
+        Ok(job) => job,
+        Err(e) => return report(&e),
+    };
+    let id = job.id;
+    // Subscribe before looking, so that no change falls between the look and the stream.
+    let mut events = match client.events().await {
+        Ok(events) => events,
+        Err(e) => return report(&e),
+    };
+    let mut said_suspended = false;
+    loop {
+        let job = match client.job(id).await {
+            Ok(job) => job,
+            Err(e) => return report(&e),
+        };
+        match job.state {
+            JobState::Transferred | JobState::Acknowledged => {
+                println!("{} {}", id.0, job.state);
+                return exit::OK;
+            }
+            JobState::Error => {
+                eprintln!("ferry: job {} is in ERROR: {}", id.0, job_error_text(&job));
+                return exit::JOB_ERROR;
+            }
+            JobState::Cancelled => {
+                eprintln!("ferry: job {} was cancelled", id.0);
+                return exit::INVALID_STATE;
+            }
+            JobState::Suspended if !said_suspended => {
+                eprintln!(
+                    "ferry: job {} is SUSPENDED; waiting until it is resumed (ferry resume {})",
+                    id.0, id.0
+                );
+                said_suspended = true;
+            }
+            _ => {}
+        }
+        let timeout = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(timeout);
+        loop {
+            tokio::select! {
+                _ = &mut timeout => {
+                    eprintln!("ferry: job {} is still {} after the timeout", id.0, job.state);
+                    return exit::TIMEOUT;
+                }
+                event = events.next() => match event {
+                    Some(Ok(ServiceEvent::Engine(EngineEvent::StateChanged { job: changed, .. })))
+                        if changed != id => continue,
+                    Some(Ok(ServiceEvent::Engine(EngineEvent::StateChanged { .. })))
+                    | Some(Ok(ServiceEvent::Lagged { .. })) => break,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return report(&e),
+                    None => {
+                        return report(&ClientError::Unreachable {
+                            socket: client.socket().to_path_buf(),
+                            reason: "the service stopped".into(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+}
+
+pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
+    if !(args.refresh > 0.0 && args.refresh.is_finite()) {
+        return fail(format!(
+            "--refresh {} is not a number of seconds",
+            args.refresh
+        ));
+    }
+    let mut events = match client.events().await {
+        Ok(events) => events,
+        Err(e) => return report(&e),
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.refresh));
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    loop {
+        let jobs = match client.jobs(args.all_states).await {
+            Ok(jobs) => jobs,
+            Err(e) => return report(&e),
+        };
+        let now = show::local_time(chrono::Utc::now());
+        let mut screen = String::new();
+        if tty {
+            screen.push_str("\x1b[H\x1b[2J"); // home, clear
+        }
+        screen.push_str(&format!(
+            "MONITORING {} job(s) at {now} (Ctrl+C to stop)\n",
+            jobs.len()
+        ));
+        screen.push_str(&show::table(&jobs));
+        print!("{screen}");
+        if !tty {
+            println!();
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // Redraw on the next change (at most ten times a second) or at the refresh interval.
+        tokio::select! {
+            _ = &mut interrupt => return exit::OK,
+            _ = ticker.tick() => {}
+            event = events.next() => {
+                if event.is_none() {
+                    return report(&ClientError::Unreachable {
+                        socket: client.socket().to_path_buf(),
+                        reason: "the service stopped".into(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

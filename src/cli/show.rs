@@ -1,0 +1,334 @@
+//! How jobs look on the command line: the `list` table, the `info` text, and the JSON of both.
+//! The JSON field names are part of Ferry's interface (README, docs/api.md); states, types and
+//! priorities are the BITS names.
+
+use crate::job::{Job, JobFile, LENGTH_TO_EOF, Timestamp};
+use serde::Serialize;
+
+/// One job in `ferry list --json` (and the head of `ferry info --json`).
+#[derive(Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub job_type: &'static str,
+    pub state: &'static str,
+    pub files_transferred: u32,
+    pub files_total: u32,
+    pub bytes_transferred: u64,
+    /// `null` while some file's size is unknown.
+    pub bytes_total: Option<u64>,
+    pub priority: &'static str,
+    pub last_activity: Timestamp,
+}
+
+impl Summary {
+    pub fn of(job: &Job) -> Summary {
+        let progress = job.progress();
+        Summary {
+            id: job.id.0.to_string(),
+            name: job.display_name.clone(),
+            job_type: job.job_type.name(),
+            state: job.state.name(),
+            files_transferred: progress.files_transferred,
+            files_total: progress.files_total,
+            bytes_transferred: progress.bytes_transferred,
+            bytes_total: progress.bytes_total,
+            priority: job.priority.name(),
+            last_activity: job.times.modified,
+        }
+    }
+}
+
+/// `ferry info --json`: every property Ferry has (spec §7.1), progress, error and files.
+#[derive(Serialize)]
+pub struct Details {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub description: String,
+    pub owner: String,
+    pub created: Timestamp,
+    pub modified: Timestamp,
+    pub transfer_completed: Option<Timestamp>,
+    pub minimum_retry_delay_secs: u64,
+    pub no_progress_timeout_secs: u64,
+    pub max_download_time_secs: u64,
+    pub notify_flags: u32,
+    /// Program and arguments, or `null`.
+    pub notify_command: Option<Vec<String>>,
+    pub custom_headers: Vec<String>,
+    pub proxy_usage: String,
+    pub proxy_list: Option<String>,
+    pub proxy_bypass: Option<String>,
+    pub redirect_policy: String,
+    pub allow_https_to_http: bool,
+    pub dynamic_content: bool,
+    pub replace_existing: bool,
+    pub credentials_dropped: bool,
+    pub error: Option<ErrorView>,
+    pub error_count: u32,
+    pub next_retry_at: Option<Timestamp>,
+    pub files: Vec<FileView>,
+}
+
+#[derive(Serialize)]
+pub struct ErrorView {
+    /// BG_ERROR_CONTEXT_* name.
+    pub context: &'static str,
+    /// BITS name, e.g. BG_E_HTTP_ERROR_404.
+    pub code: String,
+    pub hresult: String,
+    pub message: String,
+    /// Index into `files`, or `null` (BG_E_FILE_NOT_AVAILABLE).
+    pub file: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct FileView {
+    pub remote_url: String,
+    pub local_path: String,
+    pub temp_path: String,
+    /// `OFFSET:LENGTH,…` (`eof` as length), or `null` for the whole file.
+    pub ranges: Option<String>,
+    pub bytes_transferred: u64,
+    pub bytes_total: Option<u64>,
+    pub transferred: bool,
+    pub completed: bool,
+}
+
+fn ranges_text(file: &JobFile) -> Option<String> {
+    file.ranges.as_ref().map(|ranges| {
+        ranges
+            .iter()
+            .map(|r| {
+                if r.length == LENGTH_TO_EOF {
+                    format!("{}:eof", r.offset)
+                } else {
+                    format!("{}:{}", r.offset, r.length)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+impl Details {
+    pub fn of(job: &Job) -> Details {
+        Details {
+            summary: Summary::of(job),
+            description: job.description.clone(),
+            owner: job.owner.clone(),
+            created: job.times.created,
+            modified: job.times.modified,
+            transfer_completed: job.times.transfer_completed,
+            minimum_retry_delay_secs: job.minimum_retry_delay.as_secs(),
+            no_progress_timeout_secs: job.no_progress_timeout.as_secs(),
+            max_download_time_secs: job.max_download_time.as_secs(),
+            notify_flags: job.notify_flags.0,
+            notify_command: job.notify_command.as_ref().map(|c| {
+                std::iter::once(c.program.clone())
+                    .chain(c.args.iter().skip(1).cloned())
+                    .collect()
+            }),
+            custom_headers: job
+                .custom_headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect(),
+            proxy_usage: format!("{:?}", job.proxy.usage).to_uppercase(),
+            proxy_list: job.proxy.list.clone(),
+            proxy_bypass: job.proxy.bypass.clone(),
+            redirect_policy: format!("{:?}", job.redirect_policy.mode),
+            allow_https_to_http: job.redirect_policy.allow_https_to_http,
+            dynamic_content: job.dynamic_content,
+            replace_existing: job.replace_existing,
+            credentials_dropped: job.credentials_dropped,
+            error: job.current_error().ok().map(|e| ErrorView {
+                context: e.context.name(),
+                code: e.code.name(),
+                hresult: format!("0x{:08X}", e.code.hresult()),
+                message: e.description.clone(),
+                file: e.file,
+            }),
+            error_count: job.error_count,
+            next_retry_at: job.retry.next_retry_at,
+            files: job
+                .files
+                .iter()
+                .map(|f| FileView {
+                    remote_url: f.remote_url.clone(),
+                    local_path: f.local_path.display().to_string(),
+                    temp_path: f.temp_path.display().to_string(),
+                    ranges: ranges_text(f),
+                    bytes_transferred: f.bytes_transferred,
+                    bytes_total: f.bytes_total,
+                    transferred: f.transferred,
+                    completed: f.completed,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn local_time(at: Timestamp) -> String {
+    at.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn bytes(done: u64, total: Option<u64>) -> String {
+    match total {
+        Some(total) => format!("{done} / {total}"),
+        None => format!("{done} / UNKNOWN"),
+    }
+}
+
+fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let mut short: String = text.chars().take(width.saturating_sub(1)).collect();
+        short.push('…');
+        short
+    }
+}
+
+/// The `list` table: a header and one line per job.
+pub fn table(jobs: &[Job]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<24}  {:<12}  {:<15}  {:>9}  {:>27}  {:<10}  {}\n",
+        "ID", "NAME", "TYPE", "STATE", "FILES", "BYTES", "PRIORITY", "LAST ACTIVITY"
+    );
+    for job in jobs {
+        let s = Summary::of(job);
+        out.push_str(&format!(
+            "{:<36}  {:<24}  {:<12}  {:<15}  {:>9}  {:>27}  {:<10}  {}\n",
+            s.id,
+            shorten(&s.name, 24),
+            s.job_type,
+            s.state,
+            format!("{} / {}", s.files_transferred, s.files_total),
+            bytes(s.bytes_transferred, s.bytes_total),
+            s.priority,
+            local_time(s.last_activity),
+        ));
+    }
+    out
+}
+
+/// The `info` text.
+pub fn details_text(job: &Job) -> String {
+    let d = Details::of(job);
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| out.push_str(&format!("{key:<22}{value}\n"));
+    let s = &d.summary;
+    line("ID", s.id.clone());
+    line("NAME", s.name.clone());
+    line("DESCRIPTION", d.description.clone());
+    line("TYPE", s.job_type.into());
+    line("STATE", s.state.into());
+    line("OWNER", d.owner.clone());
+    line("PRIORITY", s.priority.into());
+    line(
+        "FILES",
+        format!("{} / {}", s.files_transferred, s.files_total),
+    );
+    line("BYTES", bytes(s.bytes_transferred, s.bytes_total));
+    line("CREATION TIME", local_time(d.created));
+    line("MODIFICATION TIME", local_time(d.modified));
+    line(
+        "COMPLETION TIME",
+        d.transfer_completed
+            .map(local_time)
+            .unwrap_or_else(|| "UNKNOWN".into()),
+    );
+    line("NOTIFY FLAGS", d.notify_flags.to_string());
+    line(
+        "NOTIFY COMMAND",
+        d.notify_command
+            .as_ref()
+            .map(|c| c.join(" "))
+            .unwrap_or_else(|| "none".into()),
+    );
+    line("RETRY DELAY", format!("{} s", d.minimum_retry_delay_secs));
+    line(
+        "NO PROGRESS TIMEOUT",
+        format!("{} s", d.no_progress_timeout_secs),
+    );
+    line(
+        "MAX DOWNLOAD TIME",
+        format!("{} s", d.max_download_time_secs),
+    );
+    line("ERROR COUNT", d.error_count.to_string());
+    if let Some(at) = d.next_retry_at {
+        line("NEXT RETRY", local_time(at));
+    }
+    line("PROXY USAGE", d.proxy_usage.clone());
+    line(
+        "PROXY LIST",
+        d.proxy_list.clone().unwrap_or_else(|| "NULL".into()),
+    );
+    line(
+        "PROXY BYPASS LIST",
+        d.proxy_bypass.clone().unwrap_or_else(|| "NULL".into()),
+    );
+    line(
+        "REDIRECT POLICY",
+        format!(
+            "{}{}",
+            d.redirect_policy,
+            if d.allow_https_to_http {
+                ", https to http allowed"
+            } else {
+                ""
+            }
+        ),
+    );
+    line("CUSTOM HEADERS", d.custom_headers.join("; "));
+    line("DYNAMIC CONTENT", d.dynamic_content.to_string());
+    line("REPLACE EXISTING", d.replace_existing.to_string());
+    if d.credentials_dropped {
+        line(
+            "CREDENTIALS",
+            "dropped at a restart (never stored): set them again".into(),
+        );
+    }
+    match &d.error {
+        Some(e) => {
+            line("ERROR CODE", format!("{} {}", e.code, e.hresult));
+            line("ERROR CONTEXT", e.context.into());
+            line("ERROR MESSAGE", e.message.clone());
+            let file = e
+                .file
+                .and_then(|i| d.files.get(i))
+                .map(|f| f.remote_url.clone())
+                .unwrap_or_else(|| "BG_E_FILE_NOT_AVAILABLE".into());
+            line("ERROR FILE", file);
+        }
+        None => line("ERROR", "none".into()),
+    }
+    out.push_str("JOB FILES\n");
+    for f in &d.files {
+        let state = if f.completed {
+            "COMPLETED"
+        } else if f.transferred {
+            "TRANSFERRED"
+        } else {
+            "PENDING"
+        };
+        out.push_str(&format!(
+            "  {} {:<11} {} -> {}\n",
+            bytes(f.bytes_transferred, f.bytes_total),
+            state,
+            f.remote_url,
+            f.local_path
+        ));
+        if let Some(ranges) = &f.ranges {
+            out.push_str(&format!("    ranges {ranges}\n"));
+        }
+        if !f.completed {
+            out.push_str(&format!("    temp   {}\n", f.temp_path));
+        }
+    }
+    out
+}

@@ -1,0 +1,86 @@
+//! What travels over the service's socket: JSON bodies shared by the server and the client.
+//! `docs/api.md` documents them with examples.
+
+use crate::engine::{CancelOutcome, CompleteOutcome};
+use crate::job::{BitsError, ErrorCode, JobId, NewFile};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The version prefix of every route.
+pub const PREFIX: &str = "/v1";
+
+/// Reply to `POST /v1/jobs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Created {
+    pub id: JobId,
+}
+
+/// Body of `POST /v1/jobs/{id}/files`: all files are added, or none.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddFiles {
+    pub files: Vec<NewFile>,
+}
+
+/// Reply to `POST /v1/jobs/{id}/complete`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Completed {
+    pub outcome: CompleteOutcome,
+}
+
+/// Reply to `POST /v1/jobs/{id}/cancel`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cancelled {
+    pub outcome: CancelOutcome,
+}
+
+/// Reply to `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    /// The user whose jobs this service runs.
+    pub user: String,
+    pub uid: u32,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    /// Jobs in the queue.
+    pub jobs: usize,
+    /// The service exits after this long idle (0: never).
+    pub idle_exit_secs: u64,
+}
+
+/// Every error reply: `{"error": {...}}` with the BITS name and code.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: ErrorBody,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The BITS (or Win32) name, e.g. `BG_E_INVALID_STATE`.
+    pub name: String,
+    /// The HRESULT, e.g. `0x80200002`.
+    pub hresult: String,
+    /// The code as Ferry names it, for clients that match on it.
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<&BitsError> for ErrorReply {
+    fn from(e: &BitsError) -> Self {
+        ErrorReply {
+            error: ErrorBody {
+                name: e.code.name(),
+                hresult: format!("0x{:08X}", e.code.hresult()),
+                code: e.code,
+                message: e.message.clone(),
+            },
+        }
+    }
+}
+
+impl From<ErrorReply> for BitsError {
+    fn from(reply: ErrorReply) -> Self {
+        BitsError::new(reply.error.code, reply.error.message)
+    }
+}

@@ -1,0 +1,568 @@
+//! The service: the engine, headless, behind a local HTTP+JSON API on a Unix domain socket.
+//!
+//! Every tool (the CLI, the GUI, scripts with `curl --unix-socket`) talks to the one engine of a
+//! user through this API; `docs/api.md` documents it. The socket lives in a private runtime
+//! directory (0700) and is itself 0600; on top of that, every request is checked against the
+//! peer's credentials: only the service's own user and root may use it.
+
+pub mod api;
+pub mod client;
+pub mod spawn;
+
+use crate::config::Config;
+use crate::engine::{self, Clock, EngineError, EngineHandle, EngineOptions, JobSpec};
+use crate::job::{BitsError, ErrorCode, JobId, PropertyChange};
+use crate::platform::User;
+use crate::store::StoreError;
+use api::{AddFiles, Cancelled, Completed, Created, ErrorReply, Status};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Path as RoutePath, RawQuery, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+pub struct ServiceOptions {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub user: User,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Another service (or a `ferry` process) holds the data directory.
+    #[error(
+        "another Ferry service is already running for {}{holder}; use it, or stop it first \
+         (ferry daemon --stop)", dir.display()
+    )]
+    Busy { dir: PathBuf, holder: String },
+    #[error("{0}")]
+    Engine(EngineError),
+    #[error("cannot listen on {path}: {reason}")]
+    Listen { path: PathBuf, reason: String },
+}
+
+/// Runs the service until SIGINT/SIGTERM, `POST /v1/shutdown`, or the idle timeout. `ready` is
+/// called once the socket accepts connections.
+pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result<(), ServiceError> {
+    let idle_exit = options.config.service_idle_exit_secs;
+    let uid = options.user.uid;
+    let user_name = options.user.name.clone();
+    let (engine, report) = engine::start(EngineOptions {
+        data_dir: options.data_dir.clone(),
+        config: options.config,
+        clock: options.clock,
+        user: options.user,
+    })
+    .map_err(|e| match e {
+        EngineError::Store(StoreError::Locked { dir, holder }) => {
+            ServiceError::Busy { dir, holder }
+        }
+        other => ServiceError::Engine(other),
+    })?;
+    for damaged in &report.quarantined {
+        tracing::warn!(
+            "a damaged job file was moved to {} ({})",
+            damaged.moved_to.display(),
+            damaged.reason
+        );
+    }
+    let listener = match bind(&options.socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = engine.shutdown().await;
+            return Err(e);
+        }
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let state = AppState {
+        engine: engine.clone(),
+        status: Arc::new(Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            user: user_name,
+            uid,
+            data_dir: options.data_dir,
+            socket: options.socket.clone(),
+            jobs: 0,
+            idle_exit_secs: idle_exit,
+        }),
+        activity: Arc::new(Activity::new()),
+        stop: stop_tx.clone(),
+        stopping: stop.clone(),
+    };
+    ready(&state.status);
+    if idle_exit > 0 {
+        tokio::spawn(exit_when_idle(
+            state.clone(),
+            Duration::from_secs(idle_exit),
+        ));
+    }
+    tokio::spawn(stop_on_signal(stop_tx));
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    let mut stopping = stop;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(e) = engine.shutdown().await {
+        tracing::warn!("engine shutdown: {e}");
+    }
+    let _ = std::fs::remove_file(&options.socket);
+    served.map_err(|e| ServiceError::Listen {
+        path: options.socket,
+        reason: e.to_string(),
+    })
+}
+
+/// Binds the socket (0600) in a private runtime directory, replacing a stale socket file but
+/// never a live one.
+fn bind(socket: &Path) -> Result<UnixListener, ServiceError> {
+    let fail = |reason: String| ServiceError::Listen {
+        path: socket.to_path_buf(),
+        reason,
+    };
+    let dir = socket
+        .parent()
+        .ok_or_else(|| fail("the socket path has no parent directory".into()))?;
+    crate::platform::prepare_runtime_dir(dir).map_err(fail)?;
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Err(ServiceError::Busy {
+            dir: socket.to_path_buf(),
+            holder: String::new(),
+        });
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(format!("cannot remove the stale socket: {e}"))),
+    }
+    let listener = UnixListener::bind(socket).map_err(|e| fail(e.to_string()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(listener)
+}
+
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    let _ = stop.send(true);
+}
+
+/// Requests and event streams keep the service up; so does any job in the queue, because every
+/// job has a timer (retry, inactivity) that needs the engine running.
+struct Activity {
+    last: Mutex<Instant>,
+    streams: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            last: Mutex::new(Instant::now()),
+            streams: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.last
+            .lock()
+            .map(|l| *l)
+            .unwrap_or_else(|_| Instant::now())
+    }
+}
+
+async fn exit_when_idle(state: AppState, grace: Duration) {
+    loop {
+        tokio::time::sleep_until(state.activity.last() + grace).await;
+        if state.activity.streams.load(Ordering::SeqCst) > 0
+            || state.activity.last().elapsed() < grace
+        {
+            state.activity.touch();
+            continue;
+        }
+        match state.engine.jobs().await {
+            Ok(jobs) if jobs.is_empty() => break,
+            Ok(_) => state.activity.touch(),
+            Err(_) => break, // the engine is gone: nothing left to serve
+        }
+    }
+    tracing::info!("idle for {} s with no jobs: exiting", grace.as_secs());
+    let _ = state.stop.send(true);
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: EngineHandle,
+    status: Arc<Status>,
+    activity: Arc<Activity>,
+    stop: watch::Sender<bool>,
+    stopping: watch::Receiver<bool>,
+}
+
+/// Who is at the other end of a connection (SO_PEERCRED).
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Peer {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let p = |route: &str| format!("{}{route}", api::PREFIX);
+    Router::new()
+        .route(&p("/status"), get(status))
+        .route(&p("/jobs"), get(list).post(create))
+        .route(&p("/jobs/{id}"), get(job).patch(set))
+        .route(&p("/jobs/{id}/files"), post(add_files))
+        .route(&p("/jobs/{id}/resume"), post(resume))
+        .route(&p("/jobs/{id}/suspend"), post(suspend))
+        .route(&p("/jobs/{id}/complete"), post(complete))
+        .route(&p("/jobs/{id}/cancel"), post(cancel))
+        .route(&p("/jobs/{id}/validation"), post(validate))
+        .route(&p("/events"), get(events))
+        .route(&p("/shutdown"), post(shutdown))
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Refuses every user but the service's own and root (spec §9: owner or administrator).
+async fn guard(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    state.activity.touch();
+    match peer.uid {
+        Some(uid) if uid == state.status.uid || uid == 0 => next.run(request).await,
+        other => {
+            let who = other.map_or("an unknown user".to_string(), |uid| format!("uid {uid}"));
+            tracing::warn!("refused a connection from {who}");
+            error(&BitsError::new(
+                ErrorCode::AccessDenied,
+                format!(
+                    "this Ferry service runs the jobs of {} (uid {}); {who} may not use it. Run \
+                     ferry as your own user: it starts a service of your own",
+                    state.status.user, state.status.uid
+                ),
+            ))
+        }
+    }
+}
+
+fn error(e: &BitsError) -> Response {
+    let status = match e.code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+        ErrorCode::InvalidState => StatusCode::CONFLICT,
+        ErrorCode::TooManyJobsPerUser
+        | ErrorCode::TooManyJobsPerMachine
+        | ErrorCode::TooManyFilesInJob
+        | ErrorCode::TooManyRangesInFile => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::LocalIo | ErrorCode::DiskFull => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    json(status, &ErrorReply::from(e))
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn reply<T: serde::Serialize>(result: Result<T, BitsError>) -> Response {
+    match result {
+        Ok(body) => json(StatusCode::OK, &body),
+        Err(e) => error(&e),
+    }
+}
+
+fn invalid(message: String) -> BitsError {
+    BitsError::new(ErrorCode::InvalidArg, message)
+}
+
+/// Parses a JSON body into `T`, with an error that says what was wrong and where to look.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, BitsError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        invalid(format!(
+            "the request body is not valid for this route: {e}. See docs/api.md for its shape"
+        ))
+    })
+}
+
+fn job_id(text: &str) -> Result<JobId, BitsError> {
+    JobId::parse(text).ok_or_else(|| {
+        invalid(format!(
+            "{text:?} is not a job id: use the id as listed by GET /v1/jobs, e.g. \
+             6f1c3c52-3f4e-4f59-a0f3-2b0d9c1e4a7b"
+        ))
+    })
+}
+
+async fn no_route(request: Request) -> Response {
+    error(&BitsError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no API route {} {}: see docs/api.md for the routes",
+            request.method(),
+            request.uri().path()
+        ),
+    ))
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let jobs = state.engine.jobs().await.map(|jobs| jobs.len());
+    reply(jobs.map(|jobs| Status {
+        jobs,
+        ..(*state.status).clone()
+    }))
+}
+
+/// `?all=true` adds the jobs that recently ended.
+fn list_all(query: Option<&str>) -> Result<bool, BitsError> {
+    let mut all = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        all = match pair {
+            "all" | "all=true" | "all=1" => true,
+            "all=false" | "all=0" => false,
+            other => {
+                return Err(invalid(format!(
+                    "unknown query {other:?}: GET /v1/jobs takes only all=true or all=false"
+                )));
+            }
+        };
+    }
+    Ok(all)
+}
+
+async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    reply(async { state.engine.list(list_all(query.as_deref())?).await }.await)
+}
+
+async fn create(State(state): State<AppState>, bytes: Bytes) -> Response {
+    let result = async {
+        let spec: JobSpec = body(&bytes)?;
+        state.engine.create(spec).await
+    }
+    .await;
+    match result {
+        Ok(id) => json(StatusCode::CREATED, &Created { id }),
+        Err(e) => error(&e),
+    }
+}
+
+async fn job(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
+    reply(async { state.engine.job(job_id(&id)?).await }.await)
+}
+
+/// Applies the changes in order; stops at the first one refused (the earlier ones stay).
+async fn set(
+    State(state): State<AppState>,
+    RoutePath(id): RoutePath<String>,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let id = job_id(&id)?;
+            let changes: Vec<PropertyChange> = body(&bytes)?;
+            let count = changes.len();
+            for (index, change) in changes.into_iter().enumerate() {
+                state.engine.set(id, change).await.map_err(|e| {
+                    if index == 0 {
+                        e
+                    } else {
+                        BitsError::new(
+                            e.code,
+                            format!(
+                                "{} (change {} of {count}; the {index} before it were applied)",
+                                e.message,
+                                index + 1
+                            ),
+                        )
+                    }
+                })?;
+            }
+            state.engine.job(id).await
+        }
+        .await,
+    )
+}
+
+async fn add_files(
+    State(state): State<AppState>,
+    RoutePath(id): RoutePath<String>,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let id = job_id(&id)?;
+            let add: AddFiles = body(&bytes)?;
+            state.engine.add_files(id, add.files).await?;
+            state.engine.job(id).await
+        }
+        .await,
+    )
+}
+
+async fn resume(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
+    reply(
+        async {
+            let id = job_id(&id)?;
+            state.engine.resume(id).await?;
+            state.engine.job(id).await
+        }
+        .await,
+    )
+}
+
+async fn suspend(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
+    reply(
+        async {
+            let id = job_id(&id)?;
+            state.engine.suspend(id).await?;
+            state.engine.job(id).await
+        }
+        .await,
+    )
+}
+
+async fn complete(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
+    reply(
+        async {
+            let outcome = state.engine.complete(job_id(&id)?).await?;
+            Ok(Completed { outcome })
+        }
+        .await,
+    )
+}
+
+async fn cancel(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
+    reply(
+        async {
+            let outcome = state.engine.cancel(job_id(&id)?).await?;
+            Ok(Cancelled { outcome })
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct Validation {
+    file: usize,
+    valid: bool,
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    RoutePath(id): RoutePath<String>,
+    bytes: Bytes,
+) -> Response {
+    reply(
+        async {
+            let id = job_id(&id)?;
+            let v: Validation = body(&bytes)?;
+            state.engine.set_validation(id, v.file, v.valid).await?;
+            state.engine.job(id).await
+        }
+        .await,
+    )
+}
+
+async fn shutdown(State(state): State<AppState>) -> Response {
+    let _ = state.stop.send(true);
+    json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({ "stopping": true }),
+    )
+}
+
+/// Ends the stream (and so lets the service stop) when the service stops.
+struct StreamGuard(Arc<Activity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+/// `GET /v1/events`: newline-delimited JSON, one event per line, until the client hangs up or the
+/// service stops. A client that reads too slowly gets `{"event":"Lagged","missed":N}` and
+/// should fetch the jobs again.
+async fn events(State(state): State<AppState>) -> Response {
+    state.activity.streams.fetch_add(1, Ordering::SeqCst);
+    let guard = StreamGuard(state.activity.clone());
+    let receiver = state.engine.subscribe();
+    let stream = futures_util::stream::unfold(
+        (receiver, state.stopping.clone(), guard),
+        |(mut receiver, mut stopping, guard)| async move {
+            let line = tokio::select! {
+                event = receiver.recv() => match event {
+                    Ok(event) => serde_json::to_vec(&event).ok()?,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        serde_json::to_vec(&serde_json::json!({"event": "Lagged", "missed": missed})).ok()?
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = stopping.wait_for(|stop| *stop) => return None,
+            };
+            let mut line = line;
+            line.push(b'\n');
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from(line)),
+                (receiver, stopping, guard),
+            ))
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

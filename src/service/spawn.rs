@@ -1,0 +1,124 @@
+//! Starting the service in the background: `ferry daemon` without `--foreground`, which clients
+//! also run when they find no service.
+//!
+//! `ferry daemon` takes a start lock in the runtime directory (so that two clients starting at
+//! once start one service), checks whether a service already answers, and otherwise starts
+//! `ferry daemon --foreground` in a new session with its stderr going to `service.log` in the data
+//! directory. It returns once the service prints its ready line, so the caller can connect at
+//! once; the service, no longer its child, is adopted by init.
+
+use crate::platform;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The line `ferry daemon --foreground` prints on stdout once it accepts connections.
+pub const READY: &str = "ready";
+
+/// Exit code of `ferry daemon` when a service already runs (see `cli::exit::SERVICE_BUSY`).
+const ALREADY_RUNNING: i32 = 4;
+
+pub enum Started {
+    Started { pid: u32 },
+    AlreadyRunning,
+}
+
+/// Runs `ferry daemon` and waits for it (used by clients that found no service).
+pub fn start_in_background() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ferry program: {e}"))?;
+    let output = Command::new(exe)
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run `ferry daemon`: {e}"))?;
+    match output.status.code() {
+        Some(0) | Some(ALREADY_RUNNING) => Ok(()),
+        _ => Err(format!(
+            "`ferry daemon` could not start the service: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+/// `ferry daemon`: starts the service in the background unless one already answers.
+pub fn daemonize() -> Result<Started, String> {
+    let socket = platform::socket_path();
+    let dir = socket
+        .parent()
+        .ok_or("the socket path has no parent directory")?;
+    platform::prepare_runtime_dir(dir)?;
+    let lock_path = dir.join("start.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Ok(Started::AlreadyRunning);
+    }
+    let data_dir = platform::data_dir()?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let log_path = data_dir.join("service.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open the service log {}: {e}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the ferry program: {e}"))?;
+    let mut command = Command::new(exe);
+    command
+        .args(["daemon", "--foreground"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the service leaves the terminal's session so that
+    // closing the terminal or pressing Ctrl+C there does not stop it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the service: {e}"))?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    if line.starts_with(READY) {
+        return Ok(Started::Started { pid: child.id() });
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for the service: {e}"))?;
+    if status.code() == Some(ALREADY_RUNNING) {
+        return Ok(Started::AlreadyRunning);
+    }
+    Err(format!(
+        "the service stopped at once ({status}): {}",
+        log_tail(&log_path, log_start)
+    ))
+}
+
+/// What the service wrote to its log since `from`, for an error message.
+fn log_tail(path: &Path, from: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.seek(SeekFrom::Start(from));
+        let _ = file.take(4096).read_to_string(&mut text);
+    }
+    match text.trim() {
+        "" => format!("see {}", path.display()),
+        text => text.to_string(),
+    }
+}
