@@ -178,11 +178,13 @@ async fn follow(client: &Client, id: JobId, quiet: bool) -> u8 {
         Duration::from_millis(200)
     });
     let mut last_transient: Option<String> = None;
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
+    let mut interrupt = match super::jobs::interrupt_signal() {
+        Ok(signal) => signal,
+        Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
+    };
     loop {
         tokio::select! {
-            _ = &mut interrupt => {
+            _ = interrupt.recv() => {
                 bar.abandon();
                 let _ = client.suspend(id).await;
                 eprintln!("ferry: interrupted; job {} is suspended. Run the same command again to resume it.", id.0);

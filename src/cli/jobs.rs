@@ -447,8 +447,11 @@ pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
     };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.refresh));
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
+    // Registered before the first screen, so that Ctrl+C right after it is not missed.
+    let mut interrupt = match interrupt_signal() {
+        Ok(signal) => signal,
+        Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
+    };
     loop {
         let jobs = match client.jobs(args.all_states).await {
             Ok(jobs) => jobs,
@@ -464,14 +467,19 @@ pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
             jobs.len()
         ));
         screen.push_str(&show::table(&jobs));
-        print!("{screen}");
         if !tty {
-            println!();
+            screen.push('\n');
         }
-        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let mut out = std::io::stdout().lock();
+        if std::io::Write::write_all(&mut out, screen.as_bytes())
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .is_err()
+        {
+            return exit::OK; // the reader went away
+        }
         // Redraw on the next change (at most ten times a second) or at the refresh interval.
         tokio::select! {
-            _ = &mut interrupt => return exit::OK,
+            _ = interrupt.recv() => return exit::OK,
             _ = ticker.tick() => {}
             event = events.next() => {
                 if event.is_none() {
@@ -484,4 +492,9 @@ pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
             }
         }
     }
+}
+
+/// SIGINT (Ctrl+C), watched from the moment this returns.
+pub(super) fn interrupt_signal() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
 }

@@ -385,6 +385,12 @@ pub fn main() -> u8 {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if !matches!(cli.command, Command::Get(_) | Command::Daemon(_)) {
+        // Like other Unix tools, end quietly when the reader of the output goes away
+        // (`ferry list | head`). `get` and the service handle their own output.
+        // SAFETY: restoring a default signal disposition has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());

@@ -77,6 +77,8 @@ pub fn daemonize() -> Result<Started, String> {
     let mut command = Command::new(exe);
     command
         .args(["daemon", "--foreground"])
+        // Paths reach the service absolute; its own folder must not keep a mount busy.
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);

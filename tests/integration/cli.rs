@@ -1,47 +1,30 @@
-//! `ferry get`, the real binary, against the loopback server.
+//! `ferry get`, the real binary (through the service it starts), against the loopback server.
 
+use crate::home::{Home, run, stderr};
 use crate::server::{Behaviour, TestServer};
 use crate::{content, hidden_files, sha256};
+use ferry::engine::EngineEvent;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn ferry(home: &Path) -> Command {
-    let mut command = Command::new(assert_cmd::cargo::cargo_bin!("ferry"));
-    command
-        .env("FERRY_HOME", home)
-        .env_remove("FERRY_LOG")
-        .stdin(Stdio::null());
-    command
-}
+use std::process::{Command, Stdio};
 
 /// `ferry get --quiet -o OUT URL...`
-fn get_quiet(home: &Path, out: &Path, urls: &[String]) -> Command {
-    let mut command = ferry(home);
+fn get_quiet(home: &Home, out: &Path, urls: &[String]) -> Command {
+    let mut command = home.ferry();
     command.args(["get", "--quiet", "-o"]).arg(out).args(urls);
     command
 }
 
-async fn run(mut command: Command) -> Output {
-    tokio::task::spawn_blocking(move || command.output().expect("ferry runs"))
-        .await
-        .expect("join")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// A `ferry` process whose stderr is read line by line, so a test can act when a line appears.
 /// Its stderr is read to the end (the process must never block or fail writing it).
-struct Watched {
+pub struct Watched {
     child: std::process::Child,
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
 }
 
 impl Watched {
-    fn start(mut command: Command) -> Watched {
+    pub fn start(mut command: Command) -> Watched {
         let mut child = command.stderr(Stdio::piped()).spawn().expect("spawn");
         let log = child.stderr.take().expect("stderr");
         let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
@@ -58,7 +41,7 @@ impl Watched {
     }
 
     /// Waits for a line for which `wanted` holds.
-    async fn wait_line(&mut self, what: &str, wanted: impl Fn(&str) -> bool) {
+    pub async fn wait_line(&mut self, what: &str, wanted: impl Fn(&str) -> bool) {
         loop {
             let line = tokio::time::timeout(crate::PATIENCE, self.lines.recv()).await;
             match line {
@@ -74,13 +57,13 @@ impl Watched {
         }
     }
 
-    fn signal(&self, signal: i32) {
+    pub fn signal(&self, signal: i32) {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
     /// Waits for the process to end; returns all of its stderr and its status.
-    async fn finish(mut self) -> (String, std::process::ExitStatus) {
+    pub async fn finish(mut self) -> (String, std::process::ExitStatus) {
         while let Ok(Some(line)) = tokio::time::timeout(crate::PATIENCE, self.lines.recv()).await {
             self.seen.push(line);
         }
@@ -97,9 +80,9 @@ async fn get_downloads_every_url_into_the_folder() {
     let server = TestServer::start().await;
     server.put("/dir/one.bin", content(200_000, 30));
     server.put("/two%20words.txt", content(1000, 31));
-    let home = tempfile::tempdir().expect("home");
+    let home = Home::new();
     let out = tempfile::tempdir().expect("out");
-    let mut command = ferry(home.path());
+    let mut command = home.ferry();
     command.args(["get", "--quiet", "-o"]).arg(out.path());
     command
         .arg(server.url("/dir/one.bin"))
@@ -125,13 +108,9 @@ async fn get_downloads_every_url_into_the_folder() {
 async fn get_reports_a_fatal_error_and_cancels() {
     let server = TestServer::start().await;
     server.put("/ok", content(1000, 32));
-    let home = tempfile::tempdir().expect("home");
+    let home = Home::new();
     let out = tempfile::tempdir().expect("out");
-    let command = get_quiet(
-        home.path(),
-        out.path(),
-        &[server.url("/ok"), server.url("/gone")],
-    );
+    let command = get_quiet(&home, out.path(), &[server.url("/ok"), server.url("/gone")]);
     let output = run(command).await;
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let text = stderr(&output);
@@ -148,10 +127,10 @@ async fn get_reports_a_fatal_error_and_cancels() {
 async fn get_refuses_to_overwrite_unless_asked() {
     let server = TestServer::start().await;
     server.put("/f", content(500, 33));
-    let home = tempfile::tempdir().expect("home");
+    let home = Home::new();
     let out = tempfile::tempdir().expect("out");
     std::fs::write(out.path().join("f"), b"precious").expect("write");
-    let command = get_quiet(home.path(), out.path(), &[server.url("/f")]);
+    let command = get_quiet(&home, out.path(), &[server.url("/f")]);
     let output = run(command).await;
     assert_eq!(output.status.code(), Some(1));
     let text = stderr(&output);
@@ -170,7 +149,7 @@ async fn get_refuses_to_overwrite_unless_asked() {
         0,
         "no job left"
     );
-    let mut command = ferry(home.path());
+    let mut command = home.ferry();
     command
         .args(["get", "--quiet", "--overwrite", "-o"])
         .arg(out.path())
@@ -185,16 +164,16 @@ async fn get_refuses_to_overwrite_unless_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_exit_with_2() {
-    let home = tempfile::tempdir().expect("home");
-    let mut command = ferry(home.path());
+    let home = Home::new();
+    let mut command = home.ferry();
     command.arg("get");
     assert_eq!(run(command).await.status.code(), Some(2));
-    let mut command = ferry(home.path());
+    let mut command = home.ferry();
     command.args(["get", "--priority", "urgent", "http://127.0.0.1/x"]);
     let output = run(command).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("foreground, high, normal or low"));
-    let mut command = ferry(home.path());
+    let mut command = home.ferry();
     command.args(["get", "http://127.0.0.1/"]);
     let output = run(command).await;
     assert_eq!(output.status.code(), Some(1));
@@ -205,29 +184,47 @@ async fn usage_errors_exit_with_2() {
     );
 }
 
-/// Starts `ferry get` on a stalling file and waits (reading its log) until its checkpoint is
-/// saved; then interrupts it with `signal` and runs it again.
-async fn interrupt_and_rerun(signal: i32, expected_exit: Option<i32>) {
+/// Starts `ferry get` on a stalling file and waits (on the service's events) until its checkpoint
+/// is saved; then interrupts it — Ctrl+C on `get`, or `kill -9` of the service — and runs the same
+/// command again, which must resume from the checkpoint.
+async fn interrupt_and_rerun(kill_service: bool) {
     let server = TestServer::start().await;
     let data = content(2_000_000, 34);
     server.put("/big.bin", data.clone());
     server.behave("/big.bin", Behaviour::stall_after(700_000));
-    let home = tempfile::tempdir().expect("home");
+    let home = Home::new();
     let out = tempfile::tempdir().expect("out");
-    let mut command = get_quiet(home.path(), out.path(), &[server.url("/big.bin")]);
-    command.env("FERRY_LOG", "ferry=debug");
-    let mut first = Watched::start(command);
-    first
-        .wait_line("the checkpoint", |l| {
-            l.contains("progress saved") && l.contains("checkpointed=700000")
-        })
-        .await;
-    first.signal(signal);
-    let (_, exit) = first.finish().await;
-    assert_eq!(exit.code(), expected_exit);
+    home.ok(&["daemon"]).await;
+    let mut events = home.client().events().await.expect("events");
+    let first = Watched::start(get_quiet(&home, out.path(), &[server.url("/big.bin")]));
+    home.wait_event(&mut events, "the checkpoint at 700000", |e| {
+        matches!(
+            e,
+            EngineEvent::ProgressSaved {
+                checkpointed: 700_000,
+                ..
+            }
+        )
+    })
+    .await;
+    if kill_service {
+        let pid = home.service_pid().expect("service runs");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    } else {
+        first.signal(libc::SIGINT);
+    }
+    let (text, exit) = first.finish().await;
+    if kill_service {
+        assert_eq!(exit.code(), Some(8), "{text}");
+        assert!(text.contains("cannot reach the Ferry service"), "{text}");
+    } else {
+        assert_eq!(exit.code(), Some(130), "{text}");
+        assert!(text.contains("suspended"), "{text}");
+    }
     assert!(!out.path().join("big.bin").exists());
     server.behave("/big.bin", Behaviour::default());
-    let mut command = ferry(home.path());
+    let mut command = home.ferry();
     command
         .args(["get", "-o"])
         .arg(out.path())
@@ -255,23 +252,21 @@ async fn interrupt_and_rerun(signal: i32, expected_exit: Option<i32>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_killed_mid_transfer_resumes_byte_exact() {
-    interrupt_and_rerun(libc::SIGKILL, None).await;
+async fn service_killed_mid_get_resumes_byte_exact() {
+    interrupt_and_rerun(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_interrupted_by_ctrl_c_suspends_and_resumes() {
-    interrupt_and_rerun(libc::SIGINT, Some(130)).await;
+    interrupt_and_rerun(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_file_is_named() {
-    let home = tempfile::tempdir().expect("home");
+    let home = Home::new();
     std::fs::write(home.path().join("config.ron"), "(max_files_per_jobs: 5)").expect("write");
-    let mut command = ferry(home.path());
-    command.args(["get", "--quiet", "http://127.0.0.1:9/x"]);
-    let output = run(command).await;
-    assert_eq!(output.status.code(), Some(1));
+    let output = home.run(&["get", "--quiet", "http://127.0.0.1:9/x"]).await;
+    assert_eq!(output.status.code(), Some(8));
     let text = stderr(&output);
     assert!(
         text.contains("config.ron") && text.contains("max_files_per_jobs"),
@@ -280,40 +275,13 @@ async fn an_invalid_config_file_is_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_engine_on_the_same_data_exits_with_4() {
-    let server = TestServer::start().await;
-    server.put("/hold", content(100_000, 35));
-    server.behave("/hold", Behaviour::stall_after(1000));
-    let home = tempfile::tempdir().expect("home");
-    let out = tempfile::tempdir().expect("out");
-    let mut first = get_quiet(home.path(), out.path(), &[server.url("/hold")]);
-    first.env("FERRY_LOG", "ferry=debug");
-    let mut first = Watched::start(first);
-    // Wait until the first engine is transferring (it logs its checkpoint).
-    first
-        .wait_line("a checkpoint", |l| l.contains("progress saved"))
-        .await;
-    let second = get_quiet(home.path(), out.path(), &[server.url("/hold")]);
-    let output = run(second).await;
-    assert_eq!(output.status.code(), Some(4));
-    assert!(
-        stderr(&output).contains("another Ferry engine is already using"),
-        "{}",
-        stderr(&output)
-    );
-    first.signal(libc::SIGINT);
-    let (_, status) = first.finish().await;
-    assert_eq!(status.code(), Some(130));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_waits_through_transient_errors_and_says_so() {
     let server = TestServer::start().await;
     server.put("/busy.bin", content(1000, 36));
     server.behave("/busy.bin", Behaviour::status(503));
-    let home = tempfile::tempdir().expect("home");
+    let home = Home::new();
     let out = tempfile::tempdir().expect("out");
-    let command = get_quiet(home.path(), out.path(), &[server.url("/busy.bin")]);
+    let command = get_quiet(&home, out.path(), &[server.url("/busy.bin")]);
     let mut get = Watched::start(command);
     get.wait_line("a transient error", |l| l.contains("transient error"))
         .await;

@@ -48,10 +48,12 @@ async fn a_download_walks_every_state_to_acknowledged() {
         mtime,
         httpdate::parse_http_date(LAST_MODIFIED).expect("date")
     );
-    // The job has left the queue, and its states were published in order.
+    // The job has left the queue (it stays readable a while), and its states were published in
+    // order.
+    assert!(h.engine.jobs().await.expect("jobs").is_empty());
     assert_eq!(
-        h.engine.job(id).await.expect_err("gone").code,
-        ErrorCode::NotFound
+        h.engine.job(id).await.expect("still readable").state,
+        JobState::Acknowledged
     );
     let mut states = vec![JobState::Suspended];
     while let Ok(event) = observer.try_recv() {
@@ -629,7 +631,7 @@ async fn cancel_deletes_every_temp_file() {
     );
     assert_eq!(
         h.engine.cancel(id).await.expect_err("gone").code,
-        ErrorCode::NotFound
+        ErrorCode::InvalidState
     );
 }
 
@@ -856,9 +858,10 @@ async fn inactivity_warns_then_cancels() {
         })
         .await;
     assert_eq!(event, EngineEvent::InactivityCancelled { job: id });
+    assert!(h.engine.jobs().await.expect("jobs").is_empty());
     assert_eq!(
-        h.engine.job(id).await.expect_err("gone").code,
-        ErrorCode::NotFound
+        h.engine.job(id).await.expect("still readable").state,
+        JobState::Cancelled
     );
     assert!(hidden_files(&h.out_dir()).is_empty(), "temp file deleted");
 }

@@ -3,7 +3,9 @@
 
 mod cli;
 mod engine;
+mod home;
 mod server;
+mod service;
 mod tls;
 
 use ferry::config::Config;

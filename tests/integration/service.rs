@@ -1,0 +1,619 @@
+//! The service and the job CLI: the real `ferry` binary (which starts the service by itself) in a
+//! temp home, against the loopback test server.
+
+use crate::home::{Home, run, stderr, stdout, wait_exit};
+use crate::server::{Behaviour, TestServer};
+use crate::{content, hidden_files, sha256};
+use std::io::{Read, Write};
+
+fn parse_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_from_create_to_complete() {
+    let server = TestServer::start().await;
+    server.put("/a.bin", content(300_000, 50));
+    server.put("/b.bin", content(4_000, 51));
+    server.put("/c.bin", content(5_000, 52));
+    server.put("/r.bin", content(10_000, 53));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    assert!(!home.socket().exists());
+
+    // create: the service starts by itself; the id is printed alone on stdout.
+    let id = home.ok(&["create", "photos"]).await.trim().to_string();
+    assert!(ferry::job::JobId::parse(&id).is_some(), "{id:?}");
+    assert!(home.socket().exists(), "the service was started");
+    let pid = home.service_pid().expect("service runs");
+
+    // add: URL with the default local name (the current folder), a set file, ranges.
+    let mut add = home.ferry();
+    add.current_dir(out.path())
+        .args(["add", "photos", &server.url("/a.bin")]);
+    let output = run(add).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let set = out.path().join("list.txt");
+    std::fs::write(
+        &set,
+        format!(
+            "# two more\n{} {}\n\n{} {}\n",
+            server.url("/b.bin"),
+            out.path().join("b.bin").display(),
+            server.url("/c.bin"),
+            out.path().join("c c.bin").display()
+        ),
+    )
+    .expect("set file");
+    home.ok(&["add", &id[..8], "--set", &set.display().to_string()])
+        .await;
+    let ranged = out.path().join("r.part");
+    home.ok(&[
+        "add",
+        &id,
+        &server.url("/r.bin"),
+        &ranged.display().to_string(),
+        "--ranges",
+        "0:100,9000:eof",
+    ])
+    .await;
+
+    // set: properties show up in info --json.
+    home.ok(&[
+        "set",
+        "photos",
+        "--priority",
+        "high",
+        "--description",
+        "holiday",
+        "--min-retry-delay",
+        "60",
+        "--no-progress-timeout",
+        "3600",
+        "--max-download-time",
+        "7200",
+        "--notify-flags",
+        "transferred,error",
+        "--header",
+        "X-Trace: 42",
+        "--redirect-policy",
+        "allow-report",
+        "--name",
+        "holiday photos",
+    ])
+    .await;
+    let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
+    assert_eq!(info["id"], id.as_str());
+    assert_eq!(info["state"], "SUSPENDED");
+    assert_eq!(info["type"], "DOWNLOAD");
+    assert_eq!(info["priority"], "HIGH");
+    assert_eq!(info["description"], "holiday");
+    assert_eq!(info["minimum_retry_delay_secs"], 60);
+    assert_eq!(info["no_progress_timeout_secs"], 3600);
+    assert_eq!(info["max_download_time_secs"], 7200);
+    assert_eq!(info["notify_flags"], 3);
+    assert_eq!(info["custom_headers"][0], "X-Trace: 42");
+    assert_eq!(info["redirect_policy"], "AllowReport");
+    assert_eq!(info["files_total"], 4);
+    assert_eq!(info["bytes_total"], serde_json::Value::Null);
+    assert_eq!(info["error"], serde_json::Value::Null);
+    assert_eq!(
+        info["files"][0]["local_path"],
+        out.path().join("a.bin").display().to_string()
+    );
+    assert_eq!(info["files"][3]["ranges"], "0:100,9000:eof");
+    assert_eq!(
+        keys(&info["files"][0]),
+        [
+            "bytes_total",
+            "bytes_transferred",
+            "completed",
+            "local_path",
+            "ranges",
+            "remote_url",
+            "temp_path",
+            "transferred"
+        ]
+    );
+    let text = home.ok(&["info", &id]).await;
+    assert!(
+        text.contains("STATE") && text.contains("SUSPENDED"),
+        "{text}"
+    );
+    assert!(text.contains("0 / UNKNOWN"), "{text}");
+
+    // list and list --json.
+    let table = home.ok(&["list"]).await;
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("SUSPENDED") && table.contains("0 / 4"),
+        "{table}"
+    );
+    let list = parse_json(&home.ok(&["list", "--json"]).await);
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        keys(&list[0]),
+        [
+            "bytes_total",
+            "bytes_transferred",
+            "files_total",
+            "files_transferred",
+            "id",
+            "last_activity",
+            "name",
+            "priority",
+            "state",
+            "type"
+        ]
+    );
+    assert_eq!(list[0]["name"], "holiday photos");
+
+    // resume, wait, complete.
+    let resumed = home.ok(&["resume", &id]).await;
+    assert!(resumed.starts_with(&id), "{resumed}");
+    let waited = home.ok(&["wait", &id, "--timeout", "60"]).await;
+    assert!(waited.contains("TRANSFERRED"), "{waited}");
+    let info = parse_json(&home.ok(&["info", &id, "--json"]).await);
+    assert_eq!(info["bytes_total"], 300_000 + 4_000 + 5_000 + 100 + 1_000);
+    assert_eq!(info["files_transferred"], 4);
+    let completed = home.ok(&["complete", &id]).await;
+    assert!(completed.contains("was completed"), "{completed}");
+    assert_eq!(
+        std::fs::read(out.path().join("a.bin")).expect("a"),
+        content(300_000, 50)
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("b.bin")).expect("b"),
+        content(4_000, 51)
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("c c.bin")).expect("c"),
+        content(5_000, 52)
+    );
+    let r = content(10_000, 53);
+    assert_eq!(
+        std::fs::read(&ranged).expect("r"),
+        [&r[..100], &r[9000..]].concat()
+    );
+    assert!(hidden_files(out.path()).is_empty());
+
+    // The finished job left the queue; --all-states still shows how it ended.
+    let list = parse_json(&home.ok(&["list", "--json"]).await);
+    assert_eq!(list.as_array().map(Vec::len), Some(0));
+    let all = parse_json(&home.ok(&["list", "--all-states", "--json"]).await);
+    assert_eq!(all[0]["state"], "ACKNOWLEDGED");
+    // Everything ran on the one service that `create` started.
+    assert_eq!(home.service_pid(), Some(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_resolve_and_ambiguity_lists_the_candidates() {
+    let home = Home::new();
+    let first = home.ok(&["create", "twin"]).await.trim().to_string();
+    let second = home.ok(&["create", "twin"]).await.trim().to_string();
+    let output = home.run(&["info", "twin"]).await;
+    assert_eq!(output.status.code(), Some(5));
+    let text = stderr(&output);
+    assert!(text.contains("matches 2 jobs"), "{text}");
+    assert!(text.contains(&first) && text.contains(&second), "{text}");
+    let output = home.run(&["suspend", "nothing-like-it"]).await;
+    assert_eq!(output.status.code(), Some(5));
+    assert!(
+        stderr(&output).contains("BG_E_NOT_FOUND 0x80200001"),
+        "{}",
+        stderr(&output)
+    );
+    // The full id (with or without braces) and a unique prefix both work.
+    home.ok(&["set", &format!("{{{first}}}"), "--name", "one"])
+        .await;
+    let prefix = &second[..13];
+    home.ok(&["set", prefix, "--name", "two"]).await;
+    let info = parse_json(&home.ok(&["info", "two", "--json"]).await);
+    assert_eq!(info["id"], second.as_str());
+    let info = parse_json(&home.ok(&["info", "one", "--json"]).await);
+    assert_eq!(info["id"], first.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_name_the_problem() {
+    let server = TestServer::start().await;
+    let home = Home::with_config("max_jobs_per_user: 2");
+    let out = tempfile::tempdir().expect("out");
+    // 2: usage.
+    assert_eq!(home.run(&["create"]).await.status.code(), Some(2));
+    assert_eq!(
+        home.run(&["set", "x", "--priority", "urgent"])
+            .await
+            .status
+            .code(),
+        Some(2)
+    );
+    // 1: bad input, with the BITS name.
+    let output = home.run(&["set", "x"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("nothing to change"),
+        "{}",
+        stderr(&output)
+    );
+    let job = home.ok(&["create", "broken"]).await.trim().to_string();
+    let output = home
+        .run(&[
+            "add",
+            &job,
+            &server.url("/x"),
+            "/tmp/x",
+            "--ranges",
+            "100:0",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("BG_E_INVALID_RANGE"),
+        "{}",
+        stderr(&output)
+    );
+    // 6: BG_E_INVALID_STATE (an upload job completes only when TRANSFERRED).
+    let upload = home
+        .ok(&["create", "--upload", "up"])
+        .await
+        .trim()
+        .to_string();
+    let output = home.run(&["complete", &upload]).await;
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("BG_E_INVALID_STATE 0x80200002"),
+        "{}",
+        stderr(&output)
+    );
+    // 7: a quota (two jobs per user in this config).
+    let output = home.run(&["create", "third"]).await;
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("BG_E_TOO_MANY_JOBS_PER_USER"),
+        "{}",
+        stderr(&output)
+    );
+    home.ok(&["cancel", &upload]).await;
+    // 124: wait ran out (the job is SUSPENDED).
+    let output = home.run(&["wait", &job, "--timeout", "0.2"]).await;
+    assert_eq!(output.status.code(), Some(124), "{}", stderr(&output));
+    assert!(stderr(&output).contains("SUSPENDED"), "{}", stderr(&output));
+    // 3: the job ended in ERROR; wait shows the error and leaves the job.
+    let local = out.path().join("gone.bin").display().to_string();
+    home.ok(&["add", &job, &server.url("/gone"), &local]).await;
+    home.ok(&["resume", &job]).await;
+    let output = home.run(&["wait", &job]).await;
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("BG_E_HTTP_ERROR_404 0x80190194"),
+        "{}",
+        stderr(&output)
+    );
+    let info = parse_json(&home.ok(&["info", &job, "--json"]).await);
+    assert_eq!(info["state"], "ERROR");
+    assert_eq!(info["error"]["code"], "BG_E_HTTP_ERROR_404");
+    assert_eq!(info["error"]["hresult"], "0x80190194");
+    assert_eq!(info["error"]["context"], "BG_ERROR_CONTEXT_REMOTE_FILE");
+    assert_eq!(info["error"]["file"], 0);
+    assert!(info["error_count"].is_u64(), "{info}");
+    // 6 again: a job that has left the queue cannot be changed.
+    home.ok(&["cancel", &job]).await;
+    let output = home.run(&["resume", &job]).await;
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("has left the queue"),
+        "{}",
+        stderr(&output)
+    );
+    // 8: no service can be started (the runtime directory is a file).
+    let blocked = out.path().join("not-a-dir");
+    std::fs::write(&blocked, b"").expect("file");
+    let mut command = home.ferry();
+    command.env("FERRY_RUNTIME_DIR", &blocked).arg("list");
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("runtime directory"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_cancels_every_job_and_deletes_temp_files() {
+    let server = TestServer::start().await;
+    server.put("/slow.bin", content(2_000_000, 54));
+    server.behave("/slow.bin", Behaviour::stall_after(700_000));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let running = home.ok(&["create", "running"]).await.trim().to_string();
+    let local = out.path().join("slow.bin").display().to_string();
+    home.ok(&["add", &running, &server.url("/slow.bin"), &local])
+        .await;
+    let mut events = home.client().events().await.expect("events");
+    home.ok(&["resume", &running]).await;
+    home.wait_event(&mut events, "bytes on disk", |e| {
+        matches!(
+            e,
+            ferry::engine::EngineEvent::ProgressSaved {
+                checkpointed: 700_000,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(
+        hidden_files(out.path()).len(),
+        1,
+        "a temp file while it runs"
+    );
+    let suspended = home.ok(&["suspend", "running"]).await;
+    assert!(suspended.contains("is SUSPENDED"), "{suspended}");
+    assert_eq!(
+        hidden_files(out.path()).len(),
+        1,
+        "suspending keeps the temp file"
+    );
+    home.ok(&["create", "idle"]).await;
+    let text = home.ok(&["reset"]).await;
+    assert!(text.contains("2 out of 2 jobs cancelled."), "{text}");
+    assert!(text.contains(&format!("{running} cancelled.")), "{text}");
+    assert!(hidden_files(out.path()).is_empty());
+    let list = parse_json(&home.ok(&["list", "--json"]).await);
+    assert_eq!(list.as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_shows_the_jobs_until_interrupted() {
+    let home = Home::new();
+    home.ok(&["create", "watched job"]).await;
+    let mut command = home.ferry();
+    command.args(["monitor", "--refresh", "30"]);
+    let mut monitor = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("monitor");
+    let stdout = monitor.stdout.take().expect("stdout");
+    // Read to the end (a closed pipe would kill the monitor), passing on what arrives.
+    let (tx, mut chunks) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut stdout = stdout;
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 || tx.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("watched job") {
+        let chunk = tokio::time::timeout(crate::PATIENCE, chunks.recv()).await;
+        match chunk {
+            Ok(Some(chunk)) => seen.extend(chunk),
+            _ => panic!(
+                "the monitor showed no job: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+    let screen = String::from_utf8_lossy(&seen).into_owned();
+    assert!(screen.contains("MONITORING 1 job(s)"), "{screen}");
+    assert!(screen.contains("SUSPENDED"), "{screen}");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(monitor.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || monitor.wait().expect("wait"))
+        .await
+        .expect("join");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_service_is_refused() {
+    let home = Home::new();
+    home.ok(&["daemon"]).await;
+    let pid = home.service_pid().expect("service runs");
+    let output = home.run(&["daemon"]).await;
+    assert_eq!(output.status.code(), Some(4));
+    assert!(
+        stderr(&output).contains("already runs"),
+        "{}",
+        stderr(&output)
+    );
+    let output = home.run(&["daemon", "--foreground"]).await;
+    assert_eq!(output.status.code(), Some(4));
+    assert!(
+        stderr(&output).contains("another Ferry service is already running"),
+        "{}",
+        stderr(&output)
+    );
+    let status = home.ok(&["daemon", "--status"]).await;
+    assert!(status.contains(&format!("pid:       {pid}")), "{status}");
+    // --stop stops it; the next command starts a new one, with the jobs of the old.
+    let job = home.ok(&["create", "kept"]).await.trim().to_string();
+    home.ok(&["daemon", "--stop"]).await;
+    wait_exit(pid).await;
+    let output = home.run(&["daemon", "--status"]).await;
+    assert_eq!(output.status.code(), Some(8));
+    let info = parse_json(&home.ok(&["info", "kept", "--json"]).await);
+    assert_eq!(info["id"], job.as_str());
+    assert_ne!(home.service_pid(), Some(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_service_exits_and_is_started_again() {
+    let home = Home::with_config("service_idle_exit_secs: 1");
+    home.ok(&["list"]).await;
+    let pid = home.service_pid().expect("service runs");
+    wait_exit(pid).await;
+    assert!(!home.socket().exists(), "the socket is removed on exit");
+    home.ok(&["list"]).await;
+    assert!(home.service_pid().is_some_and(|p| p != pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running a client as another user needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let home = Home::new();
+    home.ok(&["daemon"]).await;
+    // Open the doors that normally keep other users out, so that the peer check is what refuses.
+    for (path, mode) in [
+        (home.path().to_path_buf(), 0o755),
+        (home.path().join("run"), 0o755),
+        (home.socket(), 0o666),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let elsewhere = tempfile::tempdir().expect("nobody's home");
+    let mut command = home.ferry();
+    command
+        .env("FERRY_HOME", elsewhere.path())
+        .env("FERRY_RUNTIME_DIR", home.path().join("run"))
+        .arg("list")
+        .uid(65534)
+        .gid(65534);
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("E_ACCESSDENIED 0x80070005"), "{text}");
+    assert!(text.contains("uid 65534 may not use it"), "{text}");
+    // The owner is still served.
+    home.ok(&["list"]).await;
+}
+
+/// Sends raw bytes to the socket and returns the whole answer.
+fn raw(socket: &std::path::Path, request: &[u8]) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream.write_all(request).expect("write");
+    // Every request says `Connection: close` (or is not HTTP): the service closes when done.
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_clear_errors_and_the_service_stays() {
+    let home = Home::new();
+    home.ok(&["daemon"]).await;
+    let socket = home.socket();
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            raw(&socket, b"THIS IS NOT HTTP\r\n\r\n"),
+            raw(
+                &socket,
+                b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{bad:",
+            ),
+            raw(
+                &socket,
+                b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\nConnection: close\r\n\r\n{\"name\": 42 }\n",
+            ),
+            raw(
+                &socket,
+                b"GET /v1/jobs/not-an-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            ),
+            raw(
+                &socket,
+                b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            ),
+            raw(
+                &socket,
+                b"PATCH /v1/jobs/6f1c3c52-3f4e-4f59-a0f3-2b0d9c1e4a7b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+            ),
+        ]
+    })
+    .await
+    .expect("join");
+    assert!(
+        answers[0].is_empty() || answers[0].starts_with("HTTP/1.1 400"),
+        "{}",
+        answers[0]
+    );
+    for answer in &answers[1..3] {
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("\"name\":\"E_INVALIDARG\""), "{answer}");
+        assert!(answer.contains("docs/api.md"), "{answer}");
+    }
+    assert!(
+        answers[3].starts_with("HTTP/1.1 400") && answers[3].contains("is not a job id"),
+        "{}",
+        answers[3]
+    );
+    assert!(
+        answers[4].starts_with("HTTP/1.1 404") && answers[4].contains("no API route"),
+        "{}",
+        answers[4]
+    );
+    assert!(
+        answers[5].starts_with("HTTP/1.1 404") && answers[5].contains("BG_E_NOT_FOUND"),
+        "{}",
+        answers[5]
+    );
+    // Still serving.
+    let status = home.client().status().await.expect("status");
+    assert_eq!(status.jobs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_state_changes_to_clients() {
+    let server = TestServer::start().await;
+    server.put("/e.bin", content(20_000, 55));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let client = home.client();
+    home.ok(&["daemon"]).await;
+    let mut events = client.events().await.expect("events");
+    let id = home.ok(&["create", "evented"]).await.trim().to_string();
+    let id = ferry::job::JobId::parse(&id).expect("id");
+    let local = out.path().join("e.bin").display().to_string();
+    home.ok(&["add", "evented", &server.url("/e.bin"), &local])
+        .await;
+    home.ok(&["resume", "evented"]).await;
+    home.wait_event(
+        &mut events,
+        "TRANSFERRED",
+        |e| matches!(e, ferry::engine::EngineEvent::JobTransferred { job } if *job == id),
+    )
+    .await;
+    client.complete(id).await.expect("complete");
+    home.wait_event(&mut events, "ACKNOWLEDGED", |e| {
+        matches!(e, ferry::engine::EngineEvent::StateChanged { job, to: ferry::job::JobState::Acknowledged, .. } if *job == id)
+    })
+    .await;
+    assert_eq!(
+        sha256(&std::fs::read(out.path().join("e.bin")).expect("file")),
+        sha256(&content(20_000, 55))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_man_pages_are_generated() {
+    let home = Home::new();
+    let output = home.run(&["completions", "bash"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(stdout(&output).contains("ferry") && stdout(&output).contains("resume"));
+    let dir = tempfile::tempdir().expect("man");
+    home.ok(&["man", &dir.path().display().to_string()]).await;
+    let page = std::fs::read_to_string(dir.path().join("ferry.1")).expect("ferry.1");
+    assert!(page.contains(".TH ferry"), "{page}");
+    assert!(dir.path().join("ferry-wait.1").exists());
+    assert!(home.service_pid().is_none(), "these need no service");
+}
