@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub(super) fn run(args: DaemonArgs) -> u8 {
     if args.foreground {
-        return foreground();
+        return foreground(args.idle_exit);
     }
     if args.stop || args.status {
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -82,15 +82,18 @@ async fn control(stop: bool) -> u8 {
     exit::OK
 }
 
-fn foreground() -> u8 {
+fn foreground(idle_exit: Option<u64>) -> u8 {
     let (data_dir, config_path) = match (platform::data_dir(), platform::config_path()) {
         (Ok(data), Ok(config)) => (data, config),
         (Err(e), _) | (_, Err(e)) => return fail(e),
     };
-    let config = match Config::load(&config_path) {
+    let mut config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
+    if let Some(secs) = idle_exit {
+        config.service_idle_exit_secs = secs;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

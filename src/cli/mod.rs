@@ -265,6 +265,10 @@ pub struct DaemonArgs {
     /// Print whether a service runs, and its pid, socket and data directory.
     #[arg(long)]
     pub status: bool,
+    /// With --foreground: exit after this many idle seconds (no jobs, no clients); 0 never.
+    /// Default: `service_idle_exit_secs` of the config file. Service managers want 0.
+    #[arg(long, value_name = "SECONDS", requires = "foreground")]
+    pub idle_exit: Option<u64>,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

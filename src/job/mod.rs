@@ -260,8 +260,11 @@ pub struct Job {
     pub owner: String,
     pub priority: Priority,
     pub state: JobState,
+    #[serde(with = "properties::seconds")]
     pub minimum_retry_delay: Duration,
+    #[serde(with = "properties::seconds")]
     pub no_progress_timeout: Duration,
+    #[serde(with = "properties::seconds")]
     pub max_download_time: Duration,
     pub notify_flags: NotifyFlags,
     pub notify_command: Option<NotifyCommand>,

@@ -385,7 +385,37 @@ pub mod seconds {
         s.serialize_u64(duration.as_secs())
     }
 
+    /// Whole seconds; also reads serde's own `(secs, nanos)` form, which stores written before
+    /// durations were seconds contain.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Seconds(u64),
+            Serde { secs: u64, nanos: u32 },
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Seconds(secs) => Duration::from_secs(secs),
+            Either::Serde { secs, nanos } => Duration::new(secs, nanos),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Holder(#[serde(with = "seconds")] Duration);
+
+    #[test]
+    fn durations_are_seconds_and_the_older_form_still_reads() {
+        let text = ron::to_string(&Holder(Duration::from_secs(600))).expect("ron");
+        assert_eq!(text, "(600)");
+        let old: Holder =
+            ron::from_str("((secs: 600, nanos: 0))").unwrap_or_else(|e| panic!("old form: {e}"));
+        assert_eq!(old, Holder(Duration::from_secs(600)));
+        let json: Holder = serde_json::from_str("60").expect("json");
+        assert_eq!(json, Holder(Duration::from_secs(60)));
     }
 }
