@@ -401,37 +401,45 @@ async fn job(State(state): State<AppState>, RoutePath(id): RoutePath<String>) ->
     reply(async { state.engine.job(job_id(&id)?).await }.await)
 }
 
+/// Runs `action` on the job the route names, then replies with the job as it is afterwards.
+async fn on_job(
+    state: &AppState,
+    id: &str,
+    action: impl AsyncFnOnce(&EngineHandle, JobId) -> Result<(), BitsError>,
+) -> Response {
+    let result = async {
+        let id = job_id(id)?;
+        action(&state.engine, id).await?;
+        state.engine.job(id).await
+    };
+    reply(result.await)
+}
+
 /// Applies the changes in order; stops at the first one refused (the earlier ones stay).
 async fn set(
     State(state): State<AppState>,
     RoutePath(id): RoutePath<String>,
     bytes: Bytes,
 ) -> Response {
-    reply(
-        async {
-            let id = job_id(&id)?;
-            let changes: Vec<PropertyChange> = body(&bytes)?;
-            let count = changes.len();
-            for (index, change) in changes.into_iter().enumerate() {
-                state.engine.set(id, change).await.map_err(|e| {
-                    if index == 0 {
-                        e
-                    } else {
-                        BitsError::new(
-                            e.code,
-                            format!(
-                                "{} (change {} of {count}; the {index} before it were applied)",
-                                e.message,
-                                index + 1
-                            ),
-                        )
-                    }
-                })?;
-            }
-            state.engine.job(id).await
+    on_job(&state, &id, async |engine, id| {
+        let changes: Vec<PropertyChange> = body(&bytes)?;
+        let count = changes.len();
+        for (index, change) in changes.into_iter().enumerate() {
+            engine.set(id, change).await.map_err(|e| match index {
+                0 => e,
+                _ => BitsError::new(
+                    e.code,
+                    format!(
+                        "{} (change {} of {count}; the {index} before it were applied)",
+                        e.message,
+                        index + 1
+                    ),
+                ),
+            })?;
         }
-        .await,
-    )
+        Ok(())
+    })
+    .await
 }
 
 async fn add_files(
@@ -439,57 +447,35 @@ async fn add_files(
     RoutePath(id): RoutePath<String>,
     bytes: Bytes,
 ) -> Response {
-    reply(
-        async {
-            let id = job_id(&id)?;
-            let add: AddFiles = body(&bytes)?;
-            state.engine.add_files(id, add.files).await?;
-            state.engine.job(id).await
-        }
-        .await,
-    )
+    on_job(&state, &id, async |engine, id| {
+        let add: AddFiles = body(&bytes)?;
+        engine.add_files(id, add.files).await
+    })
+    .await
 }
 
 async fn resume(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
-    reply(
-        async {
-            let id = job_id(&id)?;
-            state.engine.resume(id).await?;
-            state.engine.job(id).await
-        }
-        .await,
-    )
+    on_job(&state, &id, async |engine, id| engine.resume(id).await).await
 }
 
 async fn suspend(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
-    reply(
-        async {
-            let id = job_id(&id)?;
-            state.engine.suspend(id).await?;
-            state.engine.job(id).await
-        }
-        .await,
-    )
+    on_job(&state, &id, async |engine, id| engine.suspend(id).await).await
 }
 
 async fn complete(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
-    reply(
-        async {
-            let outcome = state.engine.complete(job_id(&id)?).await?;
-            Ok(Completed { outcome })
-        }
-        .await,
-    )
+    let result = async {
+        let outcome = state.engine.complete(job_id(&id)?).await?;
+        Ok(Completed { outcome })
+    };
+    reply(result.await)
 }
 
 async fn cancel(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
-    reply(
-        async {
-            let outcome = state.engine.cancel(job_id(&id)?).await?;
-            Ok(Cancelled { outcome })
-        }
-        .await,
-    )
+    let result = async {
+        let outcome = state.engine.cancel(job_id(&id)?).await?;
+        Ok(Cancelled { outcome })
+    };
+    reply(result.await)
 }
 
 #[derive(Deserialize)]
@@ -503,15 +489,11 @@ async fn validate(
     RoutePath(id): RoutePath<String>,
     bytes: Bytes,
 ) -> Response {
-    reply(
-        async {
-            let id = job_id(&id)?;
-            let v: Validation = body(&bytes)?;
-            state.engine.set_validation(id, v.file, v.valid).await?;
-            state.engine.job(id).await
-        }
-        .await,
-    )
+    on_job(&state, &id, async |engine, id| {
+        let v: Validation = body(&bytes)?;
+        engine.set_validation(id, v.file, v.valid).await
+    })
+    .await
 }
 
 async fn shutdown(State(state): State<AppState>) -> Response {

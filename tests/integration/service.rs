@@ -483,11 +483,20 @@ async fn another_user_is_refused() {
     ] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
+    // nobody may not be able to reach the build directory: run a copy of the binary from a
+    // directory it can enter.
     let elsewhere = tempfile::tempdir().expect("nobody's home");
-    let mut command = home.ferry();
+    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let binary = elsewhere.path().join("ferry");
+    std::fs::copy(assert_cmd::cargo::cargo_bin!("ferry"), &binary).expect("copy");
+    let mut command = std::process::Command::new(&binary);
     command
         .env("FERRY_HOME", elsewhere.path())
         .env("FERRY_RUNTIME_DIR", home.path().join("run"))
+        .env_remove("FERRY_LOG")
+        .current_dir(elsewhere.path())
+        .stdin(std::process::Stdio::null())
         .arg("list")
         .uid(65534)
         .gid(65534);
