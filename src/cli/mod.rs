@@ -210,6 +210,7 @@ pub struct SetArgs {
     #[arg(long, value_parser = parse_notify_flags, value_name = "FLAGS")]
     pub notify_flags: Option<u32>,
     /// Program (absolute path) and arguments to run on a notification; `--notify-cmd ''` clears.
+    /// It takes every argument after it, so give it last.
     #[arg(long, num_args = 1.., value_name = "PROGRAM [ARGS]", allow_hyphen_values = true)]
     pub notify_cmd: Option<Vec<String>>,
     /// A custom header sent with every request (`Name: value`); repeat for several. Replaces the

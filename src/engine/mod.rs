@@ -895,6 +895,19 @@ impl Actor {
                 transferred,
                 checkpointed,
             } => {
+                // A stalled transfer repeats its last report: nothing changed, so no
+                // JobModification, no save.
+                let unchanged = self
+                    .jobs
+                    .get(&id)
+                    .and_then(|job| job.files.get(file))
+                    .is_some_and(|f| {
+                        f.bytes_transferred == transferred
+                            && f.bytes_checkpointed == checkpointed.min(transferred)
+                    });
+                if unchanged {
+                    return;
+                }
                 let event = Event::Progress {
                     file,
                     transferred,
