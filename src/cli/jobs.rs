@@ -244,14 +244,16 @@ pub(super) async fn list(client: &Client, args: ListArgs) -> u8 {
 }
 
 pub(super) async fn info(client: &Client, args: InfoArgs) -> u8 {
-    let job = match find(client, &args.job).await {
-        Ok(job) => job,
-        Err(e) => return report(&e),
-    };
+    let (job, status) =
+        match async { Ok((find(client, &args.job).await?, client.status().await?)) }.await {
+            Ok(found) => found,
+            Err(e) => return report(&e),
+        };
+    let timeout = Duration::from_secs(status.job_inactivity_timeout_secs);
     if args.json {
-        return print_json(&Details::of(&job));
+        return print_json(&Details::of(&job, timeout));
     }
-    print!("{}", show::details_text(&job));
+    print!("{}", show::details_text(&job, timeout));
     exit::OK
 }
 

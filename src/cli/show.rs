@@ -68,6 +68,9 @@ pub struct Details {
     pub error: Option<ErrorView>,
     pub error_count: u32,
     pub next_retry_at: Option<Timestamp>,
+    /// When the inactivity timeout cancels the job unless something happens first; `null` for a
+    /// job that has ended.
+    pub inactivity_deadline: Option<Timestamp>,
     pub files: Vec<FileView>,
 }
 
@@ -113,7 +116,8 @@ fn ranges_text(file: &JobFile) -> Option<String> {
 }
 
 impl Details {
-    pub fn of(job: &Job) -> Details {
+    /// `inactivity_timeout`: the service's (see `Status`).
+    pub fn of(job: &Job, inactivity_timeout: std::time::Duration) -> Details {
         Details {
             summary: Summary::of(job),
             description: job.description.clone(),
@@ -152,6 +156,8 @@ impl Details {
             }),
             error_count: job.error_count,
             next_retry_at: job.retry.next_retry_at,
+            inactivity_deadline: (!job.state.is_final())
+                .then(|| job.inactivity_deadline(inactivity_timeout)),
             files: job
                 .files
                 .iter()
@@ -217,8 +223,8 @@ pub fn table(jobs: &[Job]) -> String {
 }
 
 /// The `info` text.
-pub fn details_text(job: &Job) -> String {
-    let d = Details::of(job);
+pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> String {
+    let d = Details::of(job, inactivity_timeout);
     let mut out = String::new();
     let mut line = |key: &str, value: String| out.push_str(&format!("{key:<22}{value}\n"));
     let s = &d.summary;
@@ -260,6 +266,18 @@ pub fn details_text(job: &Job) -> String {
         format!("{} s", d.max_download_time_secs),
     );
     line("ERROR COUNT", d.error_count.to_string());
+    if let Some(at) = d.inactivity_deadline {
+        let left = (at - chrono::Utc::now()).num_hours().max(0);
+        line(
+            "INACTIVITY DEADLINE",
+            format!(
+                "{} (in {} d {} h, unless there is activity)",
+                local_time(at),
+                left / 24,
+                left % 24
+            ),
+        );
+    }
     if let Some(at) = d.next_retry_at {
         line("NEXT RETRY", local_time(at));
     }

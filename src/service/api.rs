@@ -47,6 +47,10 @@ pub struct Status {
     pub jobs: usize,
     /// The service exits after this long idle (0: never).
     pub idle_exit_secs: u64,
+    /// A job with no activity (its `times.modified`) for this long is cancelled.
+    pub job_inactivity_timeout_secs: u64,
+    /// The InactivityWarning event comes this long before that.
+    pub inactivity_warning_secs: u64,
 }
 
 /// Every error reply: `{"error": {...}}` with the BITS name and code.

@@ -60,6 +60,10 @@ pub enum ServiceError {
 /// called once the socket accepts connections.
 pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result<(), ServiceError> {
     let idle_exit = options.config.service_idle_exit_secs;
+    let inactivity = (
+        options.config.job_inactivity_timeout_secs,
+        options.config.inactivity_warning_secs,
+    );
     let uid = options.user.uid;
     let user_name = options.user.name.clone();
     let (engine, report) = engine::start(EngineOptions {
@@ -100,6 +104,8 @@ pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result
             socket: options.socket.clone(),
             jobs: 0,
             idle_exit_secs: idle_exit,
+            job_inactivity_timeout_secs: inactivity.0,
+            inactivity_warning_secs: inactivity.1,
         }),
         activity: Arc::new(Activity::new()),
         stop: stop_tx.clone(),

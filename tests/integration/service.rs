@@ -109,6 +109,14 @@ async fn every_verb_from_create_to_complete() {
     assert_eq!(info["files_total"], 4);
     assert_eq!(info["bytes_total"], serde_json::Value::Null);
     assert_eq!(info["error"], serde_json::Value::Null);
+    let time = |value: &serde_json::Value| -> ferry::job::Timestamp {
+        serde_json::from_value(value.clone()).expect("a time")
+    };
+    assert_eq!(
+        (time(&info["inactivity_deadline"]) - time(&info["modified"])).num_days(),
+        90,
+        "the BITS default inactivity timeout"
+    );
     assert_eq!(
         info["files"][0]["local_path"],
         out.path().join("a.bin").display().to_string()
