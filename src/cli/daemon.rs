@@ -94,8 +94,10 @@ fn foreground(idle_exit: Option<u64>) -> u8 {
     if let Some(secs) = idle_exit {
         config.service_idle_exit_secs = secs;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the engine, its workers and the API: they hand each other small messages,
+    // and cross-thread wake-ups cost more than they give (bodies reach the disk through writer
+    // threads of their own).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
