@@ -3,30 +3,17 @@
 
 use crate::job::{BitsError, ErrorCode, Job};
 
-/// Finds the one job `token` names among `jobs`.
+/// Finds the one job `token` names. Jobs still in the queue come first: a name matches a job
+/// that has ended only when no queued job matches it, so that yesterday's completed "nightly"
+/// does not make today's "nightly" ambiguous.
 pub fn resolve<'a>(jobs: &'a [Job], token: &str) -> Result<&'a Job, BitsError> {
-    let id_text = token
-        .trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .to_ascii_lowercase();
-    if let Some(job) = jobs
-        .iter()
-        .find(|j| j.id.0.hyphenated().to_string() == id_text)
-    {
-        return Ok(job);
+    let (queued, ended): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| !j.state.is_final());
+    let mut candidates = matches(&queued, token);
+    if candidates.is_empty() {
+        candidates = matches(&ended, token);
     }
-    let is_prefix =
-        !id_text.is_empty() && id_text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    let candidates: Vec<&Job> = jobs
-        .iter()
-        .filter(|j| {
-            j.display_name == token
-                || (is_prefix && j.id.0.hyphenated().to_string().starts_with(&id_text))
-        })
-        .collect();
     match candidates.as_slice() {
-        [one] => Ok(one),
+        [one] => Ok(*one),
         [] => Err(BitsError::new(
             ErrorCode::NotFound,
             format!(
@@ -49,6 +36,26 @@ pub fn resolve<'a>(jobs: &'a [Job], token: &str) -> Result<&'a Job, BitsError> {
             ))
         }
     }
+}
+
+/// The jobs `token` may name: the one with exactly that id, else those with that display name
+/// or an id that starts with it.
+fn matches<'a>(jobs: &[&'a Job], token: &str) -> Vec<&'a Job> {
+    let id_text = token
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_ascii_lowercase();
+    let id_of = |job: &Job| job.id.0.hyphenated().to_string();
+    if let Some(job) = jobs.iter().find(|j| id_of(j) == id_text) {
+        return vec![*job];
+    }
+    let is_prefix =
+        !id_text.is_empty() && id_text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    jobs.iter()
+        .copied()
+        .filter(|j| j.display_name == token || (is_prefix && id_of(j).starts_with(&id_text)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -92,5 +99,16 @@ mod tests {
             id_of("nothing").map_err(|e| e.code),
             Err(ErrorCode::NotFound)
         );
+    }
+
+    #[test]
+    fn a_job_in_the_queue_wins_over_one_that_ended() {
+        let mut old = job("aaaaaaaa-0000-4000-8000-000000000001", "nightly");
+        old.state = crate::job::JobState::Acknowledged;
+        let new = job("bbbbbbbb-0000-4000-8000-000000000002", "nightly");
+        let jobs = [old, new];
+        assert_eq!(resolve(&jobs, "nightly").map(|j| j.id), Ok(jobs[1].id));
+        // Ended jobs are still found when nothing in the queue matches.
+        assert_eq!(resolve(&jobs, "aaaa").map(|j| j.id), Ok(jobs[0].id));
     }
 }

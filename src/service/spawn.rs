@@ -17,6 +17,9 @@ use std::process::{Command, Stdio};
 /// The line `ferry daemon --foreground` prints on stdout once it accepts connections.
 pub const READY: &str = "ready";
 
+/// A service log larger than this is moved to `service.log.old` when the next service starts.
+const LOG_LIMIT: u64 = 1 << 20;
+
 /// Exit code of `ferry daemon` when a service already runs (see `cli::exit::SERVICE_BUSY`).
 const ALREADY_RUNNING: i32 = 4;
 
@@ -67,6 +70,10 @@ pub fn daemonize() -> Result<Started, String> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let log_path = data_dir.join("service.log");
+    // One older log is kept; the log never grows without bound.
+    if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_LIMIT) {
+        let _ = std::fs::rename(&log_path, data_dir.join("service.log.old"));
+    }
     let log = OpenOptions::new()
         .create(true)
         .append(true)

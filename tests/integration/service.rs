@@ -462,6 +462,25 @@ async fn a_second_service_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_started_together_share_one_service() {
+    let home = Home::new();
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let mut command = home.ferry();
+            command.args(["create", &format!("job {i}")]);
+            tokio::spawn(run(command))
+        })
+        .collect();
+    for run in runs {
+        let output = run.await.expect("join");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    }
+    let status = home.client().status().await.expect("status");
+    assert_eq!(status.jobs, 4, "every command reached the same service");
+    assert_eq!(home.service_pid(), Some(status.pid as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_service_exits_and_is_started_again() {
     let home = Home::with_config("service_idle_exit_secs: 1");
     home.ok(&["list"]).await;
