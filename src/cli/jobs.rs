@@ -9,7 +9,7 @@ use super::{
 };
 use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
 use crate::job::{
-    BitsError, ErrorCode, FileRange, Job, JobState, JobType, NewFile, NotifyCommand,
+    BitsError, Credentials, ErrorCode, FileRange, Job, JobState, JobType, NewFile, NotifyCommand,
     PropertyChange, ProxySettings, RedirectPolicy,
 };
 use crate::service::client::{Client, ClientError, ServiceEvent};
@@ -320,6 +320,16 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
     if let Some(replace) = args.replace_existing {
         changes.push(PropertyChange::ReplaceExisting(replace));
     }
+    if let Some((scheme, user)) = &args.credentials {
+        let password = read_password(user)
+            .map_err(|e| invalid(format!("cannot read the password from standard input: {e}")))?;
+        changes.push(PropertyChange::Credentials(Credentials {
+            server: Some((*scheme, user.clone(), password)),
+        }));
+    }
+    if args.no_credentials {
+        changes.push(PropertyChange::Credentials(Credentials::default()));
+    }
     if changes.is_empty() {
         return Err(invalid(
             "nothing to change: give at least one option (see ferry set --help)".into(),
@@ -341,6 +351,53 @@ pub(super) async fn set(client: &Client, args: SetArgs) -> u8 {
     match result {
         Ok(_) => exit::OK,
         Err(e) => report(&e),
+    }
+}
+
+/// The password for `--credentials`: one line of standard input; on a terminal, asked for with
+/// the echo off.
+fn read_password(user: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let echo_off = stdin.is_terminal().then(|| {
+        eprint!("password for {user}: ");
+        let _ = std::io::stderr().flush();
+        Echo::off()
+    });
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if echo_off.is_some() {
+        eprintln!();
+    }
+    drop(echo_off);
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Terminal echo, switched off while it lives.
+struct Echo(Option<libc::termios>);
+
+impl Echo {
+    fn off() -> Echo {
+        // SAFETY: termios is plain data; tcgetattr fills it for fd 0 or fails.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+            return Echo(None);
+        }
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: quiet is a valid termios copied from the terminal's.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+        Echo(Some(saved))
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the settings read in `off`.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
     }
 }
 

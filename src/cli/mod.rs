@@ -235,6 +235,14 @@ pub struct SetArgs {
     /// Allow (true) or forbid (false) Complete to replace existing destination files.
     #[arg(long, value_name = "BOOL")]
     pub replace_existing: Option<bool>,
+    /// Server credentials, `basic:USER` or `digest:USER`; the password is read from standard
+    /// input (asked for, without echo, on a terminal). Kept in the service's memory only: set
+    /// them again after the service restarts.
+    #[arg(long, value_name = "SCHEME:USER", value_parser = parse_credentials, conflicts_with = "no_credentials")]
+    pub credentials: Option<(crate::job::AuthScheme, String)>,
+    /// Remove the job's credentials.
+    #[arg(long)]
+    pub no_credentials: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -303,6 +311,26 @@ fn parse_notify_flags(text: &str) -> Result<u32, String> {
             )),
         })
         .try_fold(0, |all, flag| flag.map(|f| all | f))
+}
+
+fn parse_credentials(text: &str) -> Result<(crate::job::AuthScheme, String), String> {
+    use crate::job::AuthScheme;
+    let (scheme, user) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not SCHEME:USER (e.g. basic:alice)"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "basic" => AuthScheme::Basic,
+        "digest" => AuthScheme::Digest,
+        other => {
+            return Err(format!(
+                "{other:?} is not an authentication scheme Ferry supports: use basic or digest"
+            ));
+        }
+    };
+    if user.is_empty() {
+        return Err("the user name is empty (e.g. basic:alice)".into());
+    }
+    Ok((scheme, user.to_string()))
 }
 
 fn parse_proxy_usage(text: &str) -> Result<crate::job::ProxyUsage, String> {

@@ -653,3 +653,60 @@ async fn completions_and_man_pages_are_generated() {
     assert!(dir.path().join("ferry-wait.1").exists());
     assert!(home.service_pid().is_none(), "these need no service");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_standard_input_and_reach_the_server() {
+    let server = TestServer::start().await;
+    server.put("/private.bin", content(30_000, 56));
+    server.behave(
+        "/private.bin",
+        Behaviour {
+            digest_auth: Some(("alice".into(), "s3cret pass".into())),
+            ..Default::default()
+        },
+    );
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let local = out.path().join("private.bin").display().to_string();
+    home.ok(&["create", "private"]).await;
+    home.ok(&["add", "private", &server.url("/private.bin"), &local])
+        .await;
+    let mut set = home.ferry();
+    set.args(["set", "private", "--credentials", "digest:alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = set.spawn().expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"s3cret pass\n").expect("password");
+        drop(stdin);
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // The password never reaches the store.
+    let stored: Vec<String> = std::fs::read_dir(home.path().join("jobs"))
+        .expect("jobs")
+        .map(|entry| std::fs::read_to_string(entry.expect("entry").path()).expect("read"))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].contains("s3cret"), "{}", stored[0]);
+    home.ok(&["resume", "private"]).await;
+    home.ok(&["wait", "private"]).await;
+    home.ok(&["complete", "private"]).await;
+    assert_eq!(
+        std::fs::read(out.path().join("private.bin")).expect("file"),
+        content(30_000, 56)
+    );
+    let output = home
+        .run(&["set", "private", "--credentials", "ntlm:alice"])
+        .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("basic or digest"),
+        "{}",
+        stderr(&output)
+    );
+}
