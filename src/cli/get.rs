@@ -95,8 +95,13 @@ pub(super) async fn run(client: &Client, args: GetArgs) -> u8 {
         Ok(files) => files,
         Err(message) => return fail(message),
     };
+    // Watched from here on: a Ctrl+C while the job is being set up suspends it once it exists.
+    let interrupt = match super::jobs::interrupt_signal() {
+        Ok(signal) => signal,
+        Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
+    };
     match prepare(client, &args, files).await {
-        Ok(job) => follow(client, job, args.quiet).await,
+        Ok(job) => follow(client, job, args.quiet, interrupt).await,
         Err(e) => report(&e),
     }
 }
@@ -162,7 +167,12 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 }
 
 /// Waits for the job to finish, showing progress; completes or cancels it.
-async fn follow(client: &Client, id: JobId, quiet: bool) -> u8 {
+async fn follow(
+    client: &Client,
+    id: JobId,
+    quiet: bool,
+    mut interrupt: tokio::signal::unix::Signal,
+) -> u8 {
     let mut events = match client.events().await {
         Ok(events) => events,
         Err(e) => return report(&e),
@@ -178,10 +188,6 @@ async fn follow(client: &Client, id: JobId, quiet: bool) -> u8 {
         Duration::from_millis(200)
     });
     let mut last_transient: Option<String> = None;
-    let mut interrupt = match super::jobs::interrupt_signal() {
-        Ok(signal) => signal,
-        Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
-    };
     loop {
         tokio::select! {
             _ = interrupt.recv() => {
