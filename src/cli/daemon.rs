@@ -79,6 +79,13 @@ async fn control(stop: bool) -> u8 {
         0 => println!("idle exit: never"),
         secs => println!("idle exit: after {secs} s with no jobs and no clients"),
     }
+    for damaged in &status.quarantined {
+        println!(
+            "damaged:   {} ({})",
+            damaged.moved_to.display(),
+            damaged.reason
+        );
+    }
     exit::OK
 }
 

@@ -231,10 +231,19 @@ fn print_json(value: &impl serde::Serialize) -> u8 {
 }
 
 pub(super) async fn list(client: &Client, args: ListArgs) -> u8 {
-    let jobs = match client.jobs(args.all_states).await {
-        Ok(jobs) => jobs,
-        Err(e) => return report(&e),
-    };
+    let (jobs, status) =
+        match async { Ok((client.jobs(args.all_states).await?, client.status().await?)) }.await {
+            Ok(found) => found,
+            Err(e) => return report(&e),
+        };
+    if !status.quarantined.is_empty() {
+        eprintln!(
+            "ferry: warning: {} damaged job file(s) were moved to {} when the service started; \
+             `ferry daemon --status` lists them",
+            status.quarantined.len(),
+            status.data_dir.join("quarantine").display()
+        );
+    }
     if args.json {
         let summaries: Vec<Summary> = jobs.iter().map(Summary::of).collect();
         return print_json(&summaries);

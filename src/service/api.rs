@@ -51,6 +51,14 @@ pub struct Status {
     pub job_inactivity_timeout_secs: u64,
     /// The InactivityWarning event comes this long before that.
     pub inactivity_warning_secs: u64,
+    /// Damaged job files found when the service started, moved aside (never deleted).
+    pub quarantined: Vec<QuarantinedFile>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QuarantinedFile {
+    pub moved_to: PathBuf,
+    pub reason: String,
 }
 
 /// Every error reply: `{"error": {...}}` with the BITS name and code.

@@ -59,15 +59,22 @@ pub enum ServiceError {
 /// Runs the service until SIGINT/SIGTERM, `POST /v1/shutdown`, or the idle timeout. `ready` is
 /// called once the socket accepts connections.
 pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result<(), ServiceError> {
-    let idle_exit = options.config.service_idle_exit_secs;
-    let inactivity = (
-        options.config.job_inactivity_timeout_secs,
-        options.config.inactivity_warning_secs,
-    );
-    let uid = options.user.uid;
-    let user_name = options.user.name.clone();
-    let (engine, report) = engine::start(EngineOptions {
+    let config = &options.config;
+    let mut status = Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        user: options.user.name.clone(),
+        uid: options.user.uid,
         data_dir: options.data_dir.clone(),
+        socket: options.socket.clone(),
+        jobs: 0,
+        idle_exit_secs: config.service_idle_exit_secs,
+        job_inactivity_timeout_secs: config.job_inactivity_timeout_secs,
+        inactivity_warning_secs: config.inactivity_warning_secs,
+        quarantined: Vec::new(),
+    };
+    let (engine, report) = engine::start(EngineOptions {
+        data_dir: options.data_dir,
         config: options.config,
         clock: options.clock,
         user: options.user,
@@ -78,12 +85,16 @@ pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result
         }
         other => ServiceError::Engine(other),
     })?;
-    for damaged in &report.quarantined {
+    for damaged in report.quarantined {
         tracing::warn!(
             "a damaged job file was moved to {} ({})",
             damaged.moved_to.display(),
             damaged.reason
         );
+        status.quarantined.push(api::QuarantinedFile {
+            moved_to: damaged.moved_to,
+            reason: damaged.reason,
+        });
     }
     let listener = match bind(&options.socket) {
         Ok(listener) => listener,
@@ -93,20 +104,10 @@ pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result
         }
     };
     let (stop_tx, stop) = watch::channel(false);
+    let idle_exit = status.idle_exit_secs;
     let state = AppState {
         engine: engine.clone(),
-        status: Arc::new(Status {
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            user: user_name,
-            uid,
-            data_dir: options.data_dir,
-            socket: options.socket.clone(),
-            jobs: 0,
-            idle_exit_secs: idle_exit,
-            job_inactivity_timeout_secs: inactivity.0,
-            inactivity_warning_secs: inactivity.1,
-        }),
+        status: Arc::new(status),
         activity: Arc::new(Activity::new()),
         stop: stop_tx.clone(),
         stopping: stop.clone(),

@@ -710,3 +710,38 @@ async fn credentials_come_from_standard_input_and_reach_the_server() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_job_file_is_reported_by_the_commands() {
+    let home = Home::new();
+    let kept = home.ok(&["create", "kept"]).await.trim().to_string();
+    let pid = home.service_pid().expect("service runs");
+    home.ok(&["daemon", "--stop"]).await;
+    wait_exit(pid).await;
+    let damaged = home
+        .path()
+        .join("jobs")
+        .join("6f1c3c52-3f4e-4f59-a0f3-2b0d9c1e4a7b.ron");
+    std::fs::write(&damaged, b"(format: 1, job: (id: tru").expect("write");
+    let output = home.run(&["list"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains(&kept), "the other jobs load");
+    assert!(
+        stderr(&output).contains("1 damaged job file(s) were moved to"),
+        "{}",
+        stderr(&output)
+    );
+    let status = home.ok(&["daemon", "--status"]).await;
+    assert!(
+        status.contains("damaged:") && status.contains("quarantine"),
+        "{status}"
+    );
+    assert!(!damaged.exists());
+    assert_eq!(
+        std::fs::read_dir(home.path().join("quarantine"))
+            .expect("quarantine")
+            .count(),
+        1,
+        "moved aside, not deleted"
+    );
+}
