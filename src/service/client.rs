@@ -8,6 +8,11 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// No call takes the service this long (the longest, Complete and Cancel, rename or delete a
+/// job's files); past it the service is taken for hung, not slow. The event stream has no limit.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -96,6 +101,12 @@ impl Client {
             socket: self.socket.clone(),
             reason: if e.is_connect() {
                 "no service is listening".into()
+            } else if e.is_timeout() {
+                format!(
+                    "the service did not answer within {} s; it may be hung: see service.log in \
+                     the data directory, and restart it (ferry daemon --stop)",
+                    CALL_TIMEOUT.as_secs()
+                )
             } else {
                 e.to_string()
             },
@@ -107,8 +118,12 @@ impl Client {
         method: Method,
         route: &str,
         body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
     ) -> Result<reqwest::Response, ClientError> {
         let mut request = self.http.request(method, self.url(route));
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -139,7 +154,7 @@ impl Client {
             .map(serde_json::to_vec)
             .transpose()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let response = self.send(method, route, body).await?;
+        let response = self.send(method, route, body, Some(CALL_TIMEOUT)).await?;
         let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -207,7 +222,7 @@ impl Client {
 
     /// Subscribes to the live events.
     pub async fn events(&self) -> Result<EventStream, ClientError> {
-        let response = self.send(Method::GET, "/events", None).await?;
+        let response = self.send(Method::GET, "/events", None, None).await?;
         Ok(EventStream {
             response,
             buffer: Vec::new(),
