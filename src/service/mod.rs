@@ -281,7 +281,11 @@ async fn guard(
 ) -> Response {
     state.activity.touch();
     match peer.uid {
-        Some(uid) if uid == state.status.uid || uid == 0 => next.run(request).await,
+        Some(uid) if uid == state.status.uid || uid == 0 => {
+            let method = request.method().clone();
+            let path = request.uri().path().to_string();
+            as_bits_error(next.run(request).await, &method, &path)
+        }
         other => {
             let who = other.map_or("an unknown user".to_string(), |uid| format!("uid {uid}"));
             tracing::warn!("refused a connection from {who}");
@@ -295,6 +299,39 @@ async fn guard(
             ))
         }
     }
+}
+
+/// Errors raised by the HTTP layer itself (a wrong method, a body too large) get the same JSON
+/// shape as every other error, so that clients need one way to read them.
+fn as_bits_error(response: Response, method: &axum::http::Method, path: &str) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            format!("{path} does not take {method}; it takes {allowed}. See docs/api.md")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is too large (at most 2 MiB); add files in several requests".into()
+        }
+        other => format!("{method} {path} was refused by the HTTP layer ({other})"),
+    };
+    let mut replaced = json(status, &ErrorReply::from(&invalid(message)));
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        replaced.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    replaced
 }
 
 fn error(e: &BitsError) -> Response {
