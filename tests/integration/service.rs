@@ -768,3 +768,47 @@ async fn a_damaged_job_file_is_reported_by_the_commands() {
         "moved aside, not deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_transfer_saves_and_the_next_service_resumes() {
+    let server = TestServer::start().await;
+    let data = content(2_000_000, 57);
+    server.put("/term.bin", data.clone());
+    server.behave("/term.bin", Behaviour::stall_after(900_000));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let local = out.path().join("term.bin").display().to_string();
+    home.ok(&["create", "term"]).await;
+    home.ok(&["add", "term", &server.url("/term.bin"), &local])
+        .await;
+    let mut events = home.client().events().await.expect("events");
+    home.ok(&["resume", "term"]).await;
+    home.wait_event(&mut events, "the checkpoint at 900000", |e| {
+        matches!(
+            e,
+            ferry::engine::EngineEvent::ProgressSaved {
+                checkpointed: 900_000,
+                ..
+            }
+        )
+    })
+    .await;
+    let pid = home.service_pid().expect("service runs");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_exit(pid).await;
+    assert!(!home.socket().exists(), "a clean stop removes the socket");
+    server.behave("/term.bin", Behaviour::default());
+    // Any command starts the next service, which takes the job up where it stopped.
+    home.ok(&["wait", "term"]).await;
+    home.ok(&["complete", "term"]).await;
+    assert_eq!(
+        sha256(&std::fs::read(out.path().join("term.bin")).expect("file")),
+        sha256(&data)
+    );
+    let last = server
+        .requests("/term.bin")
+        .last()
+        .and_then(|r| r.range.clone());
+    assert_eq!(last.as_deref(), Some("bytes=900000-1999999"));
+}
