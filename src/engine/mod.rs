@@ -60,8 +60,12 @@ pub enum EngineEvent {
         to: JobState,
     },
     /// Something about the job changed; at most one per job per `modification_interval_ms`.
+    /// Carries the state and progress at that moment, so that a listener showing progress needs
+    /// no call back.
     JobModification {
         job: JobId,
+        state: JobState,
+        progress: job::Progress,
     },
     JobTransferred {
         job: JobId,
@@ -1233,7 +1237,17 @@ impl Actor {
             }
         }
         for id in due {
-            self.emit(EngineEvent::JobModification { job: id });
+            let job = self
+                .jobs
+                .get(&id)
+                .or_else(|| self.finished.iter().rev().find(|j| j.id == id));
+            if let Some(job) = job {
+                self.emit(EngineEvent::JobModification {
+                    job: id,
+                    state: job.state,
+                    progress: job.progress(),
+                });
+            }
         }
     }
 

@@ -1409,7 +1409,7 @@ async fn job_modification_events_are_rate_limited() {
             .expect("events")
             .expect("event")
         {
-            EngineEvent::JobModification { job } if job == id => modifications += 1,
+            EngineEvent::JobModification { job, .. } if job == id => modifications += 1,
             EngineEvent::StateChanged { job, .. } | EngineEvent::FileTransferred { job, .. }
                 if job == id =>
             {

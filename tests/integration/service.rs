@@ -657,6 +657,14 @@ async fn events_stream_state_changes_to_clients() {
         matches!(e, ferry::engine::EngineEvent::StateChanged { job, to: ferry::job::JobState::Acknowledged, .. } if *job == id)
     })
     .await;
+    home.wait_event(&mut events, "a JobModification with the final progress", |e| {
+        matches!(
+            e,
+            ferry::engine::EngineEvent::JobModification { job, state: ferry::job::JobState::Acknowledged, progress }
+                if *job == id && progress.bytes_transferred == 20_000 && progress.files_transferred == 1
+        )
+    })
+    .await;
     assert_eq!(
         sha256(&std::fs::read(out.path().join("e.bin")).expect("file")),
         sha256(&content(20_000, 55))
