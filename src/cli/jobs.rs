@@ -9,10 +9,11 @@ use super::{
 };
 use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
 use crate::job::{
-    BitsError, Credentials, ErrorCode, FileRange, Job, JobState, JobType, NewFile, NotifyCommand,
-    PropertyChange, ProxySettings, RedirectPolicy,
+    BitsError, Credentials, ErrorCode, FileRange, Job, JobId, JobState, JobType, NewFile,
+    NotifyCommand, PropertyChange, ProxySettings, RedirectPolicy,
 };
 use crate::service::client::{Client, ClientError, ServiceEvent};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -520,11 +521,34 @@ pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
         Ok(signal) => signal,
         Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
     };
+    // Bytes of each job at the last measurement, for the rates.
+    let mut measured: Option<(std::time::Instant, HashMap<JobId, u64>)> = None;
+    let mut rates: HashMap<JobId, f64> = HashMap::new();
     loop {
         let jobs = match client.jobs(args.all_states).await {
             Ok(jobs) => jobs,
             Err(e) => return report(&e),
         };
+        let bytes: HashMap<JobId, u64> = jobs
+            .iter()
+            .map(|j| (j.id, j.progress().bytes_transferred))
+            .collect();
+        match &measured {
+            // Rates over less than half a second jump around; keep the last ones until then.
+            Some((at, before)) if at.elapsed() >= Duration::from_millis(500) => {
+                let seconds = at.elapsed().as_secs_f64();
+                rates = bytes
+                    .iter()
+                    .filter_map(|(id, now)| {
+                        let then = before.get(id)?;
+                        Some((*id, now.saturating_sub(*then) as f64 / seconds))
+                    })
+                    .collect();
+                measured = Some((std::time::Instant::now(), bytes));
+            }
+            Some(_) => {}
+            None => measured = Some((std::time::Instant::now(), bytes)),
+        }
         let now = show::local_time(chrono::Utc::now());
         let mut screen = String::new();
         if tty {
@@ -534,7 +558,7 @@ pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
             "MONITORING {} job(s) at {now} (Ctrl+C to stop)\n",
             jobs.len()
         ));
-        screen.push_str(&show::table(&jobs));
+        screen.push_str(&show::table_with_rates(&jobs, Some(&rates)));
         if !tty {
             screen.push('\n');
         }

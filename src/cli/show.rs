@@ -2,8 +2,9 @@
 //! The JSON field names are part of Ferry's interface (README, docs/api.md); states, types and
 //! priorities are the BITS names.
 
-use crate::job::{Job, JobFile, LENGTH_TO_EOF, Timestamp};
+use crate::job::{Job, JobFile, JobId, LENGTH_TO_EOF, Timestamp};
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// One job in `ferry list --json` (and the head of `ferry info --json`).
 #[derive(Serialize)]
@@ -201,20 +202,48 @@ fn shorten(text: &str, width: usize) -> String {
 
 /// The `list` table: a header and one line per job.
 pub fn table(jobs: &[Job]) -> String {
+    table_with_rates(jobs, None)
+}
+
+/// The `list` table; with `rates` (bytes per second by job, for `monitor`), two more columns:
+/// the share done and the rate.
+pub fn table_with_rates(jobs: &[Job], rates: Option<&HashMap<JobId, f64>>) -> String {
+    let extra = |done: &str, rate: &str| match rates {
+        Some(_) => format!("  {done:>6}  {rate:>11}"),
+        None => String::new(),
+    };
     let mut out = format!(
-        "{:<36}  {:<24}  {:<12}  {:<15}  {:>9}  {:>27}  {:<10}  {}\n",
-        "ID", "NAME", "TYPE", "STATE", "FILES", "BYTES", "PRIORITY", "LAST ACTIVITY"
+        "{:<36}  {:<24}  {:<12}  {:<15}  {:>9}  {:>27}{}  {:<10}  {}\n",
+        "ID",
+        "NAME",
+        "TYPE",
+        "STATE",
+        "FILES",
+        "BYTES",
+        extra("DONE", "RATE"),
+        "PRIORITY",
+        "LAST ACTIVITY"
     );
     for job in jobs {
         let s = Summary::of(job);
+        let done = match s.bytes_total {
+            Some(0) | None => "-".to_string(),
+            Some(total) => format!("{:.1}%", s.bytes_transferred as f64 * 100.0 / total as f64),
+        };
+        let rate = rates
+            .and_then(|r| r.get(&job.id))
+            .filter(|_| job.state == crate::job::JobState::Transferring)
+            .map(|rate| format!("{}/s", indicatif::HumanBytes(*rate as u64)))
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<36}  {:<24}  {:<12}  {:<15}  {:>9}  {:>27}  {:<10}  {}\n",
+            "{:<36}  {:<24}  {:<12}  {:<15}  {:>9}  {:>27}{}  {:<10}  {}\n",
             s.id,
             shorten(&s.name, 24),
             s.job_type,
             s.state,
             format!("{} / {}", s.files_transferred, s.files_total),
             bytes(s.bytes_transferred, s.bytes_total),
+            extra(&done, &rate),
             s.priority,
             local_time(s.last_activity),
         ));
@@ -349,4 +378,46 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobDefaults, JobState, JobType};
+
+    #[test]
+    fn monitor_rows_show_share_and_rate_of_transferring_jobs() {
+        let mut job = Job::new(
+            JobId::new_random(),
+            JobType::Download,
+            "iso",
+            "me",
+            &JobDefaults::default(),
+            chrono::DateTime::UNIX_EPOCH,
+        )
+        .expect("job");
+        job.files.push(JobFile {
+            remote_url: "http://127.0.0.1/iso".into(),
+            local_path: "/tmp/iso".into(),
+            temp_path: "/tmp/.iso".into(),
+            ranges: None,
+            bytes_total: Some(4000),
+            bytes_transferred: 1000,
+            bytes_checkpointed: 0,
+            transferred: false,
+            completed: false,
+            validators: None,
+        });
+        job.state = JobState::Transferring;
+        let rates = HashMap::from([(job.id, 2048.0)]);
+        let text = table_with_rates(std::slice::from_ref(&job), Some(&rates));
+        let mut lines = text.lines();
+        let header = lines.next().expect("header");
+        assert!(header.contains("DONE") && header.contains("RATE"), "{header}");
+        let row = lines.next().expect("row");
+        assert!(row.contains("25.0%") && row.contains("2.00 KiB/s"), "{row}");
+        assert!(row.contains("1000 / 4000") && row.contains("TRANSFERRING"), "{row}");
+        // The list table has neither column.
+        assert!(!table(&[job]).contains("RATE"));
+    }
 }
