@@ -413,10 +413,16 @@ mod tests {
         let text = table_with_rates(std::slice::from_ref(&job), Some(&rates));
         let mut lines = text.lines();
         let header = lines.next().expect("header");
-        assert!(header.contains("DONE") && header.contains("RATE"), "{header}");
+        assert!(
+            header.contains("DONE") && header.contains("RATE"),
+            "{header}"
+        );
         let row = lines.next().expect("row");
         assert!(row.contains("25.0%") && row.contains("2.00 KiB/s"), "{row}");
-        assert!(row.contains("1000 / 4000") && row.contains("TRANSFERRING"), "{row}");
+        assert!(
+            row.contains("1000 / 4000") && row.contains("TRANSFERRING"),
+            "{row}"
+        );
         // The list table has neither column.
         assert!(!table(&[job]).contains("RATE"));
     }
