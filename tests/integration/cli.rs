@@ -3,7 +3,6 @@
 use crate::home::{Home, run, stderr};
 use crate::server::{Behaviour, TestServer};
 use crate::{content, hidden_files, sha256};
-use ferry::engine::EngineEvent;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -197,16 +196,7 @@ async fn interrupt_and_rerun(kill_service: bool) {
     home.ok(&["daemon"]).await;
     let mut events = home.client().events().await.expect("events");
     let first = Watched::start(get_quiet(&home, out.path(), &[server.url("/big.bin")]));
-    home.wait_event(&mut events, "the checkpoint at 700000", |e| {
-        matches!(
-            e,
-            EngineEvent::ProgressSaved {
-                checkpointed: 700_000,
-                ..
-            }
-        )
-    })
-    .await;
+    home.wait_checkpoint(&mut events, 700_000).await;
     if kill_service {
         let pid = home.service_pid().expect("service runs");
         // SAFETY: kill has no memory-safety preconditions.
@@ -240,12 +230,8 @@ async fn interrupt_and_rerun(kill_service: bool) {
         sha256(&std::fs::read(out.path().join("big.bin")).expect("file")),
         sha256(&data)
     );
-    let last = server
-        .requests("/big.bin")
-        .last()
-        .and_then(|r| r.range.clone());
     assert_eq!(
-        last.as_deref(),
+        server.last_range("/big.bin").as_deref(),
         Some("bytes=700000-1999999"),
         "resumed, not restarted"
     );

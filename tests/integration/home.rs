@@ -119,6 +119,20 @@ impl Home {
     }
 }
 
+impl Home {
+    /// Waits until a checkpoint of `bytes` (the whole job) is on disk.
+    pub async fn wait_checkpoint(
+        &self,
+        events: &mut ferry::service::client::EventStream,
+        bytes: u64,
+    ) {
+        self.wait_event(events, &format!("the checkpoint at {bytes}"), |e| {
+            matches!(e, ferry::engine::EngineEvent::ProgressSaved { checkpointed, .. } if *checkpointed == bytes)
+        })
+        .await;
+    }
+}
+
 impl Drop for Home {
     fn drop(&mut self) {
         if let Some(pid) = self.service_pid() {

@@ -152,6 +152,11 @@ impl TestServer {
             .collect()
     }
 
+    /// The Range header of the last request for `path`: where the last attempt started.
+    pub fn last_range(&self, path: &str) -> Option<String> {
+        self.requests(path).last().and_then(|r| r.range.clone())
+    }
+
     pub fn request_paths(&self) -> Vec<String> {
         self.lock().log.iter().map(|l| l.path.clone()).collect()
     }

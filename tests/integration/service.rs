@@ -354,16 +354,7 @@ async fn reset_cancels_every_job_and_deletes_temp_files() {
         .await;
     let mut events = home.client().events().await.expect("events");
     home.ok(&["resume", &running]).await;
-    home.wait_event(&mut events, "bytes on disk", |e| {
-        matches!(
-            e,
-            ferry::engine::EngineEvent::ProgressSaved {
-                checkpointed: 700_000,
-                ..
-            }
-        )
-    })
-    .await;
+    home.wait_checkpoint(&mut events, 700_000).await;
     assert_eq!(
         hidden_files(out.path()).len(),
         1,
@@ -791,16 +782,7 @@ async fn sigterm_mid_transfer_saves_and_the_next_service_resumes() {
         .await;
     let mut events = home.client().events().await.expect("events");
     home.ok(&["resume", "term"]).await;
-    home.wait_event(&mut events, "the checkpoint at 900000", |e| {
-        matches!(
-            e,
-            ferry::engine::EngineEvent::ProgressSaved {
-                checkpointed: 900_000,
-                ..
-            }
-        )
-    })
-    .await;
+    home.wait_checkpoint(&mut events, 900_000).await;
     let pid = home.service_pid().expect("service runs");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -814,9 +796,8 @@ async fn sigterm_mid_transfer_saves_and_the_next_service_resumes() {
         sha256(&std::fs::read(out.path().join("term.bin")).expect("file")),
         sha256(&data)
     );
-    let last = server
-        .requests("/term.bin")
-        .last()
-        .and_then(|r| r.range.clone());
-    assert_eq!(last.as_deref(), Some("bytes=900000-1999999"));
+    assert_eq!(
+        server.last_range("/term.bin").as_deref(),
+        Some("bytes=900000-1999999")
+    );
 }
