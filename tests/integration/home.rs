@@ -117,9 +117,7 @@ impl Home {
         .await;
         assert_eq!(found, Ok(true), "no event: {what}");
     }
-}
 
-impl Home {
     /// Waits until a checkpoint of `bytes` (the whole job) is on disk.
     pub async fn wait_checkpoint(
         &self,
