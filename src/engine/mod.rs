@@ -132,7 +132,7 @@ pub enum EngineError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSpec {
     pub name: String,
-    #[serde(default = "download")]
+    #[serde(default)]
     pub job_type: JobType,
     /// `None`: the configured default (NORMAL).
     #[serde(default)]
@@ -143,10 +143,6 @@ pub struct JobSpec {
     pub replace_existing: bool,
     #[serde(default)]
     pub files: Vec<NewFile>,
-}
-
-fn download() -> JobType {
-    JobType::Download
 }
 
 impl JobSpec {

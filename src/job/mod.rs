@@ -55,8 +55,9 @@ impl std::fmt::Display for JobId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum JobType {
+    #[default]
     Download,
     Upload,
     UploadReply,
