@@ -58,10 +58,12 @@ pub struct Details {
     /// Program and arguments, or `null`.
     pub notify_command: Option<Vec<String>>,
     pub custom_headers: Vec<String>,
-    pub proxy_usage: String,
+    /// PRECONFIG, NO_PROXY, OVERRIDE or AUTODETECT.
+    pub proxy_usage: &'static str,
     pub proxy_list: Option<String>,
     pub proxy_bypass: Option<String>,
-    pub redirect_policy: String,
+    /// ALLOW_SILENT, ALLOW_REPORT or DISALLOW.
+    pub redirect_policy: &'static str,
     pub allow_https_to_http: bool,
     pub dynamic_content: bool,
     pub replace_existing: bool,
@@ -140,10 +142,10 @@ impl Details {
                 .iter()
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect(),
-            proxy_usage: format!("{:?}", job.proxy.usage).to_uppercase(),
+            proxy_usage: job.proxy.usage.name(),
             proxy_list: job.proxy.list.clone(),
             proxy_bypass: job.proxy.bypass.clone(),
-            redirect_policy: format!("{:?}", job.redirect_policy.mode),
+            redirect_policy: job.redirect_policy.mode.name(),
             allow_https_to_http: job.redirect_policy.allow_https_to_http,
             dynamic_content: job.dynamic_content,
             replace_existing: job.replace_existing,
@@ -310,7 +312,7 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
     if let Some(at) = d.next_retry_at {
         line("NEXT RETRY", local_time(at));
     }
-    line("PROXY USAGE", d.proxy_usage.clone());
+    line("PROXY USAGE", d.proxy_usage.into());
     line(
         "PROXY LIST",
         d.proxy_list.clone().unwrap_or_else(|| "NULL".into()),

@@ -168,6 +168,18 @@ pub enum ProxyUsage {
     Autodetect,
 }
 
+impl ProxyUsage {
+    /// The BG_JOB_PROXY_USAGE_* name, without the prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyUsage::Preconfig => "PRECONFIG",
+            ProxyUsage::NoProxy => "NO_PROXY",
+            ProxyUsage::Override => "OVERRIDE",
+            ProxyUsage::Autodetect => "AUTODETECT",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct ProxySettings {
     pub usage: ProxyUsage,
@@ -199,6 +211,17 @@ pub enum RedirectMode {
     AllowReport,
     /// A redirect puts the job in ERROR (and records the target URL).
     Disallow,
+}
+
+impl RedirectMode {
+    /// The BG_HTTP_REDIRECT_POLICY_* name, without the prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            RedirectMode::AllowSilent => "ALLOW_SILENT",
+            RedirectMode::AllowReport => "ALLOW_REPORT",
+            RedirectMode::Disallow => "DISALLOW",
+        }
+    }
 }
 
 /// A setter call (spec §2.3: every setter is allowed in every non-final state). In the service's

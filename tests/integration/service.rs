@@ -105,7 +105,8 @@ async fn every_verb_from_create_to_complete() {
     assert_eq!(info["max_download_time_secs"], 7200);
     assert_eq!(info["notify_flags"], 3);
     assert_eq!(info["custom_headers"][0], "X-Trace: 42");
-    assert_eq!(info["redirect_policy"], "AllowReport");
+    assert_eq!(info["redirect_policy"], "ALLOW_REPORT");
+    assert_eq!(info["proxy_usage"], "PRECONFIG");
     assert_eq!(info["files_total"], 4);
     assert_eq!(info["bytes_total"], serde_json::Value::Null);
     assert_eq!(info["error"], serde_json::Value::Null);
