@@ -1230,6 +1230,32 @@ async fn basic_credentials_and_custom_headers() {
     assert!(stored.contains("credentials_dropped: true"));
 }
 
+/// Downloads `/moved` (a redirect) into `name` with the redirect `mode` (`None`: the default) and
+/// waits for the job to reach `end`.
+async fn follow_redirect(
+    h: &mut Harness,
+    server: &TestServer,
+    name: &str,
+    mode: Option<RedirectMode>,
+    end: JobState,
+) -> ferry::job::Job {
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/moved"), name)])
+        .await;
+    if let Some(mode) = mode {
+        let policy = RedirectPolicy {
+            mode,
+            allow_https_to_http: false,
+        };
+        h.engine
+            .set(id, PropertyChange::RedirectPolicy(policy))
+            .await
+            .expect("set");
+    }
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, end).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_policies() {
     let server = TestServer::start().await;
@@ -1244,41 +1270,15 @@ async fn redirect_policies() {
     );
     let mut h = Harness::new().await;
     // Default: follow silently.
-    let id = h
-        .download(Priority::Foreground, &[(&server.url("/moved"), "silent")])
-        .await;
-    h.engine.resume(id).await.expect("resume");
-    let job = h.wait_state(id, JobState::Transferred).await;
+    let job = follow_redirect(&mut h, &server, "silent", None, JobState::Transferred).await;
     assert_eq!(job.files[0].remote_url, server.url("/moved"));
     // ALLOW_REPORT rewrites the URL.
-    let id = h
-        .download(Priority::Foreground, &[(&server.url("/moved"), "report")])
-        .await;
-    let report = RedirectPolicy {
-        mode: RedirectMode::AllowReport,
-        allow_https_to_http: false,
-    };
-    h.engine
-        .set(id, PropertyChange::RedirectPolicy(report))
-        .await
-        .expect("set");
-    h.engine.resume(id).await.expect("resume");
-    let job = h.wait_state(id, JobState::Transferred).await;
+    let report = Some(RedirectMode::AllowReport);
+    let job = follow_redirect(&mut h, &server, "report", report, JobState::Transferred).await;
     assert_eq!(job.files[0].remote_url, server.url("/target"));
     // DISALLOW puts the job in ERROR.
-    let id = h
-        .download(Priority::Foreground, &[(&server.url("/moved"), "disallow")])
-        .await;
-    let disallow = RedirectPolicy {
-        mode: RedirectMode::Disallow,
-        allow_https_to_http: false,
-    };
-    h.engine
-        .set(id, PropertyChange::RedirectPolicy(disallow))
-        .await
-        .expect("set");
-    h.engine.resume(id).await.expect("resume");
-    let job = h.wait_state(id, JobState::Error).await;
+    let disallow = Some(RedirectMode::Disallow);
+    let job = follow_redirect(&mut h, &server, "disallow", disallow, JobState::Error).await;
     let error = job.current_error().expect("error");
     assert_eq!(error.code, ErrorCode::RedirectFailed);
     assert!(
