@@ -91,8 +91,7 @@ async fn files_transfer_one_after_another_in_order() {
         .zip(&names)
         .map(|(u, n)| (u.as_str(), n.as_str()))
         .collect();
-    let id = h.download(Priority::Normal, &files).await;
-    h.engine.resume(id).await.expect("resume");
+    let id = h.start(Priority::Normal, &files).await;
     h.wait_state(id, JobState::Transferred).await;
     assert_eq!(
         server.request_paths(),
@@ -122,12 +121,11 @@ async fn http_statuses_follow_the_transient_fatal_table() {
         server.put(&path, content(100, 0));
         server.behave(&path, Behaviour::status(status));
         let id = h
-            .download(
+            .start(
                 Priority::Foreground,
                 &[(&server.url(&path), &format!("s{status}"))],
             )
             .await;
-        h.engine.resume(id).await.expect("resume");
         let job = h
             .wait_for(id, "an error state", |j| {
                 matches!(j.state, JobState::Error | JobState::TransientError)
@@ -148,9 +146,8 @@ async fn fatal_error_raises_job_error_and_waits_for_the_user() {
     let server = TestServer::start().await;
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/missing"), "m")])
+        .start(Priority::Foreground, &[(&server.url("/missing"), "m")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let event = h
         .wait_event("JobError", |e| matches!(e, EngineEvent::JobError { .. }))
         .await;
@@ -190,9 +187,8 @@ async fn transient_error_retries_after_the_minimum_delay() {
     );
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/busy"), "busy")])
+        .start(Priority::Foreground, &[(&server.url("/busy"), "busy")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h
         .wait_for(id, "TRANSIENT_ERROR", |j| {
             j.state == JobState::TransientError
@@ -243,9 +239,8 @@ async fn retry_after_is_honoured() {
     );
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/later"), "later")])
+        .start(Priority::Foreground, &[(&server.url("/later"), "later")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h
         .wait_for(id, "TRANSIENT_ERROR", |j| {
             j.state == JobState::TransientError
@@ -320,9 +315,8 @@ async fn a_cut_connection_resumes_with_a_range_request() {
     server.behave("/cut", Behaviour::cut_once_after(400_000));
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/cut"), "cut")])
+        .start(Priority::Foreground, &[(&server.url("/cut"), "cut")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h
         .wait_for(id, "TRANSIENT_ERROR", |j| {
             j.state == JobState::TransientError
@@ -369,9 +363,8 @@ async fn a_stalled_server_times_out_as_a_transient_error() {
     };
     let mut h = Harness::with_config(config).await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/stall"), "stall")])
+        .start(Priority::Foreground, &[(&server.url("/stall"), "stall")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h
         .wait_for(id, "TRANSIENT_ERROR", |j| {
             j.state == JobState::TransientError
@@ -395,9 +388,8 @@ async fn server_requirements_missing_size_and_ranges() {
     );
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/nolen"), "nolen")])
+        .start(Priority::Foreground, &[(&server.url("/nolen"), "nolen")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
@@ -430,12 +422,11 @@ async fn server_requirements_missing_size_and_ranges() {
         },
     );
     let id = h
-        .download(
+        .start(
             Priority::Foreground,
             &[(&server.url("/norange"), "norange")],
         )
         .await;
-    h.engine.resume(id).await.expect("resume");
     h.wait_for(id, "TRANSIENT_ERROR", |j| {
         j.state == JobState::TransientError
     })
@@ -463,9 +454,8 @@ async fn a_changed_remote_file_restarts_from_zero() {
         server.put(path, old.clone());
         server.behave(path, Behaviour::cut_once_after(200_000));
         let id = h
-            .download(Priority::Foreground, &[(&server.url(path), &path[1..])])
+            .start(Priority::Foreground, &[(&server.url(path), &path[1..])])
             .await;
-        h.engine.resume(id).await.expect("resume");
         h.wait_for(id, "TRANSIENT_ERROR", |j| {
             j.state == JobState::TransientError
         })
@@ -570,7 +560,7 @@ async fn complete_keeps_transferred_files_and_deletes_the_rest() {
     server.put("/never", content(100, 16));
     let mut h = Harness::new().await;
     let id = h
-        .download(
+        .start(
             Priority::Foreground,
             &[
                 (&server.url("/done"), "done"),
@@ -579,7 +569,6 @@ async fn complete_keeps_transferred_files_and_deletes_the_rest() {
             ],
         )
         .await;
-    h.engine.resume(id).await.expect("resume");
     h.wait_for(id, "second file under way", |j| {
         j.files[1].bytes_transferred >= 50_000
     })
@@ -610,12 +599,11 @@ async fn cancel_deletes_every_temp_file() {
     server.behave("/two", Behaviour::stall_after(30_000));
     let mut h = Harness::new().await;
     let id = h
-        .download(
+        .start(
             Priority::Foreground,
             &[(&server.url("/one"), "one"), (&server.url("/two"), "two")],
         )
         .await;
-    h.engine.resume(id).await.expect("resume");
     h.wait_for(id, "second file under way", |j| {
         j.files[1].bytes_transferred >= 30_000
     })
@@ -823,9 +811,8 @@ async fn inactivity_warns_then_cancels() {
     })
     .await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/idle"), "idle")])
+        .start(Priority::Foreground, &[(&server.url("/idle"), "idle")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     h.wait_for(id, "TRANSIENT_ERROR", |j| {
         j.state == JobState::TransientError
     })
@@ -927,9 +914,8 @@ async fn one_background_job_at_a_time_and_every_foreground_job() {
     );
     // A higher priority preempts at once.
     let high = h
-        .download(Priority::High, &[(&server.url("/bg2"), "high")])
+        .start(Priority::High, &[(&server.url("/bg2"), "high")])
         .await;
-    h.engine.resume(high).await.expect("resume");
     h.wait_state(high, JobState::Transferring).await;
     assert_eq!(
         h.engine.job(bg1).await.expect("job").state,
@@ -1200,9 +1186,8 @@ async fn basic_credentials_and_custom_headers() {
     );
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/secret"), "secret")])
+        .start(Priority::Foreground, &[(&server.url("/secret"), "secret")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
@@ -1295,9 +1280,8 @@ async fn network_loss_and_return() {
     server.behave("/net", Behaviour::stall_after(10_000));
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/net"), "net")])
+        .start(Priority::Foreground, &[(&server.url("/net"), "net")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     h.wait_for(id, "TRANSFERRING", |j| {
         j.files[0].bytes_transferred >= 10_000
     })
@@ -1317,9 +1301,8 @@ async fn network_loss_and_return() {
     // A job resumed while the network is away waits too, without a request.
     server.put("/later", content(5000, 28));
     let later = h
-        .download(Priority::Foreground, &[(&server.url("/later"), "later")])
+        .start(Priority::Foreground, &[(&server.url("/later"), "later")])
         .await;
-    h.engine.resume(later).await.expect("resume");
     let job = h.wait_state(later, JobState::TransientError).await;
     assert_eq!(
         job.current_error().expect("error").code,
@@ -1453,9 +1436,8 @@ async fn https_downloads_and_the_https_to_http_redirect_rule() {
     // Without the test CA the certificate is rejected: a fatal TLS error.
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&tls.url("/secure"), "untrusted")])
+        .start(Priority::Foreground, &[(&tls.url("/secure"), "untrusted")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h.wait_state(id, JobState::Error).await;
     assert_eq!(
         job.current_error().expect("error").code,
@@ -1468,20 +1450,18 @@ async fn https_downloads_and_the_https_to_http_redirect_rule() {
     };
     let mut h = Harness::with_config(config).await;
     let id = h
-        .download(Priority::Foreground, &[(&tls.url("/secure"), "secure")])
+        .start(Priority::Foreground, &[(&tls.url("/secure"), "secure")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     h.wait_state(id, JobState::Transferred).await;
     h.engine.complete(id).await.expect("complete");
     assert_eq!(std::fs::read(h.out("secure")).expect("file"), data);
     // HTTPS → HTTP is refused by default…
     let id = h
-        .download(
+        .start(
             Priority::Foreground,
             &[(&tls.url("/downgrade"), "downgrade")],
         )
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h.wait_state(id, JobState::Error).await;
     let error = job.current_error().expect("error");
     assert_eq!(error.code, ErrorCode::RedirectFailed);
@@ -1526,12 +1506,11 @@ async fn a_complete_cut_by_a_crash_finishes_without_losing_a_file() {
     server.put("/c1", content(4000, 51));
     let mut h = Harness::new().await;
     let id = h
-        .download(
+        .start(
             Priority::Foreground,
             &[(&server.url("/c0"), "c0"), (&server.url("/c1"), "c1")],
         )
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h.wait_state(id, JobState::Transferred).await;
     h.engine.shutdown().await.expect("shutdown");
     // What a crash in the middle of Complete leaves: the intent saved, the first file moved.
@@ -1562,9 +1541,8 @@ async fn a_rejected_file_is_downloaded_again() {
     server.put("/v", content(30_000, 52));
     let mut h = Harness::new().await;
     let id = h
-        .download(Priority::Foreground, &[(&server.url("/v"), "v")])
+        .start(Priority::Foreground, &[(&server.url("/v"), "v")])
         .await;
-    h.engine.resume(id).await.expect("resume");
     let job = h.wait_state(id, JobState::Transferred).await;
     // The owner inspects the temp file and rejects it.
     assert_eq!(

@@ -135,6 +135,13 @@ impl Harness {
         id
     }
 
+    /// A download job with these (url, file name) pairs, resumed.
+    pub async fn start(&self, priority: Priority, files: &[(&str, &str)]) -> JobId {
+        let id = self.download(priority, files).await;
+        self.engine.resume(id).await.expect("resume");
+        id
+    }
+
     /// Waits until the job satisfies `done`; fails the test after [`PATIENCE`].
     pub async fn wait_for(&mut self, id: JobId, what: &str, done: impl Fn(&Job) -> bool) -> Job {
         let deadline = tokio::time::Instant::now() + PATIENCE;
