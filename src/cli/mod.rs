@@ -382,10 +382,7 @@ fn exit_code(code: ErrorCode) -> u8 {
     match code {
         ErrorCode::NotFound => exit::NO_SUCH_JOB,
         ErrorCode::InvalidState => exit::INVALID_STATE,
-        ErrorCode::TooManyJobsPerUser
-        | ErrorCode::TooManyJobsPerMachine
-        | ErrorCode::TooManyFilesInJob
-        | ErrorCode::TooManyRangesInFile => exit::QUOTA,
+        code if code.is_quota() => exit::QUOTA,
         ErrorCode::AccessDenied => exit::UNREACHABLE,
         _ => exit::FAILURE,
     }

@@ -153,7 +153,7 @@ impl Details {
             error: job.current_error().ok().map(|e| ErrorView {
                 context: e.context.name(),
                 code: e.code.name(),
-                hresult: format!("0x{:08X}", e.code.hresult()),
+                hresult: e.code.hresult_text(),
                 message: e.description.clone(),
                 file: e.file,
             }),

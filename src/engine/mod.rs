@@ -663,14 +663,7 @@ impl Actor {
 
     /// Publishes QuotaExceeded when a call failed on a quota (spec §5), so the GUI can show it.
     fn note_quota(&self, error: &BitsError) {
-        let quota = matches!(
-            error.code,
-            ErrorCode::TooManyJobsPerUser
-                | ErrorCode::TooManyJobsPerMachine
-                | ErrorCode::TooManyFilesInJob
-                | ErrorCode::TooManyRangesInFile
-        );
-        if quota {
+        if error.code.is_quota() {
             self.emit(EngineEvent::QuotaExceeded {
                 code: error.code,
                 message: error.message.clone(),

@@ -58,6 +58,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// One of the limits of spec §5 (jobs per user or machine, files per job, ranges per file).
+    pub fn is_quota(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::TooManyJobsPerUser
+                | ErrorCode::TooManyJobsPerMachine
+                | ErrorCode::TooManyFilesInJob
+                | ErrorCode::TooManyRangesInFile
+        )
+    }
+
+    /// The HRESULT as BITS prints it: `0x80200002`.
+    pub fn hresult_text(self) -> String {
+        format!("0x{:08X}", self.hresult())
+    }
+
     /// The HRESULT value, as BITS reports it.
     pub fn hresult(self) -> u32 {
         use ErrorCode::*;
@@ -254,7 +270,7 @@ fn http_advice(status: u16) -> String {
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} 0x{:08X}", self.name(), self.hresult())
+        write!(f, "{} {}", self.name(), self.hresult_text())
     }
 }
 

@@ -83,7 +83,7 @@ impl From<&BitsError> for ErrorReply {
         ErrorReply {
             error: ErrorBody {
                 name: e.code.name(),
-                hresult: format!("0x{:08X}", e.code.hresult()),
+                hresult: e.code.hresult_text(),
                 code: e.code,
                 message: e.message.clone(),
             },

@@ -339,10 +339,7 @@ fn error(e: &BitsError) -> Response {
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
         ErrorCode::InvalidState => StatusCode::CONFLICT,
-        ErrorCode::TooManyJobsPerUser
-        | ErrorCode::TooManyJobsPerMachine
-        | ErrorCode::TooManyFilesInJob
-        | ErrorCode::TooManyRangesInFile => StatusCode::TOO_MANY_REQUESTS,
+        code if code.is_quota() => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::LocalIo | ErrorCode::DiskFull => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
