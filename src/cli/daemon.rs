@@ -1,6 +1,6 @@
 //! `ferry daemon`: the service, in the background or in this process.
 
-use super::{DaemonArgs, exit, fail, report};
+use super::{DaemonArgs, block_on, exit, fail, report};
 use crate::config::Config;
 use crate::engine::SystemClock;
 use crate::platform::{self, User};
@@ -15,14 +15,7 @@ pub(super) fn run(args: DaemonArgs) -> u8 {
         return foreground(args.idle_exit);
     }
     if args.stop || args.status {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(e) => return fail(format!("cannot start: {e}")),
-        };
-        return runtime.block_on(control(args.stop));
+        return block_on(control(args.stop));
     }
     match spawn::daemonize() {
         Ok(Started::Started { pid }) => {
@@ -101,16 +94,6 @@ fn foreground(idle_exit: Option<u64>) -> u8 {
     if let Some(secs) = idle_exit {
         config.service_idle_exit_secs = secs;
     }
-    // One thread for the engine, its workers and the API: they hand each other small messages,
-    // and cross-thread wake-ups cost more than they give (bodies reach the disk through writer
-    // threads of their own).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(format!("cannot start: {e}")),
-    };
     let options = ServiceOptions {
         data_dir,
         socket: platform::socket_path(),
@@ -118,26 +101,30 @@ fn foreground(idle_exit: Option<u64>) -> u8 {
         clock: Arc::new(SystemClock::default()),
         user: User::current(),
     };
-    let result = runtime.block_on(service::run(options, |status| {
-        tracing::info!(pid = status.pid, socket = %status.socket.display(), "service ready");
-        // The one line on stdout: `ferry daemon` (the background starter) waits for it. Nothing
-        // is printed on stdout afterwards, since the reader may be gone.
-        let mut out = std::io::stdout();
-        let _ = writeln!(
-            out,
-            "{} pid {} socket {}",
-            spawn::READY,
-            status.pid,
-            status.socket.display()
-        );
-        let _ = out.flush();
-    }));
-    match result {
-        Ok(()) => exit::OK,
-        Err(e @ ServiceError::Busy { .. }) => {
-            eprintln!("ferry: {e}");
-            exit::SERVICE_BUSY
+    // On one thread, like every Ferry process (see `block_on`): the engine, its workers and the
+    // API hand each other small messages; bodies reach the disk through writer threads.
+    block_on(async {
+        let ready = |status: &crate::service::api::Status| {
+            tracing::info!(pid = status.pid, socket = %status.socket.display(), "service ready");
+            // The one line on stdout: `ferry daemon` (the background starter) waits for it.
+            // Nothing is printed on stdout afterwards, since the reader may be gone.
+            let mut out = std::io::stdout();
+            let _ = writeln!(
+                out,
+                "{} pid {} socket {}",
+                spawn::READY,
+                status.pid,
+                status.socket.display()
+            );
+            let _ = out.flush();
+        };
+        match service::run(options, ready).await {
+            Ok(()) => exit::OK,
+            Err(e @ ServiceError::Busy { .. }) => {
+                eprintln!("ferry: {e}");
+                exit::SERVICE_BUSY
+            }
+            Err(e) => fail(e),
         }
-        Err(e) => fail(e),
-    }
+    })
 }

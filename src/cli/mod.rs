@@ -434,16 +434,19 @@ pub fn main() -> u8 {
             )),
         },
         Command::Daemon(args) => daemon::run(args),
-        command => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => return fail(format!("cannot start: {e}")),
-            };
-            runtime.block_on(client_command(command))
-        }
+        command => block_on(client_command(command)),
+    }
+}
+
+/// Runs `task` to its end on a single-threaded tokio runtime (all Ferry processes use one: their
+/// tasks hand each other small messages, and cross-thread wake-ups cost more than they give).
+pub(crate) fn block_on(task: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(task),
+        Err(e) => fail(format!("cannot start: {e}")),
     }
 }
 
