@@ -2,7 +2,7 @@
 //! The JSON field names are part of Ferry's interface (README, docs/api.md); states, types and
 //! priorities are the BITS names.
 
-use crate::job::{Job, JobFile, JobId, LENGTH_TO_EOF, Timestamp};
+use crate::job::{Job, JobFile, JobId, Timestamp};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -106,13 +106,7 @@ fn ranges_text(file: &JobFile) -> Option<String> {
     file.ranges.as_ref().map(|ranges| {
         ranges
             .iter()
-            .map(|r| {
-                if r.length == LENGTH_TO_EOF {
-                    format!("{}:eof", r.offset)
-                } else {
-                    format!("{}:{}", r.offset, r.length)
-                }
-            })
+            .map(|r| r.to_string())
             .collect::<Vec<_>>()
             .join(",")
     })

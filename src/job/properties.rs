@@ -89,13 +89,7 @@ pub fn validate_ranges(ranges: &[FileRange]) -> Result<(), BitsError> {
         if a.offset == b.offset || a_end > b.offset {
             return Err(BitsError::new(
                 ErrorCode::OverlappingRanges,
-                format!(
-                    "ranges {}:{} and {}:{} overlap; give each byte once",
-                    a.offset,
-                    show_length(a.length),
-                    b.offset,
-                    show_length(b.length)
-                ),
+                format!("ranges {a} and {b} overlap; give each byte once"),
             ));
         }
     }
@@ -108,11 +102,14 @@ pub fn validate_ranges(ranges: &[FileRange]) -> Result<(), BitsError> {
     Ok(())
 }
 
-fn show_length(length: u64) -> String {
-    if length == LENGTH_TO_EOF {
-        "eof".into()
-    } else {
-        length.to_string()
+/// `OFFSET:LENGTH`, with `eof` for [`LENGTH_TO_EOF`]: the form [`FileRange::parse_list`] reads.
+impl std::fmt::Display for FileRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.length == LENGTH_TO_EOF {
+            write!(f, "{}:eof", self.offset)
+        } else {
+            write!(f, "{}:{}", self.offset, self.length)
+        }
     }
 }
 
