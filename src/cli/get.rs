@@ -18,34 +18,15 @@ pub(super) fn file_name_for(url: &str) -> Result<String, String> {
         .path_segments()
         .and_then(|mut s| s.next_back())
         .unwrap_or_default();
-    let name = percent_decode(segment);
+    let name = percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned();
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(format!(
             "cannot name a file after {url:?}: its path does not end in a file name"
         ));
     }
     Ok(name)
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
