@@ -176,6 +176,7 @@ enum Op {
     List {
         finished: bool,
     },
+    Count,
     Network {
         up: bool,
     },
@@ -194,6 +195,7 @@ enum Reply {
     Cancelled(CancelOutcome),
     Job(Box<Job>),
     Jobs(Vec<Job>),
+    Count(usize),
 }
 
 struct Command {
@@ -305,6 +307,14 @@ impl EngineHandle {
     /// Every job still in the queue (final jobs leave it), oldest first.
     pub async fn jobs(&self) -> Result<Vec<Job>, BitsError> {
         self.list(false).await
+    }
+
+    /// How many jobs are in the queue (without copying them).
+    pub async fn queue_len(&self) -> Result<usize, BitsError> {
+        match self.call(Op::Count).await? {
+            Reply::Count(count) => Ok(count),
+            _ => Err(unexpected()),
+        }
     }
 
     /// The queue, plus with `finished` the last jobs that ended (ACKNOWLEDGED or CANCELLED)
@@ -589,6 +599,7 @@ impl Actor {
                 jobs.sort_by_key(|j| (j.times.created, j.id));
                 Ok(Reply::Jobs(jobs))
             }
+            Op::Count => Ok(Reply::Count(self.jobs.len())),
             Op::Network { up } => {
                 self.network_up = up;
                 let event = if up {

@@ -220,8 +220,8 @@ async fn exit_when_idle(state: AppState, grace: Duration) {
             state.activity.touch();
             continue;
         }
-        match state.engine.jobs().await {
-            Ok(jobs) if jobs.is_empty() => break,
+        match state.engine.queue_len().await {
+            Ok(0) => break,
             Ok(_) => state.activity.touch(),
             Err(_) => break, // the engine is gone: nothing left to serve
         }
@@ -394,7 +394,7 @@ async fn no_route(request: Request) -> Response {
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    let jobs = state.engine.jobs().await.map(|jobs| jobs.len());
+    let jobs = state.engine.queue_len().await;
     reply(jobs.map(|jobs| Status {
         jobs,
         ..(*state.status).clone()
