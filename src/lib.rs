@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod gui;
 pub mod job;
 pub mod platform;
 pub mod service;

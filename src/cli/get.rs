@@ -11,24 +11,6 @@ use std::time::Duration;
 /// Marks jobs made by `ferry get`, so that running the same command again resumes its job.
 const GET_DESCRIPTION: &str = "ferry get";
 
-/// The local file name for a URL: the last segment of its path, percent-decoded.
-pub(super) fn file_name_for(url: &str) -> Result<String, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
-    let segment = parsed
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .unwrap_or_default();
-    let name = percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned();
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(format!(
-            "cannot name a file after {url:?}: its path does not end in a file name"
-        ));
-    }
-    Ok(name)
-}
-
 fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
     let dir = match &args.output_dir {
         Some(dir) => dir.clone(),
@@ -39,7 +21,7 @@ fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
     let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files: Vec<NewFile> = Vec::with_capacity(args.urls.len());
     for url in &args.urls {
-        let local_path = dir.join(file_name_for(url)?);
+        let local_path = dir.join(crate::job::file_name_for_url(url)?);
         if let Some(other) = files.iter().find(|f| f.local_path == local_path) {
             return Err(format!(
                 "{} and {} would both be saved as {}: download them in separate commands or folders",
@@ -279,16 +261,16 @@ mod tests {
     #[test]
     fn file_names_come_from_the_url_path() {
         assert_eq!(
-            file_name_for("http://127.0.0.1/a/b/file.bin").as_deref(),
+            crate::job::file_name_for_url("http://127.0.0.1/a/b/file.bin").as_deref(),
             Ok("file.bin")
         );
         assert_eq!(
-            file_name_for("http://127.0.0.1/a/my%20file.txt?x=1").as_deref(),
+            crate::job::file_name_for_url("http://127.0.0.1/a/my%20file.txt?x=1").as_deref(),
             Ok("my file.txt")
         );
-        assert!(file_name_for("http://127.0.0.1/").is_err());
-        assert!(file_name_for("http://127.0.0.1/a/%2F").is_err());
-        assert!(file_name_for("http://127.0.0.1/..").is_err());
+        assert!(crate::job::file_name_for_url("http://127.0.0.1/").is_err());
+        assert!(crate::job::file_name_for_url("http://127.0.0.1/a/%2F").is_err());
+        assert!(crate::job::file_name_for_url("http://127.0.0.1/..").is_err());
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn absolute(path: &Path) -> Result<PathBuf, String> {
 
 /// The local path for a URL when none is given: its file name in the current folder.
 fn default_local(url: &str) -> Result<PathBuf, String> {
-    absolute(Path::new(&super::get::file_name_for(url)?))
+    absolute(Path::new(&crate::job::file_name_for_url(url)?))
 }
 
 /// Reads an `add --set` file: `URL LOCAL` per line, `#` comments and blank lines ignored.

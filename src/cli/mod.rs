@@ -47,12 +47,18 @@ of yours has that name.";
 #[derive(Parser, Debug)]
 #[command(name = "ferry", version, about = "Background transfers with the job model of BITS", after_help = EXIT_CODES)]
 pub struct Cli {
+    /// Without a command, Ferry opens its window (as `ferry gui`).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Open the window: the job table, details, the Stale view, settings, and the tray icon.
+    ///
+    /// Transfers run in the service, which the window starts when none runs; closing the window
+    /// (or quitting from the tray) never stops them.
+    Gui,
     /// Download URLs now, as one FOREGROUND job, and wait for it.
     ///
     /// The files are named after the last segment of each URL's path. Transient errors are
@@ -415,13 +421,18 @@ pub fn main() -> u8 {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if !matches!(cli.command, Command::Get(_) | Command::Daemon(_)) {
+    let command = cli.command.unwrap_or(Command::Gui);
+    if !matches!(command, Command::Get(_) | Command::Daemon(_) | Command::Gui) {
         // Like other Unix tools, end quietly when the reader of the output goes away
         // (`ferry list | head`). `get` and the service handle their own output.
         // SAFETY: restoring a default signal disposition has no preconditions.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    match cli.command {
+    match command {
+        Command::Gui => match crate::gui::run(crate::gui::GuiOptions::desktop()) {
+            Ok(()) => exit::OK,
+            Err(e) => fail(e),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             exit::OK
@@ -470,6 +481,8 @@ async fn client_command(command: Command) -> u8 {
         Command::Set(args) => jobs::set(&client, args).await,
         Command::Wait(args) => jobs::wait(&client, args).await,
         Command::Monitor(args) => jobs::monitor(&client, args).await,
-        Command::Daemon(_) | Command::Completions { .. } | Command::Man { .. } => exit::USAGE,
+        Command::Daemon(_) | Command::Gui | Command::Completions { .. } | Command::Man { .. } => {
+            exit::USAGE
+        }
     }
 }

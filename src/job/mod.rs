@@ -19,7 +19,7 @@ pub use properties::{
 };
 pub use transition::{
     CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,
-    apply, check_create_quota,
+    apply, check_cancel, check_complete, check_create_quota,
 };
 
 use chrono::{DateTime, Utc};
@@ -407,6 +407,24 @@ impl Job {
     pub fn inactivity_deadline(&self, timeout: Duration) -> Timestamp {
         later(self.times.modified, timeout)
     }
+}
+
+/// The local file name for a URL: the last segment of its path, percent-decoded.
+pub fn file_name_for_url(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+    let segment = parsed
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default();
+    let name = percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned();
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(format!(
+            "cannot name a file after {url:?}: its path does not end in a file name"
+        ));
+    }
+    Ok(name)
 }
 
 /// `at + duration`, saturating at the end of representable time instead of panicking.

@@ -1269,3 +1269,34 @@ fn long_names_stay_within_file_system_limits() {
     };
     assert_eq!(refused(&mut job, add_file(too_long)), ErrorCode::InvalidArg);
 }
+
+#[test]
+fn complete_and_cancel_checks_agree_with_apply() {
+    for job_type in [JobType::Download, JobType::Upload, JobType::UploadReply] {
+        for state in JobState::ALL {
+            let job = job_in(state, job_type);
+            for (name, check, event) in [
+                ("Complete", check_complete as fn(&Job) -> _, Event::Complete),
+                ("Cancel", check_cancel, Event::Cancel),
+            ] {
+                let allowed = check(&job).map_err(|e| e.code);
+                let applied = apply(&mut job.clone(), event, at(1))
+                    .map(|_| ())
+                    .map_err(|e| e.code);
+                assert_eq!(allowed, applied, "{name} of {job_type:?} in {state}");
+                let expected = match (name, job_type) {
+                    _ if state.is_final() => false,
+                    ("Complete", JobType::Upload | JobType::UploadReply) => {
+                        state == JobState::Transferred
+                    }
+                    _ => true,
+                };
+                assert_eq!(
+                    allowed.is_ok(),
+                    expected,
+                    "{name} of {job_type:?} in {state}"
+                );
+            }
+        }
+    }
+}

@@ -231,6 +231,30 @@ pub fn apply(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>,
     Ok(effects)
 }
 
+/// Whether Complete is legal for the job now (spec §2.3): a download in any non-final state, an
+/// upload or upload-reply only in TRANSFERRED. [`apply`] checks the same function, so a surface
+/// that enables a button by it agrees with the engine.
+pub fn check_complete(job: &Job) -> Result<(), BitsError> {
+    if job.state.is_final() {
+        return Err(invalid_state(job, "it is finished"));
+    }
+    if job.job_type.is_upload() && job.state != JobState::Transferred {
+        return Err(invalid_state(
+            job,
+            "an upload job can be completed only when it is TRANSFERRED",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether Cancel is legal for the job now (spec §2.3): in every non-final state.
+pub fn check_cancel(job: &Job) -> Result<(), BitsError> {
+    if job.state.is_final() {
+        return Err(invalid_state(job, "it is finished"));
+    }
+    Ok(())
+}
+
 fn invalid_state(job: &Job, why: &str) -> BitsError {
     BitsError::new(
         ErrorCode::InvalidState,
@@ -267,12 +291,7 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             effects.push(Effect::DeleteTempFiles(uncommitted_temp_files(job)));
         }
         Event::Complete => {
-            if job.job_type.is_upload() && job.state != Transferred {
-                return Err(invalid_state(
-                    job,
-                    "an upload job can be completed only when it is TRANSFERRED",
-                ));
-            }
+            check_complete(job)?;
             if job.state.is_running() {
                 effects.push(Effect::StopTransfer);
             }

@@ -166,15 +166,7 @@ impl Store {
             },
         )?;
         let path = self.path_of(job.id);
-        let temp = self.jobs_dir.join(format!("{}.ron.tmp", job.id.0));
-        let write = || -> io::Result<()> {
-            let mut file = File::create(&temp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&temp, &path)?;
-            sync_dir(&self.jobs_dir)
-        };
-        write().map_err(io_err(&path))
+        write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
     }
 
     /// Removes a job that reached a final state.
@@ -209,6 +201,22 @@ fn read_job(path: &Path) -> Result<Job, String> {
         ));
     }
     Ok(record.job)
+}
+
+/// Replaces `path` with `bytes` whole or not at all: a temp file beside it (`NAME.tmp`), fsync,
+/// rename over `path`, fsync of the directory. A crash leaves the old file or the new one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("the path has no folder"))?;
+    let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
+    temp_name.push(".tmp");
+    let temp = dir.join(temp_name);
+    let mut file = File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&temp, path)?;
+    sync_dir(dir)
 }
 
 /// fsync a directory so that a rename or removal in it is durable.

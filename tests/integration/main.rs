@@ -3,6 +3,7 @@
 
 mod cli;
 mod engine;
+mod gui;
 mod home;
 mod server;
 mod service;

@@ -1,0 +1,443 @@
+//! The modal dialogs: new download, new upload, and the confirmations of Complete and Cancel.
+
+use super::app::{FerryApp, PickKind};
+use super::bridge::{Action, Request};
+use crate::engine::JobSpec;
+use crate::job::{FileRange, JobType, NewFile, Priority};
+use egui::{Id, Modal, RichText};
+use std::path::{Path, PathBuf};
+
+pub enum Dialog {
+    NewDownload(DownloadForm),
+    NewUpload(UploadForm),
+    Confirm {
+        action: Action,
+        ids: Vec<crate::job::JobId>,
+        text: String,
+    },
+}
+
+impl Dialog {
+    /// The service refused the job: say why in the form, which stays open.
+    pub fn failed(&mut self, why: String) {
+        match self {
+            Dialog::NewDownload(form) => {
+                form.busy = false;
+                form.error = Some(why);
+            }
+            Dialog::NewUpload(form) => {
+                form.busy = false;
+                form.error = Some(why);
+            }
+            Dialog::Confirm { .. } => {}
+        }
+    }
+
+    pub fn picked(&mut self, kind: PickKind, path: PathBuf) {
+        match (self, kind) {
+            (Dialog::NewDownload(form), PickKind::DownloadFolder) => {
+                form.folder = path.display().to_string()
+            }
+            (Dialog::NewDownload(form), PickKind::UrlList) => form.import(&path),
+            (Dialog::NewUpload(form), PickKind::UploadFile) => {
+                form.local = path.display().to_string()
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DownloadForm {
+    pub urls: String,
+    pub folder: String,
+    pub name: String,
+    pub priority: Priority,
+    /// `OFFSET:LENGTH` pairs, comma-separated; only with a single URL.
+    pub ranges: String,
+    /// Resume the job at once (BITS creates jobs SUSPENDED; a click on Download means "go").
+    pub start: bool,
+    pub error: Option<String>,
+    pub busy: bool,
+}
+
+impl DownloadForm {
+    pub fn new(urls: String, folder: &Path) -> DownloadForm {
+        DownloadForm {
+            urls,
+            folder: folder.display().to_string(),
+            name: String::new(),
+            priority: Priority::Normal,
+            ranges: String::new(),
+            start: true,
+            error: None,
+            busy: false,
+        }
+    }
+
+    /// Appends the URLs of a list file (one per line; `#` starts a comment).
+    fn import(&mut self, path: &Path) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let urls: Vec<&str> = url_lines(&text).collect();
+                if urls.is_empty() {
+                    self.error = Some(format!("{} has no URL in it", path.display()));
+                    return;
+                }
+                if !self.urls.trim().is_empty() && !self.urls.ends_with('\n') {
+                    self.urls.push('\n');
+                }
+                self.urls.push_str(&urls.join("\n"));
+                self.error = None;
+            }
+            Err(e) => self.error = Some(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// The job this form describes, or what to fix.
+    pub fn spec(&self) -> Result<JobSpec, String> {
+        let urls: Vec<&str> = url_lines(&self.urls).collect();
+        if urls.is_empty() {
+            return Err("Paste at least one URL (http:// or https://), one per line.".into());
+        }
+        let folder = PathBuf::from(self.folder.trim());
+        if !folder.is_absolute() {
+            return Err(format!(
+                "The destination folder “{}” is not an absolute path: choose one with Browse…",
+                self.folder.trim()
+            ));
+        }
+        let ranges = match self.ranges.trim() {
+            "" => None,
+            text if urls.len() == 1 => {
+                Some(FileRange::parse_list(text).map_err(|e| format!("Ranges: {}", e.message))?)
+            }
+            _ => {
+                return Err(
+                    "Ranges apply to one file: give a single URL, or clear the ranges.".into(),
+                );
+            }
+        };
+        let mut files: Vec<NewFile> = Vec::with_capacity(urls.len());
+        for url in &urls {
+            let name = crate::job::file_name_for_url(url)?;
+            let local_path = folder.join(name);
+            if let Some(other) = files.iter().find(|f| f.local_path == local_path) {
+                return Err(format!(
+                    "{} and {url} would both be saved as {}: put them in separate jobs",
+                    other.remote_url,
+                    local_path.display()
+                ));
+            }
+            files.push(NewFile {
+                remote_url: url.to_string(),
+                local_path,
+                ranges: ranges.clone(),
+            });
+        }
+        let name = match self.name.trim() {
+            "" => {
+                let first = files[0]
+                    .local_path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match files.len() {
+                    1 => first,
+                    n => format!("{first} (+{} more)", n - 1),
+                }
+            }
+            name => name.to_string(),
+        };
+        let mut spec = JobSpec::new(&name, JobType::Download);
+        spec.priority = Some(self.priority);
+        spec.files = files;
+        Ok(spec)
+    }
+}
+
+fn url_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+#[derive(Clone, Debug)]
+pub struct UploadForm {
+    pub local: String,
+    pub url: String,
+    pub reply: bool,
+    pub name: String,
+    pub priority: Priority,
+    pub error: Option<String>,
+    pub busy: bool,
+}
+
+impl UploadForm {
+    pub fn new(local: Option<PathBuf>) -> UploadForm {
+        UploadForm {
+            local: local.map(|p| p.display().to_string()).unwrap_or_default(),
+            url: String::new(),
+            reply: false,
+            name: String::new(),
+            priority: Priority::Normal,
+            error: None,
+            busy: false,
+        }
+    }
+
+    pub fn spec(&self) -> Result<JobSpec, String> {
+        let local = PathBuf::from(self.local.trim());
+        if !local.is_absolute() {
+            return Err("Choose the file to upload (Browse…).".into());
+        }
+        if !local.is_file() {
+            return Err(format!("{} is not a file", local.display()));
+        }
+        let url = self.url.trim();
+        if url.is_empty() {
+            return Err("Give the URL of the BITS upload server.".into());
+        }
+        let job_type = if self.reply {
+            JobType::UploadReply
+        } else {
+            JobType::Upload
+        };
+        let name = match self.name.trim() {
+            "" => local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "upload".into()),
+            name => name.to_string(),
+        };
+        let mut spec = JobSpec::new(&name, job_type);
+        spec.priority = Some(self.priority);
+        spec.files = vec![NewFile {
+            remote_url: url.to_string(),
+            local_path: local,
+            ranges: None,
+        }];
+        Ok(spec)
+    }
+}
+
+fn priority_combo(ui: &mut egui::Ui, id: &str, priority: &mut Priority) {
+    egui::ComboBox::new(id, "Priority")
+        .selected_text(priority.name())
+        .show_ui(ui, |ui| {
+            for p in [
+                Priority::Foreground,
+                Priority::High,
+                Priority::Normal,
+                Priority::Low,
+            ] {
+                ui.selectable_value(priority, p, p.name());
+            }
+        });
+}
+
+fn error_line(ui: &mut egui::Ui, error: &Option<String>) {
+    if let Some(error) = error {
+        ui.label(RichText::new(error).color(ui.visuals().error_fg_color));
+    }
+}
+
+/// Draws the open dialog, if any, and carries out what its buttons ask.
+pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
+    let Some(mut dialog) = app.dialog.take() else {
+        return;
+    };
+    let mut keep = true;
+    let mut pick = None;
+    let modal = Modal::new(Id::unique("ferry-dialog")).show(ctx, |ui| {
+        ui.set_width(560.0);
+        match &mut dialog {
+            Dialog::NewDownload(form) => {
+                ui.heading("New download");
+                let label = ui.label("URLs, one per line:");
+                let urls = egui::TextEdit::multiline(&mut form.urls)
+                    .desired_rows(4)
+                    .desired_width(f32::INFINITY)
+                    .hint_text("https://example.org/file.iso");
+                ui.add(urls).labelled_by(label.id);
+                egui::Grid::new("download-form")
+                    .num_columns(2)
+                    .show(ui, |ui| {
+                        let label = ui.label("Folder");
+                        ui.horizontal(|ui| {
+                            ui.add(
+                                egui::TextEdit::singleline(&mut form.folder).desired_width(360.0),
+                            )
+                            .labelled_by(label.id);
+                            if ui.button("Browse…").clicked() {
+                                pick =
+                                    Some((PickKind::DownloadFolder, PathBuf::from(&form.folder)));
+                            }
+                        });
+                        ui.end_row();
+                        let label = ui.label("Name");
+                        ui.add(
+                            egui::TextEdit::singleline(&mut form.name)
+                                .hint_text("from the first file")
+                                .desired_width(360.0),
+                        )
+                        .labelled_by(label.id);
+                        ui.end_row();
+                        let label = ui.label("Ranges");
+                        ui.add(
+                            egui::TextEdit::singleline(&mut form.ranges)
+                                .hint_text("optional: OFFSET:LENGTH,… (one URL only)")
+                                .desired_width(360.0),
+                        )
+                        .labelled_by(label.id);
+                        ui.end_row();
+                    });
+                ui.horizontal(|ui| {
+                    priority_combo(ui, "download-priority", &mut form.priority);
+                    ui.checkbox(&mut form.start, "Start now");
+                    if ui.button("Import URL list…").clicked() {
+                        pick = Some((PickKind::UrlList, PathBuf::from(&form.folder)));
+                    }
+                });
+                error_line(ui, &form.error);
+                ui.separator();
+                ui.horizontal(|ui| {
+                    let create = ui.add_enabled(!form.busy, egui::Button::new("Create download"));
+                    if create.clicked() {
+                        match form.spec() {
+                            Ok(spec) => {
+                                form.busy = true;
+                                form.error = None;
+                                app.send(Request::Create {
+                                    spec,
+                                    start: form.start,
+                                });
+                            }
+                            Err(e) => form.error = Some(e),
+                        }
+                    }
+                    if ui.button("Close").clicked() {
+                        keep = false;
+                    }
+                });
+            }
+            Dialog::NewUpload(form) => {
+                ui.heading("New upload");
+                ui.label(
+                    "Uploads use the BITS upload protocol. Until Ferry's upload engine lands, \
+                     the job is created SUSPENDED and waits.",
+                );
+                egui::Grid::new("upload-form")
+                    .num_columns(2)
+                    .show(ui, |ui| {
+                        let label = ui.label("Local file");
+                        ui.horizontal(|ui| {
+                            ui.add(
+                                egui::TextEdit::singleline(&mut form.local).desired_width(360.0),
+                            )
+                            .labelled_by(label.id);
+                            if ui.button("Browse…").clicked() {
+                                pick = Some((PickKind::UploadFile, PathBuf::from(&form.local)));
+                            }
+                        });
+                        ui.end_row();
+                        let label = ui.label("Server URL");
+                        ui.add(egui::TextEdit::singleline(&mut form.url).desired_width(360.0))
+                            .labelled_by(label.id);
+                        ui.end_row();
+                        let label = ui.label("Name");
+                        ui.add(egui::TextEdit::singleline(&mut form.name).desired_width(360.0))
+                            .labelled_by(label.id);
+                        ui.end_row();
+                    });
+                ui.horizontal(|ui| {
+                    priority_combo(ui, "upload-priority", &mut form.priority);
+                    ui.checkbox(&mut form.reply, "The server sends a reply (upload-reply)");
+                });
+                error_line(ui, &form.error);
+                ui.separator();
+                ui.horizontal(|ui| {
+                    let create = ui.add_enabled(!form.busy, egui::Button::new("Create upload"));
+                    if create.clicked() {
+                        match form.spec() {
+                            Ok(spec) => {
+                                form.busy = true;
+                                form.error = None;
+                                app.send(Request::Create { spec, start: false });
+                            }
+                            Err(e) => form.error = Some(e),
+                        }
+                    }
+                    if ui.button("Close").clicked() {
+                        keep = false;
+                    }
+                });
+            }
+            Dialog::Confirm { action, ids, text } => {
+                ui.heading(match action {
+                    Action::Complete => "Complete with files missing?",
+                    _ => "Cancel these jobs?",
+                });
+                ui.label(text.as_str());
+                ui.separator();
+                ui.horizontal(|ui| {
+                    let (yes, no) = match action {
+                        Action::Complete => ("Complete anyway", "Go back"),
+                        _ => ("Cancel jobs", "Keep jobs"),
+                    };
+                    if ui.button(yes).clicked() {
+                        app.act(*action, ids.clone());
+                        keep = false;
+                    }
+                    if ui.button(no).clicked() {
+                        keep = false;
+                    }
+                });
+            }
+        }
+    });
+    if modal.should_close() {
+        keep = false;
+    }
+    if let Some((kind, start)) = pick {
+        app.pick(kind, &start, ctx);
+    }
+    if keep && app.dialog.is_none() {
+        app.dialog = Some(dialog);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_form_builds_the_job() {
+        let mut form = DownloadForm::new(
+            "# nightly\nhttp://127.0.0.1/a.iso\n\n  http://127.0.0.1/b%20c.bin \n".into(),
+            Path::new("/data"),
+        );
+        let spec = form.spec().expect("valid");
+        assert_eq!(spec.name, "a.iso (+1 more)");
+        assert_eq!(spec.files.len(), 2);
+        assert_eq!(spec.files[1].local_path, Path::new("/data/b c.bin"));
+        form.ranges = "0:10".into();
+        assert!(
+            form.spec()
+                .expect_err("ranges with two URLs")
+                .contains("single URL")
+        );
+        form.urls = "http://127.0.0.1/a.iso".into();
+        assert_eq!(
+            form.spec().expect("one URL").files[0]
+                .ranges
+                .as_ref()
+                .map(Vec::len),
+            Some(1)
+        );
+        form.folder = "relative".into();
+        assert!(form.spec().expect_err("relative").contains("absolute"));
+        form.urls = "\n# only a comment\n".into();
+        assert!(form.spec().expect_err("empty").contains("at least one URL"));
+    }
+}

@@ -1,0 +1,334 @@
+//! The GUI's picture of the service's jobs: the latest copy of each job as the service sent it, a
+//! measured speed per job, and the visible rows (filtered, sorted). It is a read model only: every
+//! change of a job is a request to the service, and the change shows when the service reports it.
+
+use super::format;
+use crate::job::{Job, JobId, JobState, Priority, Timestamp};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// Points kept for the speed graph (one per update, at most a few per second).
+const HISTORY: usize = 600;
+
+/// A job's transfer rate, measured from the progress the service reports.
+#[derive(Clone, Debug, Default)]
+pub struct Speed {
+    last: Option<(f64, u64)>,
+    /// Bytes per second, smoothed.
+    rate: f64,
+    /// (seconds since the GUI started, bytes per second), for the graph.
+    pub history: VecDeque<[f64; 2]>,
+}
+
+impl Speed {
+    fn observe(&mut self, at: f64, bytes: u64, running: bool) {
+        let Some((then, before)) = self.last else {
+            self.last = Some((at, bytes));
+            return;
+        };
+        let dt = at - then;
+        if bytes < before || !running {
+            self.rate = 0.0;
+            self.last = Some((at, bytes));
+        } else if dt >= 0.25 {
+            let now = (bytes - before) as f64 / dt;
+            self.rate = if self.rate == 0.0 {
+                now
+            } else {
+                0.5 * self.rate + 0.5 * now
+            };
+            self.last = Some((at, bytes));
+        } else {
+            return;
+        }
+        self.history.push_back([at, self.rate]);
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    /// The rate at `at`: zero once no progress came for a while (a stalled transfer).
+    pub fn rate(&self, at: f64) -> f64 {
+        match self.last {
+            Some((then, _)) if at - then < 3.0 => self.rate,
+            _ => 0.0,
+        }
+    }
+}
+
+pub struct Entry {
+    pub job: Job,
+    pub speed: Speed,
+}
+
+/// The columns of the job table, which are also the sort keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Column {
+    Name,
+    Type,
+    State,
+    Progress,
+    Speed,
+    Eta,
+    Priority,
+    Files,
+    LastActivity,
+    ExpiresIn,
+}
+
+impl Column {
+    pub const ALL: [Column; 10] = [
+        Column::Name,
+        Column::Type,
+        Column::State,
+        Column::Progress,
+        Column::Speed,
+        Column::Eta,
+        Column::Priority,
+        Column::Files,
+        Column::LastActivity,
+        Column::ExpiresIn,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Column::Name => "Name",
+            Column::Type => "Type",
+            Column::State => "State",
+            Column::Progress => "Progress",
+            Column::Speed => "Speed",
+            Column::Eta => "ETA",
+            Column::Priority => "Priority",
+            Column::Files => "Files",
+            Column::LastActivity => "Last activity",
+            Column::ExpiresIn => "Expires in",
+        }
+    }
+}
+
+/// Which rows show, and in which order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewSpec {
+    pub sort: Column,
+    pub ascending: bool,
+    /// Matched against the name, the description and the URLs, ignoring case.
+    pub text: String,
+    /// The states shown, in [`JobState::ALL`] order.
+    pub states: [bool; 9],
+    /// The Stale view: jobs waiting for the user, oldest activity first.
+    pub stale_only: bool,
+    pub stale_after: Duration,
+}
+
+impl Default for ViewSpec {
+    fn default() -> Self {
+        ViewSpec {
+            sort: Column::Name,
+            ascending: true,
+            text: String::new(),
+            states: [true; 9],
+            stale_only: false,
+            stale_after: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// Everything time-dependent a row shows needs these.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub wall: Timestamp,
+    /// Seconds since the GUI started (for rates).
+    pub mono: f64,
+    pub inactivity_timeout: Duration,
+}
+
+/// A job waits for the user: it is TRANSFERRED or in ERROR, or nothing happened to it for
+/// `stale_after`.
+pub fn is_stale(job: &Job, now: Timestamp, stale_after: Duration) -> bool {
+    !job.state.is_final()
+        && (matches!(job.state, JobState::Transferred | JobState::Error)
+            || format::between(job.times.modified, now) >= stale_after)
+}
+
+/// Time left before the inactivity timeout cancels the job; `None` for finished jobs.
+pub fn expires_in(job: &Job, now: &Now) -> Option<Duration> {
+    (!job.state.is_final())
+        .then(|| format::between(now.wall, job.inactivity_deadline(now.inactivity_timeout)))
+}
+
+/// Seconds to go at the current rate; `None` when unknown.
+pub fn eta(entry: &Entry, now: &Now) -> Option<Duration> {
+    let progress = entry.job.progress();
+    let left = progress
+        .bytes_total?
+        .checked_sub(progress.bytes_transferred)?;
+    let rate = entry.speed.rate(now.mono);
+    (rate > 0.0 && entry.job.state.is_running())
+        .then(|| Duration::from_secs_f64(left as f64 / rate))
+}
+
+/// Share done, 0..=1; `None` while the total is unknown.
+pub fn fraction(job: &Job) -> Option<f32> {
+    let progress = job.progress();
+    match progress.bytes_total? {
+        0 => Some(if job.all_files_transferred() {
+            1.0
+        } else {
+            0.0
+        }),
+        total => Some((progress.bytes_transferred as f64 / total as f64).min(1.0) as f32),
+    }
+}
+
+#[derive(Default)]
+pub struct Jobs {
+    entries: HashMap<JobId, Entry>,
+    rows: Vec<JobId>,
+    /// The spec and second the rows were computed for; `None` after a change of the jobs.
+    rows_for: Option<(ViewSpec, i64)>,
+}
+
+impl Jobs {
+    /// Replaces every job (a fresh listing from the service).
+    pub fn replace_all(&mut self, jobs: Vec<Job>, mono: f64) {
+        let mut old = std::mem::take(&mut self.entries);
+        for job in jobs {
+            let mut speed = old.remove(&job.id).map(|e| e.speed).unwrap_or_default();
+            speed.observe(
+                mono,
+                job.progress().bytes_transferred,
+                job.state.is_running(),
+            );
+            self.entries.insert(job.id, Entry { job, speed });
+        }
+        self.rows_for = None;
+    }
+
+    /// A newer copy of one job.
+    pub fn update(&mut self, job: Job, mono: f64) {
+        let entry = self.entries.entry(job.id).or_insert_with(|| Entry {
+            job: job.clone(),
+            speed: Speed::default(),
+        });
+        entry.speed.observe(
+            mono,
+            job.progress().bytes_transferred,
+            job.state.is_running(),
+        );
+        entry.job = job;
+        self.rows_for = None;
+    }
+
+    pub fn remove(&mut self, id: JobId) {
+        if self.entries.remove(&id).is_some() {
+            self.rows_for = None;
+        }
+    }
+
+    pub fn get(&self, id: &JobId) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// The visible rows for `spec`, recomputed only when the jobs, the spec or the second changed.
+    pub fn rows(&mut self, spec: &ViewSpec, now: &Now) -> &[JobId] {
+        let second = now.wall.timestamp();
+        let fresh = matches!(&self.rows_for, Some((s, t)) if s == spec && *t == second);
+        if !fresh {
+            self.rows = self.compute_rows(spec, now);
+            self.rows_for = Some((spec.clone(), second));
+        }
+        &self.rows
+    }
+
+    fn compute_rows(&self, spec: &ViewSpec, now: &Now) -> Vec<JobId> {
+        let needle = spec.text.to_lowercase();
+        let mut rows: Vec<&Entry> = self
+            .entries
+            .values()
+            .filter(|e| {
+                let state_index = JobState::ALL
+                    .iter()
+                    .position(|s| *s == e.job.state)
+                    .unwrap_or(0);
+                spec.states[state_index]
+            })
+            .filter(|e| !spec.stale_only || is_stale(&e.job, now.wall, spec.stale_after))
+            .filter(|e| needle.is_empty() || matches_text(&e.job, &needle))
+            .collect();
+        if spec.stale_only {
+            // Oldest activity first: the next to expire at the top.
+            rows.sort_by_key(|e| (e.job.times.modified, e.job.id));
+        } else {
+            rows.sort_by(|a, b| {
+                let order = compare(a, b, spec.sort, now).then_with(|| a.job.id.cmp(&b.job.id));
+                if spec.ascending {
+                    order
+                } else {
+                    order.reverse()
+                }
+            });
+        }
+        rows.into_iter().map(|e| e.job.id).collect()
+    }
+}
+
+fn matches_text(job: &Job, needle: &str) -> bool {
+    job.display_name.to_lowercase().contains(needle)
+        || job.description.to_lowercase().contains(needle)
+        || job
+            .files
+            .iter()
+            .any(|f| f.remote_url.to_lowercase().contains(needle))
+}
+
+fn state_order(state: JobState) -> usize {
+    JobState::ALL.iter().position(|s| *s == state).unwrap_or(0)
+}
+
+fn priority_order(priority: Priority) -> u8 {
+    priority as u8
+}
+
+fn compare(a: &Entry, b: &Entry, column: Column, now: &Now) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let float = |x: f64, y: f64| x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+    match column {
+        Column::Name => a
+            .job
+            .display_name
+            .to_lowercase()
+            .cmp(&b.job.display_name.to_lowercase()),
+        Column::Type => a.job.job_type.name().cmp(b.job.job_type.name()),
+        Column::State => state_order(a.job.state).cmp(&state_order(b.job.state)),
+        Column::Progress => float(
+            fraction(&a.job).unwrap_or(0.0) as f64,
+            fraction(&b.job).unwrap_or(0.0) as f64,
+        ),
+        Column::Speed => float(a.speed.rate(now.mono), b.speed.rate(now.mono)),
+        Column::Eta => eta(a, now)
+            .unwrap_or(Duration::MAX)
+            .cmp(&eta(b, now).unwrap_or(Duration::MAX)),
+        Column::Priority => priority_order(a.job.priority).cmp(&priority_order(b.job.priority)),
+        Column::Files => a
+            .job
+            .progress()
+            .files_total
+            .cmp(&b.job.progress().files_total),
+        Column::LastActivity => a.job.times.modified.cmp(&b.job.times.modified),
+        Column::ExpiresIn => expires_in(&a.job, now)
+            .unwrap_or(Duration::MAX)
+            .cmp(&expires_in(&b.job, now).unwrap_or(Duration::MAX)),
+    }
+}

@@ -1,0 +1,96 @@
+//! The GUI's own settings (`gui.ron` in the data directory). The service's limits and timeouts
+//! live in its config file and are edited through the service (Settings page).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Theme {
+    #[default]
+    System,
+    Light,
+    Dark,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GuiSettings {
+    /// Where new downloads go unless the dialog says otherwise.
+    pub default_folder: PathBuf,
+    /// Desktop notifications (the in-app toasts always show).
+    pub notifications: bool,
+    /// Closing the window hides it in the tray (when there is a tray).
+    pub close_to_tray: bool,
+    pub theme: Theme,
+    /// The Stale view lists jobs with no activity for this many days.
+    pub stale_after_days: u32,
+}
+
+impl Default for GuiSettings {
+    fn default() -> Self {
+        GuiSettings {
+            default_folder: default_download_folder(),
+            notifications: true,
+            close_to_tray: true,
+            theme: Theme::System,
+            stale_after_days: 7,
+        }
+    }
+}
+
+fn default_download_folder() -> PathBuf {
+    directories::UserDirs::new()
+        .and_then(|dirs| {
+            dirs.download_dir()
+                .map(Path::to_path_buf)
+                .or_else(|| Some(dirs.home_dir().join("Downloads")))
+        })
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+impl GuiSettings {
+    pub const FILE_NAME: &'static str = "gui.ron";
+
+    /// Reads `path`; a missing file gives the defaults, a damaged one the defaults and a message.
+    pub fn load(path: &Path) -> (GuiSettings, Option<String>) {
+        match std::fs::read_to_string(path) {
+            Ok(text) => match ron::from_str(&text) {
+                Ok(settings) => (settings, None),
+                Err(e) => (
+                    GuiSettings::default(),
+                    Some(format!(
+                        "the GUI settings in {} are invalid ({e}); using the defaults until you save",
+                        path.display()
+                    )),
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (GuiSettings::default(), None),
+            Err(e) => (
+                GuiSettings::default(),
+                Some(format!("cannot read {}: {e}", path.display())),
+            ),
+        }
+    }
+
+    /// Writes `path` whole or not at all (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .map_err(|e| e.to_string())?;
+        crate::store::write_atomically(path, text.as_bytes())
+            .map_err(|e| format!("cannot save {}: {e}", path.display()))
+    }
+
+    /// Checks what the form lets a user type.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.default_folder.is_absolute() {
+            return Err(format!(
+                "the default folder {} is not an absolute path: choose a folder with Browse…",
+                self.default_folder.display()
+            ));
+        }
+        if self.stale_after_days == 0 {
+            return Err("“Stale after” must be at least 1 day".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! The status-tray icon (StatusNotifierItem over D-Bus, no GTK): its look shows the aggregate
+//! state, its tooltip the active jobs, its menu the common actions and the latest jobs. Menu
+//! clicks arrive on another thread and are forwarded to the UI through a channel.
+
+use crate::job::JobId;
+use std::sync::mpsc;
+use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrayCommand {
+    ToggleWindow,
+    SuspendAll,
+    ResumeAll,
+    ShowJob(JobId),
+    Quit,
+}
+
+/// The aggregate state the icon shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    Idle,
+    Transferring,
+    Error,
+}
+
+/// What the tray shows; the icon is rebuilt only when this changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrayView {
+    pub look: Look,
+    pub tooltip: String,
+    /// The latest jobs: id and "name — STATE".
+    pub recent: Vec<(JobId, String)>,
+    pub window_visible: bool,
+}
+
+pub struct Tray {
+    icon: TrayIcon,
+    shown: Option<TrayView>,
+}
+
+impl Tray {
+    /// Registers the icon; `None` (logged once) where there is no session bus.
+    pub fn start(
+        commands: mpsc::Sender<TrayCommand>,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> Option<Tray> {
+        MenuEvent::set_event_handler(Some(move |event: MenuEvent| {
+            if let Some(command) = parse_id(event.id.as_ref()) {
+                let _ = commands.send(command);
+                wake();
+            }
+        }));
+        match TrayIconBuilder::new()
+            .with_id("ferry")
+            .with_title("Ferry")
+            .with_tooltip("Ferry")
+            .with_icon(icon(Look::Idle))
+            .build()
+        {
+            Ok(icon) => Some(Tray { icon, shown: None }),
+            Err(e) => {
+                tracing::warn!("no tray icon ({e}); Ferry works without it");
+                None
+            }
+        }
+    }
+
+    pub fn show(&mut self, view: TrayView) {
+        if self.shown.as_ref() == Some(&view) {
+            return;
+        }
+        if self.shown.as_ref().is_none_or(|s| s.look != view.look) {
+            let _ = self.icon.set_icon(Some(icon(view.look)));
+        }
+        let _ = self.icon.set_tooltip(Some(&view.tooltip));
+        self.icon.set_menu(Some(Box::new(menu(&view))));
+        self.shown = Some(view);
+    }
+}
+
+fn parse_id(id: &str) -> Option<TrayCommand> {
+    match id {
+        "show" => Some(TrayCommand::ToggleWindow),
+        "suspend-all" => Some(TrayCommand::SuspendAll),
+        "resume-all" => Some(TrayCommand::ResumeAll),
+        "quit" => Some(TrayCommand::Quit),
+        other => other
+            .strip_prefix("job:")
+            .and_then(JobId::parse)
+            .map(TrayCommand::ShowJob),
+    }
+}
+
+fn menu(view: &TrayView) -> Menu {
+    let menu = Menu::new();
+    let toggle = if view.window_visible {
+        "Hide window"
+    } else {
+        "Show window"
+    };
+    let items: Vec<Box<dyn tray_icon::menu::IsMenuItem>> = {
+        let mut items: Vec<Box<dyn tray_icon::menu::IsMenuItem>> = vec![
+            Box::new(MenuItem::with_id("show", toggle, true, None)),
+            Box::new(PredefinedMenuItem::separator()),
+            Box::new(MenuItem::with_id("suspend-all", "Suspend all", true, None)),
+            Box::new(MenuItem::with_id("resume-all", "Resume all", true, None)),
+        ];
+        if !view.recent.is_empty() {
+            items.push(Box::new(PredefinedMenuItem::separator()));
+            for (id, text) in &view.recent {
+                items.push(Box::new(MenuItem::with_id(
+                    format!("job:{}", id.0),
+                    text,
+                    true,
+                    None,
+                )));
+            }
+        }
+        items.push(Box::new(PredefinedMenuItem::separator()));
+        items.push(Box::new(MenuItem::with_id(
+            "quit",
+            "Quit (transfers go on)",
+            true,
+            None,
+        )));
+        items
+    };
+    for item in &items {
+        let _ = menu.append(item.as_ref());
+    }
+    menu
+}
+
+/// A 32×32 round badge with a down arrow: grey when idle, blue when transferring, red on error.
+fn icon(look: Look) -> Icon {
+    const SIZE: u32 = 32;
+    let [r, g, b] = match look {
+        Look::Idle => [128, 128, 128],
+        Look::Transferring => [40, 120, 220],
+        Look::Error => [210, 50, 40],
+    };
+    let mut rgba = Vec::with_capacity((SIZE * SIZE * 4) as usize);
+    let c = (SIZE as f32 - 1.0) / 2.0;
+    for y in 0..SIZE {
+        for x in 0..SIZE {
+            let (dx, dy) = (x as f32 - c, y as f32 - c);
+            let inside = dx * dx + dy * dy <= c * c;
+            // The arrow: a stem and a head, in white.
+            let stem = dx.abs() <= 2.0 && (-9.0..=3.0).contains(&dy);
+            let head = (3.0..=9.0).contains(&dy) && dx.abs() <= 9.0 - dy;
+            let pixel = if !inside {
+                [0, 0, 0, 0]
+            } else if stem || head {
+                [255, 255, 255, 255]
+            } else {
+                [r, g, b, 255]
+            };
+            rgba.extend_from_slice(&pixel);
+        }
+    }
+    // A fixed 32×32 buffer always makes a valid icon.
+    Icon::from_rgba(rgba, SIZE, SIZE).expect("a 32×32 RGBA icon")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn menu_ids_round_trip() {
+        let id = JobId::new_random();
+        assert_eq!(
+            parse_id(&format!("job:{}", id.0)),
+            Some(TrayCommand::ShowJob(id))
+        );
+        assert_eq!(parse_id("quit"), Some(TrayCommand::Quit));
+        assert_eq!(parse_id("job:nonsense"), None);
+        for look in [Look::Idle, Look::Transferring, Look::Error] {
+            icon(look); // builds
+        }
+    }
+}

@@ -1,0 +1,711 @@
+//! Drawing the main window: toolbar, job table, details panel, status bar and the Settings page.
+//! Everything here reads the app's state and turns clicks into requests; nothing waits.
+
+use super::app::{Connection, FerryApp, Page, PickKind};
+use super::bridge::Action;
+use super::format;
+use super::model::{self, Column, Now};
+use super::rules::{self, Availability};
+use super::settings::Theme;
+use crate::job::{Job, JobId, JobState, JobType, Priority};
+use egui::{Color32, Key, Modifiers, RichText};
+use egui_extras::{Column as Width, TableBuilder};
+use std::collections::BTreeSet;
+
+const ROW_HEIGHT: f32 = 22.0;
+
+/// The colour and icon of a state, and its BITS name.
+pub fn state_look(state: JobState, job_type: JobType) -> (&'static str, Color32) {
+    match state {
+        JobState::Queued => ("⏳", Color32::from_rgb(120, 140, 170)),
+        JobState::Connecting => ("🔌", Color32::from_rgb(90, 170, 230)),
+        JobState::Transferring if job_type.is_upload() => ("⬆", Color32::from_rgb(50, 130, 240)),
+        JobState::Transferring => ("⬇", Color32::from_rgb(50, 130, 240)),
+        JobState::Suspended => ("⏸", Color32::from_rgb(150, 150, 150)),
+        JobState::Error => ("⛔", Color32::from_rgb(220, 60, 50)),
+        JobState::TransientError => ("⚠", Color32::from_rgb(230, 150, 30)),
+        JobState::Transferred => ("✔", Color32::from_rgb(60, 170, 80)),
+        JobState::Acknowledged => ("☑", Color32::from_rgb(40, 120, 60)),
+        JobState::Cancelled => ("✖", Color32::from_rgb(110, 110, 110)),
+    }
+}
+
+fn action_button(ui: &mut egui::Ui, label: &str, availability: &Availability, hint: &str) -> bool {
+    let response = ui.add_enabled(availability.is_enabled(), egui::Button::new(label));
+    let response = match availability {
+        Availability::Enabled => response.on_hover_text(hint),
+        Availability::Disabled(why) => response.on_disabled_hover_text(why),
+    };
+    response.clicked()
+}
+
+impl FerryApp {
+    pub(super) fn draw(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.keyboard(&ctx);
+        egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        let detail = (self.page != Page::Settings && self.selection.len() == 1)
+            .then(|| self.selection.first().copied())
+            .flatten();
+        if let Some(id) = detail
+            && self.job(&id).is_some()
+        {
+            egui::Panel::right("details")
+                .resizable(true)
+                .default_size(380.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical().show(ui, |ui| self.details(ui, id));
+                });
+        }
+        egui::CentralPanel::default().show(ui, |ui| match self.page {
+            Page::Settings => self.settings_page(ui),
+            Page::Jobs | Page::Stale => self.table(ui),
+        });
+        super::dialogs::show(self, &ctx);
+        if let Some(action) = self.toasts.show(&ctx, self.mono()) {
+            self.toast_action(action);
+        }
+    }
+
+    fn keyboard(&mut self, ctx: &egui::Context) {
+        if self.dialog.is_some() {
+            return;
+        }
+        // Ctrl+V anywhere outside a text field: the pasted URLs open a new download.
+        if !ctx.egui_wants_keyboard_input() {
+            let pasted = ctx.input(|i| {
+                i.events.iter().find_map(|e| match e {
+                    egui::Event::Paste(text) if !text.trim().is_empty() => Some(text.clone()),
+                    _ => None,
+                })
+            });
+            if let Some(text) = pasted {
+                self.open_new_download(text);
+                return;
+            }
+        }
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let pressed =
+            |modifiers: Modifiers, key: Key| ctx.input_mut(|i| i.consume_key(modifiers, key));
+        if pressed(Modifiers::COMMAND, Key::N) {
+            self.open_new_download(String::new());
+        } else if pressed(Modifiers::COMMAND, Key::Enter) {
+            self.request_complete();
+        } else if pressed(Modifiers::NONE, Key::Delete) {
+            self.request_cancel();
+        } else if pressed(Modifiers::NONE, Key::Space) {
+            self.toggle_suspend();
+        } else if pressed(Modifiers::COMMAND, Key::A) {
+            let now = self.now();
+            self.selection = self.jobs.rows(&self.spec, &now).iter().copied().collect();
+        } else if pressed(Modifiers::NONE, Key::Escape) {
+            self.selection.clear();
+        } else if pressed(Modifiers::NONE, Key::ArrowDown) {
+            self.move_cursor(1, false);
+        } else if pressed(Modifiers::NONE, Key::ArrowUp) {
+            self.move_cursor(-1, false);
+        } else if pressed(Modifiers::SHIFT, Key::ArrowDown) {
+            self.move_cursor(1, true);
+        } else if pressed(Modifiers::SHIFT, Key::ArrowUp) {
+            self.move_cursor(-1, true);
+        }
+    }
+
+    fn move_cursor(&mut self, step: isize, extend: bool) {
+        let now = self.now();
+        let rows = self.jobs.rows(&self.spec, &now);
+        if rows.is_empty() {
+            return;
+        }
+        let at = self
+            .cursor
+            .and_then(|c| rows.iter().position(|r| *r == c))
+            .map(|i| (i as isize + step).clamp(0, rows.len() as isize - 1) as usize)
+            .unwrap_or(0);
+        let id = rows[at];
+        self.cursor = Some(id);
+        if extend {
+            self.selection.insert(id);
+        } else {
+            self.selection = BTreeSet::from([id]);
+        }
+        self.scroll_to_cursor = true;
+    }
+
+    fn toolbar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal_wrapped(|ui| {
+            for (page, label) in [
+                (Page::Jobs, "Jobs"),
+                (Page::Stale, "Stale"),
+                (Page::Settings, "Settings"),
+            ] {
+                if ui.selectable_label(self.page == page, label).clicked() && self.page != page {
+                    self.page = page;
+                    self.selection.clear();
+                    self.settings_draft = self.settings.clone();
+                }
+            }
+            ui.separator();
+            if ui
+                .button("New download")
+                .on_hover_text("Ctrl+N; or paste URLs anywhere with Ctrl+V")
+                .clicked()
+            {
+                self.open_new_download(String::new());
+            }
+            if ui.button("New upload").clicked() {
+                self.open_new_upload(None);
+            }
+            ui.separator();
+            let jobs = self.selected_jobs();
+            let resume = rules::resume(&jobs);
+            let suspend = rules::suspend(&jobs);
+            let complete = rules::complete(&jobs);
+            let cancel = rules::cancel(&jobs);
+            let priority = suspend.clone();
+            let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+            let current_priority = jobs.first().map(|j| j.priority);
+            if action_button(ui, "Resume", &resume, "Space toggles Resume and Suspend") {
+                self.act(Action::Resume, ids.clone());
+            }
+            if action_button(ui, "Suspend", &suspend, "Space toggles Resume and Suspend") {
+                self.act(Action::Suspend, ids.clone());
+            }
+            if action_button(
+                ui,
+                "Complete",
+                &complete,
+                "Ctrl+Enter: commit the transferred files to their names",
+            ) {
+                self.request_complete();
+            }
+            if action_button(
+                ui,
+                "Cancel",
+                &cancel,
+                "Delete: remove the jobs and their temporary files",
+            ) {
+                self.request_cancel();
+            }
+            ui.add_enabled_ui(priority.is_enabled(), |ui| {
+                let mut chosen = None;
+                egui::ComboBox::new("priority", "Priority")
+                    .selected_text(current_priority.map(|p| p.name()).unwrap_or("—"))
+                    .show_ui(ui, |ui| {
+                        for p in [
+                            Priority::Foreground,
+                            Priority::High,
+                            Priority::Normal,
+                            Priority::Low,
+                        ] {
+                            if ui
+                                .selectable_label(current_priority == Some(p), p.name())
+                                .clicked()
+                            {
+                                chosen = Some(p);
+                            }
+                        }
+                    });
+                if let Some(p) = chosen {
+                    self.set_priority(p);
+                }
+            });
+            if self.page != Page::Settings {
+                ui.separator();
+                let filter = ui.label("Filter");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.spec.text)
+                        .hint_text("name, description or URL")
+                        .desired_width(180.0),
+                )
+                .labelled_by(filter.id);
+                ui.menu_button("States", |ui| {
+                    for (i, state) in JobState::ALL.iter().enumerate() {
+                        ui.checkbox(&mut self.spec.states[i], state.name());
+                    }
+                    if ui.button("All").clicked() {
+                        self.spec.states = [true; 9];
+                    }
+                });
+            }
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            match &self.connection {
+                Connection::Connecting => {
+                    ui.label("Connecting to the Ferry service…");
+                }
+                Connection::Up => {
+                    let status = self.status.as_ref();
+                    ui.label(format!(
+                        "Service pid {} · {} jobs",
+                        status.map(|s| s.pid).unwrap_or_default(),
+                        self.jobs.len()
+                    ));
+                }
+                Connection::Down(why) => {
+                    ui.label(
+                        RichText::new(format!("Service unreachable, retrying: {why}"))
+                            .color(ui.visuals().error_fg_color),
+                    );
+                }
+            }
+            let now = self.now();
+            let (mut active, mut rate) = (0, 0.0);
+            for entry in self.jobs.iter().filter(|e| e.job.state.is_running()) {
+                active += 1;
+                rate += entry.speed.rate(now.mono);
+            }
+            if active > 0 {
+                ui.separator();
+                ui.label(format!("{active} transferring · {}", format::rate(rate)));
+            }
+            if !self.selection.is_empty() {
+                ui.separator();
+                ui.label(format!("{} selected", self.selection.len()));
+            }
+        });
+    }
+
+    fn table(&mut self, ui: &mut egui::Ui) {
+        let now = self.now();
+        if self.page == Page::Stale {
+            ui.horizontal(|ui| {
+                ui.label(format!(
+                    "Jobs waiting for you: TRANSFERRED or in ERROR, or idle for {} days or more; \
+                     the next to expire first.",
+                    self.settings.stale_after_days
+                ));
+                if ui.button("Select all").clicked() {
+                    let mut spec = self.spec.clone();
+                    spec.stale_only = true;
+                    self.selection = self.jobs.rows(&spec, &now).iter().copied().collect();
+                }
+            });
+        }
+        self.spec.stale_only = self.page == Page::Stale;
+        let rows: Vec<JobId> = self.jobs.rows(&self.spec, &now).to_vec();
+        if rows.is_empty() {
+            ui.centered_and_justified(|ui| {
+                ui.label(match (self.page, self.jobs.is_empty()) {
+                    (Page::Stale, _) => "No stale job: nothing waits for you.",
+                    (_, true) => "No jobs yet. New download (Ctrl+N), or paste URLs with Ctrl+V.",
+                    _ => "No job matches the filter.",
+                });
+            });
+            return;
+        }
+        let scroll_to = self
+            .scroll_to_cursor
+            .then(|| self.cursor.and_then(|c| rows.iter().position(|r| *r == c)))
+            .flatten();
+        self.scroll_to_cursor = false;
+        // Selectable text would take the clicks that select rows.
+        ui.style_mut().interaction.selectable_labels = false;
+        let mut builder = TableBuilder::new(ui)
+            .id_salt(self.page == Page::Stale)
+            .striped(true)
+            .resizable(true)
+            .sense(egui::Sense::click())
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(Width::initial(220.0).at_least(80.0).clip(true))
+            .column(Width::initial(70.0))
+            .column(Width::initial(140.0))
+            .column(Width::initial(190.0).at_least(90.0))
+            .column(Width::initial(80.0))
+            .column(Width::initial(70.0))
+            .column(Width::initial(90.0))
+            .column(Width::initial(55.0))
+            .column(Width::initial(110.0))
+            .column(Width::remainder().at_least(80.0));
+        if let Some(row) = scroll_to {
+            builder = builder.scroll_to_row(row, None);
+        }
+        let mut clicked: Option<(JobId, Modifiers)> = None;
+        let mut sort_by = None;
+        builder
+            .header(ROW_HEIGHT, |mut header| {
+                for column in Column::ALL {
+                    header.col(|ui| {
+                        let arrow = match (self.spec.sort == column, self.spec.ascending) {
+                            _ if self.page == Page::Stale => "",
+                            (true, true) => " ⏶",
+                            (true, false) => " ⏷",
+                            _ => "",
+                        };
+                        let text = RichText::new(format!("{}{arrow}", column.title())).strong();
+                        if ui.add(egui::Button::new(text).frame(false)).clicked() {
+                            sort_by = Some(column);
+                        }
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(ROW_HEIGHT, rows.len(), |mut row| {
+                    let id = rows[row.index()];
+                    let Some(entry) = self.jobs.get(&id) else {
+                        return;
+                    };
+                    row.set_selected(self.selection.contains(&id));
+                    row_cells(&mut row, entry, &now);
+                    let response = row.response();
+                    if response.clicked() {
+                        clicked = Some((id, response.ctx.input(|i| i.modifiers)));
+                    }
+                });
+            });
+        if let Some(column) = sort_by {
+            if self.spec.sort == column {
+                self.spec.ascending = !self.spec.ascending;
+            } else {
+                self.spec.sort = column;
+                self.spec.ascending = true;
+            }
+        }
+        if let Some((id, modifiers)) = clicked {
+            self.click_row(id, modifiers, &rows);
+        }
+    }
+
+    fn click_row(&mut self, id: JobId, modifiers: Modifiers, rows: &[JobId]) {
+        if modifiers.command {
+            if !self.selection.remove(&id) {
+                self.selection.insert(id);
+            }
+        } else if modifiers.shift
+            && let Some(anchor) = self.cursor.and_then(|c| rows.iter().position(|r| *r == c))
+            && let Some(at) = rows.iter().position(|r| *r == id)
+        {
+            let (from, to) = (anchor.min(at), anchor.max(at));
+            self.selection.extend(rows[from..=to].iter().copied());
+            return;
+        } else {
+            self.selection = BTreeSet::from([id]);
+        }
+        self.cursor = Some(id);
+    }
+
+    fn details(&mut self, ui: &mut egui::Ui, id: JobId) {
+        let now = self.now();
+        let Some(entry) = self.jobs.get(&id) else {
+            return;
+        };
+        let job = &entry.job;
+        let (icon, colour) = state_look(job.state, job.job_type);
+        ui.heading(&job.display_name);
+        ui.label(
+            RichText::new(format!("{icon} {}", job.state))
+                .color(colour)
+                .strong(),
+        );
+        if let Some(error) = &job.error
+            && matches!(job.state, JobState::Error | JobState::TransientError)
+        {
+            ui.separator();
+            ui.label(RichText::new("Error").strong());
+            egui::Grid::new("error").num_columns(2).show(ui, |ui| {
+                let mut row = |k: &str, v: String| {
+                    ui.label(k);
+                    ui.label(v);
+                    ui.end_row();
+                };
+                row(
+                    "Code",
+                    format!("{} {}", error.code.name(), error.code.hresult_text()),
+                );
+                row("Context", error.context.name().to_string());
+                if !error.description.is_empty() {
+                    row("Message", error.description.clone());
+                }
+                if let Some(file) = error.file.and_then(|i| job.files.get(i)) {
+                    row("File", file.remote_url.clone());
+                }
+                row("What to do", error.code.advice());
+                if let Some(at) = job.retry.next_retry_at {
+                    row("Next retry", at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+                }
+            });
+        }
+        ui.separator();
+        egui::CollapsingHeader::new("Properties")
+            .default_open(true)
+            .show(ui, |ui| properties(ui, job, &now));
+        ui.separator();
+        ui.label(RichText::new("Speed").strong());
+        let points: Vec<[f64; 2]> = entry.speed.history.iter().copied().collect();
+        egui_plot::Plot::new(("speed", id.0))
+            .height(110.0)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .allow_scroll(false)
+            .include_y(0.0)
+            .y_axis_formatter(|mark, _| format::rate(mark.value))
+            .x_axis_formatter(|_, _| String::new())
+            .show(ui, |plot| {
+                plot.line(egui_plot::Line::new("bytes/s", points));
+            });
+        ui.separator();
+        ui.label(RichText::new(format!("Files ({})", job.files.len())).strong());
+        for (index, file) in job.files.iter().enumerate() {
+            let fraction = match file.bytes_total {
+                Some(0) => 1.0,
+                Some(total) => (file.bytes_transferred as f64 / total as f64).min(1.0) as f32,
+                None => 0.0,
+            };
+            let name = file
+                .local_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let state = if file.completed {
+                "committed"
+            } else if file.transferred {
+                "transferred"
+            } else {
+                ""
+            };
+            ui.label(format!("{}. {name} {state}", index + 1));
+            ui.add(egui::ProgressBar::new(fraction).text(format!(
+                "{} / {}",
+                format::bytes(file.bytes_transferred),
+                file.bytes_total.map(format::bytes).unwrap_or_else(|| "?".into())
+            )));
+            ui.label(RichText::new(&file.remote_url).small().weak());
+            ui.label(
+                RichText::new(file.local_path.display().to_string())
+                    .small()
+                    .weak(),
+            );
+        }
+    }
+
+    fn settings_page(&mut self, ui: &mut egui::Ui) {
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.heading("Settings");
+            let draft = &mut self.settings_draft;
+            let mut pick = None;
+            egui::Grid::new("gui-settings")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    let label = ui.label("Default download folder");
+                    ui.horizontal(|ui| {
+                        let mut text = draft.default_folder.display().to_string();
+                        if ui
+                            .add(egui::TextEdit::singleline(&mut text).desired_width(320.0))
+                            .labelled_by(label.id)
+                            .changed()
+                        {
+                            draft.default_folder = text.into();
+                        }
+                        if ui.button("Browse…").clicked() {
+                            pick = Some(draft.default_folder.clone());
+                        }
+                    });
+                    ui.end_row();
+                    let label = ui.label("Stale after (days)");
+                    ui.add(egui::DragValue::new(&mut draft.stale_after_days).range(1..=3650))
+                        .labelled_by(label.id);
+                    ui.end_row();
+                    ui.label("Theme");
+                    ui.horizontal(|ui| {
+                        ui.radio_value(&mut draft.theme, Theme::System, "System");
+                        ui.radio_value(&mut draft.theme, Theme::Light, "Light");
+                        ui.radio_value(&mut draft.theme, Theme::Dark, "Dark");
+                    });
+                    ui.end_row();
+                });
+            ui.checkbox(&mut draft.notifications, "Desktop notifications");
+            ui.checkbox(
+                &mut draft.close_to_tray,
+                "Closing the window hides it in the tray",
+            );
+            if let Some(error) = &self.settings_error {
+                ui.label(RichText::new(error).color(ui.visuals().error_fg_color));
+            }
+            let changed = self.settings_draft != self.settings;
+            if ui
+                .add_enabled(changed, egui::Button::new("Save settings"))
+                .clicked()
+            {
+                self.save_settings();
+            }
+            if let Some(start) = pick {
+                let ctx = ui.ctx().clone();
+                self.pick(PickKind::DefaultFolder, &start, &ctx);
+            }
+            ui.separator();
+            ui.heading("Service");
+            if let Some(status) = &self.status {
+                egui::Grid::new("service").num_columns(2).show(ui, |ui| {
+                    let mut row = |k: &str, v: String| {
+                        ui.label(k);
+                        ui.label(v);
+                        ui.end_row();
+                    };
+                    row("Data directory", status.data_dir.display().to_string());
+                    row("Socket", status.socket.display().to_string());
+                    row("Version", status.version.clone());
+                    row(
+                        "Job inactivity timeout",
+                        format::span(std::time::Duration::from_secs(
+                            status.job_inactivity_timeout_secs,
+                        )),
+                    );
+                    row(
+                        "Near-timeout warning",
+                        format!(
+                            "{} before",
+                            format::span(std::time::Duration::from_secs(
+                                status.inactivity_warning_secs
+                            ))
+                        ),
+                    );
+                });
+            }
+        });
+    }
+}
+
+fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, entry: &model::Entry, now: &Now) {
+    let job = &entry.job;
+    let progress = job.progress();
+    row.col(|ui| {
+        ui.label(&job.display_name);
+    });
+    row.col(|ui| {
+        ui.label(match job.job_type {
+            JobType::Download => "Download",
+            JobType::Upload => "Upload",
+            JobType::UploadReply => "Upl.-reply",
+        });
+    });
+    row.col(|ui| {
+        let (icon, colour) = state_look(job.state, job.job_type);
+        ui.label(RichText::new(format!("{icon} {}", job.state)).color(colour));
+    });
+    row.col(|ui| {
+        let text = format!(
+            "{} / {}",
+            format::bytes(progress.bytes_transferred),
+            progress
+                .bytes_total
+                .map(format::bytes)
+                .unwrap_or_else(|| "?".into())
+        );
+        ui.add(
+            egui::ProgressBar::new(model::fraction(job).unwrap_or(0.0))
+                .text(text)
+                .desired_height(ROW_HEIGHT - 6.0),
+        );
+    });
+    row.col(|ui| {
+        let rate = entry.speed.rate(now.mono);
+        if job.state.is_running() && rate > 0.0 {
+            ui.label(format::rate(rate));
+        }
+    });
+    row.col(|ui| {
+        if let Some(eta) = model::eta(entry, now) {
+            ui.label(format::span(eta));
+        }
+    });
+    row.col(|ui| {
+        ui.label(job.priority.name());
+    });
+    row.col(|ui| {
+        ui.label(format!(
+            "{}/{}",
+            progress.files_transferred, progress.files_total
+        ));
+    });
+    row.col(|ui| {
+        ui.label(format!(
+            "{} ago",
+            format::span(format::between(job.times.modified, now.wall))
+        ));
+    });
+    row.col(|ui| {
+        if let Some(left) = model::expires_in(job, now) {
+            ui.label(format::span(left));
+        }
+    });
+}
+
+fn properties(ui: &mut egui::Ui, job: &Job, now: &Now) {
+    egui::Grid::new("properties")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            let mut row = |k: &str, v: String| {
+                ui.label(k);
+                ui.label(v);
+                ui.end_row();
+            };
+            let time = |t: &crate::job::Timestamp| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+            let progress = job.progress();
+            row("Id", job.id.to_string());
+            row("Type", job.job_type.name().into());
+            row("Priority", job.priority.name().into());
+            row("Owner", job.owner.clone());
+            if !job.description.is_empty() {
+                row("Description", job.description.clone());
+            }
+            row(
+                "Progress",
+                format!(
+                    "{} / {} · files {}/{}",
+                    format::bytes(progress.bytes_transferred),
+                    progress
+                        .bytes_total
+                        .map(format::bytes)
+                        .unwrap_or_else(|| "?".into()),
+                    progress.files_transferred,
+                    progress.files_total
+                ),
+            );
+            row("Created", time(&job.times.created));
+            row("Last activity", time(&job.times.modified));
+            if let Some(at) = &job.times.transfer_completed {
+                row("Transferred", time(at));
+            }
+            if let Some(left) = model::expires_in(job, now) {
+                row(
+                    "Expires",
+                    format!(
+                        "in {} ({})",
+                        format::span(left),
+                        time(&job.inactivity_deadline(now.inactivity_timeout))
+                    ),
+                );
+            }
+            row("Retry delay", format::span(job.minimum_retry_delay));
+            row("No-progress timeout", format::span(job.no_progress_timeout));
+            row("Max download time", format::span(job.max_download_time));
+            row("Error count", job.error_count.to_string());
+            row("Notify flags", format!("0x{:X}", job.notify_flags.0));
+            row("Proxy", job.proxy.usage.name().into());
+            row("Redirects", job.redirect_policy.mode.name().into());
+            row(
+                "Replace existing",
+                if job.replace_existing { "yes" } else { "no" }.into(),
+            );
+            row(
+                "Dynamic content",
+                if job.dynamic_content { "yes" } else { "no" }.into(),
+            );
+            if !job.custom_headers.is_empty() {
+                row("Custom headers", job.custom_headers.len().to_string());
+            }
+            if job.credentials_dropped {
+                row(
+                    "Credentials",
+                    "not kept across the restart: set them again".into(),
+                );
+            }
+        });
+}

@@ -1,0 +1,434 @@
+//! The GUI, driven through its accessibility tree with egui_kittest (no display needed), against
+//! a real service in a temp home and the loopback test server. Waiting is on the service's
+//! replies (`FerryApp::wait_for_reply`), never on a fixed time.
+
+use crate::home::Home;
+use crate::server::{Behaviour, TestServer};
+use crate::{PATIENCE, content};
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use ferry::engine::{JobSpec, SystemClock};
+use ferry::gui::{Connect, Connection, FerryApp, GuiOptions, Page, PickKind, Pickers};
+use ferry::job::{JobId, JobState, JobType, NewFile};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// File dialogs answered by the test: always this path.
+struct Answer(Option<PathBuf>);
+
+impl Pickers for Answer {
+    fn pick(&mut self, _: PickKind, _: &Path, reply: Box<dyn FnOnce(Option<PathBuf>) + Send>) {
+        reply(self.0.clone());
+    }
+}
+
+/// A service in a temp home, a loopback server, and a runtime for both.
+struct Setup {
+    runtime: tokio::runtime::Runtime,
+    server: TestServer,
+    home: Home,
+    out: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(config: &str) -> Setup {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = runtime.block_on(TestServer::start());
+        let home = Home::with_config(config);
+        runtime.block_on(home.ok(&["daemon"]));
+        Setup {
+            runtime,
+            server,
+            home,
+            out: tempfile::tempdir().expect("out"),
+        }
+    }
+
+    fn window(&self) -> Harness<'static, FerryApp> {
+        window(
+            Connect::Socket(self.home.socket()),
+            Some(self.out.path().to_path_buf()),
+        )
+    }
+
+    /// A SUSPENDED download job of `paths` (served by the test server) into the out folder.
+    fn job(&self, name: &str, paths: &[&str]) -> JobId {
+        let mut spec = JobSpec::new(name, JobType::Download);
+        spec.files = paths
+            .iter()
+            .map(|p| NewFile {
+                remote_url: self.server.url(p),
+                local_path: self.out.path().join(p.trim_start_matches('/')),
+                ranges: None,
+            })
+            .collect();
+        self.runtime
+            .block_on(self.home.client().create(&spec))
+            .expect("create")
+    }
+
+    fn state(&self, id: JobId) -> JobState {
+        self.runtime
+            .block_on(self.home.client().job(id))
+            .expect("job")
+            .state
+    }
+}
+
+fn window(connect: Connect, answer: Option<PathBuf>) -> Harness<'static, FerryApp> {
+    Harness::builder()
+        .with_size([1400.0, 800.0])
+        .build_eframe(move |cc| {
+            FerryApp::new(
+                cc,
+                GuiOptions {
+                    connect,
+                    clock: Arc::new(SystemClock::default()),
+                    settings_path: None,
+                    system_integration: false,
+                    pickers: Box::new(Answer(answer)),
+                },
+            )
+        })
+}
+
+/// Runs frames until `done` holds, waiting for the service's replies in between.
+fn wait_until(
+    window: &mut Harness<'static, FerryApp>,
+    what: &str,
+    done: impl Fn(&Harness<'static, FerryApp>) -> bool,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        window.run_ok();
+        if done(window) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        window
+            .state_mut()
+            .wait_for_reply(Duration::from_millis(200));
+    }
+}
+
+fn shows(window: &Harness<'static, FerryApp>, text: &str) -> bool {
+    window.query_all_by_label_contains(text).next().is_some()
+}
+
+fn job_state(window: &Harness<'static, FerryApp>, id: JobId) -> Option<JobState> {
+    window.state().job(&id).map(|j| j.state)
+}
+
+/// The state cell of the job's row, e.g. "⬇ TRANSFERRING".
+fn state_cell(state: JobState) -> String {
+    let (icon, _) = ferry::gui::state_look(state, JobType::Download);
+    format!("{icon} {}", state.name())
+}
+
+/// Clicks the first button labelled `label`: the toolbar's, where a toast has one too.
+fn click(window: &mut Harness<'static, FerryApp>, label: &str) {
+    button(window, label).click();
+    window.run_ok();
+}
+
+fn button<'a>(window: &'a Harness<'static, FerryApp>, label: &'a str) -> egui_kittest::Node<'a> {
+    window
+        .get_all_by_role_and_label(Role::Button, label)
+        .next()
+        .unwrap_or_else(|| panic!("no button {label:?}"))
+}
+
+fn is_disabled(window: &Harness<'static, FerryApp>, label: &str) -> bool {
+    button(window, label).accesskit_node().is_disabled()
+}
+
+#[test]
+fn state_column_follows_a_job_from_suspended_to_acknowledged() {
+    let setup = Setup::new("");
+    let data = content(300_000, 1);
+    setup.server.put("/follow.bin", data.clone());
+    setup
+        .server
+        .behave("/follow.bin", Behaviour::stall_after(100_000));
+    let id = setup.job("follow", &["/follow.bin"]);
+    let mut window = setup.window();
+    wait_until(&mut window, "the job in SUSPENDED", |w| {
+        shows(w, &state_cell(JobState::Suspended))
+    });
+    assert_eq!(window.state().connection(), &Connection::Up);
+
+    window.get_by_label("follow").click();
+    window.run_ok();
+    assert!(!is_disabled(&window, "Resume"));
+    click(&mut window, "Resume");
+    wait_until(&mut window, "TRANSFERRING", |w| {
+        shows(w, &state_cell(JobState::Transferring))
+    });
+    click(&mut window, "Suspend");
+    wait_until(&mut window, "SUSPENDED again", |w| {
+        job_state(w, id) == Some(JobState::Suspended) && shows(w, &state_cell(JobState::Suspended))
+    });
+
+    setup.server.behave("/follow.bin", Behaviour::default());
+    click(&mut window, "Resume");
+    wait_until(&mut window, "TRANSFERRED", |w| {
+        shows(w, &state_cell(JobState::Transferred))
+    });
+    // Every file is transferred: Complete needs no confirmation.
+    click(&mut window, "Complete");
+    wait_until(&mut window, "ACKNOWLEDGED", |w| {
+        shows(w, &state_cell(JobState::Acknowledged))
+    });
+    assert_eq!(
+        std::fs::read(setup.out.path().join("follow.bin")).expect("committed file"),
+        data
+    );
+    assert!(
+        is_disabled(&window, "Complete"),
+        "a finished job cannot be completed again"
+    );
+}
+
+#[test]
+fn partial_complete_says_what_is_kept_and_what_is_discarded() {
+    let setup = Setup::new("");
+    setup.server.put("/kept.bin", content(50_000, 2));
+    setup.server.put("/lost.bin", content(400_000, 3));
+    setup
+        .server
+        .behave("/lost.bin", Behaviour::stall_after(120_000));
+    let id = setup.job("partial", &["/kept.bin", "/lost.bin"]);
+    let mut window = setup.window();
+    wait_until(&mut window, "the job", |w| shows(w, "partial"));
+    window.get_by_label("partial").click();
+    window.run_ok();
+    click(&mut window, "Resume");
+    wait_until(
+        &mut window,
+        "the first file transferred, the second under way",
+        |w| {
+            w.state().job(&id).is_some_and(|j| {
+                j.files[0].transferred
+                    && j.files[1].bytes_transferred > 0
+                    && j.state == JobState::Transferring
+            })
+        },
+    );
+
+    click(&mut window, "Complete");
+    assert!(shows(&window, "Complete with files missing?"));
+    assert!(shows(&window, "Kept (1): kept.bin"));
+    assert!(shows(&window, "Discarded (1, "));
+    assert!(shows(&window, "lost.bin"));
+    // "Go back" leaves the job as it was.
+    click(&mut window, "Go back");
+    assert!(!shows(&window, "Complete with files missing?"));
+    assert_eq!(setup.state(id), JobState::Transferring);
+
+    click(&mut window, "Complete");
+    click(&mut window, "Complete anyway");
+    wait_until(&mut window, "ACKNOWLEDGED", |w| {
+        job_state(w, id) == Some(JobState::Acknowledged)
+    });
+    assert!(setup.out.path().join("kept.bin").exists());
+    assert!(!setup.out.path().join("lost.bin").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(setup.out.path())
+        .expect("out")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("kept.bin")],
+        "no temp file stays"
+    );
+}
+
+#[test]
+fn new_download_dialog_and_paste_create_jobs() {
+    let setup = Setup::new("");
+    let data = content(70_000, 4);
+    setup.server.put("/new.iso", data.clone());
+    let mut window = setup.window();
+    wait_until(&mut window, "the connection", |w| {
+        w.state().connection() == &Connection::Up
+    });
+
+    // Ctrl+V outside a text field opens the dialog with the pasted URLs.
+    window.event(egui::Event::Paste(setup.server.url("/new.iso")));
+    window.run_ok();
+    let urls = window.get_by_label("URLs, one per line:");
+    assert_eq!(
+        urls.value().as_deref(),
+        Some(setup.server.url("/new.iso").as_str())
+    );
+    // Browse… opens the folder dialog; the test's dialog answers with the out folder.
+    click(&mut window, "Browse…");
+    assert_eq!(
+        window.get_by_label("Folder").value().as_deref(),
+        Some(setup.out.path().to_str().expect("utf-8 path"))
+    );
+    click(&mut window, "Create download");
+    wait_until(&mut window, "the new job TRANSFERRED", |w| {
+        w.state().job_count() == 1 && shows(w, &state_cell(JobState::Transferred))
+    });
+    assert!(!shows(&window, "URLs, one per line:"), "the dialog closed");
+    // The new job is selected: its details show.
+    assert!(shows(&window, "new.iso"));
+    click(&mut window, "Complete");
+    wait_until(&mut window, "ACKNOWLEDGED", |w| {
+        shows(w, &state_cell(JobState::Acknowledged))
+    });
+    assert_eq!(
+        std::fs::read(setup.out.path().join("new.iso")).expect("file"),
+        data
+    );
+
+    // Bad input: the dialog says what to fix and creates nothing.
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
+    window.run_ok();
+    click(&mut window, "Create download");
+    assert!(shows(&window, "Paste at least one URL"));
+    assert_eq!(window.state().job_count(), 1);
+}
+
+#[test]
+fn quota_toast_opens_the_stale_view() {
+    let setup = Setup::new("max_jobs_per_user: 1");
+    setup.server.put("/one.bin", content(1000, 5));
+    setup.job("the only one", &["/one.bin"]);
+    let mut window = setup.window();
+    wait_until(&mut window, "the job", |w| shows(w, "the only one"));
+    window.event(egui::Event::Paste(setup.server.url("/two.bin")));
+    window.run_ok();
+    click(&mut window, "Create download");
+    wait_until(&mut window, "the quota toast", |w| {
+        shows(w, "Quota reached: BG_E_TOO_MANY_JOBS_PER_USER 0x80200049")
+    });
+    assert!(shows(&window, "already has 1 jobs (limit 1)"));
+    // The dialog stays open with the reason, so nothing typed is lost.
+    assert!(shows(&window, "URLs, one per line:"));
+    click(&mut window, "Close");
+    click(&mut window, "Open Stale view");
+    assert_eq!(window.state().page(), Page::Stale);
+}
+
+#[test]
+fn near_timeout_toast_offers_keep() {
+    // The warning window is all but the whole timeout: a job is "near" a second after its
+    // last activity.
+    let setup = Setup::new("job_inactivity_timeout_secs: 3600, inactivity_warning_secs: 3599");
+    setup.server.put("/idle.bin", content(1000, 6));
+    let id = setup.job("idle", &["/idle.bin"]);
+    let mut window = setup.window();
+    wait_until(&mut window, "the near-timeout toast", |w| {
+        shows(w, "“idle” expires in 59 min")
+    });
+    let before = window.state().job(&id).expect("job").times.modified;
+    assert!(shows(&window, "Keep counts as activity"));
+    click(&mut window, "Keep");
+    wait_until(&mut window, "the activity time to move", |w| {
+        w.state()
+            .job(&id)
+            .is_some_and(|j| j.times.modified > before)
+    });
+    assert_eq!(setup.state(id), JobState::Suspended);
+}
+
+#[test]
+fn stale_view_bulk_cancel() {
+    let setup = Setup::new("");
+    for (i, name) in ["a.bin", "b.bin", "fresh.bin"].iter().enumerate() {
+        setup
+            .server
+            .put(&format!("/{name}"), content(20_000, 10 + i as u64));
+    }
+    let a = setup.job("done a", &["/a.bin"]);
+    let b = setup.job("done b", &["/b.bin"]);
+    let fresh = setup.job("fresh", &["/fresh.bin"]);
+    for id in [a, b] {
+        setup
+            .runtime
+            .block_on(setup.home.client().resume(id))
+            .expect("resume");
+    }
+    let mut window = setup.window();
+    wait_until(&mut window, "both TRANSFERRED", |w| {
+        job_state(w, a) == Some(JobState::Transferred)
+            && job_state(w, b) == Some(JobState::Transferred)
+    });
+    click(&mut window, "Stale");
+    assert!(shows(&window, "done a") && shows(&window, "done b"));
+    assert!(
+        !shows(&window, "fresh"),
+        "a fresh SUSPENDED job is not stale"
+    );
+    click(&mut window, "Select all");
+    click(&mut window, "Cancel");
+    assert!(shows(&window, "Cancel these jobs?"));
+    assert!(shows(
+        &window,
+        "“done a”: the temporary files of 1 file(s) are deleted"
+    ));
+    click(&mut window, "Cancel jobs");
+    wait_until(&mut window, "both CANCELLED", |w| {
+        job_state(w, a) == Some(JobState::Cancelled) && job_state(w, b) == Some(JobState::Cancelled)
+    });
+    assert_eq!(setup.state(fresh), JobState::Suspended);
+    assert_eq!(
+        std::fs::read_dir(setup.out.path()).expect("out").count(),
+        0,
+        "temp files deleted"
+    );
+}
+
+/// Every job type in every state, selected alone: Complete and Cancel are enabled exactly by the
+/// rules of spec §2.3, and a disabled button says why.
+#[test]
+fn complete_and_cancel_follow_the_rules_for_every_type_and_state() {
+    use ferry::job::{Job, JobDefaults};
+    let mut window = window(
+        Connect::Socket(PathBuf::from("/nonexistent/ferry.sock")),
+        None,
+    );
+    for job_type in [JobType::Download, JobType::Upload, JobType::UploadReply] {
+        for state in JobState::ALL {
+            let mut job = Job::new(
+                JobId::new_random(),
+                job_type,
+                "subject",
+                "tester",
+                &JobDefaults::default(),
+                chrono::Utc::now(),
+            )
+            .expect("job");
+            job.state = state;
+            window.state_mut().load_jobs(vec![job]);
+            window.run_ok();
+            window.get_by_label("subject").click();
+            window.run_ok();
+            let final_state = state.is_final();
+            let complete =
+                !final_state && (job_type == JobType::Download || state == JobState::Transferred);
+            assert_eq!(
+                !is_disabled(&window, "Complete"),
+                complete,
+                "Complete of {job_type:?} in {state}"
+            );
+            assert_eq!(
+                !is_disabled(&window, "Cancel"),
+                !final_state,
+                "Cancel in {state}"
+            );
+        }
+    }
+    // The tooltip of a disabled Complete names the rule and the BITS code.
+    button(&window, "Complete").hover();
+    window.run_ok();
+    assert!(shows(&window, "BG_E_INVALID_STATE 0x80200002"));
+}
