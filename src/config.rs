@@ -102,7 +102,8 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks the values that a file or a client may get wrong; names the field.
+    pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("max_jobs_per_user", self.max_jobs_per_user as u64),
             ("max_jobs_per_machine", self.max_jobs_per_machine as u64),

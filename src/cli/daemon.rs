@@ -98,6 +98,7 @@ fn foreground(idle_exit: Option<u64>) -> u8 {
         data_dir,
         socket: platform::socket_path(),
         config,
+        config_path: Some(config_path),
         clock: Arc::new(SystemClock::default()),
         user: User::current(),
     };

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 /// Refuses files whose destination cannot work, before they enter the job.
 pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsError> {
+    if job.job_type.is_upload() {
+        return check_upload_sources(files);
+    }
     for file in files {
         let Some(dir) = file.local_path.parent() else {
             continue;
@@ -59,6 +62,35 @@ pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsEr
                     "two files of the job would both be written to {}",
                     file.local_path.display()
                 ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An upload's local file is its source: it must be a readable regular file (spec §3.1).
+fn check_upload_sources(files: &[NewFile]) -> Result<(), BitsError> {
+    for file in files {
+        let path = &file.local_path;
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    format!("{} is not a regular file: upload a file", path.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(BitsError::new(
+                    ErrorCode::PathNotFound,
+                    format!("cannot read the file to upload {}: {e}", path.display()),
+                ));
+            }
+        }
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(BitsError::new(
+                ErrorCode::AccessDenied,
+                format!("cannot read the file to upload {}: {e}", path.display()),
             ));
         }
     }

@@ -185,6 +185,7 @@ enum Op {
         file: usize,
         valid: bool,
     },
+    Configure(Box<Config>),
     Shutdown,
 }
 
@@ -336,6 +337,13 @@ impl EngineHandle {
         valid: bool,
     ) -> Result<(), BitsError> {
         self.call_done(Op::Validate { job, file, valid }).await
+    }
+
+    /// Applies a new configuration at once: quotas, defaults of new jobs, timers (a shorter
+    /// inactivity timeout cancels the jobs already past it), the time slice, and the HTTP timeouts
+    /// and certificates of transfers that start from now on. `watch_network` is read only at start.
+    pub async fn configure(&self, config: Config) -> Result<(), BitsError> {
+        self.call_done(Op::Configure(Box::new(config))).await
     }
 
     /// Network connectivity changed (T14/T15).
@@ -566,10 +574,19 @@ impl Actor {
                 }
                 result.map(|_| Reply::Done)
             }
-            Op::Resume(job) => self
-                .apply(job, Event::Resume, Persist::Now)
-                .await
-                .map(|_| Reply::Done),
+            Op::Resume(job) => {
+                if self.job(job)?.job_type.is_upload() {
+                    // The upload protocol is not there yet: a resumed upload job must not fall
+                    // into the download path, which would fetch the URL instead of sending.
+                    return Err(BitsError::new(
+                        ErrorCode::NotImpl,
+                        "upload jobs cannot run yet (the BITS upload protocol is not implemented); the job stays SUSPENDED",
+                    ));
+                }
+                self.apply(job, Event::Resume, Persist::Now)
+                    .await
+                    .map(|_| Reply::Done)
+            }
             Op::Suspend(job) => self
                 .apply(job, Event::Suspend, Persist::Now)
                 .await
@@ -617,6 +634,12 @@ impl Actor {
                 .apply(job, Event::Validate { file, valid }, Persist::Now)
                 .await
                 .map(|_| Reply::Done),
+            Op::Configure(config) => {
+                self.config = *config;
+                // Transfers that start from now on use the new timeouts and certificates.
+                self.clients.clear();
+                Ok(Reply::Done)
+            }
             Op::Shutdown => Ok(Reply::Done),
         }
     }

@@ -153,6 +153,13 @@ pub struct FerryApp {
     pub(super) settings_draft: GuiSettings,
     pub(super) settings_error: Option<String>,
     settings_path: Option<PathBuf>,
+    /// The service's configuration as last read, and the Settings page's copy of it.
+    pub(super) service_config: Option<crate::config::Config>,
+    pub(super) service_draft: Option<crate::config::Config>,
+    /// What the service said about the last save (an error, or fields needing a restart).
+    pub(super) service_message: Option<(bool, String)>,
+    /// The user agreed that a shorter inactivity timeout cancels the jobs already past it.
+    pub(super) cancel_overdue_ok: bool,
     pickers: Box<dyn Pickers>,
     inbound_tx: mpsc::Sender<Inbound>,
     inbound: mpsc::Receiver<Inbound>,
@@ -222,6 +229,10 @@ impl FerryApp {
             settings,
             settings_error: None,
             settings_path: options.settings_path,
+            service_config: None,
+            service_draft: None,
+            service_message: None,
+            cancel_overdue_ok: false,
             pickers: options.pickers,
             inbound_tx,
             inbound,
@@ -458,6 +469,28 @@ impl FerryApp {
         self.bridge.send(request);
     }
 
+    /// Jobs that a job inactivity timeout of `secs` would cancel at once.
+    pub(super) fn overdue_with(&self, secs: u64) -> usize {
+        let now = self.clock.now();
+        self.jobs
+            .iter()
+            .filter(|e| !e.job.state.is_final())
+            .filter(|e| e.job.inactivity_deadline(Duration::from_secs(secs)) <= now)
+            .count()
+    }
+
+    pub(super) fn save_service_config(&mut self) {
+        let Some(draft) = self.service_draft.clone() else {
+            return;
+        };
+        if let Err(e) = draft.validate() {
+            self.service_message = Some((false, e));
+            return;
+        }
+        self.service_message = None;
+        self.send(Request::SaveConfig(Box::new(draft)));
+    }
+
     pub(super) fn save_settings(&mut self) {
         if let Err(e) = self.settings_draft.validate() {
             self.settings_error = Some(e);
@@ -514,6 +547,30 @@ impl FerryApp {
             Reply::Event(event) => self.handle_event(event),
             Reply::Done { action, results } => self.handle_done(action, results),
             Reply::Created(result) => self.handle_created(result),
+            Reply::Config(result) => match result {
+                Ok(config) => {
+                    self.service_config = Some((*config).clone());
+                    self.service_draft = Some(*config);
+                }
+                Err(failure) => self.service_message = Some((false, failure.text)),
+            },
+            Reply::ConfigSaved(result) => match result {
+                Ok(saved) => {
+                    let text = if saved.restart_needed.is_empty() {
+                        "Saved and in force.".to_string()
+                    } else {
+                        format!(
+                            "Saved. {} take(s) effect when the service starts again.",
+                            saved.restart_needed.join(", ")
+                        )
+                    };
+                    self.service_message = Some((true, text));
+                    self.service_config = Some(saved.config.clone());
+                    self.service_draft = Some(saved.config);
+                    self.cancel_overdue_ok = false;
+                }
+                Err(failure) => self.service_message = Some((false, failure.text)),
+            },
         }
     }
 

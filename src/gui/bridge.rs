@@ -3,9 +3,10 @@
 //! come back on a channel, each followed by a repaint request. Job updates are batched (at most
 //! one batch per [`BATCH`]), so a busy queue wakes the UI about ten times a second, not per event.
 
+use crate::config::Config;
 use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
 use crate::job::{ErrorCode, Job, JobId, PropertyChange};
-use crate::service::api::Status;
+use crate::service::api::{ConfigSaved, Status};
 use crate::service::client::{Client, ClientError, ServiceEvent};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -56,6 +57,10 @@ pub enum Request {
         spec: JobSpec,
         start: bool,
     },
+    /// Read the service's configuration.
+    LoadConfig,
+    /// Validate, save and apply a configuration.
+    SaveConfig(Box<Config>),
 }
 
 /// An error as the GUI shows it: BITS name and code (when there is one) and a message.
@@ -96,6 +101,8 @@ pub enum Reply {
         results: Vec<(JobId, Result<Option<String>, Failure>)>,
     },
     Created(Result<JobId, Failure>),
+    Config(Result<Box<Config>, Failure>),
+    ConfigSaved(Result<Box<ConfigSaved>, Failure>),
 }
 
 /// The UI's end: send requests, drain replies.
@@ -296,6 +303,8 @@ fn refuse(request: Request, why: &str, out: &Outbox) {
                 .collect(),
         }),
         Request::Create { .. } => out.send(Reply::Created(Err(failure))),
+        Request::LoadConfig => out.send(Reply::Config(Err(failure))),
+        Request::SaveConfig(_) => out.send(Reply::ConfigSaved(Err(failure))),
     }
 }
 
@@ -353,6 +362,18 @@ async fn handle(client: &Client, request: Request, out: &Outbox) {
                 Ok::<_, ClientError>(id)
             };
             out.send(Reply::Created(created.await.map_err(Failure::from)));
+        }
+        Request::LoadConfig => {
+            let config = client.config().await.map(Box::new);
+            out.send(Reply::Config(config.map_err(Failure::from)));
+        }
+        Request::SaveConfig(config) => {
+            let saved = client.set_config(&config).await.map(Box::new);
+            let ok = saved.is_ok();
+            out.send(Reply::ConfigSaved(saved.map_err(Failure::from)));
+            if ok && let Ok(status) = client.status().await {
+                out.send(Reply::Connected(Box::new(status)));
+            }
         }
     }
 }

@@ -31,15 +31,18 @@ fn refusal(job: &Job, error: &BitsError) -> String {
     )
 }
 
-/// The rule in plain words, without the job id the model's message carries.
+/// The rule in plain words: the model's message without its "job {id} is STATE: " prefix, which
+/// the tooltip says in its own words.
 fn why(job: &Job, error: &BitsError) -> String {
     if job.state.is_final() {
-        "a finished job cannot be changed".into()
-    } else if job.job_type.is_upload() && job.state != JobState::Transferred {
-        "an upload can be completed only when it is TRANSFERRED".into()
-    } else {
-        error.message.clone()
+        return "a finished job cannot be changed".into();
     }
+    let prefix = format!("job {} is {}: ", job.id, job.state);
+    error
+        .message
+        .strip_prefix(&prefix)
+        .unwrap_or(&error.message)
+        .to_string()
 }
 
 fn every(jobs: &[&Job], check: impl Fn(&Job) -> Result<(), BitsError>) -> Availability {
@@ -71,6 +74,11 @@ pub fn resume(jobs: &[&Job]) -> Availability {
             job::check_cancel(job)
         } else if job.files.is_empty() {
             Err(BitsError::from_code(job::ErrorCode::Empty))
+        } else if job.job_type.is_upload() {
+            Err(BitsError::new(
+                job::ErrorCode::NotImpl,
+                "upload jobs cannot run yet: Ferry's upload protocol is not implemented",
+            ))
         } else {
             Ok(())
         }

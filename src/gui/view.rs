@@ -53,7 +53,7 @@ impl FerryApp {
         {
             egui::Panel::right("details")
                 .resizable(true)
-                .default_size(380.0)
+                .default_size(340.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| self.details(ui, id));
                 });
@@ -70,6 +70,32 @@ impl FerryApp {
 
     fn keyboard(&mut self, ctx: &egui::Context) {
         if self.dialog.is_some() {
+            return;
+        }
+        // A file dropped on the window: upload it (one file per upload job, as in BITS).
+        let dropped: Vec<std::path::PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        if let Some(first) = dropped.first() {
+            if dropped.len() > 1 {
+                self.toast(
+                    super::toasts::Level::Warning,
+                    "One file per upload job",
+                    format!(
+                        "{} files were dropped; the dialog opened for {}. Drop the others one at a time.",
+                        dropped.len(),
+                        first.display()
+                    ),
+                    vec![],
+                    Some(8.0),
+                );
+            }
+            self.open_new_upload(Some(first.clone()));
             return;
         }
         // Ctrl+V anywhere outside a text field: the pasted URLs open a new download.
@@ -146,6 +172,10 @@ impl FerryApp {
                     self.page = page;
                     self.selection.clear();
                     self.settings_draft = self.settings.clone();
+                    if page == Page::Settings {
+                        self.service_message = None;
+                        self.send(super::bridge::Request::LoadConfig);
+                    }
                 }
             }
             ui.separator();
@@ -313,16 +343,16 @@ impl FerryApp {
             .resizable(true)
             .sense(egui::Sense::click())
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-            .column(Width::initial(220.0).at_least(80.0).clip(true))
-            .column(Width::initial(70.0))
-            .column(Width::initial(140.0))
-            .column(Width::initial(190.0).at_least(90.0))
-            .column(Width::initial(80.0))
-            .column(Width::initial(70.0))
-            .column(Width::initial(90.0))
-            .column(Width::initial(55.0))
-            .column(Width::initial(110.0))
-            .column(Width::remainder().at_least(80.0));
+            .column(Width::initial(210.0).at_least(80.0).clip(true))
+            .column(Width::initial(68.0).clip(true))
+            .column(Width::initial(135.0).clip(true))
+            .column(Width::initial(165.0).at_least(90.0))
+            .column(Width::initial(72.0).clip(true))
+            .column(Width::initial(72.0).clip(true))
+            .column(Width::initial(88.0).clip(true))
+            .column(Width::initial(42.0).clip(true))
+            .column(Width::initial(92.0).clip(true))
+            .column(Width::remainder().at_least(72.0).clip(true));
         if let Some(row) = scroll_to {
             builder = builder.scroll_to_row(row, None);
         }
@@ -539,6 +569,8 @@ impl FerryApp {
                 self.pick(PickKind::DefaultFolder, &start, &ctx);
             }
             ui.separator();
+            self.service_settings(ui);
+            ui.separator();
             ui.heading("Service");
             if let Some(status) = &self.status {
                 egui::Grid::new("service").num_columns(2).show(ui, |ui| {
@@ -550,24 +582,119 @@ impl FerryApp {
                     row("Data directory", status.data_dir.display().to_string());
                     row("Socket", status.socket.display().to_string());
                     row("Version", status.version.clone());
-                    row(
-                        "Job inactivity timeout",
-                        format::span(std::time::Duration::from_secs(
-                            status.job_inactivity_timeout_secs,
-                        )),
-                    );
-                    row(
-                        "Near-timeout warning",
-                        format!(
-                            "{} before",
-                            format::span(std::time::Duration::from_secs(
-                                status.inactivity_warning_secs
-                            ))
-                        ),
-                    );
                 });
             }
         });
+    }
+}
+
+impl FerryApp {
+    /// The service's limits and timeouts (its config file), validated here and by the service,
+    /// applied at once.
+    fn service_settings(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Limits and timeouts");
+        let overdue = self
+            .service_draft
+            .as_ref()
+            .map(|d| self.overdue_with(d.job_inactivity_timeout_secs))
+            .unwrap_or(0);
+        let Some(draft) = &mut self.service_draft else {
+            ui.label("Reading the service's configuration…");
+            return;
+        };
+        egui::Grid::new("service-settings")
+            .num_columns(3)
+            .show(ui, |ui| {
+                let count = |ui: &mut egui::Ui, label: &str, value: &mut u32| {
+                    let label = ui.label(label);
+                    ui.add(egui::DragValue::new(value).range(1..=100_000))
+                        .labelled_by(label.id);
+                    ui.label("");
+                    ui.end_row();
+                };
+                count(ui, "Jobs per user", &mut draft.max_jobs_per_user);
+                count(ui, "Jobs per machine", &mut draft.max_jobs_per_machine);
+                count(ui, "Files per job", &mut draft.max_files_per_job);
+                count(ui, "Ranges per file", &mut draft.max_ranges_per_file);
+                let seconds = |ui: &mut egui::Ui, label: &str, value: &mut u64| {
+                    let label = ui.label(label);
+                    ui.add(
+                        egui::DragValue::new(value)
+                            .range(0..=10 * 365 * 86_400)
+                            .suffix(" s"),
+                    )
+                    .labelled_by(label.id);
+                    ui.label(format::span(std::time::Duration::from_secs(*value)));
+                    ui.end_row();
+                };
+                seconds(
+                    ui,
+                    "Minimum retry delay",
+                    &mut draft.minimum_retry_delay_secs,
+                );
+                seconds(
+                    ui,
+                    "No-progress timeout",
+                    &mut draft.no_progress_timeout_secs,
+                );
+                seconds(
+                    ui,
+                    "Maximum download time",
+                    &mut draft.max_download_time_secs,
+                );
+                seconds(
+                    ui,
+                    "Job inactivity timeout",
+                    &mut draft.job_inactivity_timeout_secs,
+                );
+                seconds(
+                    ui,
+                    "Near-timeout warning",
+                    &mut draft.inactivity_warning_secs,
+                );
+                let label = ui.label("Default priority");
+                egui::ComboBox::new("default-priority", "")
+                    .selected_text(draft.default_priority.name())
+                    .show_ui(ui, |ui| {
+                        for p in [
+                            Priority::Foreground,
+                            Priority::High,
+                            Priority::Normal,
+                            Priority::Low,
+                        ] {
+                            ui.selectable_value(&mut draft.default_priority, p, p.name());
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+                ui.end_row();
+            });
+        let changed = self.service_config.as_ref() != Some(draft);
+        if overdue > 0 {
+            ui.label(
+                RichText::new(format!(
+                    "{overdue} job(s) have been idle longer than this inactivity timeout: saving \
+                     cancels them at once."
+                ))
+                .color(ui.visuals().warn_fg_color),
+            );
+            ui.checkbox(&mut self.cancel_overdue_ok, "Yes, cancel them");
+        }
+        if let Some((ok, message)) = &self.service_message {
+            let colour = if *ok {
+                ui.visuals().text_color()
+            } else {
+                ui.visuals().error_fg_color
+            };
+            ui.label(RichText::new(message).color(colour));
+        }
+        let allowed = changed && (overdue == 0 || self.cancel_overdue_ok);
+        if ui
+            .add_enabled(allowed, egui::Button::new("Save limits and timeouts"))
+            .clicked()
+        {
+            self.save_service_config();
+        }
     }
 }
 

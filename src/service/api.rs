@@ -33,6 +33,15 @@ pub struct Cancelled {
     pub outcome: CancelOutcome,
 }
 
+/// Reply to `PUT /v1/config`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfigSaved {
+    /// The configuration now in the file and in force.
+    pub config: crate::config::Config,
+    /// Fields that take effect only when the service starts again.
+    pub restart_needed: Vec<String>,
+}
+
 /// Reply to `GET /v1/status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {

@@ -214,6 +214,19 @@ impl Client {
             .await
     }
 
+    /// The configuration in the service's config file.
+    pub async fn config(&self) -> Result<crate::config::Config, ClientError> {
+        self.call(Method::GET, "/config", None::<&()>).await
+    }
+
+    /// Validates, saves and applies a whole configuration.
+    pub async fn set_config(
+        &self,
+        config: &crate::config::Config,
+    ) -> Result<api::ConfigSaved, ClientError> {
+        self.call(Method::PUT, "/config", Some(config)).await
+    }
+
     /// Asks the service to stop (transfers stop at a checkpoint and resume when it starts again).
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         let _: serde_json::Value = self.call(Method::POST, "/shutdown", None::<&()>).await?;

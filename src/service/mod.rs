@@ -38,6 +38,8 @@ pub struct ServiceOptions {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub config: Config,
+    /// The config file `PUT /v1/config` rewrites; `None`: the configuration cannot be changed.
+    pub config_path: Option<PathBuf>,
     pub clock: Arc<dyn Clock>,
     pub user: User,
 }
@@ -107,12 +109,15 @@ pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result
     let idle_exit = status.idle_exit_secs;
     let state = AppState {
         engine: engine.clone(),
-        status: Arc::new(status),
+        uid: status.uid,
+        user: status.user.clone(),
+        config_path: options.config_path,
+        status: Arc::new(std::sync::Mutex::new(status)),
         activity: Arc::new(Activity::new()),
         stop: stop_tx.clone(),
         stopping: stop.clone(),
     };
-    ready(&state.status);
+    ready(&state.status());
     if idle_exit > 0 {
         tokio::spawn(exit_when_idle(
             state.clone(),
@@ -233,10 +238,23 @@ async fn exit_when_idle(state: AppState, grace: Duration) {
 #[derive(Clone)]
 struct AppState {
     engine: EngineHandle,
-    status: Arc<Status>,
+    uid: u32,
+    user: String,
+    config_path: Option<PathBuf>,
+    /// Changes with the configuration (`PUT /v1/config`).
+    status: Arc<std::sync::Mutex<Status>>,
     activity: Arc<Activity>,
     stop: watch::Sender<bool>,
     stopping: watch::Receiver<bool>,
+}
+
+impl AppState {
+    fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Who is at the other end of a connection (SO_PEERCRED).
@@ -266,6 +284,7 @@ fn router(state: AppState) -> Router {
         .route(&p("/jobs/{id}/cancel"), post(cancel))
         .route(&p("/jobs/{id}/validation"), post(validate))
         .route(&p("/events"), get(events))
+        .route(&p("/config"), get(get_config).put(put_config))
         .route(&p("/shutdown"), post(shutdown))
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -281,7 +300,7 @@ async fn guard(
 ) -> Response {
     state.activity.touch();
     match peer.uid {
-        Some(uid) if uid == state.status.uid || uid == 0 => {
+        Some(uid) if uid == state.uid || uid == 0 => {
             let method = request.method().clone();
             let path = request.uri().path().to_string();
             as_bits_error(next.run(request).await, &method, &path)
@@ -294,7 +313,7 @@ async fn guard(
                 format!(
                     "this Ferry service runs the jobs of {} (uid {}); {who} may not use it. Run \
                      ferry as your own user: it starts a service of your own",
-                    state.status.user, state.status.uid
+                    state.user, state.uid
                 ),
             ))
         }
@@ -397,7 +416,7 @@ async fn status(State(state): State<AppState>) -> Response {
     let jobs = state.engine.queue_len().await;
     reply(jobs.map(|jobs| Status {
         jobs,
-        ..(*state.status).clone()
+        ..state.status()
     }))
 }
 
@@ -535,6 +554,62 @@ async fn validate(
         engine.set_validation(id, v.file, v.valid).await
     })
     .await
+}
+
+fn config_path(state: &AppState) -> Result<&Path, BitsError> {
+    state.config_path.as_deref().ok_or_else(|| {
+        BitsError::new(
+            ErrorCode::NotImpl,
+            "this service was started without a config file; edit its configuration where it \
+             was started",
+        )
+    })
+}
+
+/// The configuration in the config file (what `PUT` last wrote, or the defaults).
+async fn get_config(State(state): State<AppState>) -> Response {
+    reply(config_path(&state).and_then(|path| {
+        Config::load(path).map_err(|e| BitsError::new(ErrorCode::LocalIo, e.to_string()))
+    }))
+}
+
+/// Validates a whole configuration, writes it to the config file (atomically) and applies it.
+async fn put_config(State(state): State<AppState>, bytes: Bytes) -> Response {
+    let result = async {
+        let path = config_path(&state)?;
+        let config: Config = body(&bytes)?;
+        config
+            .validate()
+            .map_err(|e| invalid(format!("the configuration is invalid: {e}")))?;
+        let before = Config::load(path).unwrap_or_default();
+        let text = ron::ser::to_string_pretty(&config, ron::ser::PrettyConfig::default())
+            .map_err(|e| BitsError::new(ErrorCode::LocalIo, e.to_string()))?;
+        crate::store::write_atomically(path, text.as_bytes()).map_err(|e| {
+            BitsError::new(
+                ErrorCode::LocalIo,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
+        state.engine.configure(config.clone()).await?;
+        {
+            let mut status = state.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.job_inactivity_timeout_secs = config.job_inactivity_timeout_secs;
+            status.inactivity_warning_secs = config.inactivity_warning_secs;
+        }
+        let mut restart_needed = Vec::new();
+        if config.watch_network != before.watch_network {
+            restart_needed.push("watch_network".to_string());
+        }
+        if config.service_idle_exit_secs != before.service_idle_exit_secs {
+            restart_needed.push("service_idle_exit_secs".to_string());
+        }
+        Ok(api::ConfigSaved {
+            config,
+            restart_needed,
+        })
+    }
+    .await;
+    reply(result)
 }
 
 async fn shutdown(State(state): State<AppState>) -> Response {

@@ -15,6 +15,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A file dropped on the window.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
 /// File dialogs answered by the test: always this path.
 struct Answer(Option<PathBuf>);
 
@@ -431,4 +445,118 @@ fn complete_and_cancel_follow_the_rules_for_every_type_and_state() {
     button(&window, "Complete").hover();
     window.run_ok();
     assert!(shows(&window, "BG_E_INVALID_STATE 0x80200002"));
+}
+
+#[test]
+fn a_dropped_file_opens_the_upload_dialog() {
+    let setup = Setup::new("");
+    let local = setup.out.path().join("report.pdf");
+    std::fs::write(&local, content(5000, 20)).expect("local file");
+    let mut window = setup.window();
+    wait_until(&mut window, "the connection", |w| {
+        w.state().connection() == &Connection::Up
+    });
+    window
+        .input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(local.clone())));
+    window.run_ok();
+    assert_eq!(
+        window.get_by_label("Local file").value().as_deref(),
+        local.to_str()
+    );
+    let url = window.get_by_label("Server URL");
+    url.focus();
+    url.type_text(&setup.server.url("/upload/report.pdf"));
+    window.run_ok();
+    click(&mut window, "Create upload");
+    wait_until(&mut window, "the upload job", |w| {
+        w.state().job_count() == 1
+    });
+    let jobs = setup
+        .runtime
+        .block_on(setup.home.client().jobs(false))
+        .expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job_type, JobType::Upload);
+    assert_eq!(
+        jobs[0].state,
+        JobState::Suspended,
+        "uploads wait until the upload engine lands"
+    );
+    assert_eq!(jobs[0].files[0].local_path, local);
+    assert_eq!(jobs[0].display_name, "report.pdf");
+}
+
+#[test]
+fn settings_change_the_service_limits() {
+    let setup = Setup::new("");
+    let mut window = setup.window();
+    wait_until(&mut window, "the connection", |w| {
+        w.state().connection() == &Connection::Up
+    });
+    click(&mut window, "Settings");
+    wait_until(&mut window, "the service's configuration", |w| {
+        shows(w, "Jobs per user")
+    });
+    window
+        .get_by_label("Jobs per user")
+        .set_value_accesskit(5.0);
+    window.run_ok();
+    // A warning window as long as the timeout is refused before it reaches the service.
+    window
+        .get_by_label("Near-timeout warning")
+        .set_value_accesskit(90.0 * 86_400.0);
+    window.run_ok();
+    click(&mut window, "Save limits and timeouts");
+    assert!(shows(&window, "inactivity_warning_secs"));
+    window
+        .get_by_label("Near-timeout warning")
+        .set_value_accesskit(86_400.0);
+    window.run_ok();
+    click(&mut window, "Save limits and timeouts");
+    wait_until(&mut window, "the save", |w| shows(w, "Saved and in force."));
+    let config = setup
+        .runtime
+        .block_on(setup.home.client().config())
+        .expect("config");
+    assert_eq!(config.max_jobs_per_user, 5);
+    assert_eq!(config.inactivity_warning_secs, 86_400);
+}
+
+#[test]
+fn everything_is_reachable_from_the_keyboard() {
+    let setup = Setup::new("");
+    let data = content(40_000, 30);
+    setup.server.put("/keys.bin", data.clone());
+    let id = setup.job("keys", &["/keys.bin"]);
+    let mut window = setup.window();
+    wait_until(&mut window, "the job", |w| shows(w, "keys"));
+
+    window.key_press(egui::Key::ArrowDown); // the first row
+    window.run_ok();
+    assert!(!is_disabled(&window, "Resume"), "the row is selected");
+    window.key_press(egui::Key::Space); // SUSPENDED: resume
+    wait_until(&mut window, "TRANSFERRED", |w| {
+        job_state(w, id) == Some(JobState::Transferred)
+    });
+
+    window.key_press(egui::Key::Delete); // Cancel asks first
+    window.run_ok();
+    assert!(shows(&window, "Cancel these jobs?"));
+    click(&mut window, "Keep jobs");
+    assert_eq!(setup.state(id), JobState::Transferred);
+
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter); // Complete
+    wait_until(&mut window, "ACKNOWLEDGED", |w| {
+        job_state(w, id) == Some(JobState::Acknowledged)
+    });
+    assert_eq!(
+        std::fs::read(setup.out.path().join("keys.bin")).expect("file"),
+        data
+    );
+
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
+    window.run_ok();
+    assert!(shows(&window, "URLs, one per line:"));
 }

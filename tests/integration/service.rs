@@ -802,3 +802,37 @@ async fn sigterm_mid_transfer_saves_and_the_next_service_resumes() {
         Some("bytes=900000-1999999")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_is_validated_saved_and_applied_at_once() {
+    let home = Home::new();
+    home.ok(&["create", "first"]).await;
+    let client = home.client();
+    let mut config = client.config().await.expect("config");
+    assert_eq!(config.max_jobs_per_user, 60);
+
+    // Invalid: nothing is written, the error names the field.
+    let mut bad = config.clone();
+    bad.inactivity_warning_secs = bad.job_inactivity_timeout_secs;
+    let refused = client.set_config(&bad).await.expect_err("invalid");
+    assert!(
+        refused.to_string().contains("inactivity_warning_secs"),
+        "{refused}"
+    );
+    assert_eq!(client.config().await.expect("config"), config);
+
+    // Valid: written to the config file and in force without a restart.
+    config.max_jobs_per_user = 1;
+    config.job_inactivity_timeout_secs = 30 * 86_400;
+    config.inactivity_warning_secs = 86_400;
+    config.watch_network = !config.watch_network;
+    let saved = client.set_config(&config).await.expect("saved");
+    assert_eq!(saved.restart_needed, vec!["watch_network".to_string()]);
+    let on_disk = ferry::config::Config::load(&home.path().join("config.ron")).expect("file");
+    assert_eq!(on_disk, config);
+    let status = client.status().await.expect("status");
+    assert_eq!(status.job_inactivity_timeout_secs, 30 * 86_400);
+    let output = home.run(&["create", "second"]).await;
+    assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
+    assert!(stderr(&output).contains("limit 1"), "{}", stderr(&output));
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Captures screenshots/*.png of the real program under Xvfb, with a seeded set of jobs: two
+# transferring (from a throttled loopback server), one in ERROR (404), one TRANSFERRED, one
+# suspended job 86 days idle (inside the 7-day near-timeout window of the 90-day timeout, made
+# with faketime), and the near-timeout toast it raises.
+#   scripts/screenshots.sh            (installs Xvfb & co. with scripts/setup.sh --screenshots)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --screenshots
+cargo build --locked --quiet
+ferry="$PWD/target/debug/ferry"
+shots="$PWD/screenshots"
+mkdir -p "$shots"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  FERRY_HOME="$work/home" "$ferry" daemon --stop >/dev/null 2>&1 || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+export FERRY_HOME="$work/home" HOME="$work/user" XDG_RUNTIME_DIR="$work/xdg"
+export XDG_CONFIG_HOME="$work/user/.config" XDG_DATA_HOME="$work/user/.local/share"
+mkdir -p "$FERRY_HOME" "$HOME" "$XDG_RUNTIME_DIR" "$work/downloads"
+chmod 700 "$XDG_RUNTIME_DIR"
+unset DBUS_SESSION_BUS_ADDRESS
+echo '(service_idle_exit_secs: 0, watch_network: false)' >"$FERRY_HOME/config.ron"
+echo "(default_folder: \"$work/downloads\", close_to_tray: false)" >"$FERRY_HOME/gui.ron"
+
+python3 scripts/seed_server.py >"$work/port" &
+pids+=($!)
+until [ -s "$work/port" ]; do sleep 0.1; done
+base="http://127.0.0.1:$(head -1 "$work/port")"
+dl="$work/downloads"
+
+# The idle job: created by a service whose clock runs 86 days behind (the job's times come from
+# the service's clock).
+faketime -f "-86d" "$ferry" daemon --foreground 2>"$work/fake-service.log" &
+fake=$!
+until "$ferry" daemon --status >/dev/null 2>&1; do sleep 0.1; done
+"$ferry" create "quarterly-backup.img" >/dev/null
+"$ferry" add quarterly-backup.img "$base/slow/quarterly-backup.img?size=8000000000" "$dl/quarterly-backup.img" >/dev/null
+"$ferry" daemon --stop >/dev/null
+wait "$fake" || true
+"$ferry" daemon >/dev/null
+
+job() { # NAME URL [PRIORITY]
+  "$ferry" create --priority "${3:-normal}" "$1" >/dev/null
+  "$ferry" add "$1" "$2" "$dl/$1" >/dev/null
+}
+job "debian-13.2-amd64-DVD-1.iso" "$base/slow/debian.iso?size=3900000000&rate=6000000" foreground
+job "dataset-2026-11.tar.zst" "$base/slow/dataset?size=1200000000&rate=1500000" high
+job "fonts-collection.tar.gz" "$base/fast/fonts"
+job "nightly-build.zip" "$base/missing/nightly-build.zip"
+job "podcast-episode-212.mp3" "$base/slow/podcast?size=90000000"
+# These two first: FOREGROUND and HIGH jobs would hold the NORMAL ones back.
+"$ferry" resume fonts-collection.tar.gz >/dev/null
+"$ferry" resume nightly-build.zip >/dev/null
+"$ferry" wait fonts-collection.tar.gz >/dev/null
+"$ferry" wait nightly-build.zip >/dev/null || true # ERROR: exit 3
+"$ferry" resume debian-13.2-amd64-DVD-1.iso >/dev/null
+"$ferry" resume dataset-2026-11.tar.zst >/dev/null
+
+display=:$((90 + RANDOM % 100))
+Xvfb "$display" -screen 0 1440x860x24 -nolisten tcp >/dev/null 2>&1 &
+pids+=($!)
+export DISPLAY="$display"
+until xdotool getmouselocation >/dev/null 2>&1; do sleep 0.1; done
+
+# A session bus with a notification daemon, as on a desktop.
+dbus-run-session -- bash -c '
+  dunst >/dev/null 2>&1 &
+  exec "$0" gui
+' "$ferry" >"$work/gui.log" 2>&1 &
+pids+=($!)
+window=$(xdotool search --sync --name '^Ferry$' | head -1)
+xdotool windowsize "$window" 1440 860 windowmove "$window" 0 0
+sleep 4 # let transfers run so that rates and the speed graph have points
+
+shot() { import -window root "$shots/$1.png"; echo "wrote screenshots/$1.png"; }
+# Select the first transferring job (rows sort by name: the DVD is second) to show its details.
+xdotool mousemove 150 58 click 1 key Down
+sleep 3
+shot main
+xdotool mousemove 82 12 click 1 # Stale
+sleep 1
+shot stale
+xdotool mousemove 30 12 click 1 # Jobs
+sleep 1
+xdotool key ctrl+n # New download
+sleep 1
+shot new-download
