@@ -10,7 +10,7 @@ use super::model::{Jobs, Now, ViewSpec};
 use super::rules;
 use super::settings::{GuiSettings, Theme};
 use super::toasts::{Level, ToastAction, Toasts};
-use super::tray::{Look, Tray, TrayCommand, TrayView};
+use super::tray::{Tray, TrayCommand, TrayView};
 use crate::engine::{Clock, EngineEvent};
 use crate::job::{ErrorCode, Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
 use crate::service::api::Status;
@@ -841,51 +841,7 @@ impl FerryApp {
     }
 
     fn tray_view(&self) -> TrayView {
-        let mut active = 0;
-        let mut errors = 0;
-        let (mut done, mut total) = (0u64, 0u64);
-        for entry in self.jobs.iter().filter(|e| !e.job.state.is_final()) {
-            if entry.job.state.is_running() || entry.job.state == JobState::Queued {
-                active += 1;
-                let progress = entry.job.progress();
-                done += progress.bytes_transferred;
-                total += progress.bytes_total.unwrap_or(progress.bytes_transferred);
-            }
-            if entry.job.state == JobState::Error {
-                errors += 1;
-            }
-        }
-        let look = if errors > 0 {
-            Look::Error
-        } else if active > 0 {
-            Look::Transferring
-        } else {
-            Look::Idle
-        };
-        let mut tooltip = match active {
-            0 => "Ferry: no active transfer".to_string(),
-            n => format!(
-                "Ferry: {n} active, {} of {} ({}%)",
-                format::bytes(done),
-                format::bytes(total),
-                (done * 100).checked_div(total).unwrap_or(0)
-            ),
-        };
-        if errors > 0 {
-            tooltip.push_str(&format!(", {errors} in ERROR"));
-        }
-        let mut recent: Vec<&Job> = self.jobs.iter().map(|e| &e.job).collect();
-        recent.sort_by_key(|j| std::cmp::Reverse(j.times.modified));
-        TrayView {
-            look,
-            tooltip,
-            recent: recent
-                .into_iter()
-                .take(5)
-                .map(|j| (j.id, format!("{} — {}", j.display_name, j.state)))
-                .collect(),
-            window_visible: self.window_visible,
-        }
+        super::tray::summarize(self.jobs.iter().map(|e| &e.job), self.window_visible)
     }
 
     fn apply_theme(&mut self, ctx: &egui::Context) {

@@ -332,3 +332,120 @@ fn compare(a: &Entry, b: &Entry, column: Column, now: &Now) -> std::cmp::Orderin
             .cmp(&expires_in(&b.job, now).unwrap_or(Duration::MAX)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gui::tray::tests::job;
+
+    fn now_at(minute: i64) -> Now {
+        Now {
+            wall: chrono::DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).expect("time"),
+            mono: 100.0,
+            inactivity_timeout: Duration::from_secs(90 * 86_400),
+        }
+    }
+
+    fn names(jobs: &mut Jobs, spec: &ViewSpec, now: &Now) -> Vec<String> {
+        let rows = jobs.rows(spec, now).to_vec();
+        rows.iter()
+            .map(|id| jobs.get(id).expect("row").job.display_name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn rows_sort_filter_and_follow_updates() {
+        let mut jobs = Jobs::default();
+        let mut b = job("beta", JobState::Transferring, 50, 100, 2);
+        b.files[0].remote_url = "http://127.0.0.1/special/iso".into();
+        jobs.replace_all(
+            vec![
+                job("Alpha", JobState::Suspended, 0, 100, 1),
+                b.clone(),
+                job("gamma", JobState::Error, 10, 100, 3),
+            ],
+            0.0,
+        );
+        let now = now_at(10);
+        let mut spec = ViewSpec::default();
+        assert_eq!(names(&mut jobs, &spec, &now), ["Alpha", "beta", "gamma"]);
+        spec.ascending = false;
+        assert_eq!(names(&mut jobs, &spec, &now), ["gamma", "beta", "Alpha"]);
+        spec.sort = Column::Progress;
+        spec.ascending = true;
+        assert_eq!(names(&mut jobs, &spec, &now), ["Alpha", "gamma", "beta"]);
+        spec.sort = Column::State; // BG_JOB_STATE order: TRANSFERRING < SUSPENDED < ERROR
+        assert_eq!(names(&mut jobs, &spec, &now), ["beta", "Alpha", "gamma"]);
+        spec.text = "SPECIAL".into(); // URLs match too, ignoring case
+        assert_eq!(names(&mut jobs, &spec, &now), ["beta"]);
+        spec.text.clear();
+        spec.states[3] = false; // no SUSPENDED
+        assert_eq!(names(&mut jobs, &spec, &now), ["beta", "gamma"]);
+
+        // An update re-sorts without waiting for the next second.
+        b.files[0].bytes_transferred = 0;
+        b.state = JobState::Suspended;
+        jobs.update(b.clone(), 1.0);
+        spec.states = [true; 9];
+        spec.sort = Column::Progress;
+        assert_eq!(names(&mut jobs, &spec, &now)[2], "gamma");
+        jobs.remove(b.id);
+        assert_eq!(jobs.len(), 2);
+    }
+
+    #[test]
+    fn stale_rows_are_the_jobs_waiting_for_the_user_oldest_first() {
+        let mut jobs = Jobs::default();
+        let day = 24 * 60;
+        jobs.replace_all(
+            vec![
+                job("fresh", JobState::Suspended, 0, 1, 20 * day),
+                job("idle", JobState::Suspended, 0, 1, 0),
+                job("failed", JobState::Error, 0, 1, 19 * day),
+                job("done", JobState::Transferred, 1, 1, 10 * day),
+                job("running", JobState::Transferring, 0, 1, 20 * day),
+                job("gone", JobState::Cancelled, 0, 1, 0),
+            ],
+            0.0,
+        );
+        let spec = ViewSpec {
+            stale_only: true,
+            ..ViewSpec::default()
+        };
+        let now = now_at(20 * day + 5);
+        assert_eq!(names(&mut jobs, &spec, &now), ["idle", "done", "failed"]);
+        let idle = jobs
+            .iter()
+            .find(|e| e.job.display_name == "idle")
+            .expect("idle");
+        assert_eq!(
+            expires_in(&idle.job, &now),
+            Some(Duration::from_secs(70 * 86_400 - 5 * 60))
+        );
+    }
+
+    #[test]
+    fn speed_and_eta_come_from_the_reported_progress() {
+        let mut jobs = Jobs::default();
+        let mut j = job("j", JobState::Transferring, 0, 10_000_000, 0);
+        jobs.update(j.clone(), 0.0);
+        j.files[0].bytes_transferred = 1_000_000;
+        jobs.update(j.clone(), 1.0);
+        let entry = jobs.get(&j.id).expect("entry");
+        assert_eq!(entry.speed.rate(1.5), 1_000_000.0);
+        let now = Now {
+            mono: 1.5,
+            ..now_at(0)
+        };
+        assert_eq!(eta(entry, &now), Some(Duration::from_secs(9)));
+        assert_eq!(
+            entry.speed.rate(10.0),
+            0.0,
+            "a stalled transfer shows no rate"
+        );
+        assert_eq!(entry.speed.history.len(), 1);
+        j.state = JobState::Suspended;
+        jobs.update(j.clone(), 2.0);
+        assert_eq!(jobs.get(&j.id).expect("entry").speed.rate(2.0), 0.0);
+    }
+}

@@ -187,3 +187,65 @@ pub fn cancel_confirmation(jobs: &[&Job]) -> String {
     lines.push("Cancel cannot be undone.".into());
     lines.join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gui::tray::tests::job;
+
+    #[test]
+    fn disabled_buttons_say_why() {
+        let mut upload = job("report", JobState::Queued, 0, 10, 0);
+        upload.job_type = JobType::Upload;
+        assert_eq!(
+            complete(&[&upload]),
+            Availability::Disabled(
+                "“report” is QUEUED: an upload job can be completed only when it is TRANSFERRED \
+                 (BG_E_INVALID_STATE 0x80200002)."
+                    .into()
+            )
+        );
+        assert!(
+            matches!(resume(&[&upload]), Availability::Disabled(why) if why.contains("E_NOTIMPL"))
+        );
+        let done = job("old", JobState::Acknowledged, 10, 10, 0);
+        assert!(
+            matches!(cancel(&[&done]), Availability::Disabled(why) if why.contains("a finished job"))
+        );
+        assert_eq!(
+            complete(&[]),
+            Availability::Disabled("Select one or more jobs first.".into())
+        );
+        // One refusing job disables the button for the whole selection.
+        let ok = job("fine", JobState::Transferred, 10, 10, 0);
+        assert!(complete(&[&ok]).is_enabled());
+        assert!(!complete(&[&ok, &upload]).is_enabled());
+    }
+
+    #[test]
+    fn confirmations_name_the_files() {
+        let mut partial = job("two", JobState::Transferring, 10, 10, 0);
+        let mut second = partial.files[0].clone();
+        second.local_path = "/tmp/second.bin".into();
+        second.transferred = false;
+        second.bytes_transferred = 1500;
+        second.bytes_total = Some(3000);
+        partial.files.push(second);
+        let text = complete_confirmation(&[&partial]).expect("files would be lost");
+        assert!(text.contains("Kept (1): f."), "{text}");
+        assert!(
+            text.contains("Discarded (1, 1.5 kB downloaded so far): second.bin."),
+            "{text}"
+        );
+        let whole = job("whole", JobState::Transferred, 10, 10, 0);
+        assert_eq!(complete_confirmation(&[&whole]), None);
+        let text = cancel_confirmation(&[&partial]);
+        assert!(
+            text.contains("the temporary files of 2 file(s) are deleted"),
+            "{text}"
+        );
+        let mut upload = job("up", JobState::Transferred, 10, 10, 0);
+        upload.job_type = JobType::UploadReply;
+        assert!(cancel_confirmation(&[&upload]).contains("only the reply is discarded"));
+    }
+}

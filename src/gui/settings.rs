@@ -94,3 +94,38 @@ impl GuiSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_and_damage_is_reported() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(GuiSettings::FILE_NAME);
+        assert_eq!(GuiSettings::load(&path), (GuiSettings::default(), None));
+        let settings = GuiSettings {
+            default_folder: "/srv/incoming".into(),
+            notifications: false,
+            close_to_tray: false,
+            theme: Theme::Dark,
+            stale_after_days: 3,
+        };
+        settings.save(&path).expect("save");
+        assert_eq!(GuiSettings::load(&path), (settings.clone(), None));
+        std::fs::write(&path, "(theme: Purple)").expect("damage");
+        let (loaded, message) = GuiSettings::load(&path);
+        assert_eq!(loaded, GuiSettings::default());
+        assert!(message.expect("reported").contains("invalid"));
+        let relative = GuiSettings {
+            default_folder: "downloads".into(),
+            ..settings
+        };
+        assert!(
+            relative
+                .validate()
+                .expect_err("relative")
+                .contains("absolute")
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! state, its tooltip the active jobs, its menu the common actions and the latest jobs. Menu
 //! clicks arrive on another thread and are forwarded to the UI through a channel.
 
-use crate::job::JobId;
+use super::format;
+use crate::job::{Job, JobId, JobState};
 use std::sync::mpsc;
 use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
@@ -76,6 +77,59 @@ impl Tray {
         let _ = self.icon.set_tooltip(Some(&view.tooltip));
         self.icon.set_menu(Some(Box::new(menu(&view))));
         self.shown = Some(view);
+    }
+}
+
+/// What the tray shows for these jobs: ERROR wins over transferring, which wins over idle; the
+/// tooltip sums the active jobs; the menu lists the five with the latest activity.
+pub fn summarize<'a>(jobs: impl Iterator<Item = &'a Job>, window_visible: bool) -> TrayView {
+    let (mut active, mut errors) = (0, 0);
+    let (mut done, mut total) = (0u64, 0u64);
+    let mut recent: Vec<&Job> = Vec::new();
+    for job in jobs {
+        recent.push(job);
+        if job.state.is_final() {
+            continue;
+        }
+        if job.state.is_running() || job.state == JobState::Queued {
+            active += 1;
+            let progress = job.progress();
+            done += progress.bytes_transferred;
+            total += progress.bytes_total.unwrap_or(progress.bytes_transferred);
+        }
+        if job.state == JobState::Error {
+            errors += 1;
+        }
+    }
+    let look = if errors > 0 {
+        Look::Error
+    } else if active > 0 {
+        Look::Transferring
+    } else {
+        Look::Idle
+    };
+    let mut tooltip = match active {
+        0 => "Ferry: no active transfer".to_string(),
+        n => format!(
+            "Ferry: {n} active, {} of {} ({}%)",
+            format::bytes(done),
+            format::bytes(total),
+            (done * 100).checked_div(total).unwrap_or(0)
+        ),
+    };
+    if errors > 0 {
+        tooltip.push_str(&format!(", {errors} in ERROR"));
+    }
+    recent.sort_by_key(|j| (std::cmp::Reverse(j.times.modified), j.id));
+    TrayView {
+        look,
+        tooltip,
+        recent: recent
+            .into_iter()
+            .take(5)
+            .map(|j| (j.id, format!("{} — {}", j.display_name, j.state)))
+            .collect(),
+        window_visible,
     }
 }
 
@@ -164,8 +218,72 @@ fn icon(look: Look) -> Icon {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::job::{JobDefaults, JobFile, JobType};
+
+    pub(crate) fn job(name: &str, state: JobState, done: u64, total: u64, minute: i64) -> Job {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).expect("time");
+        let mut job = Job::new(
+            JobId::new_random(),
+            JobType::Download,
+            name,
+            "me",
+            &JobDefaults::default(),
+            at,
+        )
+        .expect("job");
+        job.state = state;
+        job.files.push(JobFile {
+            remote_url: "http://127.0.0.1/f".into(),
+            local_path: "/tmp/f".into(),
+            temp_path: "/tmp/.f".into(),
+            ranges: None,
+            bytes_total: Some(total),
+            bytes_transferred: done,
+            bytes_checkpointed: done,
+            transferred: done == total,
+            completed: false,
+            validators: None,
+        });
+        job
+    }
+
+    #[test]
+    fn the_tray_sums_up_the_jobs() {
+        let idle = [job("a", JobState::Suspended, 0, 10, 0)];
+        let view = summarize(idle.iter(), true);
+        assert_eq!(
+            (view.look, view.tooltip.as_str()),
+            (Look::Idle, "Ferry: no active transfer")
+        );
+
+        let busy = [
+            job("a", JobState::Transferring, 250, 1000, 1),
+            job("b", JobState::Queued, 0, 1000, 2),
+            job("c", JobState::Acknowledged, 5, 5, 3),
+        ];
+        let view = summarize(busy.iter(), false);
+        assert_eq!(view.look, Look::Transferring);
+        assert_eq!(view.tooltip, "Ferry: 2 active, 250 B of 2.0 kB (12%)");
+        assert_eq!(
+            view.recent[0].1, "c — ACKNOWLEDGED",
+            "latest activity first"
+        );
+        assert!(!view.window_visible);
+
+        let failed = [
+            job("a", JobState::Transferring, 1, 2, 1),
+            job("x", JobState::Error, 0, 2, 2),
+        ];
+        let view = summarize(failed.iter(), true);
+        assert_eq!(view.look, Look::Error);
+        assert!(view.tooltip.ends_with(", 1 in ERROR"), "{}", view.tooltip);
+        let many: Vec<Job> = (0..9)
+            .map(|i| job("n", JobState::Suspended, 0, 1, i))
+            .collect();
+        assert_eq!(summarize(many.iter(), true).recent.len(), 5);
+    }
 
     #[test]
     fn menu_ids_round_trip() {
