@@ -14,7 +14,7 @@ for option in "$@"; do
   case "$option" in
     --bench) packages+=(nginx-light curl wget aria2 hyperfine time) ;;
     # Not dbus-x11: with DISPLAY set, libdbus would autolaunch a stray session bus.
-    --screenshots) packages+=(xvfb xauth dbus dunst imagemagick xdotool) ;;
+    --screenshots) packages+=(xvfb xauth dbus dunst imagemagick xdotool faketime) ;;
     *) echo "unknown option $option (use --bench or --screenshots)" >&2; exit 2 ;;
   esac
 done

@@ -102,9 +102,10 @@ impl GuiOptions {
         GuiOptions {
             connect: Connect::StartIfNeeded,
             clock: Arc::new(crate::engine::SystemClock::default()),
-            settings_path: crate::platform::data_dir()
+            // Next to the service's config.ron: both are settings a user may edit or back up.
+            settings_path: crate::platform::config_path()
                 .ok()
-                .map(|dir| dir.join(GuiSettings::FILE_NAME)),
+                .and_then(|config| Some(config.parent()?.join(GuiSettings::FILE_NAME))),
             system_integration: true,
             pickers: Box::new(NativePickers),
         }
@@ -164,7 +165,7 @@ pub struct FerryApp {
     inbound_tx: mpsc::Sender<Inbound>,
     inbound: mpsc::Receiver<Inbound>,
     desktop: Option<Desktop>,
-    tray: Option<Tray>,
+    pub(super) tray: Option<Tray>,
     window_visible: bool,
     quitting: bool,
     /// Jobs whose near-timeout warning was shown, with the activity time it was about.
@@ -284,6 +285,12 @@ impl FerryApp {
     pub fn load_jobs(&mut self, jobs: Vec<Job>) {
         let mono = self.mono();
         self.jobs.replace_all(jobs, mono);
+    }
+
+    /// One newer job without a service (benchmarks).
+    pub fn load_jobs_update(&mut self, job: Job) {
+        let mono = self.mono();
+        self.jobs.update(job, mono);
     }
 
     pub fn toast_titles(&self) -> Vec<String> {
@@ -829,6 +836,11 @@ impl FerryApp {
                 self.quitting = true;
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             }
+            // A hidden window with no tray to bring it back would be lost to the user.
+            TrayCommand::HostChanged(false) if !self.window_visible => {
+                self.set_window_visible(true, ctx)
+            }
+            TrayCommand::HostChanged(_) => {}
         }
     }
 
@@ -880,7 +892,7 @@ impl eframe::App for FerryApp {
         if ctx.input(|i| i.viewport().close_requested())
             && !self.quitting
             && self.settings.close_to_tray
-            && self.tray.is_some()
+            && self.tray.as_ref().is_some_and(Tray::has_host)
         {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
             self.set_window_visible(false, ctx);

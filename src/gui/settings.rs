@@ -1,5 +1,5 @@
-//! The GUI's own settings (`gui.ron` in the data directory). The service's limits and timeouts
-//! live in its config file and are edited through the service (Settings page).
+//! The GUI's own settings (`gui.ron` beside `config.ron` in the config directory). The service's
+//! limits and timeouts live in its config file and are edited through the service (Settings page).
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,9 @@
 
 use super::format;
 use crate::job::{Job, JobId, JobState};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
@@ -15,6 +17,8 @@ pub enum TrayCommand {
     ResumeAll,
     ShowJob(JobId),
     Quit,
+    /// A tray host (StatusNotifierWatcher with a host) appeared (`true`) or went away.
+    HostChanged(bool),
 }
 
 /// The aggregate state the icon shows.
@@ -38,6 +42,10 @@ pub struct TrayView {
 pub struct Tray {
     icon: TrayIcon,
     shown: Option<TrayView>,
+    /// Whether a tray host shows the icon. The icon registers on the session bus whether or not
+    /// a host (KDE, GNOME's AppIndicator extension, waybar, …) is there to show it; without one,
+    /// hiding the window would leave the user no way back, so close-to-tray needs this.
+    host: Arc<AtomicBool>,
 }
 
 impl Tray {
@@ -46,12 +54,14 @@ impl Tray {
         commands: mpsc::Sender<TrayCommand>,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Option<Tray> {
+        let commands_for_host = commands.clone();
         MenuEvent::set_event_handler(Some(move |event: MenuEvent| {
             if let Some(command) = parse_id(event.id.as_ref()) {
                 let _ = commands.send(command);
                 wake();
             }
         }));
+        let host = Arc::new(AtomicBool::new(false));
         match TrayIconBuilder::new()
             .with_id("ferry")
             .with_title("Ferry")
@@ -59,12 +69,24 @@ impl Tray {
             .with_icon(icon(Look::Idle))
             .build()
         {
-            Ok(icon) => Some(Tray { icon, shown: None }),
+            Ok(icon) => {
+                watch_host(host.clone(), commands_for_host);
+                Some(Tray {
+                    icon,
+                    shown: None,
+                    host,
+                })
+            }
             Err(e) => {
                 tracing::warn!("no tray icon ({e}); Ferry works without it");
                 None
             }
         }
+    }
+
+    /// A tray host shows the icon (so a hidden window can be brought back from it).
+    pub fn has_host(&self) -> bool {
+        self.host.load(Ordering::Relaxed)
     }
 
     pub fn show(&mut self, view: TrayView) {
@@ -78,6 +100,59 @@ impl Tray {
         self.icon.set_menu(Some(Box::new(menu(&view))));
         self.shown = Some(view);
     }
+}
+
+/// How often the host is looked for. A D-Bus property read (well under a millisecond) on a
+/// thread of its own: the UI does not wake for it unless the answer changes.
+const HOST_POLL: Duration = Duration::from_secs(3);
+
+/// Keeps `host` true while a StatusNotifierWatcher on the session bus has a host registered,
+/// and reports each change. Logs once when there is none.
+fn watch_host(host: Arc<AtomicBool>, changes: mpsc::Sender<TrayCommand>) {
+    let spawned = std::thread::Builder::new()
+        .name("ferry-tray-host".into())
+        .spawn(move || {
+            let connection = match zbus::blocking::Connection::session() {
+                Ok(connection) => connection,
+                Err(e) => {
+                    tracing::warn!("no session bus ({e}): no tray; closing the window quits");
+                    return;
+                }
+            };
+            let mut logged = false;
+            loop {
+                let present = host_registered(&connection);
+                if present != host.swap(present, Ordering::Relaxed)
+                    && changes.send(TrayCommand::HostChanged(present)).is_err()
+                {
+                    return; // the window is gone
+                }
+                if !present && !logged {
+                    tracing::warn!(
+                        "no tray host (StatusNotifierWatcher) on the session bus: the tray icon \
+                         is not shown and closing the window quits; Ferry looks again every {} s",
+                        HOST_POLL.as_secs()
+                    );
+                    logged = true;
+                }
+                std::thread::sleep(HOST_POLL);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch for a tray host ({e}); closing the window quits");
+    }
+}
+
+fn host_registered(connection: &zbus::blocking::Connection) -> bool {
+    let proxy = zbus::blocking::proxy::Builder::<zbus::blocking::Proxy>::new(connection)
+        .destination("org.kde.StatusNotifierWatcher")
+        .and_then(|b| b.path("/StatusNotifierWatcher"))
+        .and_then(|b| b.interface("org.kde.StatusNotifierWatcher"))
+        .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
+        .and_then(|b| b.build());
+    proxy
+        .and_then(|proxy| proxy.get_property::<bool>("IsStatusNotifierHostRegistered"))
+        .unwrap_or(false)
 }
 
 /// What the tray shows for these jobs: ERROR wins over transferring, which wins over idle; the

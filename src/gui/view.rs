@@ -554,6 +554,15 @@ impl FerryApp {
                 &mut draft.close_to_tray,
                 "Closing the window hides it in the tray",
             );
+            if draft.close_to_tray && !self.tray.as_ref().is_some_and(super::tray::Tray::has_host) {
+                ui.label(
+                    RichText::new(
+                        "No tray host is running on this desktop (a StatusNotifierItem host, \
+                         e.g. GNOME's AppIndicator extension), so closing the window quits.",
+                    )
+                    .weak(),
+                );
+            }
             if let Some(error) = &self.settings_error {
                 ui.label(RichText::new(error).color(ui.visuals().error_fg_color));
             }
