@@ -6,6 +6,8 @@
 #   scripts/bench-gui.sh [SECONDS]     (default 60; installs Xvfb & co. like screenshots.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# cargo (rustup) finds its toolchain through HOME, which is replaced below.
+export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
 seconds=${1:-60}
 bash scripts/setup.sh --screenshots
 cargo build --locked --release --quiet
@@ -32,10 +34,10 @@ pids+=($!)
 until [ -s "$work/port" ]; do sleep 0.1; done
 base="http://127.0.0.1:$(head -1 "$work/port")"
 
-"$ferry" daemon >/dev/null
+"$ferry" daemon >/dev/null 2>&1
 for i in $(seq 1 50); do
   "$ferry" create "idle-$i.bin" >/dev/null
-  "$ferry" add "idle-$i.bin" "$base/slow/idle-$i.bin?size=100000000" "$work/downloads/idle-$i.bin" >/dev/null
+  "$ferry" add "idle-$i.bin" "$base/slow/idle-$i.bin?size=100000000" "$work/downloads/idle-$i.bin" >/dev/null 2>&1
 done
 
 display=:$((90 + RANDOM % 100))
@@ -43,7 +45,9 @@ Xvfb "$display" -screen 0 1440x860x24 -nolisten tcp >/dev/null 2>&1 &
 pids+=($!)
 export DISPLAY="$display"
 until xdotool getmouselocation >/dev/null 2>&1; do sleep 0.1; done
-dbus-run-session -- bash -c 'dunst >/dev/null 2>&1 & exec "$0" gui' "$ferry" >"$work/gui.log" 2>&1 &
+# The window logs its frame rate every 10 s at debug level.
+FERRY_LOG=ferry::gui=debug dbus-run-session -- bash -c 'dunst >/dev/null 2>&1 & exec "$0" gui' \
+  "$ferry" >"$work/gui.log" 2>&1 &
 pids+=($!)
 xdotool search --sync --name '^Ferry$' >/dev/null
 gui=$(pgrep -n -f "$ferry gui")
@@ -60,6 +64,7 @@ measure() { # LABEL
   ticks=$(getconf CLK_TCK)
   awk -v b="$before" -v a="$after" -v t="$ticks" -v s="$seconds" -v l="$1" \
     'BEGIN { printf "%-34s CPU %.2f s in %d s (%.2f %%)\n", l, (a - b) / t, s, 100 * (a - b) / t / s }'
+  { grep -o 'frames: .*' "$work/gui.log" || echo 'no frame logged'; } | tail -1 | sed 's/^/  last frame rate: /'
 }
 measure "idle window (50 jobs, none running)"
 "$ferry" resume idle-1.bin >/dev/null

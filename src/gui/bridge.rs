@@ -1,7 +1,9 @@
 //! The GUI's only link to the service: a thread with its own single-threaded tokio runtime. The
 //! UI thread hands it requests and never waits; replies, fresh copies of jobs and notable events
 //! come back on a channel, each followed by a repaint request. Job updates are batched (at most
-//! one batch per [`BATCH`]), so a busy queue wakes the UI about ten times a second, not per event.
+//! one batch per [`BATCH`]); a batch of mere progress asks for a repaint within
+//! [`super::app::LIVE_REPAINT`] rather than at once, so a busy queue costs the UI a few frames a
+//! second, while state changes and answers to the user show at once.
 
 use crate::config::Config;
 use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
@@ -112,8 +114,9 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the bridge thread; `wake` is called after each reply (the UI's repaint request).
-    pub fn start(connect: Connect, wake: impl Fn() + Send + Sync + 'static) -> Bridge {
+    /// Starts the bridge thread; `wake(within)` is called after each reply: the UI should
+    /// repaint within that time (zero: at once).
+    pub fn start(connect: Connect, wake: impl Fn(Duration) + Send + Sync + 'static) -> Bridge {
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (reply_tx, replies) = std_mpsc::channel();
         let outbox = Outbox {
@@ -146,13 +149,18 @@ impl Bridge {
 #[derive(Clone)]
 struct Outbox {
     tx: std_mpsc::Sender<Reply>,
-    wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+    wake: std::sync::Arc<dyn Fn(Duration) + Send + Sync>,
 }
 
 impl Outbox {
     fn send(&self, reply: Reply) {
+        self.send_within(reply, Duration::ZERO);
+    }
+
+    /// For progress: shown with the next live repaint, without a frame of its own.
+    fn send_within(&self, reply: Reply, within: Duration) {
         if self.tx.send(reply).is_ok() {
-            (self.wake)();
+            (self.wake)(within);
         }
     }
 }
@@ -181,6 +189,14 @@ fn job_of(event: &EngineEvent) -> Option<JobId> {
         | EngineEvent::ProgressSaved { job, .. } => Some(*job),
         EngineEvent::QuotaExceeded { .. } => None,
     }
+}
+
+/// Events that only move progress along: they need no frame of their own.
+fn is_progress(event: &EngineEvent) -> bool {
+    matches!(
+        event,
+        EngineEvent::JobModification { .. } | EngineEvent::ProgressSaved { .. }
+    )
 }
 
 /// Events the UI acts on itself (toasts, notifications); the rest only refresh jobs.
@@ -228,6 +244,8 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
         };
         let mut dirty: HashSet<JobId> = HashSet::new();
         let mut refetch_all = false;
+        // The batch holds more than progress (a state change, a new file done, …).
+        let mut urgent = false;
         let mut batch = tokio::time::interval(BATCH);
         batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -235,6 +253,8 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
                 request = requests.recv() => match request {
                     None => return,
                     Some(request) => {
+                        // The user acted: what changes next answers them, so show it at once.
+                        urgent = true;
                         let (client, out) = (client.clone(), out.clone());
                         tokio::spawn(async move { handle(&client, request, &out).await });
                     }
@@ -243,6 +263,7 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
                     Some(Ok(ServiceEvent::Engine(event))) => {
                         if let Some(id) = job_of(&event) {
                             dirty.insert(id);
+                            urgent |= !is_progress(&event);
                         }
                         if is_notable(&event) {
                             out.send(Reply::Event(event));
@@ -259,16 +280,21 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
                     }
                 },
                 _ = batch.tick(), if refetch_all || !dirty.is_empty() => {
+                    let within = if std::mem::take(&mut urgent) || refetch_all {
+                        Duration::ZERO
+                    } else {
+                        super::app::LIVE_REPAINT
+                    };
                     if refetch_all || dirty.len() > LIST_INSTEAD {
                         refetch_all = false;
                         dirty.clear();
                         if let Ok(jobs) = client.jobs(true).await {
-                            out.send(Reply::Jobs(jobs));
+                            out.send_within(Reply::Jobs(jobs), within);
                         }
                     } else {
                         for id in dirty.drain() {
                             match client.job(id).await {
-                                Ok(job) => out.send(Reply::Job(Box::new(job))),
+                                Ok(job) => out.send_within(Reply::Job(Box::new(job)), within),
                                 Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => {
                                     out.send(Reply::Gone(id))
                                 }
