@@ -16,8 +16,10 @@ ferry="$PWD/target/release/ferry"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  FERRY_HOME="$work/home" "$ferry" daemon --stop >/dev/null 2>&1 || true
+  # The window first: it would start the service again.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  pkill -f "^$ferry gui" 2>/dev/null || true
+  FERRY_HOME="$work/home" "$ferry" daemon --stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT

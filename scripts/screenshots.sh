@@ -15,8 +15,10 @@ mkdir -p "$shots"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  FERRY_HOME="$work/home" "$ferry" daemon --stop >/dev/null 2>&1 || true
+  # The window first: it would start the service again.
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  pkill -f "^$ferry gui" 2>/dev/null || true
+  FERRY_HOME="$work/home" "$ferry" daemon --stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -89,6 +91,9 @@ sleep 1
 shot stale
 xdotool mousemove 30 12 click 1 # Jobs
 sleep 1
+# Without a window manager nothing gives the window the keyboard focus; winit reads keys only
+# with it.
+xdotool windowfocus --sync "$window"
 xdotool key ctrl+n # New download
 sleep 1
 shot new-download

@@ -343,16 +343,19 @@ impl FerryApp {
             .resizable(true)
             .sense(egui::Sense::click())
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-            .column(Width::initial(210.0).at_least(80.0).clip(true))
-            .column(Width::initial(68.0).clip(true))
-            .column(Width::initial(135.0).clip(true))
-            .column(Width::initial(165.0).at_least(90.0))
-            .column(Width::initial(72.0).clip(true))
-            .column(Width::initial(72.0).clip(true))
-            .column(Width::initial(88.0).clip(true))
-            .column(Width::initial(42.0).clip(true))
-            .column(Width::initial(92.0).clip(true))
-            .column(Width::remainder().at_least(72.0).clip(true));
+            // Sized so that every column, "Expires in" included, fits beside the details panel
+            // in a 1440-pixel window. (A resizable table keeps its widths once laid out, so a
+            // remainder column would not give space back when the details panel opens.)
+            .column(Width::initial(170.0).at_least(80.0).clip(true))
+            .column(Width::initial(62.0).clip(true))
+            .column(Width::initial(124.0).clip(true))
+            .column(Width::initial(140.0).at_least(90.0))
+            .column(Width::initial(66.0).clip(true))
+            .column(Width::initial(66.0).clip(true))
+            .column(Width::initial(84.0).clip(true))
+            .column(Width::initial(36.0).clip(true))
+            .column(Width::initial(84.0).clip(true))
+            .column(Width::remainder().at_least(70.0).clip(true));
         if let Some(row) = scroll_to {
             builder = builder.scroll_to_row(row, None);
         }
@@ -500,7 +503,7 @@ impl FerryApp {
                 ""
             };
             ui.label(format!("{}. {name} {state}", index + 1));
-            ui.add(egui::ProgressBar::new(fraction).text(format!(
+            ui.add(progress_bar(fraction).text(format!(
                 "{} / {}",
                 format::bytes(file.bytes_transferred),
                 file.bytes_total.map(format::bytes).unwrap_or_else(|| "?".into())
@@ -734,7 +737,7 @@ fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, entry: &model::Entry, now:
                 .unwrap_or_else(|| "?".into())
         );
         ui.add(
-            egui::ProgressBar::new(model::fraction(job).unwrap_or(0.0))
+            progress_bar(model::fraction(job).unwrap_or(0.0))
                 .text(text)
                 .desired_height(ROW_HEIGHT - 6.0),
         );
@@ -844,4 +847,14 @@ fn properties(ui: &mut egui::Ui, job: &Job, now: &Now) {
                 );
             }
         });
+}
+
+/// egui draws an empty bar with a dot of fill (its rounded end); nothing done shows no fill.
+fn progress_bar(fraction: f32) -> egui::ProgressBar {
+    let bar = egui::ProgressBar::new(fraction);
+    if fraction > 0.0 {
+        bar
+    } else {
+        bar.fill(egui::Color32::TRANSPARENT)
+    }
 }
