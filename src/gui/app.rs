@@ -809,6 +809,7 @@ impl FerryApp {
     }
 
     fn tray_command(&mut self, command: TrayCommand, ctx: &egui::Context) {
+        tracing::debug!("tray command: {command:?}");
         match command {
             TrayCommand::ToggleWindow => self.set_window_visible(!self.window_visible, ctx),
             TrayCommand::SuspendAll | TrayCommand::ResumeAll => {
@@ -888,14 +889,9 @@ impl eframe::App for FerryApp {
             self.handle_reply(reply);
             changed = true;
         }
+        let was_visible = self.window_visible;
         while let Ok(inbound) = self.inbound.try_recv() {
             self.handle_inbound(inbound, ctx);
-        }
-        if changed && self.tray.is_some() {
-            let view = self.tray_view();
-            if let Some(tray) = &mut self.tray {
-                tray.show(view);
-            }
         }
         if ctx.input(|i| i.viewport().close_requested())
             && !self.quitting
@@ -904,6 +900,13 @@ impl eframe::App for FerryApp {
         {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
             self.set_window_visible(false, ctx);
+        }
+        // Also while the window is hidden: `logic` runs then, `ui` does not.
+        if (changed || was_visible != self.window_visible) && self.tray.is_some() {
+            let view = self.tray_view();
+            if let Some(tray) = &mut self.tray {
+                tray.show(view);
+            }
         }
         self.apply_theme(ctx);
     }

@@ -56,6 +56,7 @@ impl Tray {
     ) -> Option<Tray> {
         let commands_for_host = commands.clone();
         MenuEvent::set_event_handler(Some(move |event: MenuEvent| {
+            tracing::debug!("tray menu: {:?}", event.id);
             if let Some(command) = parse_id(event.id.as_ref()) {
                 let _ = commands.send(command);
                 wake();
