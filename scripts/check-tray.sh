@@ -10,32 +10,15 @@ bash scripts/setup.sh --screenshots
 cargo build --locked --quiet
 ferry="$PWD/target/debug/ferry"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  pkill -f "^$ferry gui" 2>/dev/null || true
-  FERRY_HOME="$work/home" "$ferry" daemon --stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/desktop-env.sh
+export WORK="$work" FERRY="$ferry"
 
-export FERRY_HOME="$work/home" XDG_RUNTIME_DIR="$work/xdg" WORK="$work" FERRY="$ferry"
-mkdir -p "$FERRY_HOME" "$XDG_RUNTIME_DIR"
-chmod 700 "$XDG_RUNTIME_DIR"
-unset DBUS_SESSION_BUS_ADDRESS
-echo '(service_idle_exit_secs: 0, watch_network: false)' >"$FERRY_HOME/config.ron"
-echo '(close_to_tray: false)' >"$FERRY_HOME/gui.ron"
 "$ferry" daemon >/dev/null 2>&1
 "$ferry" create tray-check >/dev/null 2>&1
 # Port 9 (discard) refuses connections: the job goes to TRANSIENT_ERROR when resumed.
 "$ferry" add tray-check http://127.0.0.1:9/x.bin "$work/x.bin" >/dev/null 2>&1
 
-display=:$((90 + RANDOM % 100))
-Xvfb "$display" -screen 0 1024x768x24 -nolisten tcp >/dev/null 2>&1 &
-pids+=($!)
-export DISPLAY="$display"
-until xdotool getmouselocation >/dev/null 2>&1; do sleep 0.1; done
+start_xvfb 1024x768
 
 dbus-run-session -- bash -euo pipefail -c '
   "$FERRY" gui >"$WORK/gui.log" 2>&1 &

@@ -12,24 +12,7 @@ ferry="$PWD/target/debug/ferry"
 shots="$PWD/screenshots"
 mkdir -p "$shots"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  # The window first: it would start the service again.
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  pkill -f "^$ferry gui" 2>/dev/null || true
-  FERRY_HOME="$work/home" "$ferry" daemon --stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-export FERRY_HOME="$work/home" HOME="$work/user" XDG_RUNTIME_DIR="$work/xdg"
-export XDG_CONFIG_HOME="$work/user/.config" XDG_DATA_HOME="$work/user/.local/share"
-mkdir -p "$FERRY_HOME" "$HOME" "$XDG_RUNTIME_DIR" "$work/downloads"
-chmod 700 "$XDG_RUNTIME_DIR"
-unset DBUS_SESSION_BUS_ADDRESS
-echo '(service_idle_exit_secs: 0, watch_network: false)' >"$FERRY_HOME/config.ron"
-echo "(default_folder: \"$work/downloads\", close_to_tray: false)" >"$FERRY_HOME/gui.ron"
+source scripts/desktop-env.sh
 
 python3 scripts/seed_server.py >"$work/port" &
 pids+=($!)
@@ -65,11 +48,7 @@ job "podcast-episode-212.mp3" "$base/slow/podcast?size=90000000"
 "$ferry" resume debian-13.2-amd64-DVD-1.iso >/dev/null
 "$ferry" resume dataset-2026-11.tar.zst >/dev/null
 
-display=:$((90 + RANDOM % 100))
-Xvfb "$display" -screen 0 1440x860x24 -nolisten tcp >/dev/null 2>&1 &
-pids+=($!)
-export DISPLAY="$display"
-until xdotool getmouselocation >/dev/null 2>&1; do sleep 0.1; done
+start_xvfb 1440x860
 
 # A session bus with a notification daemon, as on a desktop.
 dbus-run-session -- bash -c '

@@ -225,12 +225,7 @@ fn priority_combo(ui: &mut egui::Ui, id: &str, priority: &mut Priority) {
     egui::ComboBox::new(id, "Priority")
         .selected_text(priority.name())
         .show_ui(ui, |ui| {
-            for p in [
-                Priority::Foreground,
-                Priority::High,
-                Priority::Normal,
-                Priority::Low,
-            ] {
+            for p in Priority::ALL {
                 ui.selectable_value(priority, p, p.name());
             }
         });

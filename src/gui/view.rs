@@ -225,12 +225,7 @@ impl FerryApp {
                 egui::ComboBox::new("priority", "Priority")
                     .selected_text(current_priority.map(|p| p.name()).unwrap_or("—"))
                     .show_ui(ui, |ui| {
-                        for p in [
-                            Priority::Foreground,
-                            Priority::High,
-                            Priority::Normal,
-                            Priority::Low,
-                        ] {
+                        for p in Priority::ALL {
                             if ui
                                 .selectable_label(current_priority == Some(p), p.name())
                                 .clicked()
@@ -668,12 +663,7 @@ impl FerryApp {
                 egui::ComboBox::new("default-priority", "")
                     .selected_text(draft.default_priority.name())
                     .show_ui(ui, |ui| {
-                        for p in [
-                            Priority::Foreground,
-                            Priority::High,
-                            Priority::Normal,
-                            Priority::Low,
-                        ] {
+                        for p in Priority::ALL {
                             ui.selectable_value(&mut draft.default_priority, p, p.name());
                         }
                     })

@@ -148,6 +148,14 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, highest first.
+    pub const ALL: [Priority; 4] = [
+        Priority::Foreground,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Priority::Foreground => "FOREGROUND",
