@@ -10,5 +10,6 @@ pub mod engine;
 pub mod gui;
 pub mod job;
 pub mod platform;
+pub mod serve;
 pub mod service;
 pub mod store;

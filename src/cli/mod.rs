@@ -4,6 +4,7 @@ mod daemon;
 mod get;
 mod jobs;
 mod resolve;
+mod serve;
 mod show;
 
 use crate::job::{BitsError, ErrorCode, Priority};
@@ -108,6 +109,11 @@ pub enum Command {
     /// for service managers (see assets/ferry.service) and debugging.
     #[command(after_help = EXIT_CODES)]
     Daemon(DaemonArgs),
+    /// Serve a folder over HTTP: downloads with ranges (the BITS upload server comes next).
+    ///
+    /// Runs until Ctrl+C. Paths are confined to DIR: `..`, encoded separators and symlinks that
+    /// lead out of it are refused.
+    Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (ferry.1 and one per command) into DIR.
@@ -286,6 +292,15 @@ pub struct DaemonArgs {
     pub idle_exit: Option<u64>,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The folder to serve.
+    pub dir: PathBuf,
+    /// Address and port to listen on (port 0: any free port; the address used is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+}
+
 fn parse_priority(text: &str) -> Result<Priority, String> {
     Priority::parse(text)
         .ok_or_else(|| format!("{text:?} is not a priority: use foreground, high, normal or low"))
@@ -445,6 +460,7 @@ pub fn main() -> u8 {
             )),
         },
         Command::Daemon(args) => daemon::run(args),
+        Command::Serve(args) => block_on(serve::run(args)),
         command => block_on(client_command(command)),
     }
 }
@@ -481,8 +497,10 @@ async fn client_command(command: Command) -> u8 {
         Command::Set(args) => jobs::set(&client, args).await,
         Command::Wait(args) => jobs::wait(&client, args).await,
         Command::Monitor(args) => jobs::monitor(&client, args).await,
-        Command::Daemon(_) | Command::Gui | Command::Completions { .. } | Command::Man { .. } => {
-            exit::USAGE
-        }
+        Command::Daemon(_)
+        | Command::Serve(_)
+        | Command::Gui
+        | Command::Completions { .. }
+        | Command::Man { .. } => exit::USAGE,
     }
 }

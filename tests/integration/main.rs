@@ -5,6 +5,7 @@ mod cli;
 mod engine;
 mod gui;
 mod home;
+mod serve;
 mod server;
 mod service;
 mod tls;

@@ -1,0 +1,26 @@
+//! `ferry serve DIR`: runs the server of [`crate::serve`] in the foreground until Ctrl+C.
+
+use super::{ServeArgs, exit, fail};
+use crate::serve::ServeOptions;
+use std::io::Write;
+
+pub async fn run(args: ServeArgs) -> u8 {
+    let shown = args.dir.display().to_string();
+    let options = ServeOptions {
+        root: args.dir,
+        listen: args.listen,
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let ready = |address: std::net::SocketAddr| {
+        // One line on stdout, flushed: scripts and tests read the port from it.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ferry serve: serving {shown} on http://{address}/");
+        let _ = out.flush();
+    };
+    match crate::serve::run(options, ready, stop).await {
+        Ok(()) => exit::OK,
+        Err(e) => fail(e),
+    }
+}

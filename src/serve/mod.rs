@@ -1,0 +1,290 @@
+//! `ferry serve DIR`: an HTTP server for a folder. Downloads (GET/HEAD with single and multiple
+//! ranges, spec §8.7) work; the BITS upload protocol (§8.5) answers "uploads not enabled" until
+//! it is built (issue 5).
+
+pub mod paths;
+pub mod ranges;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use bytes::Bytes;
+use std::io::SeekFrom;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// How much of a file one body chunk holds.
+const CHUNK: u64 = 256 * 1024;
+
+pub struct ServeOptions {
+    /// The served folder; must exist.
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+}
+
+struct Served {
+    /// Canonical, so that symlink checks compare like with like.
+    root: PathBuf,
+}
+
+/// Binds, calls `ready` with the address (the port when 0 was asked), and serves until
+/// `shutdown` completes.
+pub async fn run(
+    options: ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let root = std::fs::canonicalize(&options.root).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot serve {}: {e}; give an existing folder",
+            options.root.display()
+        )
+    })?;
+    if !root.is_dir() {
+        anyhow::bail!(
+            "{} is not a folder; give the folder to serve",
+            root.display()
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e}; choose another address with --listen",
+                options.listen
+            )
+        })?;
+    ready(listener.local_addr()?);
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(Arc::new(Served { root }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn handle(
+    State(served): State<Arc<Served>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match method.as_str() {
+        "GET" => download(&served, &uri, &headers, false).await,
+        "HEAD" => download(&served, &uri, &headers, true).await,
+        m if m.eq_ignore_ascii_case("BITS_POST") => bits_error(
+            StatusCode::NOT_IMPLEMENTED,
+            0x8007_0005,
+            "BITS uploads are not enabled on this server",
+        ),
+        _ => {
+            let mut response = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use GET, HEAD or BITS_POST".into(),
+            );
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, BITS_POST"),
+            );
+            response
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: String) -> Response {
+    let mut response = Response::new(Body::from(text + "\n"));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A BITS Ack carrying an error (spec §8.1): the code and the server context, no body.
+fn bits_error(status: StatusCode, code: u32, why: &str) -> Response {
+    tracing::debug!("BITS_POST refused: {why}");
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert("BITS-Packet-Type", HeaderValue::from_static("Ack"));
+    if let Ok(value) = HeaderValue::from_str(&format!("0x{code:08X}")) {
+        headers.insert("BITS-Error-Code", value);
+    }
+    headers.insert("BITS-Error-Context", HeaderValue::from_static("0x5"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+}
+
+enum Piece {
+    Text(Bytes),
+    File { start: u64, len: u64 },
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Text(bytes) => bytes.len() as u64,
+            Piece::File { len, .. } => *len,
+        }
+    }
+}
+
+async fn download(served: &Served, uri: &Uri, headers: &HeaderMap, head: bool) -> Response {
+    let path = match paths::resolve(&served.root, uri.path()) {
+        Ok(path) => path,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{}: {e}", uri.path())),
+    };
+    if let Err(e) = paths::contained(&served.root, &path) {
+        // Also what a missing folder on the way gives: do not tell them apart.
+        return match path.exists() {
+            true => plain(StatusCode::FORBIDDEN, format!("{}: {e}", uri.path())),
+            false => plain(
+                StatusCode::NOT_FOUND,
+                format!("{}: no such file", uri.path()),
+            ),
+        };
+    }
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!("{}: no such file", uri.path()),
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return plain(StatusCode::FORBIDDEN, format!("{}: {e}", uri.path()));
+        }
+        Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let meta = match file.metadata().await {
+        Ok(meta) if meta.is_file() => meta,
+        Ok(_) => return plain(StatusCode::NOT_FOUND, format!("{}: not a file", uri.path())),
+        Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let size = meta.len();
+    let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+    let last_modified = httpdate::fmt_http_date(modified);
+    let mtime = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Strong: it changes with the size and the modification time (to the nanosecond).
+    let etag = format!("\"{mtime:x}-{size:x}\"");
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let if_range_holds = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == etag || v == last_modified);
+    let wanted = if if_range_holds {
+        ranges::parse(range, size)
+    } else {
+        ranges::Wanted::Whole
+    };
+    let (status, content_type, content_range, pieces) = match wanted {
+        ranges::Wanted::Whole => (
+            StatusCode::OK,
+            "application/octet-stream".to_string(),
+            None,
+            vec![Piece::File {
+                start: 0,
+                len: size,
+            }],
+        ),
+        ranges::Wanted::Unsatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "application/octet-stream".to_string(),
+            Some(format!("bytes */{size}")),
+            Vec::new(),
+        ),
+        ranges::Wanted::Ranges(ranges) if ranges.len() == 1 => {
+            let (first, last) = ranges[0];
+            (
+                StatusCode::PARTIAL_CONTENT,
+                "application/octet-stream".to_string(),
+                Some(format!("bytes {first}-{last}/{size}")),
+                vec![Piece::File {
+                    start: first,
+                    len: last - first + 1,
+                }],
+            )
+        }
+        ranges::Wanted::Ranges(ranges) => {
+            let boundary = uuid::Uuid::new_v4().simple().to_string();
+            let mut pieces = Vec::new();
+            for (first, last) in ranges {
+                pieces.push(Piece::Text(Bytes::from(format!(
+                    "\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\
+                     Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
+                ))));
+                pieces.push(Piece::File {
+                    start: first,
+                    len: last - first + 1,
+                });
+            }
+            pieces.push(Piece::Text(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                format!("multipart/byteranges; boundary={boundary}"),
+                None,
+                pieces,
+            )
+        }
+    };
+    let length: u64 = pieces.iter().map(Piece::len).sum();
+    let mut response = if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(body(file, pieces))
+    };
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    let mut set = |name: header::HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            h.insert(name, value);
+        }
+    };
+    set(header::CONTENT_LENGTH, &length.to_string());
+    set(header::CONTENT_TYPE, &content_type);
+    set(header::ACCEPT_RANGES, "bytes");
+    set(header::LAST_MODIFIED, &last_modified);
+    set(header::ETAG, &etag);
+    if let Some(content_range) = content_range {
+        set(header::CONTENT_RANGE, &content_range);
+    }
+    response
+}
+
+/// Streams the pieces, reading the file a chunk at a time (memory stays bounded).
+fn body(file: tokio::fs::File, pieces: Vec<Piece>) -> Body {
+    let state = (file, pieces.into_iter(), 0u64);
+    let stream =
+        futures_util::stream::try_unfold(state, |(mut file, mut pieces, mut left)| async move {
+            loop {
+                if left > 0 {
+                    let n = left.min(CHUNK);
+                    let mut buf = vec![0; n as usize];
+                    file.read_exact(&mut buf).await?;
+                    return Ok::<_, std::io::Error>(Some((
+                        Bytes::from(buf),
+                        (file, pieces, left - n),
+                    )));
+                }
+                match pieces.next() {
+                    None => return Ok(None),
+                    Some(Piece::Text(text)) => return Ok(Some((text, (file, pieces, 0)))),
+                    Some(Piece::File { start, len }) => {
+                        file.seek(SeekFrom::Start(start)).await?;
+                        left = len;
+                    }
+                }
+            }
+        });
+    Body::from_stream(stream)
+}

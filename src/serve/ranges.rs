@@ -1,0 +1,104 @@
+//! `Range: bytes=…` requests (RFC 9110 §14): single and multiple ranges, kept in request order
+//! and never merged (spec §8.7).
+
+/// What a Range header asks of a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// No usable Range header (absent, another unit, or malformed): the whole file, 200.
+    Whole,
+    /// These inclusive byte ranges, in request order: 206.
+    Ranges(Vec<(u64, u64)>),
+    /// No range overlaps the file: 416 with `Content-Range: bytes */size`.
+    Unsatisfiable,
+}
+
+/// Parses a Range header value against a file of `size` bytes.
+pub fn parse(header: Option<&str>, size: u64) -> Wanted {
+    let Some(specs) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Wanted::Whole;
+    };
+    let mut ranges = Vec::new();
+    for spec in specs.split(',') {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            continue;
+        }
+        let Some((first, last)) = spec.split_once('-') else {
+            return Wanted::Whole;
+        };
+        let (first, last) = (first.trim(), last.trim());
+        let range = if first.is_empty() {
+            // A suffix: the last N bytes.
+            let Ok(n) = last.parse::<u64>() else {
+                return Wanted::Whole;
+            };
+            (n > 0 && size > 0).then(|| (size.saturating_sub(n), size - 1))
+        } else {
+            let Ok(first) = first.parse::<u64>() else {
+                return Wanted::Whole;
+            };
+            let last = if last.is_empty() {
+                u64::MAX
+            } else {
+                match last.parse::<u64>() {
+                    Ok(last) if last >= first => last,
+                    _ => return Wanted::Whole,
+                }
+            };
+            (first < size).then(|| (first, last.min(size - 1)))
+        };
+        if let Some(range) = range {
+            ranges.push(range);
+        }
+    }
+    if ranges.is_empty() {
+        Wanted::Unsatisfiable
+    } else {
+        Wanted::Ranges(ranges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse(None, 100), Wanted::Whole);
+        assert_eq!(parse(Some("items=0-1"), 100), Wanted::Whole);
+        assert_eq!(parse(Some("bytes=0-9"), 100), Wanted::Ranges(vec![(0, 9)]));
+        assert_eq!(
+            parse(Some("bytes=90-"), 100),
+            Wanted::Ranges(vec![(90, 99)])
+        );
+        assert_eq!(
+            parse(Some("bytes=-10"), 100),
+            Wanted::Ranges(vec![(90, 99)])
+        );
+        assert_eq!(
+            parse(Some("bytes=-500"), 100),
+            Wanted::Ranges(vec![(0, 99)])
+        );
+        assert_eq!(
+            parse(Some("bytes=50-500"), 100),
+            Wanted::Ranges(vec![(50, 99)])
+        );
+        // Request order, overlaps kept (no merging).
+        assert_eq!(
+            parse(Some("bytes=50-59, 0-9,5-14"), 100),
+            Wanted::Ranges(vec![(50, 59), (0, 9), (5, 14)])
+        );
+        // Ranges past the end are dropped; none left → 416.
+        assert_eq!(
+            parse(Some("bytes=0-0,200-300"), 100),
+            Wanted::Ranges(vec![(0, 0)])
+        );
+        assert_eq!(parse(Some("bytes=100-"), 100), Wanted::Unsatisfiable);
+        assert_eq!(parse(Some("bytes=-0"), 100), Wanted::Unsatisfiable);
+        assert_eq!(parse(Some("bytes=0-"), 0), Wanted::Unsatisfiable);
+        // Malformed: ignored, the whole file.
+        assert_eq!(parse(Some("bytes=9-1"), 100), Wanted::Whole);
+        assert_eq!(parse(Some("bytes=a-b"), 100), Wanted::Whole);
+        assert_eq!(parse(Some("bytes=5"), 100), Wanted::Whole);
+    }
+}
