@@ -109,10 +109,11 @@ pub enum Command {
     /// for service managers (see assets/ferry.service) and debugging.
     #[command(after_help = EXIT_CODES)]
     Daemon(DaemonArgs),
-    /// Serve a folder over HTTP: downloads with ranges (the BITS upload server comes next).
+    /// Serve a folder over HTTP: downloads with ranges, and BITS uploads into it.
     ///
     /// Runs until Ctrl+C. Paths are confined to DIR: `..`, encoded separators and symlinks that
-    /// lead out of it are refused.
+    /// lead out of it are refused. Uploads in progress live in DIR/.ferry-uploads and appear at
+    /// their name only when complete.
     Serve(ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -299,6 +300,18 @@ pub struct ServeArgs {
     /// Address and port to listen on (port 0: any free port; the address used is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    /// Refuse uploads (BITS_POST answers 501 with E_ACCESSDENIED, as IIS does).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let an upload replace an existing file (default: 409 Conflict).
+    #[arg(long)]
+    pub allow_overwrite: bool,
+    /// Largest upload accepted, in bytes; larger ones get BG_E_TOO_LARGE.
+    #[arg(long, value_name = "BYTES")]
+    pub max_upload_size: Option<u64>,
+    /// Discard an upload session idle for this many seconds (default 14 days).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1_209_600)]
+    pub session_timeout: u64,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

@@ -9,6 +9,10 @@ pub async fn run(args: ServeArgs) -> u8 {
     let options = ServeOptions {
         root: args.dir,
         listen: args.listen,
+        read_only: args.read_only,
+        allow_overwrite: args.allow_overwrite,
+        max_upload_size: args.max_upload_size,
+        session_timeout: std::time::Duration::from_secs(args.session_timeout),
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -117,7 +117,7 @@ fn writable(dir: &Path) -> bool {
 }
 
 /// Renames `from` to `to`, failing if `to` exists unless `replace` (atomic either way).
-fn rename_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+pub(crate) fn rename_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
     if replace {
         return std::fs::rename(from, to);
     }

@@ -3,7 +3,7 @@
 //! Every change of a job goes through [`crate::job::apply`].
 
 mod clock;
-mod files;
+pub(crate) mod files;
 mod network;
 mod scheduler;
 mod transfer;

@@ -1,9 +1,9 @@
-//! `ferry serve DIR`: an HTTP server for a folder. Downloads (GET/HEAD with single and multiple
-//! ranges, spec §8.7) work; the BITS upload protocol (§8.5) answers "uploads not enabled" until
-//! it is built (issue 5).
+//! `ferry serve DIR`: an HTTP server for a folder. Downloads: GET/HEAD with single and multiple
+//! ranges (spec §8.7). Uploads: the BITS upload protocol (§8.5, `upload.rs`).
 
 pub mod paths;
 pub mod ranges;
+pub mod upload;
 
 use axum::Router;
 use axum::body::Body;
@@ -15,6 +15,7 @@ use std::io::SeekFrom;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// How much of a file one body chunk holds.
@@ -24,11 +25,27 @@ pub struct ServeOptions {
     /// The served folder; must exist.
     pub root: PathBuf,
     pub listen: SocketAddr,
+    /// No uploads (BITS_POST answers 501, as IIS does with uploads disabled).
+    pub read_only: bool,
+    /// An upload may replace an existing file (BITSAllowOverwrites); default: 409.
+    pub allow_overwrite: bool,
+    /// Largest upload accepted (BITSMaximumUploadSize); larger ones get BG_E_TOO_LARGE.
+    pub max_upload_size: Option<u64>,
+    /// An upload session idle this long is discarded (BITSSessionTimeout, default 14 days).
+    pub session_timeout: Duration,
 }
 
-struct Served {
+impl ServeOptions {
+    pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(1_209_600);
+}
+
+pub(crate) struct Served {
     /// Canonical, so that symlink checks compare like with like.
     root: PathBuf,
+    /// `None` when read-only.
+    sessions: Option<upload::Sessions>,
+    allow_overwrite: bool,
+    max_upload_size: Option<u64>,
 }
 
 /// Binds, calls `ready` with the address (the port when 0 was asked), and serves until
@@ -58,10 +75,41 @@ pub async fn run(
                 options.listen
             )
         })?;
+    let sessions = if options.read_only {
+        None
+    } else {
+        Some(upload::Sessions::open(&root).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot keep upload sessions in {}: {e}; make the folder writable or use --read-only",
+                root.join(upload::SESSIONS_DIR).display()
+            )
+        })?)
+    };
+    let served = Arc::new(Served {
+        root,
+        sessions,
+        allow_overwrite: options.allow_overwrite,
+        max_upload_size: options.max_upload_size,
+    });
+    if served.sessions.is_some() {
+        // Idle sessions are looked for every minute (or every timeout, if shorter).
+        let period = options
+            .session_timeout
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let timeout = options.session_timeout;
+        let cleaner = served.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                if let Some(sessions) = &cleaner.sessions {
+                    sessions.expire(timeout).await;
+                }
+            }
+        });
+    }
     ready(listener.local_addr()?);
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(Arc::new(Served { root }));
+    let app = Router::new().fallback(handle).with_state(served);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -73,15 +121,14 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: Body,
 ) -> Response {
     match method.as_str() {
         "GET" => download(&served, &uri, &headers, false).await,
         "HEAD" => download(&served, &uri, &headers, true).await,
-        m if m.eq_ignore_ascii_case("BITS_POST") => bits_error(
-            StatusCode::NOT_IMPLEMENTED,
-            0x8007_0005,
-            "BITS uploads are not enabled on this server",
-        ),
+        m if m.eq_ignore_ascii_case("BITS_POST") => {
+            upload::handle(&served, &uri, &headers, body).await
+        }
         _ => {
             let mut response = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -106,21 +153,6 @@ fn plain(status: StatusCode, text: String) -> Response {
     response
 }
 
-/// A BITS Ack carrying an error (spec §8.1): the code and the server context, no body.
-fn bits_error(status: StatusCode, code: u32, why: &str) -> Response {
-    tracing::debug!("BITS_POST refused: {why}");
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert("BITS-Packet-Type", HeaderValue::from_static("Ack"));
-    if let Ok(value) = HeaderValue::from_str(&format!("0x{code:08X}")) {
-        headers.insert("BITS-Error-Code", value);
-    }
-    headers.insert("BITS-Error-Context", HeaderValue::from_static("0x5"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    response
-}
-
 enum Piece {
     Text(Bytes),
     File { start: u64, len: u64 },
@@ -140,6 +172,13 @@ async fn download(served: &Served, uri: &Uri, headers: &HeaderMap, head: bool) -
         Ok(path) => path,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{}: {e}", uri.path())),
     };
+    if path.starts_with(served.root.join(upload::SESSIONS_DIR)) {
+        // Uploads in progress are never visible.
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("{}: no such file", uri.path()),
+        );
+    }
     if let Err(e) = paths::contained(&served.root, &path) {
         // Also what a missing folder on the way gives: do not tell them apart.
         return match path.exists() {

@@ -13,17 +13,32 @@ struct Served {
     child: Child,
     base: String,
     address: String,
+    log_lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Served {
     fn start(dir: &Path) -> Served {
+        Served::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, options: &[&str]) -> Served {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("ferry"))
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(options)
             .arg(dir)
+            .env("FERRY_LOG", "ferry::serve=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ferry serve");
+        let log = child.stderr.take().expect("stderr");
+        let (tx, log_lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         // The first line names the address; it is written once the socket listens.
         let mut line = String::new();
@@ -43,6 +58,18 @@ impl Served {
             child,
             base,
             address,
+            log_lines,
+        }
+    }
+
+    /// Waits for a log line containing `text`.
+    fn wait_log(&self, text: &str) {
+        loop {
+            match self.log_lines.recv_timeout(crate::PATIENCE) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {text:?}"),
+            }
         }
     }
 
@@ -205,18 +232,13 @@ async fn serve_answers_get_head_and_ranges() {
     );
     let put = http.put(&url).body("x").send().await.expect("put");
     assert_eq!(put.status(), 405);
-    // Uploads are not there yet, and say so the BITS way.
-    let bits = http
-        .request(
-            reqwest::Method::from_bytes(b"BITS_POST").expect("method"),
-            &url,
-        )
-        .header("BITS-Packet-Type", "Ping")
+    // Uploads in progress are never served.
+    let hidden = http
+        .get(served.url("/.ferry-uploads/"))
         .send()
         .await
-        .expect("bits");
-    assert_eq!(bits.status(), 501);
-    assert_eq!(header(&bits, "bits-error-code"), "0x80070005");
+        .expect("get");
+    assert_eq!(hidden.status(), 404);
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -296,4 +318,451 @@ async fn serve_explains_a_bad_folder() {
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("give an existing folder"), "{text}");
+}
+
+const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
+
+/// One BITS_POST with these headers and body; `Content-Length` is always sent.
+async fn bits(
+    http: &reqwest::Client,
+    url: &str,
+    packet: &str,
+    session: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> reqwest::Response {
+    let mut request = http
+        .request(
+            reqwest::Method::from_bytes(b"BITS_POST").expect("method"),
+            url,
+        )
+        .header("BITS-Packet-Type", packet)
+        .header("Content-Length", body.len().to_string())
+        .body(body.to_vec());
+    if let Some(session) = session {
+        request = request.header("BITS-Session-Id", session);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("BITS_POST")
+}
+
+async fn create_session(http: &reqwest::Client, url: &str) -> String {
+    let created = bits(
+        http,
+        url,
+        "Create-Session",
+        None,
+        &[("BITS-Supported-Protocols", PROTOCOL)],
+        b"",
+    )
+    .await;
+    assert_eq!(created.status(), 200, "{:?}", created.headers());
+    assert_eq!(header(&created, "bits-packet-type"), "Ack");
+    assert_eq!(header(&created, "bits-protocol"), PROTOCOL);
+    assert_eq!(header(&created, "content-length"), "0");
+    header(&created, "bits-session-id").to_string()
+}
+
+/// Sends bytes FIRST..=LAST of `data` as a fragment; returns the status and the server's offset.
+async fn send_fragment(
+    http: &reqwest::Client,
+    url: &str,
+    session: &str,
+    data: &[u8],
+    first: usize,
+    last: usize,
+) -> (u16, String) {
+    let range = format!("bytes {first}-{last}/{}", data.len());
+    let answer = bits(
+        http,
+        url,
+        "Fragment",
+        Some(session),
+        &[("Content-Range", &range)],
+        &data[first..=last],
+    )
+    .await;
+    (
+        answer.status().as_u16(),
+        header(&answer, "bits-received-content-range").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimal_exchange_of_the_spec_uploads_a_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir(dir.path().join("upload")).expect("upload dir");
+    let served = Served::start(dir.path());
+    let data = content(4892, 72);
+    // §8.6 word for word, on a raw socket: packet types in Windows' mixed case.
+    let send = |request: Vec<u8>| {
+        let mut stream = TcpStream::connect(&served.address).expect("connect");
+        stream.write_all(&request).expect("send");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = send(
+        format!(
+            "BITS_POST /upload/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             BITS-Packet-Type: Create-Session\r\nBITS-Supported-Protocols: {PROTOCOL}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("bits-packet-type: Ack"), "{answer}");
+    assert!(
+        answer.contains(&format!("bits-protocol: {PROTOCOL}")),
+        "{answer}"
+    );
+    assert!(answer.contains("accept-encoding: identity"), "{answer}");
+    assert!(answer.contains("content-length: 0"), "{answer}");
+    let session = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("bits-session-id: "))
+        .expect("session id")
+        .trim()
+        .to_string();
+    assert!(
+        session.starts_with('{') && session.ends_with('}'),
+        "{session}"
+    );
+    let mut fragment = format!(
+        "BITS_POST /upload/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         BITS-Packet-Type: Fragment\r\nBITS-Session-Id: {session}\r\n\
+         Content-Name: a.txt\r\nContent-Range: bytes 0-4891/4892\r\nContent-Length: 4892\r\n\r\n"
+    )
+    .into_bytes();
+    fragment.extend_from_slice(&data);
+    let answer = send(fragment);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("bits-received-content-range: 4892"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains(&format!("bits-session-id: {session}")),
+        "{answer}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("upload/a.txt")).expect("uploaded"),
+        data
+    );
+    // Upper-case packet type (MC-BUP's spelling) is the same packet.
+    let answer = send(
+        format!(
+            "BITS_POST /upload/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             BITS-Packet-Type: CLOSE-SESSION\r\nBITS-Session-Id: {session}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("bits-packet-type: Ack"), "{answer}");
+    // The session is gone with its data; the file stays.
+    let leftovers = std::fs::read_dir(dir.path().join(".ferry-uploads"))
+        .expect("session dir")
+        .count();
+    assert_eq!(leftovers, 0);
+    assert!(dir.path().join("upload/a.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_overlap_gap_and_repeat_as_the_spec_says() {
+    let dir = tempfile::tempdir().expect("dir");
+    let served = Served::start(dir.path());
+    let http = reqwest::Client::new();
+    let url = served.url("/f.bin");
+    let data = content(1000, 73);
+    let session = create_session(&http, &url).await;
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 0, 99).await,
+        (200, "100".into())
+    );
+    // Not visible before the last byte.
+    assert!(!dir.path().join("f.bin").exists());
+    assert_eq!(http.get(&url).send().await.expect("get").status(), 404);
+    // A gap: 416 and where to resume.
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 200, 299).await,
+        (416, "100".into())
+    );
+    // An overlap: only the new tail is written.
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 50, 499).await,
+        (200, "500".into())
+    );
+    // A duplicate: 200 and the offset held.
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 0, 99).await,
+        (200, "500".into())
+    );
+    // Another total length: 400.
+    let wrong = bits(
+        &http,
+        &url,
+        "Fragment",
+        Some(&session),
+        &[("Content-Range", "bytes 500-509/2000")],
+        &data[500..510],
+    )
+    .await;
+    assert_eq!(wrong.status(), 400);
+    assert_eq!(header(&wrong, "bits-error-code"), "0x80070057");
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 500, 999).await,
+        (200, "1000".into())
+    );
+    assert_eq!(std::fs::read(dir.path().join("f.bin")).expect("file"), data);
+    // The last fragment again after completion: 200, nothing changes.
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 900, 999).await,
+        (200, "1000".into())
+    );
+    // Cancel after completion keeps the file.
+    let cancel = bits(&http, &url, "Cancel-Session", Some(&session), &[], b"").await;
+    assert_eq!(cancel.status(), 200);
+    assert_eq!(std::fs::read(dir.path().join("f.bin")).expect("file"), data);
+
+    // Cancel before completion discards the partial upload.
+    let url2 = served.url("/g.bin");
+    let session = create_session(&http, &url2).await;
+    assert_eq!(
+        send_fragment(&http, &url2, &session, &data, 0, 99).await,
+        (200, "100".into())
+    );
+    let cancel = bits(&http, &url2, "cancel-session", Some(&session), &[], b"").await;
+    assert_eq!(cancel.status(), 200);
+    assert!(!dir.path().join("g.bin").exists());
+    let gone = bits(
+        &http,
+        &url2,
+        "Fragment",
+        Some(&session),
+        &[("Content-Range", "bytes 100-199/1000")],
+        &data[100..200],
+    )
+    .await;
+    assert_eq!(gone.status(), 500);
+    assert_eq!(header(&gone, "bits-error-code"), "0x8020001F");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_row_is_answered() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("exists.bin"), b"old").expect("existing");
+    std::fs::create_dir(dir.path().join("folder")).expect("folder");
+    let served = Served::start(dir.path());
+    let http = reqwest::Client::new();
+    let error_of = |r: &reqwest::Response| {
+        (
+            r.status().as_u16(),
+            header(r, "bits-error-code").to_string(),
+            header(r, "bits-packet-type").to_string(),
+            header(r, "content-length").to_string(),
+        )
+    };
+    // (path, packet type, headers, (status, BITS-Error-Code))
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, (u16, &'a str));
+    let cases: Vec<Case> = vec![
+        (
+            "/new.bin",
+            "Create-Session",
+            vec![(
+                "BITS-Supported-Protocols",
+                "{00000000-0000-0000-0000-000000000000}",
+            )],
+            (400, "0x80070057"),
+        ),
+        (
+            "/exists.bin",
+            "Create-Session",
+            vec![("BITS-Supported-Protocols", PROTOCOL)],
+            (409, "0x80070005"),
+        ),
+        (
+            "/folder",
+            "Create-Session",
+            vec![("BITS-Supported-Protocols", PROTOCOL)],
+            (400, "0x80070057"),
+        ),
+        (
+            "/no/such/dir.bin",
+            "Create-Session",
+            vec![("BITS-Supported-Protocols", PROTOCOL)],
+            (404, "0x80070005"),
+        ),
+        (
+            "/.ferry-uploads/x.bin",
+            "Create-Session",
+            vec![("BITS-Supported-Protocols", PROTOCOL)],
+            (403, "0x80070005"),
+        ),
+        (
+            "/new.bin",
+            "Fragment",
+            vec![
+                ("BITS-Session-Id", "{NOPE}"),
+                ("Content-Range", "bytes 0-0/1"),
+            ],
+            (500, "0x8020001F"),
+        ),
+        (
+            "/new.bin",
+            "Close-Session",
+            vec![("BITS-Session-Id", "{NOPE}")],
+            (500, "0x8020001F"),
+        ),
+        ("/new.bin", "Bogus", vec![], (400, "0x80070057")),
+    ];
+    for (path, packet, headers, (status, code)) in cases {
+        let answer = bits(&http, &served.url(path), packet, None, &headers, b"").await;
+        assert_eq!(
+            error_of(&answer),
+            (status, code.to_string(), "Ack".to_string(), "0".to_string()),
+            "{packet} {path}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("exists.bin")).expect("kept"),
+        b"old"
+    );
+    // Ping needs nothing.
+    let ping = bits(&http, &served.url("/anything"), "Ping", None, &[], b"").await;
+    assert_eq!(ping.status(), 200);
+    // Bad Content-Range, and a body that does not match it.
+    let url = served.url("/r.bin");
+    let session = create_session(&http, &url).await;
+    for range in ["bytes 0-9", "bytes 5-4/10", "garbage", "bytes 0-10/10"] {
+        let answer = bits(
+            &http,
+            &url,
+            "Fragment",
+            Some(&session),
+            &[("Content-Range", range)],
+            b"0123456789",
+        )
+        .await;
+        assert_eq!(error_of(&answer).0, 400, "{range}");
+    }
+    // Ways out of the folder, on a raw socket (clients normalise `..` away).
+    for path in [
+        "/../escape.bin",
+        "/%2e%2e/escape.bin",
+        "/a%2F..%2F..%2Fescape.bin",
+    ] {
+        let (status, answer) = served.raw(&format!(
+            "BITS_POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             BITS-Packet-Type: Create-Session\r\nBITS-Supported-Protocols: {PROTOCOL}\r\n\
+             Content-Length: 0\r\n\r\n"
+        ));
+        assert!(matches!(status, 403 | 404), "{path}: {answer}");
+    }
+    assert!(
+        !dir.path()
+            .parent()
+            .expect("parent")
+            .join("escape.bin")
+            .exists()
+    );
+    // Missing Content-Length, on a raw socket (clients always add it).
+    let (status, answer) = served.raw(
+        "BITS_POST /r.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\nBITS-Packet-Type: Ping\r\n\r\n",
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("bits-error-code: 0x80070057"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_options_limit_uploads() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("exists.bin"), b"old").expect("existing");
+    let served = Served::start_with(
+        dir.path(),
+        &["--allow-overwrite", "--max-upload-size", "100"],
+    );
+    let http = reqwest::Client::new();
+    let data = content(100, 74);
+    let url = served.url("/exists.bin");
+    let session = create_session(&http, &url).await;
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 0, 99).await,
+        (200, "100".into())
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("exists.bin")).expect("replaced"),
+        data
+    );
+    let big = content(101, 75);
+    let url = served.url("/big.bin");
+    let session = create_session(&http, &url).await;
+    let answer = bits(
+        &http,
+        &url,
+        "Fragment",
+        Some(&session),
+        &[("Content-Range", "bytes 0-100/101")],
+        &big,
+    )
+    .await;
+    assert_eq!(answer.status(), 500);
+    assert_eq!(header(&answer, "bits-error-code"), "0x80200020");
+    drop(served);
+
+    let read_only = Served::start_with(dir.path(), &["--read-only"]);
+    let answer = bits(&http, &read_only.url("/x.bin"), "Ping", None, &[], b"").await;
+    assert_eq!(answer.status(), 501);
+    assert_eq!(header(&answer, "bits-error-code"), "0x80070005");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_resumes_its_sessions_and_expires_idle_ones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = content(300_000, 76);
+    let http = reqwest::Client::new();
+    let served = Served::start(dir.path());
+    let url = served.url("/resumed.bin");
+    let session = create_session(&http, &url).await;
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 0, 99_999).await,
+        (200, "100000".into())
+    );
+    drop(served); // killed, as by a crash
+    let served = Served::start(dir.path());
+    let url = served.url("/resumed.bin");
+    // The session survived with what it held: a fragment from 0 is an overlap, not a restart.
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 150_000, 299_999).await,
+        (416, "100000".into())
+    );
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 100_000, 299_999).await,
+        (200, "300000".into())
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("resumed.bin")).expect("file"),
+        data
+    );
+    drop(served);
+
+    // An idle session is discarded after --session-timeout, with its data.
+    let served = Served::start_with(dir.path(), &["--session-timeout", "1"]);
+    let url = served.url("/idle.bin");
+    let session = create_session(&http, &url).await;
+    assert_eq!(
+        send_fragment(&http, &url, &session, &data, 0, 9).await,
+        (200, "10".into())
+    );
+    served.wait_log(&format!("upload session {session} expired"));
+    let answer = bits(&http, &url, "Close-Session", Some(&session), &[], b"").await;
+    assert_eq!(answer.status(), 500);
+    assert_eq!(header(&answer, "bits-error-code"), "0x8020001F");
+    let left = std::fs::read_dir(dir.path().join(".ferry-uploads"))
+        .expect("session dir")
+        .count();
+    assert_eq!(left, 0, "the expired session's data is deleted");
+    assert!(!dir.path().join("idle.bin").exists());
 }

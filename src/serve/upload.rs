@@ -1,0 +1,592 @@
+//! The BITS upload protocol, server side (spec §8.5): Ping, Create-Session, Fragment,
+//! Close-Session and Cancel-Session on `BITS_POST`. Fragments are streamed into a hidden session
+//! folder inside the served folder (`.ferry-uploads`, never served, never an upload target) and
+//! the file is renamed into place when its last byte arrives (§12 D1), never replacing a file
+//! unless `--allow-overwrite`. Sessions are kept on disk, so a restarted server resumes them.
+
+use super::{Served, paths};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// The one upload protocol (MC-BUP).
+pub const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
+/// Session data inside the served folder (same file system, so the final rename is atomic).
+pub const SESSIONS_DIR: &str = ".ferry-uploads";
+
+const E_INVALIDARG: u32 = 0x8007_0057;
+const E_ACCESSDENIED: u32 = 0x8007_0005;
+const BG_E_SESSION_NOT_FOUND: u32 = 0x8020_001F;
+const BG_E_TOO_LARGE: u32 = 0x8020_0020;
+const ERROR_DISK_FULL: u32 = 0x8007_0070;
+
+/// What is saved of a session (`{id}.ron` beside its `{id}.part`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    destination: PathBuf,
+    /// Fixed by the first fragment.
+    total: Option<u64>,
+    /// The file is at its destination.
+    committed: bool,
+}
+
+struct Session {
+    id: String,
+    record: Record,
+    /// Bytes held, from 0 without gaps.
+    received: u64,
+    touched: Instant,
+    /// Closed, cancelled or expired while a request waited for it.
+    ended: bool,
+}
+
+pub struct Sessions {
+    dir: PathBuf,
+    map: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+impl Sessions {
+    /// Opens the session folder under `root` and takes up the sessions a previous run left.
+    pub fn open(root: &Path) -> std::io::Result<Sessions> {
+        let dir = root.join(SESSIONS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let mut map = HashMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "ron") {
+                continue;
+            }
+            let Some(id) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let record: Option<Record> = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| ron::from_str(&text).ok());
+            let part = dir.join(format!("{id}.part"));
+            let received = std::fs::metadata(&part).map(|m| m.len());
+            match (record, received) {
+                (Some(record), Ok(received)) => {
+                    let received = received.min(record.total.unwrap_or(u64::MAX));
+                    let session = Session {
+                        id: id.clone(),
+                        record,
+                        received,
+                        touched: Instant::now(),
+                        ended: false,
+                    };
+                    map.insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+                }
+                (Some(record), Err(_)) if record.committed => {
+                    let session = Session {
+                        id: id.clone(),
+                        received: record.total.unwrap_or(0),
+                        record,
+                        touched: Instant::now(),
+                        ended: false,
+                    };
+                    map.insert(id, Arc::new(tokio::sync::Mutex::new(session)));
+                }
+                _ => {
+                    tracing::warn!("dropping the damaged upload session {}", path.display());
+                    let _ = std::fs::remove_file(&path);
+                    let _ = std::fs::remove_file(&part);
+                }
+            }
+        }
+        Ok(Sessions {
+            dir,
+            map: std::sync::Mutex::new(map),
+        })
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn part(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.part"))
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.ron"))
+    }
+
+    fn save(&self, session: &Session) -> std::io::Result<()> {
+        let text = ron::to_string(&session.record).map_err(std::io::Error::other)?;
+        crate::store::write_atomically(&self.record_path(&session.id), text.as_bytes())
+    }
+
+    /// Forgets a session and deletes its data (the uploaded file stays if it was committed).
+    fn end(&self, session: &mut Session) {
+        session.ended = true;
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&session.id);
+        let _ = std::fs::remove_file(self.part(&session.id));
+        let _ = std::fs::remove_file(self.record_path(&session.id));
+    }
+
+    /// Ends the sessions idle for longer than `timeout`; returns how many.
+    pub async fn expire(&self, timeout: Duration) -> usize {
+        let all: Vec<_> = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut expired = 0;
+        for session in all {
+            // A session busy with a request is not idle.
+            if let Ok(mut session) = session.try_lock()
+                && session.touched.elapsed() > timeout
+            {
+                tracing::info!("upload session {} expired", session.id);
+                self.end(&mut session);
+                expired += 1;
+            }
+        }
+        expired
+    }
+}
+
+/// One `BITS_POST` request.
+pub(crate) async fn handle(
+    served: &Served,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(sessions) = &served.sessions else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            E_ACCESSDENIED,
+            None,
+            "uploads are turned off on this server (--read-only)",
+        );
+    };
+    if headers.get(header::CONTENT_LENGTH).is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            E_INVALIDARG,
+            None,
+            "every BITS request needs Content-Length",
+        );
+    }
+    let packet = text(headers, "BITS-Packet-Type").to_ascii_lowercase();
+    match packet.as_str() {
+        "ping" => ack(StatusCode::OK, None, Vec::new()),
+        "create-session" => create(served, sessions, uri, headers),
+        "fragment" => fragment(served, sessions, headers, body).await,
+        "close-session" => close(sessions, headers, false).await,
+        "cancel-session" => close(sessions, headers, true).await,
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            E_INVALIDARG,
+            None,
+            "unknown BITS-Packet-Type",
+        ),
+    }
+}
+
+fn text<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+}
+
+/// An Ack: `BITS-Packet-Type: Ack`, the session, the extra headers, and `Content-Length: 0`.
+fn ack(status: StatusCode, session: Option<&str>, extra: Vec<(&'static str, String)>) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert("BITS-Packet-Type", HeaderValue::from_static("Ack"));
+    if let Some(id) = session.and_then(|id| HeaderValue::from_str(id).ok()) {
+        headers.insert("BITS-Session-Id", id);
+    }
+    for (name, value) in extra {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+}
+
+/// An Ack carrying an error (§8.1): the HRESULT and the server context.
+fn error(status: StatusCode, code: u32, session: Option<&str>, why: &str) -> Response {
+    tracing::debug!("BITS_POST refused ({status}): {why}");
+    ack(
+        status,
+        session,
+        vec![
+            ("BITS-Error-Code", format!("0x{code:08X}")),
+            ("BITS-Error-Context", "0x5".to_string()),
+        ],
+    )
+}
+
+fn create(served: &Served, sessions: &Sessions, uri: &Uri, headers: &HeaderMap) -> Response {
+    let offered = text(headers, "BITS-Supported-Protocols");
+    if !offered
+        .split([' ', ','])
+        .any(|p| p.trim().eq_ignore_ascii_case(PROTOCOL))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            E_INVALIDARG,
+            None,
+            "no protocol in common",
+        );
+    }
+    let destination = match destination(served, uri) {
+        Ok(path) => path,
+        Err(response) => return *response,
+    };
+    if destination.is_dir() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            E_INVALIDARG,
+            None,
+            "the URL names a folder",
+        );
+    }
+    if destination.exists() && !served.allow_overwrite {
+        return error(
+            StatusCode::CONFLICT,
+            E_ACCESSDENIED,
+            None,
+            "the file exists and may not be overwritten",
+        );
+    }
+    let id = format!("{{{}}}", uuid::Uuid::new_v4().to_string().to_uppercase());
+    let session = Session {
+        id: id.clone(),
+        record: Record {
+            destination,
+            total: None,
+            committed: false,
+        },
+        received: 0,
+        touched: Instant::now(),
+        ended: false,
+    };
+    let created = std::fs::File::create(sessions.part(&id)).and_then(|_| sessions.save(&session));
+    if let Err(e) = created {
+        return local_error(&e, None);
+    }
+    sessions
+        .map
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+    ack(
+        StatusCode::OK,
+        Some(&id),
+        vec![
+            ("BITS-Protocol", PROTOCOL.to_string()),
+            ("Accept-Encoding", "identity".to_string()),
+        ],
+    )
+}
+
+/// The file an upload URL names, inside the served folder and outside the session folder.
+fn destination(served: &Served, uri: &Uri) -> Result<PathBuf, Box<Response>> {
+    let refuse = |why: String| Box::new(error(StatusCode::FORBIDDEN, E_ACCESSDENIED, None, &why));
+    let path = paths::resolve(&served.root, uri.path()).map_err(|e| refuse(e.to_string()))?;
+    if !path.parent().is_some_and(Path::is_dir) {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            E_ACCESSDENIED,
+            None,
+            "the folder of the URL does not exist",
+        )));
+    }
+    paths::contained(&served.root, &path).map_err(|e| refuse(e.to_string()))?;
+    if path.starts_with(served.root.join(SESSIONS_DIR)) || path == served.root {
+        return Err(refuse("not an upload target".into()));
+    }
+    Ok(path)
+}
+
+/// The session is unknown: expired, closed, or from another server (the client starts over).
+fn session_not_found() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        BG_E_SESSION_NOT_FOUND,
+        None,
+        "no such session",
+    )
+}
+
+fn local_error(e: &std::io::Error, session: Option<&str>) -> Response {
+    let code = if e.raw_os_error() == Some(libc::ENOSPC) {
+        ERROR_DISK_FULL
+    } else {
+        0x8007_0000 | (e.raw_os_error().unwrap_or(0x1F) as u32 & 0xFFFF)
+    };
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        code,
+        session,
+        &e.to_string(),
+    )
+}
+
+/// `bytes FIRST-LAST/TOTAL`, inclusive, FIRST ≤ LAST < TOTAL.
+fn content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last, total): (u64, u64, u64) = (
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
+    (first <= last && last < total).then_some((first, last, total))
+}
+
+/// A fragment whose body is not written is still read (up to [`DRAIN_LIMIT`]) before the answer,
+/// so that the client, still sending, gets the answer instead of a reset connection.
+async fn fragment(
+    served: &Served,
+    sessions: &Sessions,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let mut body = Some(body);
+    let response = fragment_into(served, sessions, headers, &mut body).await;
+    if let Some(body) = body {
+        let mut stream = body.into_data_stream();
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    response
+}
+
+/// Most of an unwanted body read and dropped; beyond it the connection is closed instead.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+async fn fragment_into(
+    served: &Served,
+    sessions: &Sessions,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> Response {
+    let id = text(headers, "BITS-Session-Id").to_string();
+    let Some(session) = sessions.get(&id) else {
+        return session_not_found();
+    };
+    let mut session = session.lock().await;
+    if session.ended {
+        return session_not_found();
+    }
+    session.touched = Instant::now();
+    let id = Some(id.as_str());
+    let Some((first, last, total)) = content_range(text(headers, "Content-Range")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            E_INVALIDARG,
+            id,
+            "bad or missing Content-Range",
+        );
+    };
+    let length: Option<u64> = text(headers, "Content-Length").parse().ok();
+    if length != Some(last - first + 1) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            E_INVALIDARG,
+            id,
+            "Content-Length differs from Content-Range",
+        );
+    }
+    if session.record.total.is_some_and(|t| t != total) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            E_INVALIDARG,
+            id,
+            "the total length differs from earlier fragments",
+        );
+    }
+    if served.max_upload_size.is_some_and(|max| total > max) {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            BG_E_TOO_LARGE,
+            id,
+            "the upload is larger than this server accepts",
+        );
+    }
+    if session.record.total.is_none() {
+        session.record.total = Some(total);
+        if let Err(e) = sessions.save(&session) {
+            return local_error(&e, id);
+        }
+    }
+    let next = session.received;
+    let received = |offset: u64| vec![("BITS-Received-Content-Range", offset.to_string())];
+    if first > next {
+        // A gap: the client resends from where the server is.
+        return ack(StatusCode::RANGE_NOT_SATISFIABLE, id, received(next));
+    }
+    if last < next || session.record.committed {
+        return ack(StatusCode::OK, id, received(next));
+    }
+    // Write bytes next..=last; the overlap before `next` is read and dropped (§12 D5).
+    let Some(body) = body.take() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            E_INVALIDARG,
+            id,
+            "no body",
+        );
+    };
+    let written = match write_tail(&sessions.part(&session.id), body, first, next, last).await {
+        Ok(written) => written,
+        Err(e) => {
+            // What arrived in full is kept; the client resends from `received`.
+            session.received = next + e.1;
+            return match e.0 {
+                Some(io) => local_error(&io, id),
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    E_INVALIDARG,
+                    id,
+                    "the body ended before Content-Length",
+                ),
+            };
+        }
+    };
+    session.received = next + written;
+    if session.received == total {
+        let part = sessions.part(&session.id);
+        let destination = session.record.destination.clone();
+        if let Err(e) =
+            crate::engine::files::rename_into_place(&part, &destination, served.allow_overwrite)
+        {
+            // The bytes stay in the session: the client may close or cancel it.
+            return if e.kind() == std::io::ErrorKind::AlreadyExists {
+                error(
+                    StatusCode::CONFLICT,
+                    E_ACCESSDENIED,
+                    id,
+                    "a file appeared at the destination and may not be overwritten",
+                )
+            } else {
+                local_error(&e, id)
+            };
+        }
+        session.record.committed = true;
+        if let Err(e) = sessions.save(&session) {
+            return local_error(&e, id);
+        }
+    }
+    ack(StatusCode::OK, id, received(session.received))
+}
+
+/// Streams the body into `part` from offset `next`, skipping the `next - first` bytes already
+/// held; flushes to disk. Returns the bytes written, or the error and the bytes written before.
+async fn write_tail(
+    part: &Path,
+    body: Body,
+    first: u64,
+    next: u64,
+    last: u64,
+) -> Result<u64, (Option<std::io::Error>, u64)> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(part)
+        .await
+        .map_err(|e| (Some(e), 0))?;
+    file.seek(std::io::SeekFrom::Start(next))
+        .await
+        .map_err(|e| (Some(e), 0))?;
+    let mut skip = next - first;
+    let mut wanted = last + 1 - next;
+    let mut written = 0u64;
+    let mut stream = body.into_data_stream();
+    while wanted > 0 {
+        let chunk = match stream.next().await {
+            Some(Ok(chunk)) => chunk,
+            _ => break,
+        };
+        let mut data: &[u8] = &chunk;
+        let dropped = skip.min(data.len() as u64);
+        data = &data[dropped as usize..];
+        skip -= dropped;
+        let take = wanted.min(data.len() as u64) as usize;
+        if let Err(e) = file.write_all(&data[..take]).await {
+            return Err((Some(e), written));
+        }
+        written += take as u64;
+        wanted -= take as u64;
+    }
+    // A checkpoint that claims only bytes on disk: a restarted server trusts the file's length.
+    let synced = async {
+        file.flush().await?;
+        file.sync_data().await
+    };
+    if let Err(e) = synced.await {
+        return Err((Some(e), 0));
+    }
+    if wanted > 0 {
+        return Err((None, written));
+    }
+    Ok(written)
+}
+
+/// Close-Session (`cancel` false) or Cancel-Session. Before the last byte both discard the
+/// partial upload; after it the file stays either way.
+async fn close(sessions: &Sessions, headers: &HeaderMap, cancel: bool) -> Response {
+    let id = text(headers, "BITS-Session-Id").to_string();
+    let Some(session) = sessions.get(&id) else {
+        return session_not_found();
+    };
+    let mut session = session.lock().await;
+    if session.ended {
+        return session_not_found();
+    }
+    tracing::debug!(
+        "upload session {id} {} ({} of {:?} bytes, committed: {})",
+        if cancel { "cancelled" } else { "closed" },
+        session.received,
+        session.record.total,
+        session.record.committed
+    );
+    sessions.end(&mut session);
+    ack(StatusCode::OK, Some(&id), Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_are_checked() {
+        assert_eq!(content_range("bytes 0-4891/4892"), Some((0, 4891, 4892)));
+        assert_eq!(content_range("bytes  10-19/100"), Some((10, 19, 100)));
+        assert_eq!(content_range("bytes 10-9/100"), None);
+        assert_eq!(content_range("bytes 0-100/100"), None);
+        assert_eq!(content_range("bytes */100"), None);
+        assert_eq!(content_range("items 0-1/2"), None);
+        assert_eq!(content_range(""), None);
+    }
+}
