@@ -2,6 +2,7 @@
 //! a reply; events go out on a broadcast channel. Transfer workers run beside it and report back.
 //! Every change of a job goes through [`crate::job::apply`].
 
+pub mod bits_upload;
 mod clock;
 pub(crate) mod files;
 mod network;

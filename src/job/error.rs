@@ -20,6 +20,10 @@ pub enum ErrorCode {
     InsufficientRangeSupport,
     TooManyFiles,
     LocalFileChanged,
+    /// The upload server no longer knows the session (expired, another server): start over.
+    SessionNotFound,
+    /// The upload is larger than the server accepts.
+    TooLarge,
     StringTooLong,
     UsernameTooLarge,
     PasswordTooLarge,
@@ -89,6 +93,8 @@ impl ErrorCode {
             InsufficientRangeSupport => 0x8020_0013,
             TooManyFiles => 0x8020_001C,
             LocalFileChanged => 0x8020_001D,
+            SessionNotFound => 0x8020_001F,
+            TooLarge => 0x8020_0020,
             StringTooLong => 0x8020_0021,
             UsernameTooLarge => 0x8020_0025,
             PasswordTooLarge => 0x8020_0026,
@@ -137,6 +143,8 @@ impl ErrorCode {
             InsufficientRangeSupport => "BG_E_INSUFFICIENT_RANGE_SUPPORT",
             TooManyFiles => "BG_E_TOO_MANY_FILES",
             LocalFileChanged => "BG_E_LOCAL_FILE_CHANGED",
+            SessionNotFound => "BG_E_SESSION_NOT_FOUND",
+            TooLarge => "BG_E_TOO_LARGE",
             StringTooLong => "BG_E_STRING_TOO_LONG",
             UsernameTooLarge => "BG_E_USERNAME_TOO_LARGE",
             PasswordTooLarge => "BG_E_PASSWORD_TOO_LARGE",
@@ -196,6 +204,11 @@ impl ErrorCode {
             }
             TooManyFiles => "Upload jobs carry exactly one file.",
             LocalFileChanged => "The local file changed while it was being uploaded.",
+            SessionNotFound => {
+                "The server lost the upload session (it expired or another server answered); \
+                 the upload starts over."
+            }
+            TooLarge => "The file is larger than the server accepts for uploads.",
             StringTooLong => "The text is longer than allowed.",
             UsernameTooLarge => "The user name is longer than 300 characters.",
             PasswordTooLarge => "The password is longer than 65,535 characters.",

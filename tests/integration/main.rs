@@ -9,6 +9,7 @@ mod serve;
 mod server;
 mod service;
 mod tls;
+mod upload;
 
 use ferry::config::Config;
 use ferry::engine::{EngineEvent, EngineHandle, EngineOptions, ManualClock};

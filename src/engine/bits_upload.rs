@@ -1,0 +1,445 @@
+//! The BITS upload protocol, client side (spec §8.4): Create-Session, Fragments in order with
+//! `Content-Range`, progress from the server's `BITS-Received-Content-Range` (200 and 416 alike),
+//! fragment size adapting between 5 KB and a cap (grow on success, halve on 413), a new session
+//! when the server lost the old one, and Close-/Cancel-Session re-sent on 5xx for a bounded
+//! time. The engine's upload worker drives it; it never touches the job.
+
+use crate::job::{ErrorClass, ErrorCode, ErrorContext, Failure, JobError, classify_http_status};
+use reqwest::header::HeaderMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+/// The one upload protocol (MC-BUP).
+pub const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
+/// The smallest fragment (Windows' floor).
+pub const MIN_FRAGMENT: u64 = 5 * 1024;
+/// The largest fragment (Windows ≥ 2.5 sends up to 13 MB).
+pub const MAX_FRAGMENT: u64 = 13 * 1024 * 1024;
+/// The first fragment: small enough to learn a server's limit cheaply (§12 D20).
+pub const FIRST_FRAGMENT: u64 = 256 * 1024;
+/// New sessions in a row without progress before the upload gives up for now.
+const RESTARTS: u32 = 3;
+/// How long Close-/Cancel-Session is re-sent on 5xx (spec §8.4).
+const ENDING_PATIENCE: Duration = Duration::from_secs(60);
+
+/// What one upload needs.
+pub struct Upload {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub local: PathBuf,
+    /// Extra request headers (the job's custom headers).
+    pub headers: Vec<(String, String)>,
+}
+
+/// What survives between runs of an upload (the engine keeps it with the job).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub session: Option<String>,
+    /// Bytes the server acknowledged.
+    pub acknowledged: u64,
+    /// The fragment size that worked last.
+    pub fragment: u64,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The last fragment was acknowledged; the reply URL for upload-reply (resolved against the
+    /// upload URL), `None` when the server sent none or an empty one.
+    Done {
+        reply_url: Option<String>,
+    },
+    Stopped,
+    Failed(Failure),
+}
+
+fn failure(context: ErrorContext, code: ErrorCode, class: ErrorClass, why: String) -> Failure {
+    Failure {
+        error: JobError::new(context, code, Some(0)).with_description(why),
+        class,
+        retry_after: None,
+    }
+}
+
+/// The server's error headers (`BITS-Error-Code`, or MC-BUP's `BITS-Error`; hex with or
+/// without `0x`) and context.
+pub fn server_error(headers: &HeaderMap) -> (Option<u32>, Option<u32>) {
+    let hex = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_start_matches("0x").trim_start_matches("0X"))
+            .map(|v| v.trim_start_matches(['x', 'X']))
+            .and_then(|v| u32::from_str_radix(v, 16).ok())
+    };
+    (
+        hex("BITS-Error-Code").or_else(|| hex("BITS-Error")),
+        hex("BITS-Error-Context"),
+    )
+}
+
+/// A refused packet as a job error: the context the server gave (REMOTE_APPLICATION for 0x7),
+/// the HTTP status's class (§4.3), the server's code in the description.
+fn refused(packet: &str, url: &str, status: u16, headers: &HeaderMap) -> Failure {
+    let (code, context) = server_error(headers);
+    let context = match context {
+        Some(7) => ErrorContext::RemoteApplication,
+        _ => ErrorContext::RemoteFile,
+    };
+    let (code_enum, class) = match code {
+        Some(0x8020_001F) => (ErrorCode::SessionNotFound, ErrorClass::Transient),
+        Some(0x8020_0020) => (ErrorCode::TooLarge, ErrorClass::Fatal),
+        _ => (ErrorCode::Http(status), classify_http_status(status)),
+    };
+    let server_code = code
+        .map(|c| format!(", server error 0x{c:08X}"))
+        .unwrap_or_default();
+    failure(
+        context,
+        code_enum,
+        class,
+        format!(
+            "{} ({packet} to {url} answered HTTP {status}{server_code})",
+            code_enum.advice()
+        ),
+    )
+}
+
+fn transport(url: &str, error: &reqwest::Error) -> Failure {
+    let code = if error.is_timeout() {
+        ErrorCode::Timeout
+    } else if error.is_connect() {
+        ErrorCode::CannotConnect
+    } else {
+        ErrorCode::ConnectionError
+    };
+    failure(
+        ErrorContext::RemoteFile,
+        code,
+        ErrorClass::Transient,
+        format!("{} ({url}: {error})", code.advice()),
+    )
+}
+
+impl Upload {
+    async fn post(
+        &self,
+        packet: &str,
+        session: Option<&str>,
+        extra: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let method = reqwest::Method::from_bytes(b"BITS_POST").unwrap_or(reqwest::Method::POST);
+        let mut request = self
+            .client
+            .request(method, &self.url)
+            .header("BITS-Packet-Type", packet)
+            .header(reqwest::header::CONTENT_LENGTH, body.len().to_string());
+        if let Some(session) = session {
+            request = request.header("BITS-Session-Id", session);
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        for (name, value) in extra {
+            request = request.header(*name, value.as_str());
+        }
+        request.body(body).send().await
+    }
+
+    fn name(&self) -> String {
+        self.local
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Sends the file from where `progress` says, reporting each acknowledged offset, until the
+    /// server holds all of it, `stop` turns true, or a packet fails.
+    pub async fn send(
+        &self,
+        progress: &mut Progress,
+        reply: bool,
+        mut acknowledged: impl FnMut(&Progress),
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let local_failure = |e: std::io::Error| {
+            let (code, class) = super::files::classify_io(&e);
+            Outcome::Failed(failure(
+                ErrorContext::LocalFile,
+                code,
+                class,
+                format!("{} ({}: {e})", code.advice(), self.local.display()),
+            ))
+        };
+        let mut file = match tokio::fs::File::open(&self.local).await {
+            Ok(file) => file,
+            Err(e) => return local_failure(e),
+        };
+        let size = match file.metadata().await {
+            Ok(meta) => meta.len(),
+            Err(e) => return local_failure(e),
+        };
+        if size == 0 {
+            return Outcome::Failed(failure(
+                ErrorContext::LocalFile,
+                ErrorCode::InvalidArg,
+                ErrorClass::Fatal,
+                format!(
+                    "{} is empty; the BITS upload protocol cannot send an empty file",
+                    self.local.display()
+                ),
+            ));
+        }
+        if progress.fragment < MIN_FRAGMENT {
+            progress.fragment = FIRST_FRAGMENT;
+        }
+        let mut restarts = 0;
+        loop {
+            if *stop.borrow() {
+                return Outcome::Stopped;
+            }
+            let Some(session) = progress.session.clone() else {
+                match self.create_session().await {
+                    Ok(session) => {
+                        progress.session = Some(session);
+                        progress.acknowledged = 0;
+                        acknowledged(progress);
+                        continue;
+                    }
+                    Err(failure) => return Outcome::Failed(failure),
+                }
+            };
+            let first = progress.acknowledged.min(size);
+            let length = progress.fragment.min(size - first);
+            let mut body = vec![0; length as usize];
+            let read = async {
+                file.seek(std::io::SeekFrom::Start(first)).await?;
+                file.read_exact(&mut body).await
+            };
+            if let Err(e) = read.await {
+                return local_failure(e);
+            }
+            let last = first + length - 1;
+            let range = format!("bytes {first}-{last}/{size}");
+            let fragment_headers = [("Content-Range", range), ("Content-Name", self.name())];
+            let sent = tokio::select! {
+                sent = self.post("Fragment", Some(&session), &fragment_headers, body) => sent,
+                _ = stop.changed() => return Outcome::Stopped,
+            };
+            let answer = match sent {
+                Ok(answer) => answer,
+                Err(e) => return Outcome::Failed(transport(&self.url, &e)),
+            };
+            let status = answer.status().as_u16();
+            match status {
+                200 | 201 | 416 => {
+                    let Some(offset) = answer
+                        .headers()
+                        .get("BITS-Received-Content-Range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .filter(|offset| *offset <= size)
+                    else {
+                        return Outcome::Failed(failure(
+                            ErrorContext::RemoteFile,
+                            ErrorCode::InvalidServerResponse,
+                            ErrorClass::Transient,
+                            format!(
+                                "the server's answer to a fragment had no usable \
+                                 BITS-Received-Content-Range ({})",
+                                self.url
+                            ),
+                        ));
+                    };
+                    if status != 416 && offset > progress.acknowledged {
+                        progress.fragment = (progress.fragment * 2).min(MAX_FRAGMENT);
+                        restarts = 0;
+                    }
+                    progress.acknowledged = offset;
+                    acknowledged(progress);
+                    if offset == size && status != 416 {
+                        let reply_url = if reply {
+                            match answer.headers().get("BITS-Reply-URL") {
+                                None => {
+                                    return Outcome::Failed(failure(
+                                        ErrorContext::RemoteFile,
+                                        ErrorCode::InvalidServerResponse,
+                                        ErrorClass::Fatal,
+                                        format!(
+                                            "the server sent no BITS-Reply-URL for this \
+                                             upload-reply job ({})",
+                                            self.url
+                                        ),
+                                    ));
+                                }
+                                Some(value) => value
+                                    .to_str()
+                                    .ok()
+                                    .map(str::trim)
+                                    .filter(|v| !v.is_empty())
+                                    .and_then(|v| resolve_reply_url(&self.url, v)),
+                            }
+                        } else {
+                            None
+                        };
+                        return Outcome::Done { reply_url };
+                    }
+                }
+                413 if progress.fragment > MIN_FRAGMENT => {
+                    progress.fragment = (progress.fragment / 2).max(MIN_FRAGMENT);
+                }
+                _ => {
+                    let refusal = refused("Fragment", &self.url, status, answer.headers());
+                    if refusal.error.code == ErrorCode::SessionNotFound && restarts < RESTARTS {
+                        // Start over with a new session (§8.4).
+                        restarts += 1;
+                        progress.session = None;
+                        continue;
+                    }
+                    return Outcome::Failed(refusal);
+                }
+            }
+        }
+    }
+
+    async fn create_session(&self) -> Result<String, Failure> {
+        let answer = self
+            .post(
+                "Create-Session",
+                None,
+                &[
+                    ("BITS-Supported-Protocols", PROTOCOL.to_string()),
+                    ("Content-Name", self.name()),
+                ],
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| transport(&self.url, &e))?;
+        let status = answer.status().as_u16();
+        if !matches!(status, 200 | 201) {
+            return Err(refused(
+                "Create-Session",
+                &self.url,
+                status,
+                answer.headers(),
+            ));
+        }
+        let text = |name: &str| {
+            answer
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+        };
+        let protocol_ok = text("BITS-Protocol").is_some_and(|p| p.eq_ignore_ascii_case(PROTOCOL));
+        match text("BITS-Session-Id").filter(|id| !id.is_empty() && protocol_ok) {
+            Some(id) => Ok(id),
+            None => Err(failure(
+                ErrorContext::RemoteFile,
+                ErrorCode::InsufficientHttpSupport,
+                ErrorClass::Fatal,
+                format!(
+                    "{} does not speak the BITS upload protocol (no session or protocol in its \
+                     answer to Create-Session)",
+                    self.url
+                ),
+            )),
+        }
+    }
+
+    /// Close-Session (the upload is done) or Cancel-Session: re-sent on 5xx (except
+    /// SESSION_NOT_FOUND, which means there is nothing left to end) for up to a minute.
+    pub async fn end_session(&self, session: &str, cancel: bool) -> Result<(), Failure> {
+        let packet = if cancel {
+            "Cancel-Session"
+        } else {
+            "Close-Session"
+        };
+        let deadline = tokio::time::Instant::now() + ENDING_PATIENCE;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let failure = match self.post(packet, Some(session), &[], Vec::new()).await {
+                Ok(answer) if answer.status().is_success() => return Ok(()),
+                Ok(answer) => {
+                    let status = answer.status().as_u16();
+                    let refusal = refused(packet, &self.url, status, answer.headers());
+                    if refusal.error.code == ErrorCode::SessionNotFound {
+                        return Ok(());
+                    }
+                    if !(500..600).contains(&status) {
+                        return Err(refusal);
+                    }
+                    refusal
+                }
+                Err(e) => transport(&self.url, &e),
+            };
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+/// The reply URL of §8.3: absolute as it is; otherwise relative to the upload URL, with
+/// backslashes as `/` and braces percent-encoded (IIS sends `BITS-Sessions\Replies\{GUID}\…`).
+pub fn resolve_reply_url(upload_url: &str, reply: &str) -> Option<String> {
+    let cleaned = reply
+        .replace('\\', "/")
+        .replace('{', "%7B")
+        .replace('}', "%7D");
+    let base = url::Url::parse(upload_url).ok()?;
+    base.join(&cleaned).ok().map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_headers_are_read_under_both_names() {
+        let mut headers = HeaderMap::new();
+        headers.insert("BITS-Error-Code", "0x8020001F".parse().expect("value"));
+        headers.insert("BITS-Error-Context", "0x7".parse().expect("value"));
+        assert_eq!(server_error(&headers), (Some(0x8020_001F), Some(7)));
+        let mut headers = HeaderMap::new();
+        headers.insert("bits-error", "80070057".parse().expect("value"));
+        headers.insert("BITS-Error-Context", "x5".parse().expect("value"));
+        assert_eq!(server_error(&headers), (Some(0x8007_0057), Some(5)));
+    }
+
+    #[test]
+    fn reply_urls_resolve_like_windows() {
+        assert_eq!(
+            resolve_reply_url(
+                "http://h/upload/a.txt",
+                "BITS-Sessions\\Replies\\{AB-CD}\\responsefile.bin"
+            )
+            .as_deref(),
+            Some("http://h/upload/BITS-Sessions/Replies/%7BAB-CD%7D/responsefile.bin")
+        );
+        assert_eq!(
+            resolve_reply_url("http://h/upload/a.txt", "http://other/r.bin").as_deref(),
+            Some("http://other/r.bin")
+        );
+    }
+
+    #[test]
+    fn refusals_take_the_server_context_and_class() {
+        let mut headers = HeaderMap::new();
+        headers.insert("BITS-Error-Code", "0x80070005".parse().expect("value"));
+        headers.insert("BITS-Error-Context", "0x7".parse().expect("value"));
+        let failure = refused("Fragment", "http://h/x", 403, &headers);
+        assert_eq!(failure.error.context, ErrorContext::RemoteApplication);
+        assert_eq!(failure.class, ErrorClass::Fatal);
+        let failure = refused("Fragment", "http://h/x", 500, &HeaderMap::new());
+        assert_eq!(failure.class, ErrorClass::Transient);
+        let mut headers = HeaderMap::new();
+        headers.insert("BITS-Error-Code", "0x8020001F".parse().expect("value"));
+        let failure = refused("Fragment", "http://h/x", 500, &headers);
+        assert_eq!(failure.error.code, ErrorCode::SessionNotFound);
+    }
+}

@@ -1,0 +1,267 @@
+//! The BITS upload client (`engine::bits_upload`) against `ferry serve`'s upload server, both
+//! real, on loopback.
+
+use crate::{content, sha256};
+use ferry::engine::bits_upload::{FIRST_FRAGMENT, Outcome, Progress, Upload};
+use ferry::job::{ErrorClass, ErrorCode};
+use ferry::serve::ServeOptions;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// `ferry serve` in this process, stopped when dropped.
+struct Server {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(dir: &Path, max_upload_size: Option<u64>) -> Server {
+        let (address_tx, address) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = ServeOptions {
+            root: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            read_only: false,
+            allow_overwrite: false,
+            max_upload_size,
+            session_timeout: ServeOptions::DEFAULT_SESSION_TIMEOUT,
+        };
+        let task = tokio::spawn(async move {
+            let ready = move |a| {
+                let _ = address_tx.send(a);
+            };
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            ferry::serve::run(options, ready, shutdown)
+                .await
+                .expect("serve");
+        });
+        let address = address.await.expect("listening");
+        Server {
+            base: format!("http://{address}"),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn shut_down(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+
+    fn upload(&self, path: &str, local: &Path) -> Upload {
+        Upload {
+            client: reqwest::Client::new(),
+            url: format!("{}{path}", self.base),
+            local: local.to_path_buf(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn no_stop() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_goes_up_in_growing_fragments() {
+    let dir = tempfile::tempdir().expect("dir");
+    let local = dir.path().join("local.bin");
+    let data = content(3_000_000, 80);
+    std::fs::write(&local, &data).expect("local");
+    let served = tempfile::tempdir().expect("served");
+    let server = Server::start(served.path(), None).await;
+    let upload = server.upload("/up.bin", &local);
+    let mut progress = Progress::default();
+    let mut offsets = Vec::new();
+    let (_stop, mut stop) = no_stop();
+    let outcome = upload
+        .send(
+            &mut progress,
+            false,
+            |p| offsets.push(p.acknowledged),
+            &mut stop,
+        )
+        .await;
+    assert!(
+        matches!(outcome, Outcome::Done { reply_url: None }),
+        "{outcome:?}"
+    );
+    assert_eq!(progress.acknowledged, 3_000_000);
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    // 256 KiB, 512 KiB, 1 MiB, then the rest: the fragment doubled on each success.
+    assert_eq!(offsets[1], FIRST_FRAGMENT, "{offsets:?}");
+    assert_eq!(offsets[2], FIRST_FRAGMENT * 3, "{offsets:?}");
+    let uploaded = std::fs::read(served.path().join("up.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+    let session = progress.session.clone().expect("session");
+    upload.end_session(&session, false).await.expect("close");
+    let left = std::fs::read_dir(served.path().join(".ferry-uploads"))
+        .expect("sessions")
+        .count();
+    assert_eq!(left, 0);
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_resumes_after_the_server_restarts_and_starts_over_when_the_session_is_lost() {
+    let dir = tempfile::tempdir().expect("dir");
+    let local = dir.path().join("local.bin");
+    let data = content(2_000_000, 81);
+    std::fs::write(&local, &data).expect("local");
+    let served = tempfile::tempdir().expect("served");
+    let server = Server::start(served.path(), None).await;
+    let mut progress = Progress::default();
+    // Stop once half is acknowledged.
+    let (stop_tx, mut stop) = no_stop();
+    let outcome = server
+        .upload("/r.bin", &local)
+        .send(
+            &mut progress,
+            false,
+            |p| {
+                if p.acknowledged >= 700_000 {
+                    let _ = stop_tx.send(true);
+                }
+            },
+            &mut stop,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Stopped), "{outcome:?}");
+    let held = progress.acknowledged;
+    assert!((700_000..2_000_000).contains(&held), "{held}");
+    assert!(
+        !served.path().join("r.bin").exists(),
+        "not visible before the end"
+    );
+    server.shut_down().await;
+
+    // A new server process on the same folder knows the session: the upload goes on from there.
+    let server = Server::start(served.path(), None).await;
+    let mut offsets = Vec::new();
+    let (_stop, mut stop) = no_stop();
+    let outcome = server
+        .upload("/r.bin", &local)
+        .send(
+            &mut progress,
+            false,
+            |p| offsets.push(p.acknowledged),
+            &mut stop,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    assert!(
+        offsets.iter().all(|o| *o >= held),
+        "restarted from 0: {offsets:?}"
+    );
+    let uploaded = std::fs::read(served.path().join("r.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+
+    // The server loses a session (cancelled here, as an expiry would): the client starts over.
+    let mut progress = Progress::default();
+    let (stop_tx, mut stop) = no_stop();
+    let upload = server.upload("/lost.bin", &local);
+    let _ = upload
+        .send(
+            &mut progress,
+            false,
+            |p| {
+                if p.acknowledged >= 300_000 {
+                    let _ = stop_tx.send(true);
+                }
+            },
+            &mut stop,
+        )
+        .await;
+    let lost = progress.session.clone().expect("session");
+    upload.end_session(&lost, true).await.expect("cancel");
+    let mut offsets = Vec::new();
+    let (_stop, mut stop) = no_stop();
+    let outcome = upload
+        .send(
+            &mut progress,
+            false,
+            |p| offsets.push(p.acknowledged),
+            &mut stop,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    assert_eq!(
+        offsets.first(),
+        Some(&0),
+        "a new session starts at 0: {offsets:?}"
+    );
+    assert_ne!(progress.session, Some(lost));
+    let uploaded = std::fs::read(served.path().join("lost.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_classified() {
+    let dir = tempfile::tempdir().expect("dir");
+    let local = dir.path().join("local.bin");
+    std::fs::write(&local, content(10_000, 82)).expect("local");
+    let served = tempfile::tempdir().expect("served");
+    std::fs::write(served.path().join("taken.bin"), b"old").expect("existing");
+    let server = Server::start(served.path(), Some(5_000)).await;
+    let (_stop, mut stop) = no_stop();
+
+    // Exists and may not be overwritten: 409, transient by the HTTP table (§12 D4).
+    let outcome = server
+        .upload("/taken.bin", &local)
+        .send(&mut Progress::default(), false, |_| {}, &mut stop)
+        .await;
+    let Outcome::Failed(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failure.error.code, ErrorCode::Http(409));
+    assert_eq!(failure.class, ErrorClass::Transient);
+    assert_eq!(
+        std::fs::read(served.path().join("taken.bin")).expect("kept"),
+        b"old"
+    );
+
+    // Larger than the server takes: BG_E_TOO_LARGE, fatal.
+    let outcome = server
+        .upload("/big.bin", &local)
+        .send(&mut Progress::default(), false, |_| {}, &mut stop)
+        .await;
+    let Outcome::Failed(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failure.error.code, ErrorCode::TooLarge);
+    assert_eq!(failure.class, ErrorClass::Fatal);
+
+    // Nothing listens: a transient transport error.
+    let address = server.base.clone();
+    server.shut_down().await;
+    let upload = Upload {
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("client"),
+        url: format!("{address}/x.bin"),
+        local: local.clone(),
+        headers: Vec::new(),
+    };
+    let outcome = upload
+        .send(&mut Progress::default(), false, |_| {}, &mut stop)
+        .await;
+    let Outcome::Failed(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(failure.class, ErrorClass::Transient);
+}
