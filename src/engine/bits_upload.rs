@@ -39,8 +39,11 @@ pub struct Progress {
     pub session: Option<String>,
     /// Bytes the server acknowledged.
     pub acknowledged: u64,
-    /// The fragment size that worked last.
+    /// The fragment size to send next.
     pub fragment: u64,
+    /// The most a fragment may grow to: set by a 413 (half the size refused), so that growth
+    /// does not run into the server's limit again and again.
+    pub ceiling: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -254,7 +257,8 @@ impl Upload {
                         ));
                     };
                     if status != 416 && offset > progress.acknowledged {
-                        progress.fragment = (progress.fragment * 2).min(MAX_FRAGMENT);
+                        let cap = progress.ceiling.unwrap_or(MAX_FRAGMENT);
+                        progress.fragment = (progress.fragment * 2).min(cap).max(MIN_FRAGMENT);
                         restarts = 0;
                     }
                     progress.acknowledged = offset;
@@ -289,6 +293,7 @@ impl Upload {
                 }
                 413 if progress.fragment > MIN_FRAGMENT => {
                     progress.fragment = (progress.fragment / 2).max(MIN_FRAGMENT);
+                    progress.ceiling = Some(progress.fragment);
                 }
                 _ => {
                     let refusal = refused("Fragment", &self.url, status, answer.headers());

@@ -265,3 +265,130 @@ async fn refusals_are_classified() {
     };
     assert_eq!(failure.class, ErrorClass::Transient);
 }
+
+/// A BITS upload server that refuses fragments over `limit` with 413 and, once, forgets part of
+/// what it received (its offset is authoritative: the client must send that part again).
+#[derive(Default)]
+struct Picky {
+    data: Vec<u8>,
+    received: u64,
+    forgot: bool,
+    refused: u32,
+    gaps: u32,
+}
+
+async fn picky(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<std::sync::Mutex<Picky>>>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    const LIMIT: usize = 64 * 1024;
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let answer = |status: u16, extra: Vec<(&'static str, String)>| {
+        let mut response = axum::response::Response::new(axum::body::Body::empty());
+        *response.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
+        response
+            .headers_mut()
+            .insert("BITS-Packet-Type", "Ack".parse().expect("value"));
+        for (name, value) in extra {
+            response
+                .headers_mut()
+                .insert(name, value.parse().expect("value"));
+        }
+        response
+    };
+    let mut state = state.lock().expect("state");
+    match text("BITS-Packet-Type").to_ascii_lowercase().as_str() {
+        "create-session" => answer(
+            200,
+            vec![
+                ("BITS-Protocol", ferry::engine::bits_upload::PROTOCOL.into()),
+                ("BITS-Session-Id", "{PICKY}".into()),
+            ],
+        ),
+        "fragment" => {
+            if body.len() > LIMIT {
+                state.refused += 1;
+                return answer(413, Vec::new());
+            }
+            let range = text("Content-Range");
+            let (first, _) = range
+                .trim_start_matches("bytes ")
+                .split_once('-')
+                .expect("range");
+            let first: u64 = first.parse().expect("first");
+            if first > state.received {
+                state.gaps += 1;
+                let received = state.received.to_string();
+                return answer(416, vec![("BITS-Received-Content-Range", received)]);
+            }
+            let skip = (state.received - first) as usize;
+            let tail = &body[skip.min(body.len())..];
+            state.data.extend_from_slice(tail);
+            state.received += tail.len() as u64;
+            if !state.forgot && state.received >= 200_000 {
+                // Lose the last bytes, as a server whose disk write failed would.
+                state.forgot = true;
+                state.received = 100_000;
+                state.data.truncate(100_000);
+            }
+            let received = state.received.to_string();
+            answer(200, vec![("BITS-Received-Content-Range", received)])
+        }
+        _ => answer(200, Vec::new()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_shrink_on_413_and_follow_the_servers_offset() {
+    let dir = tempfile::tempdir().expect("dir");
+    let local = dir.path().join("local.bin");
+    let data = content(600_000, 83);
+    std::fs::write(&local, &data).expect("local");
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Picky::default()));
+    let app = axum::Router::new()
+        .fallback(picky)
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let upload = Upload {
+        client: reqwest::Client::new(),
+        url: format!("http://{address}/picky.bin"),
+        local,
+        headers: Vec::new(),
+    };
+    let mut progress = Progress::default();
+    let mut offsets = Vec::new();
+    let (_stop, mut stop) = no_stop();
+    let outcome = upload
+        .send(
+            &mut progress,
+            false,
+            |p| offsets.push(p.acknowledged),
+            &mut stop,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
+    let state = state.lock().expect("state");
+    assert_eq!(sha256(&state.data), sha256(&data), "offsets: {offsets:?}");
+    // 256 KiB and 128 KiB refused, then 64 KiB is the ceiling: no more 413s.
+    assert_eq!(state.refused, 2, "offsets: {offsets:?}");
+    assert_eq!(progress.ceiling, Some(64 * 1024));
+    assert!(
+        offsets.contains(&100_000),
+        "resent from the server's offset: {offsets:?}"
+    );
+    assert_eq!(state.gaps, 0, "the client never skipped ahead");
+    server.abort();
+}
