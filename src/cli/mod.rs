@@ -312,6 +312,9 @@ pub struct ServeArgs {
     /// Discard an upload session idle for this many seconds (default 14 days).
     #[arg(long, value_name = "SECONDS", default_value_t = 1_209_600)]
     pub session_timeout: u64,
+    /// Upload sessions one client address may have open at once (0: no limit); more get 503.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub sessions_per_client: usize,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

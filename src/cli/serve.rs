@@ -13,6 +13,7 @@ pub async fn run(args: ServeArgs) -> u8 {
         allow_overwrite: args.allow_overwrite,
         max_upload_size: args.max_upload_size,
         session_timeout: std::time::Duration::from_secs(args.session_timeout),
+        sessions_per_client: args.sessions_per_client,
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;

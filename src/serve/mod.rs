@@ -7,7 +7,7 @@ pub mod upload;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
@@ -33,10 +33,14 @@ pub struct ServeOptions {
     pub max_upload_size: Option<u64>,
     /// An upload session idle this long is discarded (BITSSessionTimeout, default 14 days).
     pub session_timeout: Duration,
+    /// Open upload sessions one client address may have (BITSNumberOfSessionsLimit, default
+    /// 50); 0: no limit.
+    pub sessions_per_client: usize,
 }
 
 impl ServeOptions {
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(1_209_600);
+    pub const DEFAULT_SESSIONS_PER_CLIENT: usize = 50;
 }
 
 pub(crate) struct Served {
@@ -46,6 +50,7 @@ pub(crate) struct Served {
     sessions: Option<upload::Sessions>,
     allow_overwrite: bool,
     max_upload_size: Option<u64>,
+    sessions_per_client: usize,
 }
 
 /// Binds, calls `ready` with the address (the port when 0 was asked), and serves until
@@ -90,6 +95,7 @@ pub async fn run(
         sessions,
         allow_overwrite: options.allow_overwrite,
         max_upload_size: options.max_upload_size,
+        sessions_per_client: options.sessions_per_client,
     });
     if served.sessions.is_some() {
         // Idle sessions are looked for every minute (or every timeout, if shorter).
@@ -110,14 +116,18 @@ pub async fn run(
     }
     ready(listener.local_addr()?);
     let app = Router::new().fallback(handle).with_state(served);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }
 
 async fn handle(
     State(served): State<Arc<Served>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -127,7 +137,7 @@ async fn handle(
         "GET" => download(&served, &uri, &headers, false).await,
         "HEAD" => download(&served, &uri, &headers, true).await,
         m if m.eq_ignore_ascii_case("BITS_POST") => {
-            upload::handle(&served, &uri, &headers, body).await
+            upload::handle(&served, peer.ip(), &uri, &headers, body).await
         }
         _ => {
             let mut response = plain(

@@ -11,6 +11,7 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ const E_ACCESSDENIED: u32 = 0x8007_0005;
 const BG_E_SESSION_NOT_FOUND: u32 = 0x8020_001F;
 const BG_E_TOO_LARGE: u32 = 0x8020_0020;
 const ERROR_DISK_FULL: u32 = 0x8007_0070;
+const ERROR_BUSY: u32 = 0x8007_00AA;
 
 /// What is saved of a session (`{id}.ron` beside its `{id}.part`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,6 +37,9 @@ struct Record {
     total: Option<u64>,
     /// The file is at its destination.
     committed: bool,
+    /// Who created the session (for the sessions-per-client limit).
+    #[serde(default)]
+    client: Option<IpAddr>,
 }
 
 struct Session {
@@ -50,6 +55,8 @@ struct Session {
 pub struct Sessions {
     dir: PathBuf,
     map: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    /// The client of each session, readable without locking the sessions.
+    clients: std::sync::Mutex<HashMap<String, IpAddr>>,
 }
 
 impl Sessions {
@@ -58,6 +65,7 @@ impl Sessions {
         let dir = root.join(SESSIONS_DIR);
         std::fs::create_dir_all(&dir)?;
         let mut map = HashMap::new();
+        let mut clients = HashMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.extension().is_none_or(|e| e != "ron") {
@@ -73,6 +81,9 @@ impl Sessions {
             let received = std::fs::metadata(&part).map(|m| m.len());
             match (record, received) {
                 (Some(record), Ok(received)) => {
+                    if let Some(client) = record.client {
+                        clients.insert(id.clone(), client);
+                    }
                     let received = received.min(record.total.unwrap_or(u64::MAX));
                     let session = Session {
                         id: id.clone(),
@@ -103,6 +114,7 @@ impl Sessions {
         Ok(Sessions {
             dir,
             map: std::sync::Mutex::new(map),
+            clients: std::sync::Mutex::new(clients),
         })
     }
 
@@ -131,6 +143,10 @@ impl Sessions {
     fn end(&self, session: &mut Session) {
         session.ended = true;
         self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&session.id);
+        self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&session.id);
@@ -165,6 +181,7 @@ impl Sessions {
 /// One `BITS_POST` request.
 pub(crate) async fn handle(
     served: &Served,
+    client: IpAddr,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
@@ -188,7 +205,7 @@ pub(crate) async fn handle(
     let packet = text(headers, "BITS-Packet-Type").to_ascii_lowercase();
     match packet.as_str() {
         "ping" => ack(StatusCode::OK, None, Vec::new()),
-        "create-session" => create(served, sessions, uri, headers),
+        "create-session" => create(served, sessions, client, uri, headers),
         "fragment" => fragment(served, sessions, headers, body).await,
         "close-session" => close(sessions, headers, false).await,
         "cancel-session" => close(sessions, headers, true).await,
@@ -240,7 +257,13 @@ fn error(status: StatusCode, code: u32, session: Option<&str>, why: &str) -> Res
     )
 }
 
-fn create(served: &Served, sessions: &Sessions, uri: &Uri, headers: &HeaderMap) -> Response {
+fn create(
+    served: &Served,
+    sessions: &Sessions,
+    client: IpAddr,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
     let offered = text(headers, "BITS-Supported-Protocols");
     if !offered
         .split([' ', ','])
@@ -273,6 +296,22 @@ fn create(served: &Served, sessions: &Sessions, uri: &Uri, headers: &HeaderMap) 
             "the file exists and may not be overwritten",
         );
     }
+    let open = sessions
+        .clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|c| **c == client)
+        .count();
+    if served.sessions_per_client > 0 && open >= served.sessions_per_client {
+        // Transient for the client: it tries again once older sessions closed or expired.
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ERROR_BUSY,
+            None,
+            "this client has as many upload sessions open as the server allows",
+        );
+    }
     let id = format!("{{{}}}", uuid::Uuid::new_v4().to_string().to_uppercase());
     let session = Session {
         id: id.clone(),
@@ -280,6 +319,7 @@ fn create(served: &Served, sessions: &Sessions, uri: &Uri, headers: &HeaderMap) 
             destination,
             total: None,
             committed: false,
+            client: Some(client),
         },
         received: 0,
         touched: Instant::now(),
@@ -294,6 +334,11 @@ fn create(served: &Served, sessions: &Sessions, uri: &Uri, headers: &HeaderMap) 
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(session)));
+    sessions
+        .clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), client);
     ack(
         StatusCode::OK,
         Some(&id),

@@ -712,6 +712,27 @@ async fn server_options_limit_uploads() {
     assert_eq!(header(&answer, "bits-error-code"), "0x80200020");
     drop(served);
 
+    // (A fresh folder: the sessions left open above are kept on disk and would count.)
+    let fresh = tempfile::tempdir().expect("dir");
+    let limited = Served::start_with(fresh.path(), &["--sessions-per-client", "2"]);
+    let url = limited.url("/limited.bin");
+    let first = create_session(&http, &url).await;
+    let _second = create_session(&http, &url).await;
+    let third = bits(
+        &http,
+        &url,
+        "Create-Session",
+        None,
+        &[("BITS-Supported-Protocols", PROTOCOL)],
+        b"",
+    )
+    .await;
+    assert_eq!(third.status(), 503);
+    let closed = bits(&http, &url, "Close-Session", Some(&first), &[], b"").await;
+    assert_eq!(closed.status(), 200);
+    let _again = create_session(&http, &url).await;
+    drop(limited);
+
     let read_only = Served::start_with(dir.path(), &["--read-only"]);
     let answer = bits(&http, &read_only.url("/x.bin"), "Ping", None, &[], b"").await;
     assert_eq!(answer.status(), 501);

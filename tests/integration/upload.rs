@@ -27,6 +27,7 @@ impl Server {
             allow_overwrite: false,
             max_upload_size,
             session_timeout: ServeOptions::DEFAULT_SESSION_TIMEOUT,
+            sessions_per_client: ServeOptions::DEFAULT_SESSIONS_PER_CLIENT,
         };
         let task = tokio::spawn(async move {
             let ready = move |a| {
