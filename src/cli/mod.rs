@@ -453,7 +453,12 @@ pub fn main() -> u8 {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let command = cli.command.unwrap_or(Command::Gui);
-    if !matches!(command, Command::Get(_) | Command::Daemon(_) | Command::Gui) {
+    // Not for the long-running ones: a server that writes to a socket its client closed must
+    // get EPIPE, not die (`ferry serve` under aria2's connection juggling).
+    if !matches!(
+        command,
+        Command::Get(_) | Command::Daemon(_) | Command::Gui | Command::Serve(_)
+    ) {
         // Like other Unix tools, end quietly when the reader of the output goes away
         // (`ferry list | head`). `get` and the service handle their own output.
         // SAFETY: restoring a default signal disposition has no preconditions.

@@ -787,3 +787,29 @@ async fn a_restarted_server_resumes_its_sessions_and_expires_idle_ones() {
     assert_eq!(left, 0, "the expired session's data is deleted");
     assert!(!dir.path().join("idle.bin").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_body_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("big.bin"), content(16_000_000, 77)).expect("file");
+    let served = Served::start(dir.path());
+    // As aria2 does: open several connections for the whole file, read a little of each and
+    // hang up. The server is still writing when the peers are gone (EPIPE; this killed the
+    // process while SIGPIPE had its default action).
+    let streams: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&served.address).expect("connect");
+            stream
+                .write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("send");
+            let mut some = [0u8; 4096];
+            stream.read_exact(&mut some).expect("the answer starts");
+            stream
+        })
+        .collect();
+    for stream in streams {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+    let (status, _) = served.raw("HEAD /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200, "the server still answers");
+}
