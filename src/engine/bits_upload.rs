@@ -91,8 +91,10 @@ fn refused(packet: &str, url: &str, status: u16, headers: &HeaderMap) -> Failure
         _ => ErrorContext::RemoteFile,
     };
     let (code_enum, class) = match code {
-        Some(0x8020_001F) => (ErrorCode::SessionNotFound, ErrorClass::Transient),
-        Some(0x8020_0020) => (ErrorCode::TooLarge, ErrorClass::Fatal),
+        Some(c) if c == ErrorCode::SessionNotFound.hresult() => {
+            (ErrorCode::SessionNotFound, ErrorClass::Transient)
+        }
+        Some(c) if c == ErrorCode::TooLarge.hresult() => (ErrorCode::TooLarge, ErrorClass::Fatal),
         _ => (ErrorCode::Http(status), classify_http_status(status)),
     };
     let server_code = code
@@ -110,18 +112,12 @@ fn refused(packet: &str, url: &str, status: u16, headers: &HeaderMap) -> Failure
 }
 
 fn transport(url: &str, error: &reqwest::Error) -> Failure {
-    let code = if error.is_timeout() {
-        ErrorCode::Timeout
-    } else if error.is_connect() {
-        ErrorCode::CannotConnect
-    } else {
-        ErrorCode::ConnectionError
-    };
+    let (code, class, chain) = super::transfer::classify_transport(error);
     failure(
-        ErrorContext::RemoteFile,
+        ErrorContext::GeneralTransport,
         code,
-        ErrorClass::Transient,
-        format!("{} ({url}: {error})", code.advice()),
+        class,
+        format!("{} ({url}: {chain})", code.advice()),
     )
 }
 

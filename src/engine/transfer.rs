@@ -408,25 +408,7 @@ impl Worker {
     }
 
     fn transport_failure(&self, error: &reqwest::Error) -> Failure {
-        let chain = error_chain(error);
-        let (code, class) = if error.is_redirect() {
-            (ErrorCode::RedirectFailed, ErrorClass::Fatal)
-        } else if error.is_timeout() {
-            (ErrorCode::Timeout, ErrorClass::Transient)
-        } else if chain.contains("dns error") || chain.contains("failed to lookup") {
-            (ErrorCode::NameNotResolved, ErrorClass::Transient)
-        } else if chain.contains("certificate")
-            || chain.contains("tls")
-            || chain.contains("handshake")
-        {
-            (ErrorCode::SecureFailure, ErrorClass::Fatal)
-        } else if error.is_connect() {
-            (ErrorCode::CannotConnect, ErrorClass::Transient)
-        } else if error.is_builder() && chain.contains("proxy") {
-            (ErrorCode::InvalidProxyInfo, ErrorClass::Fatal)
-        } else {
-            (ErrorCode::ConnectionError, ErrorClass::Transient)
-        };
+        let (code, class, chain) = classify_transport(error);
         self.failure_because(
             ErrorContext::GeneralTransport,
             code,
@@ -753,6 +735,29 @@ enum Fetch {
     Restart,
     Stopped(Stopped),
     Failed(Failure),
+}
+
+/// A failed request (no HTTP answer) as a BITS code and class, with the error's whole chain of
+/// causes for the description. Downloads and uploads share it.
+pub(crate) fn classify_transport(error: &reqwest::Error) -> (ErrorCode, ErrorClass, String) {
+    let chain = error_chain(error);
+    let (code, class) = if error.is_redirect() {
+        (ErrorCode::RedirectFailed, ErrorClass::Fatal)
+    } else if error.is_timeout() {
+        (ErrorCode::Timeout, ErrorClass::Transient)
+    } else if chain.contains("dns error") || chain.contains("failed to lookup") {
+        (ErrorCode::NameNotResolved, ErrorClass::Transient)
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
+    {
+        (ErrorCode::SecureFailure, ErrorClass::Fatal)
+    } else if error.is_connect() {
+        (ErrorCode::CannotConnect, ErrorClass::Transient)
+    } else if error.is_builder() && chain.contains("proxy") {
+        (ErrorCode::InvalidProxyInfo, ErrorClass::Fatal)
+    } else {
+        (ErrorCode::ConnectionError, ErrorClass::Transient)
+    };
+    (code, class, chain)
 }
 
 fn error_chain(error: &reqwest::Error) -> String {

@@ -5,6 +5,8 @@
 //! unless `--allow-overwrite`. Sessions are kept on disk, so a restarted server resumes them.
 
 use super::{Served, paths};
+use crate::engine::bits_upload::PROTOCOL;
+use crate::job::ErrorCode;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
@@ -17,16 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-/// The one upload protocol (MC-BUP).
-pub const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
 /// Session data inside the served folder (same file system, so the final rename is atomic).
 pub const SESSIONS_DIR: &str = ".ferry-uploads";
 
-const E_INVALIDARG: u32 = 0x8007_0057;
-const E_ACCESSDENIED: u32 = 0x8007_0005;
-const BG_E_SESSION_NOT_FOUND: u32 = 0x8020_001F;
-const BG_E_TOO_LARGE: u32 = 0x8020_0020;
-const ERROR_DISK_FULL: u32 = 0x8007_0070;
+const E_INVALIDARG: ErrorCode = ErrorCode::InvalidArg;
+const E_ACCESSDENIED: ErrorCode = ErrorCode::AccessDenied;
+/// HRESULT_FROM_WIN32(ERROR_BUSY): not a BITS code, so not an `ErrorCode`.
 const ERROR_BUSY: u32 = 0x8007_00AA;
 
 /// What is saved of a session (`{id}.ron` beside its `{id}.part`).
@@ -78,27 +76,20 @@ impl Sessions {
                 .ok()
                 .and_then(|text| ron::from_str(&text).ok());
             let part = dir.join(format!("{id}.part"));
-            let received = std::fs::metadata(&part).map(|m| m.len());
-            match (record, received) {
-                (Some(record), Ok(received)) => {
+            // What the part file holds; a committed session's part is its destination now.
+            let held = std::fs::metadata(&part).map(|m| m.len()).ok();
+            match record {
+                Some(record) if held.is_some() || record.committed => {
+                    let total = record.total.unwrap_or(0);
+                    let received =
+                        held.map_or(total, |held| held.min(record.total.unwrap_or(held)));
                     if let Some(client) = record.client {
                         clients.insert(id.clone(), client);
                     }
-                    let received = received.min(record.total.unwrap_or(u64::MAX));
                     let session = Session {
                         id: id.clone(),
                         record,
                         received,
-                        touched: Instant::now(),
-                        ended: false,
-                    };
-                    map.insert(id, Arc::new(tokio::sync::Mutex::new(session)));
-                }
-                (Some(record), Err(_)) if record.committed => {
-                    let session = Session {
-                        id: id.clone(),
-                        received: record.total.unwrap_or(0),
-                        record,
                         touched: Instant::now(),
                         ended: false,
                     };
@@ -118,12 +109,21 @@ impl Sessions {
         })
     }
 
-    fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
-        self.map
+    /// The live session of a request's `BITS-Session-Id`, locked (one request at a time per
+    /// session), or the SESSION_NOT_FOUND answer.
+    async fn live(&self, id: &str) -> Result<tokio::sync::OwnedMutexGuard<Session>, Response> {
+        let session = self
+            .map
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
+            .ok_or_else(session_not_found)?;
+        let session = session.lock_owned().await;
+        if session.ended {
+            return Err(session_not_found());
+        }
+        Ok(session)
     }
 
     fn part(&self, id: &str) -> PathBuf {
@@ -244,14 +244,31 @@ fn ack(status: StatusCode, session: Option<&str>, extra: Vec<(&'static str, Stri
     response
 }
 
+/// A BITS code, or a Windows HRESULT BITS has no name for.
+trait Hresult {
+    fn hresult(self) -> u32;
+}
+
+impl Hresult for ErrorCode {
+    fn hresult(self) -> u32 {
+        ErrorCode::hresult(self)
+    }
+}
+
+impl Hresult for u32 {
+    fn hresult(self) -> u32 {
+        self
+    }
+}
+
 /// An Ack carrying an error (§8.1): the HRESULT and the server context.
-fn error(status: StatusCode, code: u32, session: Option<&str>, why: &str) -> Response {
+fn error(status: StatusCode, code: impl Hresult, session: Option<&str>, why: &str) -> Response {
     tracing::debug!("BITS_POST refused ({status}): {why}");
     ack(
         status,
         session,
         vec![
-            ("BITS-Error-Code", format!("0x{code:08X}")),
+            ("BITS-Error-Code", format!("0x{:08X}", code.hresult())),
             ("BITS-Error-Context", "0x5".to_string()),
         ],
     )
@@ -372,18 +389,15 @@ fn destination(served: &Served, uri: &Uri) -> Result<PathBuf, Box<Response>> {
 fn session_not_found() -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
-        BG_E_SESSION_NOT_FOUND,
+        ErrorCode::SessionNotFound,
         None,
         "no such session",
     )
 }
 
+/// A local file error, with the code the engine gives the same error (disk full → 0x80070070).
 fn local_error(e: &std::io::Error, session: Option<&str>) -> Response {
-    let code = if e.raw_os_error() == Some(libc::ENOSPC) {
-        ERROR_DISK_FULL
-    } else {
-        0x8007_0000 | (e.raw_os_error().unwrap_or(0x1F) as u32 & 0xFFFF)
-    };
+    let (code, _) = crate::engine::files::classify_io(e);
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         code,
@@ -438,13 +452,10 @@ async fn fragment_into(
     body: &mut Option<Body>,
 ) -> Response {
     let id = text(headers, "BITS-Session-Id").to_string();
-    let Some(session) = sessions.get(&id) else {
-        return session_not_found();
+    let mut session = match sessions.live(&id).await {
+        Ok(session) => session,
+        Err(response) => return response,
     };
-    let mut session = session.lock().await;
-    if session.ended {
-        return session_not_found();
-    }
     session.touched = Instant::now();
     let id = Some(id.as_str());
     let Some((first, last, total)) = content_range(text(headers, "Content-Range")) else {
@@ -475,7 +486,7 @@ async fn fragment_into(
     if served.max_upload_size.is_some_and(|max| total > max) {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            BG_E_TOO_LARGE,
+            ErrorCode::TooLarge,
             id,
             "the upload is larger than this server accepts",
         );
@@ -602,13 +613,10 @@ async fn write_tail(
 /// partial upload; after it the file stays either way.
 async fn close(sessions: &Sessions, headers: &HeaderMap, cancel: bool) -> Response {
     let id = text(headers, "BITS-Session-Id").to_string();
-    let Some(session) = sessions.get(&id) else {
-        return session_not_found();
+    let mut session = match sessions.live(&id).await {
+        Ok(session) => session,
+        Err(response) => return response,
     };
-    let mut session = session.lock().await;
-    if session.ended {
-        return session_not_found();
-    }
     tracing::debug!(
         "upload session {id} {} ({} of {:?} bytes, committed: {})",
         if cancel { "cancelled" } else { "closed" },
