@@ -315,6 +315,10 @@ pub struct ServeArgs {
     /// Upload sessions one client address may have open at once (0: no limit); more get 503.
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub sessions_per_client: usize,
+    /// Largest fragment accepted in one request (default: any); larger ones get 413, and BITS
+    /// clients send smaller ones.
+    #[arg(long, value_name = "BYTES")]
+    pub max_fragment_size: Option<u64>,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

@@ -14,6 +14,7 @@ pub async fn run(args: ServeArgs) -> u8 {
         max_upload_size: args.max_upload_size,
         session_timeout: std::time::Duration::from_secs(args.session_timeout),
         sessions_per_client: args.sessions_per_client,
+        max_fragment_size: args.max_fragment_size,
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -4,7 +4,10 @@
 //! when the server lost the old one, and Close-/Cancel-Session re-sent on 5xx for a bounded
 //! time. The engine's upload worker drives it; it never touches the job.
 
-use crate::job::{ErrorClass, ErrorCode, ErrorContext, Failure, JobError, classify_http_status};
+use crate::job::{
+    AuthScheme, Credentials, ErrorClass, ErrorCode, ErrorContext, Failure, JobError, Validators,
+    classify_http_status,
+};
 use reqwest::header::HeaderMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +34,9 @@ pub struct Upload {
     pub local: PathBuf,
     /// Extra request headers (the job's custom headers).
     pub headers: Vec<(String, String)>,
+    /// The job's server credentials: Basic is sent with every packet (Digest is for downloads
+    /// only).
+    pub credentials: Credentials,
 }
 
 /// What survives between runs of an upload (the engine keeps it with the job).
@@ -44,6 +50,20 @@ pub struct Progress {
     /// The most a fragment may grow to: set by a 413 (half the size refused), so that growth
     /// does not run into the server's limit again and again.
     pub ceiling: Option<u64>,
+    /// The local file's size and modification time when the upload began: if they change, the
+    /// upload fails with BG_E_LOCAL_FILE_CHANGED instead of sending a mix of two versions.
+    pub source: Option<Validators>,
+}
+
+/// What identifies a version of the local file: its size and modification time (nanoseconds).
+pub fn local_stamp(meta: &std::fs::Metadata) -> Validators {
+    use std::os::unix::fs::MetadataExt;
+    let nanos = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    Validators {
+        size: Some(meta.len()),
+        last_modified: Some(nanos.to_string()),
+        etag: None,
+    }
 }
 
 #[derive(Debug)]
@@ -138,6 +158,9 @@ impl Upload {
         if let Some(session) = session {
             request = request.header("BITS-Session-Id", session);
         }
+        if let Some((AuthScheme::Basic, user, password)) = &self.credentials.server {
+            request = request.basic_auth(user, Some(password));
+        }
         for (name, value) in &self.headers {
             request = request.header(name.as_str(), value.as_str());
         }
@@ -172,14 +195,33 @@ impl Upload {
                 format!("{} ({}: {e})", code.advice(), self.local.display()),
             ))
         };
+        let changed = |now: &Validators| {
+            Outcome::Failed(failure(
+                ErrorContext::LocalFile,
+                ErrorCode::LocalFileChanged,
+                ErrorClass::Fatal,
+                format!(
+                    "{} changed while it was being uploaded (now {} bytes): cancel this job and \
+                     upload the file again with a new one",
+                    self.local.display(),
+                    now.size.unwrap_or_default()
+                ),
+            ))
+        };
         let mut file = match tokio::fs::File::open(&self.local).await {
             Ok(file) => file,
             Err(e) => return local_failure(e),
         };
-        let size = match file.metadata().await {
-            Ok(meta) => meta.len(),
+        let stamp = match file.metadata().await {
+            Ok(meta) => local_stamp(&meta),
             Err(e) => return local_failure(e),
         };
+        match &progress.source {
+            Some(source) if *source != stamp => return changed(&stamp),
+            Some(_) => {}
+            None => progress.source = Some(stamp.clone()),
+        }
+        let size = stamp.size.unwrap_or_default();
         if size == 0 {
             return Outcome::Failed(failure(
                 ErrorContext::LocalFile,
@@ -210,7 +252,9 @@ impl Upload {
                     Err(failure) => return Outcome::Failed(failure),
                 }
             };
-            let first = progress.acknowledged.min(size);
+            // All acknowledged but the answer lost (a stop or a crash just then): the last byte
+            // again gets the final answer, with its reply URL.
+            let first = progress.acknowledged.min(size - 1);
             let length = progress.fragment.min(size - first);
             let mut body = vec![0; length as usize];
             let read = async {
@@ -219,6 +263,11 @@ impl Upload {
             };
             if let Err(e) = read.await {
                 return local_failure(e);
+            }
+            match tokio::fs::metadata(&self.local).await {
+                Ok(meta) if local_stamp(&meta) != stamp => return changed(&local_stamp(&meta)),
+                Ok(_) => {}
+                Err(e) => return local_failure(e),
             }
             let last = first + length - 1;
             let range = format!("bytes {first}-{last}/{size}");

@@ -178,7 +178,9 @@ pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
     let mut report = CommitReport::default();
     let mut dirs = BTreeSet::new();
     for &index in &plan.commit {
-        let file = &job.files[index];
+        let Some(file) = job.file(index) else {
+            continue;
+        };
         let moved_before = plan.interrupted.contains(&index)
             && !file.temp_path.exists()
             && file.local_path.exists();
@@ -203,7 +205,8 @@ pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
                         file.local_path.display()
                     )
                 };
-                let error = JobError::new(ErrorContext::LocalFile, code, Some(index))
+                let number = Some(index).filter(|&i| i != crate::job::REPLY_FILE);
+                let error = JobError::new(ErrorContext::LocalFile, code, number)
                     .with_description(description);
                 report.failed.push((index, error));
             }
@@ -221,6 +224,28 @@ pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
         }
     }
     (report, undeletable)
+}
+
+/// A reply file name beside the upload's local file that does not exist yet:
+/// `<name>.reply`, else `<name>.reply-2`, `-3`, … (spec §1: generated in the same folder).
+pub(crate) fn free_reply_name(local: &Path) -> PathBuf {
+    let base = local.as_os_str().to_os_string();
+    (1..1000)
+        .map(|n| {
+            let mut name = base.clone();
+            name.push(if n == 1 {
+                ".reply".to_string()
+            } else {
+                format!(".reply-{n}")
+            });
+            PathBuf::from(name)
+        })
+        .find(|candidate| !candidate.exists())
+        .unwrap_or_else(|| {
+            let mut name = base.clone();
+            name.push(".reply");
+            PathBuf::from(name)
+        })
 }
 
 /// Deletes temp files; a missing file is fine. Returns false if some could not be deleted.

@@ -8,6 +8,7 @@ pub(crate) mod files;
 mod network;
 mod scheduler;
 mod transfer;
+mod upload;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -16,7 +17,7 @@ use crate::config::Config;
 use crate::job::{
     self, BitsError, Effect, ErrorClass, ErrorCode, ErrorContext, Event, Failure, Job, JobError,
     JobId, JobState, JobType, NewFile, Notification, NotifyFlags, Priority, PropertyChange,
-    ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy, Timestamp, later,
+    ProxySettings, ProxyUsage, REPLY_FILE, RedirectMode, RedirectPolicy, Timestamp, later,
 };
 use crate::platform::User;
 use crate::store::{Quarantined, Store, StoreError};
@@ -100,6 +101,14 @@ pub enum EngineEvent {
     ProgressSaved {
         job: JobId,
         checkpointed: u64,
+    },
+    /// The server answered Close-Session (`cancel` false) or Cancel-Session for an upload job,
+    /// or gave up on it (`acknowledged` false, after re-sending on 5xx for a minute).
+    UploadSessionEnded {
+        job: JobId,
+        session: String,
+        cancel: bool,
+        acknowledged: bool,
     },
 }
 
@@ -576,14 +585,7 @@ impl Actor {
                 result.map(|_| Reply::Done)
             }
             Op::Resume(job) => {
-                if self.job(job)?.job_type.is_upload() {
-                    // The upload protocol is not there yet: a resumed upload job must not fall
-                    // into the download path, which would fetch the URL instead of sending.
-                    return Err(BitsError::new(
-                        ErrorCode::NotImpl,
-                        "upload jobs cannot run yet (the BITS upload protocol is not implemented); the job stays SUSPENDED",
-                    ));
-                }
+                self.name_reply_file(job).await?;
                 self.apply(job, Event::Resume, Persist::Now)
                     .await
                     .map(|_| Reply::Done)
@@ -730,6 +732,8 @@ impl Actor {
                 | Event::Progress { .. }
                 | Event::FileTransferred { .. }
                 | Event::Failed(_)
+                | Event::UploadSession(_)
+                | Event::ReplyLocated { .. }
         );
         if !from_worker && self.workers.contains_key(&id) {
             // If the event stops the transfer, stop the worker first so that its last bytes
@@ -762,6 +766,11 @@ impl Actor {
                 Effect::DeleteTempFiles(paths) => clean &= files::delete_temp_files(&paths),
                 Effect::Commit(_) => {} // carried out by `complete`
                 Effect::Notify(notification) => self.notify(id, notification),
+                Effect::EndSession {
+                    url,
+                    session,
+                    cancel,
+                } => self.end_session(id, url, session, cancel),
             }
         }
         let Some(job) = self.jobs.get(&id) else {
@@ -963,6 +972,14 @@ impl Actor {
                 self.workers.remove(&id);
                 self.apply(id, Event::Failed(failure), Persist::Now).await
             }
+            Report::Session(session) => {
+                self.apply(id, Event::UploadSession(session), Persist::Now)
+                    .await
+            }
+            Report::ReplyLocated { url } => {
+                self.apply(id, Event::ReplyLocated { url }, Persist::Now)
+                    .await
+            }
         };
         if let Err(e) = result {
             tracing::warn!(job = %id, "worker report not applied: {e}");
@@ -972,6 +989,18 @@ impl Actor {
     /// Starts the next file of a job that is still transferring.
     async fn continue_job(&mut self, id: JobId) {
         let running = self.jobs.get(&id).is_some_and(|j| j.state.is_running());
+        if running && let Some(result) = self.write_empty_reply(id) {
+            let events = match result {
+                Ok(()) => file_done(REPLY_FILE, 0).to_vec(),
+                Err(failure) => vec![Event::Failed(failure)],
+            };
+            for event in events {
+                if let Err(e) = self.apply(id, event, Persist::Now).await {
+                    tracing::warn!(job = %id, "empty reply not recorded: {e}");
+                }
+            }
+            return;
+        }
         if running
             && !self.workers.contains_key(&id)
             && let Err(failure) = self.spawn_worker(id)
@@ -993,17 +1022,30 @@ impl Actor {
                 return;
             }
         };
+        // The upload session and reply first: files done below may depend on them.
+        let mut events = Vec::new();
+        if let Some(upload) = outcome.upload
+            && let Some(job) = self.jobs.get(&id)
+        {
+            if job.upload_session != upload.session {
+                events.push(Event::UploadSession(upload.session));
+            }
+            if let Some(url) = upload.reply {
+                events.push(Event::ReplyLocated { url });
+            }
+        }
         // Files whose Done report was not applied yet count now, with their size.
-        let mut events: Vec<Event> = outcome
-            .done
-            .into_iter()
-            .filter(|&(file, _)| {
-                self.jobs
-                    .get(&id)
-                    .is_some_and(|j| j.files.get(file).is_some_and(|f| !f.transferred))
-            })
-            .flat_map(|(file, transferred)| file_done(file, transferred))
-            .collect();
+        events.extend(
+            outcome
+                .done
+                .into_iter()
+                .filter(|&(file, _)| {
+                    self.jobs
+                        .get(&id)
+                        .is_some_and(|j| j.files.get(file).is_some_and(|f| !f.transferred))
+                })
+                .flat_map(|(file, transferred)| file_done(file, transferred)),
+        );
         match outcome.end {
             End::AllDone => {}
             End::Stopped(file, stopped) => events.push(Event::Progress {
@@ -1039,6 +1081,9 @@ impl Actor {
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
+        if job.job_type.is_upload() {
+            return self.spawn_upload_worker(id);
+        }
         if job.next_file().is_none() {
             return Ok(());
         }
@@ -1091,6 +1136,201 @@ impl Actor {
             },
         );
         Ok(())
+    }
+
+    fn job_client(&mut self, id: JobId) -> Result<reqwest::Client, Failure> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Err(Failure {
+                error: JobError::new(ErrorContext::GeneralQueueManager, ErrorCode::NotFound, None),
+                class: ErrorClass::Fatal,
+                retry_after: None,
+            });
+        };
+        let key = ClientKey {
+            redirect: job.redirect_policy,
+            proxy: job.proxy.clone(),
+        };
+        self.client(key)
+    }
+
+    /// The protocol side of an upload job's file, as its settings say.
+    fn upload_for(&mut self, id: JobId, url: String) -> Result<bits_upload::Upload, Failure> {
+        let client = self.job_client(id)?;
+        let job = self.job(id).map_err(|e| Failure {
+            error: JobError::new(ErrorContext::GeneralQueueManager, e.code, None),
+            class: ErrorClass::Fatal,
+            retry_after: None,
+        })?;
+        Ok(bits_upload::Upload {
+            client,
+            url,
+            local: job
+                .files
+                .first()
+                .map(|f| f.local_path.clone())
+                .unwrap_or_default(),
+            headers: job.custom_headers.clone(),
+            credentials: job.credentials.clone(),
+        })
+    }
+
+    /// An upload job runs in two phases: the upload (until the server acknowledged every byte,
+    /// and for upload-reply named the reply), then for upload-reply the reply download, by a
+    /// download worker with the reply as file [`REPLY_FILE`].
+    fn spawn_upload_worker(&mut self, id: JobId) -> Result<(), Failure> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        let Some(file) = job.files.first() else {
+            return Ok(());
+        };
+        let reply = job.job_type == JobType::UploadReply;
+        let needs_upload = !file.transferred || (reply && job.reply.download.is_none());
+        let reply_download = job
+            .reply
+            .download
+            .as_ref()
+            .filter(|r| !r.transferred && !r.remote_url.is_empty())
+            .map(|r| transfer::FileWork {
+                index: REPLY_FILE,
+                url: r.remote_url.clone(),
+                temp_path: r.temp_path.clone(),
+                ranges: None,
+                start_offset: r.bytes_checkpointed,
+                validators: r.validators.clone(),
+            });
+        let progress = bits_upload::Progress {
+            session: job.upload_session.clone(),
+            acknowledged: file.bytes_transferred,
+            source: file.validators.clone(),
+            ..Default::default()
+        };
+        let url = file.remote_url.clone();
+        let (headers, credentials) = (job.custom_headers.clone(), job.credentials.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let (task, last_file) = if needs_upload {
+            let upload = self.upload_for(id, url)?;
+            self.next_run += 1;
+            let task = upload::UploadTask {
+                job: id,
+                run: self.next_run,
+                reply,
+                upload,
+                progress,
+            };
+            let task = tokio::spawn(upload::run(task, self.reports_tx.clone(), stop_rx));
+            (task, 0)
+        } else if let Some(work) = reply_download {
+            let client = self.job_client(id)?;
+            self.next_run += 1;
+            let task = transfer::JobTask {
+                job: id,
+                run: self.next_run,
+                dynamic: false,
+                headers,
+                credentials,
+                redirect: RedirectPolicy::default(),
+                client,
+                files: vec![work],
+            };
+            let task = tokio::spawn(transfer::run(task, self.reports_tx.clone(), stop_rx));
+            (task, REPLY_FILE)
+        } else {
+            return Ok(());
+        };
+        self.workers.insert(
+            id,
+            RunningWorker {
+                run: self.next_run,
+                last_file,
+                stop,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Upload-reply whose server sent no reply: the reply file is empty (spec §1). `None` when
+    /// the job is not at that point.
+    fn write_empty_reply(&self, id: JobId) -> Option<Result<(), Failure>> {
+        let job = self.jobs.get(&id)?;
+        let reply = job.reply.download.as_ref()?;
+        if job.files.first().is_none_or(|f| !f.transferred)
+            || reply.transferred
+            || !reply.remote_url.is_empty()
+        {
+            return None;
+        }
+        let written = std::fs::File::create(&reply.temp_path).and_then(|f| f.sync_all());
+        Some(written.map_err(|e| {
+            let (code, class) = files::classify_io(&e);
+            Failure {
+                error: JobError::new(ErrorContext::LocalFile, code, None).with_description(
+                    format!(
+                        "cannot create the reply file {}: {e}",
+                        reply.temp_path.display()
+                    ),
+                ),
+                class,
+                retry_after: None,
+            }
+        }))
+    }
+
+    /// Sends Close-/Cancel-Session in the background (re-sent on 5xx for a bounded time): the
+    /// job does not wait for it, and a server that never answers only keeps a stale session
+    /// until its own timeout.
+    fn end_session(&mut self, id: JobId, url: String, session: String, cancel: bool) {
+        let upload = match self.upload_for(id, url) {
+            Ok(upload) => upload,
+            Err(failure) => {
+                tracing::warn!(job = %id, "cannot end upload session {session}: {}", failure.error.description);
+                return;
+            }
+        };
+        let packet = if cancel {
+            "Cancel-Session"
+        } else {
+            "Close-Session"
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let result = upload.end_session(&session, cancel).await;
+            match &result {
+                Ok(()) => tracing::debug!(job = %id, "{packet} {session} acknowledged"),
+                Err(failure) => tracing::warn!(
+                    job = %id,
+                    "{packet} {session} failed: {}",
+                    failure.error.description
+                ),
+            }
+            let _ = events.send(EngineEvent::UploadSessionEnded {
+                job: id,
+                session,
+                cancel,
+                acknowledged: result.is_ok(),
+            });
+        });
+    }
+
+    /// Upload-reply: picks a free reply file name beside the local file before the first Resume
+    /// when none was set (spec §1), so that Complete does not run into an existing file.
+    async fn name_reply_file(&mut self, id: JobId) -> Result<(), BitsError> {
+        let job = self.job(id)?;
+        if job.job_type != JobType::UploadReply || job.reply.file_name.is_some() {
+            return Ok(());
+        }
+        let Some(local) = job.files.first().map(|f| f.local_path.clone()) else {
+            return Ok(()); // Resume answers BG_E_EMPTY
+        };
+        let name = files::free_reply_name(&local);
+        self.apply(
+            id,
+            Event::Set(PropertyChange::ReplyFileName(name)),
+            Persist::Now,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn complete(&mut self, id: JobId) -> Result<CompleteOutcome, BitsError> {

@@ -76,6 +76,12 @@ pub(crate) enum Report {
         transferred: u64,
     },
     Failed(Failure),
+    /// Uploads: the server session now in use (`None`: the server lost it).
+    Session(Option<String>),
+    /// Upload-reply: the reply URL from the last acknowledgement (`None`: no reply).
+    ReplyLocated {
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug)]
@@ -93,15 +99,15 @@ pub(crate) struct Stopped {
     pub checkpointed: u64,
 }
 
-struct Reporter {
-    task_job: JobId,
-    run: u64,
-    file: usize,
-    out: mpsc::UnboundedSender<WorkerMessage>,
+pub(crate) struct Reporter {
+    pub task_job: JobId,
+    pub run: u64,
+    pub file: usize,
+    pub out: mpsc::UnboundedSender<WorkerMessage>,
 }
 
 impl Reporter {
-    fn send(&self, report: Report) {
+    pub fn send(&self, report: Report) {
         let _ = self.out.send(WorkerMessage {
             job: self.task_job,
             run: self.run,
@@ -125,6 +131,16 @@ pub(crate) struct Final {
     /// Files this worker transferred completely, with their size.
     pub done: Vec<(usize, u64)>,
     pub end: End,
+    /// Upload workers: where the server session stands, applied before `done`.
+    pub upload: Option<UploadEnd>,
+}
+
+/// The protocol state an upload worker leaves behind.
+#[derive(Debug, Default)]
+pub(crate) struct UploadEnd {
+    pub session: Option<String>,
+    /// Upload-reply: the reply URL, when the last fragment was acknowledged.
+    pub reply: Option<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -178,6 +194,7 @@ pub(crate) async fn run(
                 return Final {
                     done,
                     end: End::Stopped(file, stopped),
+                    upload: None,
                 };
             }
             Outcome::Failed(failure) => {
@@ -185,6 +202,7 @@ pub(crate) async fn run(
                 return Final {
                     done,
                     end: End::Failed(failure),
+                    upload: None,
                 };
             }
         }
@@ -192,6 +210,7 @@ pub(crate) async fn run(
     Final {
         done,
         end: End::AllDone,
+        upload: None,
     }
 }
 

@@ -186,7 +186,8 @@ fn job_of(event: &EngineEvent) -> Option<JobId> {
         | EngineEvent::InactivityWarning { job, .. }
         | EngineEvent::InactivityCancelled { job }
         | EngineEvent::NotifyCommandFailed { job, .. }
-        | EngineEvent::ProgressSaved { job, .. } => Some(*job),
+        | EngineEvent::ProgressSaved { job, .. }
+        | EngineEvent::UploadSessionEnded { job, .. } => Some(*job),
         EngineEvent::QuotaExceeded { .. } => None,
     }
 }

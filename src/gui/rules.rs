@@ -74,11 +74,6 @@ pub fn resume(jobs: &[&Job]) -> Availability {
             job::check_cancel(job)
         } else if job.files.is_empty() {
             Err(BitsError::from_code(job::ErrorCode::Empty))
-        } else if job.job_type.is_upload() {
-            Err(BitsError::new(
-                job::ErrorCode::NotImpl,
-                "upload jobs cannot run yet: Ferry's upload protocol is not implemented",
-            ))
         } else {
             Ok(())
         }
@@ -205,8 +200,11 @@ mod tests {
                     .into()
             )
         );
+        assert_eq!(resume(&[&upload]), Availability::Enabled);
+        let mut empty = upload.clone();
+        empty.files.clear();
         assert!(
-            matches!(resume(&[&upload]), Availability::Disabled(why) if why.contains("E_NOTIMPL"))
+            matches!(resume(&[&empty]), Availability::Disabled(why) if why.contains("BG_E_EMPTY"))
         );
         let done = job("old", JobState::Acknowledged, 10, 10, 0);
         assert!(

@@ -305,6 +305,38 @@ pub struct Job {
     /// Complete cut by a crash can tell a file it already moved from a lost one.
     #[serde(default)]
     pub committing: Vec<usize>,
+    /// Upload and upload-reply jobs: the server's upload session (BITS-Session-Id), kept so that
+    /// a later run, even after a restart, goes on where the server stands (spec §8.4). `None`
+    /// before Create-Session and after Close-Session.
+    #[serde(default)]
+    pub upload_session: Option<String>,
+    /// Upload-reply jobs: the reply (spec §1). Unused by other types.
+    #[serde(default)]
+    pub reply: Reply,
+}
+
+/// The index that names the reply of an upload-reply job in events about files (progress,
+/// transferred, commit): the reply is downloaded like a file, but it is not one of `files`.
+pub const REPLY_FILE: usize = usize::MAX;
+
+/// The reply of an upload-reply job (spec §1): the server application's answer, downloaded once
+/// the upload is done, kept apart from the upload's progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Where Complete puts the reply (SetReplyFileName). Generated next to the local file at
+    /// the first Resume when unset; fixed once the reply download begins.
+    pub file_name: Option<PathBuf>,
+    /// The reply download, from the reply URL the server sent with its last acknowledgement;
+    /// `None` until then. An empty `remote_url` means the server sent no reply: the reply file
+    /// is empty.
+    pub download: Option<JobFile>,
+}
+
+/// BG_JOB_REPLY_PROGRESS: the total is unknown until the reply download starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyProgress {
+    pub bytes_total: Size,
+    pub bytes_transferred: u64,
 }
 
 /// Defaults for new jobs, from the config file (BITS defaults when absent).
@@ -377,6 +409,8 @@ impl Job {
             resumed_once: false,
             inactivity_warned: false,
             committing: Vec::new(),
+            upload_session: None,
+            reply: Reply::default(),
         })
     }
 
@@ -407,8 +441,35 @@ impl Job {
         self.files.iter().position(|f| !f.transferred)
     }
 
+    /// Every file is transferred, and for upload-reply the reply too (spec T8).
     pub fn all_files_transferred(&self) -> bool {
-        !self.files.is_empty() && self.files.iter().all(|f| f.transferred)
+        !self.files.is_empty()
+            && self.files.iter().all(|f| f.transferred)
+            && (self.job_type != JobType::UploadReply
+                || self.reply.download.as_ref().is_some_and(|r| r.transferred))
+    }
+
+    /// File `index` of the job, or the reply for [`REPLY_FILE`].
+    pub fn file(&self, index: usize) -> Option<&JobFile> {
+        if index == REPLY_FILE {
+            self.reply.download.as_ref()
+        } else {
+            self.files.get(index)
+        }
+    }
+
+    /// GetReplyProgress (upload-reply jobs only).
+    pub fn reply_progress(&self) -> Option<ReplyProgress> {
+        (self.job_type == JobType::UploadReply).then_some(match &self.reply.download {
+            Some(reply) => ReplyProgress {
+                bytes_total: reply.bytes_total,
+                bytes_transferred: reply.bytes_transferred,
+            },
+            None => ReplyProgress {
+                bytes_total: None,
+                bytes_transferred: 0,
+            },
+        })
     }
 
     /// When the inactivity timeout cancels this job, unless something happens first.

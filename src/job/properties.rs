@@ -246,6 +246,9 @@ pub enum PropertyChange {
         file: usize,
         url: String,
     },
+    /// SetReplyFileName (upload-reply only): where Complete puts the reply; only until the
+    /// reply download begins.
+    ReplyFileName(std::path::PathBuf),
     /// "Keep" from the GUI: no change but counts as activity for the inactivity timeout.
     Touch,
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use chrono::TimeZone;
+use std::path::PathBuf;
 use std::time::Duration;
 
 fn t0() -> Timestamp {
@@ -101,8 +102,14 @@ fn job_in(state: JobState, job_type: JobType) -> Job {
         ],
         Cancelled => &[Event::Cancel],
     };
+    let mut path = path.to_vec();
+    if job_type == JobType::UploadReply && matches!(state, Transferred | Acknowledged) {
+        // The reply comes after the upload: no reply here, so an empty one.
+        path.insert(path.len() - 1, Event::ReplyLocated { url: None });
+        path.push(Event::FileTransferred { file: REPLY_FILE });
+    }
     for event in path {
-        ok(&mut job, event.clone());
+        ok(&mut job, event);
     }
     if state == Acknowledged {
         ok(&mut job, Event::Complete);
@@ -130,6 +137,7 @@ fn every_state_event_pair() {
     use Expect::{Err as E, Same as S, To};
     use JobState::*;
     let inv = E(ErrorCode::InvalidState);
+    let nimpl = E(ErrorCode::NotImpl);
     // Columns: QUEUED, CONNECTING, TRANSFERRING, SUSPENDED, ERROR, TRANSIENT_ERROR, TRANSFERRED,
     //          ACKNOWLEDGED, CANCELLED (the order of JobState::ALL).
     let table: Vec<(&str, Event, [Expect; 9])> = vec![
@@ -289,6 +297,16 @@ fn every_state_event_pair() {
             Event::Recovered,
             [S, To(Queued), To(Queued), S, S, S, S, inv, inv],
         ),
+        (
+            "UploadSession",
+            Event::UploadSession(Some("{s}".into())),
+            [S, S, S, S, S, S, S, inv, inv],
+        ),
+        (
+            "ReplyLocated",
+            Event::ReplyLocated { url: None },
+            [inv, nimpl, nimpl, inv, inv, inv, inv, inv, inv],
+        ),
     ];
     let mut checked = 0;
     for job_type in [JobType::Download, JobType::Upload] {
@@ -304,6 +322,8 @@ fn every_state_event_pair() {
                         ("AddFiles", s) if !s.is_final() => expect = E(ErrorCode::TooManyFiles),
                         _ => {}
                     }
+                } else if *name == "UploadSession" && !state.is_final() {
+                    expect = E(ErrorCode::NotImpl); // downloads have no upload session
                 }
                 let mut job = job_in(*state, job_type);
                 let before = job.clone();
@@ -322,7 +342,7 @@ fn every_state_event_pair() {
             }
         }
     }
-    assert_eq!(checked, 2 * 20 * 9);
+    assert_eq!(checked, 2 * 22 * 9);
 }
 
 #[test]
@@ -1299,4 +1319,143 @@ fn complete_and_cancel_checks_agree_with_apply() {
             }
         }
     }
+}
+
+/// An upload-reply job through its two phases (spec §1, T8): the upload, then the reply; only
+/// both make it TRANSFERRED, and Complete commits the reply and nothing else.
+#[test]
+fn upload_reply_is_transferred_only_with_its_reply() {
+    let mut job = empty_job(JobType::UploadReply);
+    ok(&mut job, add("a.bin"));
+    let reply_name = PathBuf::from("/tmp/answers/a.reply");
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::ReplyFileName(reply_name.clone())),
+    );
+    for event in [Event::Resume, Event::Start, Event::Connected] {
+        ok(&mut job, event);
+    }
+    ok(&mut job, Event::UploadSession(Some("{s1}".into())));
+    ok(
+        &mut job,
+        Event::Progress {
+            file: 0,
+            transferred: 10,
+            checkpointed: 10,
+        },
+    );
+    let url = "http://127.0.0.1:1/.ferry-replies/s1".to_string();
+    ok(
+        &mut job,
+        Event::ReplyLocated {
+            url: Some(url.clone()),
+        },
+    );
+    assert_eq!(
+        refused(
+            &mut job,
+            Event::Set(PropertyChange::ReplyFileName("/tmp/other".into()))
+        ),
+        ErrorCode::InvalidState,
+        "the reply file name is fixed once the reply download begins"
+    );
+    ok(&mut job, Event::FileTransferred { file: 0 });
+    assert_eq!(
+        job.state,
+        JobState::Transferring,
+        "the reply is still to come"
+    );
+    assert_eq!(
+        job.progress().bytes_transferred,
+        10,
+        "job progress is the upload's"
+    );
+    ok(
+        &mut job,
+        Event::Progress {
+            file: REPLY_FILE,
+            transferred: 3,
+            checkpointed: 3,
+        },
+    );
+    let reply = job
+        .reply_progress()
+        .expect("upload-reply has reply progress");
+    assert_eq!(reply.bytes_transferred, 3);
+    let effects = ok(&mut job, Event::FileTransferred { file: REPLY_FILE });
+    assert_eq!(job.state, JobState::Transferred);
+    assert!(
+        effects.contains(&Effect::EndSession {
+            url: job.files[0].remote_url.clone(),
+            session: "{s1}".into(),
+            cancel: false
+        }),
+        "Close-Session only once the reply is in: {effects:?}"
+    );
+    assert_eq!(job.upload_session, None);
+    let effects = ok(&mut job, Event::Complete);
+    let plan = effects.iter().find_map(|e| match e {
+        Effect::Commit(plan) => Some(plan.clone()),
+        _ => None,
+    });
+    let plan = plan.expect("a commit plan");
+    assert_eq!(plan.commit, vec![REPLY_FILE], "only the reply is moved");
+    assert!(
+        plan.discard.is_empty(),
+        "the uploaded file is never deleted"
+    );
+    assert_eq!(
+        job.reply.download.as_ref().map(|r| &r.local_path),
+        Some(&reply_name)
+    );
+}
+
+/// Cancel before the upload finished cancels the session at the server; the local file is the
+/// source and is never deleted (spec §3.5).
+#[test]
+fn cancelling_an_upload_cancels_its_session_and_keeps_the_source() {
+    let mut job = job_in(JobState::Transferring, JobType::Upload);
+    ok(&mut job, Event::UploadSession(Some("{s2}".into())));
+    let effects = ok(&mut job, Event::Cancel);
+    assert!(effects.contains(&Effect::EndSession {
+        url: job.files[0].remote_url.clone(),
+        session: "{s2}".into(),
+        cancel: true
+    }));
+    assert!(
+        effects.contains(&Effect::DeleteTempFiles(Vec::new())),
+        "no file of an upload is deleted: {effects:?}"
+    );
+    // A finished upload has closed its session: Cancel then has no effect on the server.
+    let mut done = job_in(JobState::Transferred, JobType::Upload);
+    done.upload_session = None;
+    let effects = ok(&mut done, Event::Cancel);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::EndSession { .. })),
+        "{effects:?}"
+    );
+}
+
+/// Upload-reply cancelled after its upload: only the reply goes (its temp file), and the
+/// session is cancelled so the server drops the reply.
+#[test]
+fn cancelling_an_upload_reply_after_the_upload_drops_only_the_reply() {
+    let mut job = empty_job(JobType::UploadReply);
+    ok(&mut job, add("a.bin"));
+    for event in [Event::Resume, Event::Start, Event::Connected] {
+        ok(&mut job, event);
+    }
+    ok(&mut job, Event::UploadSession(Some("{s3}".into())));
+    ok(&mut job, Event::ReplyLocated { url: None });
+    ok(&mut job, Event::FileTransferred { file: 0 });
+    let reply_temp = job.reply.download.as_ref().map(|r| r.temp_path.clone());
+    let effects = ok(&mut job, Event::Cancel);
+    assert!(effects.contains(&Effect::DeleteTempFiles(reply_temp.into_iter().collect())));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::EndSession { cancel: true, .. }))
+    );
 }

@@ -3,8 +3,8 @@
 use super::error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError};
 use super::properties::{self, PropertyChange, check_remote_url, validate_ranges};
 use super::{
-    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, Size, Timestamp,
-    Validators, later,
+    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, REPLY_FILE, Size,
+    Timestamp, Validators, later,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -139,6 +139,14 @@ pub enum Event {
         file: usize,
         valid: bool,
     },
+    /// The upload worker opened a session with the server (or learned that it ended): later runs
+    /// go on in it (spec §8.4).
+    UploadSession(Option<String>),
+    /// Upload-reply: the server acknowledged the last fragment and named the reply (`None`: no
+    /// reply, the reply file will be empty). The reply download, file [`REPLY_FILE`], begins.
+    ReplyLocated {
+        url: Option<String>,
+    },
 }
 
 /// Events for listeners (spec §7.5). JobModification is derived by the engine from any change.
@@ -159,6 +167,15 @@ pub enum Effect {
     DeleteTempFiles(Vec<PathBuf>),
     Commit(CompletePlan),
     Notify(Notification),
+    /// End an upload session at the server (spec §8.4): Close-Session once the upload (and for
+    /// upload-reply the reply) is done, Cancel-Session when the job is cancelled before that
+    /// (spec §3.5). The job forgets the session at once; the packet is re-sent on 5xx for a
+    /// bounded time.
+    EndSession {
+        url: String,
+        session: String,
+        cancel: bool,
+    },
 }
 
 /// CreateJob quota check (spec §5): counts the jobs still in the queue.
@@ -288,7 +305,7 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         }
         Event::Cancel => {
             job.state = Cancelled; // T24
-            effects.push(Effect::DeleteTempFiles(uncommitted_temp_files(job)));
+            cancel_effects(job, &mut effects);
         }
         Event::Complete => {
             check_complete(job)?;
@@ -299,11 +316,18 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
                 interrupted: std::mem::take(&mut job.committing),
                 ..CompletePlan::default()
             };
-            for (index, file) in job.files.iter().enumerate().filter(|(_, f)| !f.completed) {
-                if file.transferred {
-                    plan.commit.push(index);
-                } else {
-                    plan.discard.push(index);
+            if job.job_type.is_upload() {
+                // The upload file is the source: nothing to move. Upload-reply commits its reply.
+                if job.reply.download.as_ref().is_some_and(|r| !r.completed) {
+                    plan.commit.push(REPLY_FILE);
+                }
+            } else {
+                for (index, file) in job.files.iter().enumerate().filter(|(_, f)| !f.completed) {
+                    if file.transferred {
+                        plan.commit.push(index);
+                    } else {
+                        plan.discard.push(index);
+                    }
                 }
             }
             job.committing = plan.commit.clone(); // saved before the first rename
@@ -313,7 +337,7 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         Event::CommitFinished(report) => {
             job.committing.clear();
             for &index in &report.committed {
-                if let Some(file) = job.files.get_mut(index) {
+                if let Ok(file) = file_mut(job, index) {
                     file.completed = true;
                 }
             }
@@ -379,7 +403,9 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             entry.transferred = true;
             entry.bytes_total = Some(entry.bytes_transferred);
             entry.bytes_checkpointed = entry.bytes_transferred;
-            effects.push(Effect::Notify(Notification::FileTransferred(file)));
+            if file != REPLY_FILE {
+                effects.push(Effect::Notify(Notification::FileTransferred(file)));
+            }
             if job.all_files_transferred() {
                 enter_transferred(job, now, &mut effects); // T8
             }
@@ -441,14 +467,92 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             if job.state.is_running() {
                 job.state = Queued;
             }
-            for file in job.files.iter_mut().filter(|f| !f.transferred) {
+            let reply = job.reply.download.iter_mut();
+            for file in job.files.iter_mut().chain(reply).filter(|f| !f.transferred) {
                 file.bytes_transferred = file.bytes_checkpointed;
             }
             // Time spent while the engine was down is not known; it is not counted.
             job.download_clock.running_since = None;
         }
+        Event::UploadSession(session) => {
+            if !job.job_type.is_upload() {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only upload jobs have upload sessions",
+                ));
+            }
+            job.upload_session = session;
+        }
+        Event::ReplyLocated { url } => {
+            expect_running(job)?;
+            if job.job_type != JobType::UploadReply {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only upload-reply jobs have a reply",
+                ));
+            }
+            let url = url.unwrap_or_default();
+            if job
+                .reply
+                .download
+                .as_ref()
+                .is_some_and(|r| r.remote_url == url)
+            {
+                return Ok(effects); // the same answer again (the last fragment was re-sent)
+            }
+            let local_path = match &job.reply.file_name {
+                Some(name) => name.clone(),
+                None => default_reply_name(job),
+            };
+            job.reply.file_name = Some(local_path.clone());
+            job.reply.download = Some(JobFile {
+                temp_path: reply_temp_path(job, &local_path),
+                bytes_total: url.is_empty().then_some(0),
+                remote_url: url,
+                local_path,
+                ranges: None,
+                bytes_transferred: 0,
+                bytes_checkpointed: 0,
+                transferred: false,
+                completed: false,
+                validators: None,
+            });
+        }
     }
     Ok(effects)
+}
+
+/// The reply file's name when none was set: `<local file>.reply`, beside the local file. The
+/// engine picks a name that is free before the first Resume; this is the fallback.
+pub(crate) fn default_reply_name(job: &Job) -> PathBuf {
+    let local = job
+        .files
+        .first()
+        .map(|f| f.local_path.clone())
+        .unwrap_or_else(|| PathBuf::from("/tmp/ferry"));
+    let mut name = local.into_os_string();
+    name.push(".reply");
+    PathBuf::from(name)
+}
+
+/// Cancel (and the inactivity timeout, which acts like it): temp files go, and an upload the
+/// server still holds a session for is cancelled there — before the upload finished, or for
+/// upload-reply before the reply was fetched (spec §3.5).
+fn cancel_effects(job: &mut Job, effects: &mut Vec<Effect>) {
+    effects.push(Effect::DeleteTempFiles(uncommitted_temp_files(job)));
+    end_session(job, true, effects);
+}
+
+fn end_session(job: &mut Job, cancel: bool, effects: &mut Vec<Effect>) {
+    if let Some(file) = job.files.first()
+        && let Some(session) = job.upload_session.take()
+    {
+        effects.push(Effect::EndSession {
+            url: file.remote_url.clone(),
+            session,
+            cancel,
+        });
+    }
 }
 
 fn expect_running(job: &Job) -> Result<(), BitsError> {
@@ -460,6 +564,14 @@ fn expect_running(job: &Job) -> Result<(), BitsError> {
 }
 
 fn file_mut(job: &mut Job, index: usize) -> Result<&mut JobFile, BitsError> {
+    if index == REPLY_FILE {
+        return job.reply.download.as_mut().ok_or_else(|| {
+            BitsError::new(
+                ErrorCode::InvalidArg,
+                "the job has no reply (yet): the server has not acknowledged the whole upload",
+            )
+        });
+    }
     let count = job.files.len();
     job.files.get_mut(index).ok_or_else(|| {
         BitsError::new(
@@ -479,6 +591,7 @@ fn reset_file(file: &mut JobFile) {
 }
 
 fn enter_transferred(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
+    end_session(job, false, effects); // the server has all it needs from this upload
     job.state = JobState::Transferred;
     job.times.transfer_completed = Some(now);
     job.retry = Default::default();
@@ -493,8 +606,10 @@ fn enter_error(job: &mut Job, error: JobError, effects: &mut Vec<Effect>) {
 }
 
 fn uncommitted_temp_files(job: &Job) -> Vec<PathBuf> {
-    job.files
-        .iter()
+    // An upload's own file is its source, never a temp file.
+    let files = job.files.iter().filter(|_| !job.job_type.is_upload());
+    files
+        .chain(job.reply.download.iter())
         .filter(|f| !f.completed)
         .map(|f| f.temp_path.clone())
         .collect()
@@ -545,7 +660,7 @@ fn tick(job: &mut Job, policy: &TimePolicy, now: Timestamp, effects: &mut Vec<Ef
     let deadline = job.inactivity_deadline(policy.inactivity_timeout);
     if now >= deadline {
         job.state = JobState::Cancelled; // T26
-        effects.push(Effect::DeleteTempFiles(uncommitted_temp_files(job)));
+        cancel_effects(job, effects);
         effects.push(Effect::Notify(Notification::InactivityCancelled));
         return;
     }
@@ -585,6 +700,16 @@ fn tick(job: &mut Job, policy: &TimePolicy, now: Timestamp, effects: &mut Vec<Ef
 
 /// The hidden temp file of file `index` of job `job`, next to its destination (spec §3.3).
 pub(crate) fn temp_path_for(job: &Job, index: usize, local: &Path) -> PathBuf {
+    temp_path_labelled(job, &index.to_string(), local)
+}
+
+/// The hidden temp file the reply of an upload-reply job is downloaded into, beside the reply
+/// file.
+fn reply_temp_path(job: &Job, reply: &Path) -> PathBuf {
+    temp_path_labelled(job, "reply", reply)
+}
+
+fn temp_path_labelled(job: &Job, label: &str, local: &Path) -> PathBuf {
     let name = local
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -597,7 +722,7 @@ pub(crate) fn temp_path_for(job: &Job, index: usize, local: &Path) -> PathBuf {
     let short = job.id.0.simple().to_string();
     let dir = local.parent().unwrap_or(Path::new("/"));
     dir.join(format!(
-        ".{}.{}-{index}.ferry-part",
+        ".{}.{}-{label}.ferry-part",
         &name[..cut],
         &short[..12]
     ))
@@ -749,6 +874,27 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
                 ));
             }
             file_mut(job, file)?.remote_url = url;
+        }
+        PropertyChange::ReplyFileName(path) => {
+            if job.job_type != JobType::UploadReply {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only upload-reply jobs have a reply file",
+                ));
+            }
+            if !path.is_absolute() || path.file_name().is_none() {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    format!("reply file name {path:?} must be an absolute path to a file"),
+                ));
+            }
+            if job.reply.download.is_some() {
+                return Err(invalid_state(
+                    job,
+                    "the reply download has begun: its file name can no longer change",
+                ));
+            }
+            job.reply.file_name = Some(path);
         }
         PropertyChange::Touch => {}
     }

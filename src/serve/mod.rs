@@ -36,11 +36,28 @@ pub struct ServeOptions {
     /// Open upload sessions one client address may have (BITSNumberOfSessionsLimit, default
     /// 50); 0: no limit.
     pub sessions_per_client: usize,
+    /// Largest fragment accepted (IIS's request limit); larger ones get 413 and the client
+    /// sends smaller ones. `None`: any size (fragments are streamed to disk either way).
+    pub max_fragment_size: Option<u64>,
 }
 
 impl ServeOptions {
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(1_209_600);
     pub const DEFAULT_SESSIONS_PER_CLIENT: usize = 50;
+
+    /// Serving `root` on `listen` with the defaults: uploads on, no overwrite, no size limits.
+    pub fn new(root: PathBuf, listen: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            root,
+            listen,
+            read_only: false,
+            allow_overwrite: false,
+            max_upload_size: None,
+            session_timeout: Self::DEFAULT_SESSION_TIMEOUT,
+            sessions_per_client: Self::DEFAULT_SESSIONS_PER_CLIENT,
+            max_fragment_size: None,
+        }
+    }
 }
 
 pub(crate) struct Served {
@@ -51,6 +68,7 @@ pub(crate) struct Served {
     allow_overwrite: bool,
     max_upload_size: Option<u64>,
     sessions_per_client: usize,
+    max_fragment_size: Option<u64>,
 }
 
 /// Binds, calls `ready` with the address (the port when 0 was asked), and serves until
@@ -96,6 +114,7 @@ pub async fn run(
         allow_overwrite: options.allow_overwrite,
         max_upload_size: options.max_upload_size,
         sessions_per_client: options.sessions_per_client,
+        max_fragment_size: options.max_fragment_size,
     });
     if served.sessions.is_some() {
         // Idle sessions are looked for every minute (or every timeout, if shorter).

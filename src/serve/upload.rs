@@ -475,6 +475,17 @@ async fn fragment_into(
             "Content-Length differs from Content-Range",
         );
     }
+    if served
+        .max_fragment_size
+        .is_some_and(|max| last - first + 1 > max)
+    {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            E_INVALIDARG,
+            id,
+            "the fragment is larger than this server accepts in one request; send smaller ones",
+        );
+    }
     if session.record.total.is_some_and(|t| t != total) {
         return error(
             StatusCode::BAD_REQUEST,

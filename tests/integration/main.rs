@@ -10,6 +10,7 @@ mod server;
 mod service;
 mod tls;
 mod upload;
+mod upload_jobs;
 
 use ferry::config::Config;
 use ferry::engine::{EngineEvent, EngineHandle, EngineOptions, ManualClock};

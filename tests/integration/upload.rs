@@ -10,25 +10,24 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 /// `ferry serve` in this process, stopped when dropped.
-struct Server {
-    base: String,
+pub struct Server {
+    pub base: String,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    async fn start(dir: &Path, max_upload_size: Option<u64>) -> Server {
+    pub async fn start(dir: &Path, max_upload_size: Option<u64>) -> Server {
+        let options = ServeOptions {
+            max_upload_size,
+            ..ServeOptions::new(dir.to_path_buf(), "127.0.0.1:0".parse().expect("address"))
+        };
+        Server::start_with(options).await
+    }
+
+    pub async fn start_with(options: ServeOptions) -> Server {
         let (address_tx, address) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let options = ServeOptions {
-            root: dir.to_path_buf(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            read_only: false,
-            allow_overwrite: false,
-            max_upload_size,
-            session_timeout: ServeOptions::DEFAULT_SESSION_TIMEOUT,
-            sessions_per_client: ServeOptions::DEFAULT_SESSIONS_PER_CLIENT,
-        };
         let task = tokio::spawn(async move {
             let ready = move |a| {
                 let _ = address_tx.send(a);
@@ -48,7 +47,7 @@ impl Server {
         }
     }
 
-    async fn shut_down(mut self) {
+    pub async fn shut_down(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -62,6 +61,7 @@ impl Server {
             url: format!("{}{path}", self.base),
             local: local.to_path_buf(),
             headers: Vec::new(),
+            credentials: Default::default(),
         }
     }
 }
@@ -257,6 +257,7 @@ async fn refusals_are_classified() {
         url: format!("{address}/x.bin"),
         local: local.clone(),
         headers: Vec::new(),
+        credentials: Default::default(),
     };
     let outcome = upload
         .send(&mut Progress::default(), false, |_| {}, &mut stop)
@@ -368,6 +369,7 @@ async fn fragments_shrink_on_413_and_follow_the_servers_offset() {
         url: format!("http://{address}/picky.bin"),
         local,
         headers: Vec::new(),
+        credentials: Default::default(),
     };
     let mut progress = Progress::default();
     let mut offsets = Vec::new();

@@ -1,0 +1,519 @@
+//! Upload and upload-reply jobs run by the engine: against `ferry serve` (in this process) and
+//! against a scripted BITS server for the cases a real server only shows by chance.
+
+use crate::upload::Server;
+use crate::{Harness, content, sha256};
+use ferry::engine::EngineEvent;
+use ferry::engine::bits_upload::PROTOCOL;
+use ferry::job::{ErrorCode, ErrorContext, Job, JobId, JobState, JobType, NewFile};
+use ferry::serve::ServeOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A SUSPENDED upload job of `local` to `url`.
+async fn upload_job(h: &Harness, job_type: JobType, url: &str, local: &Path) -> JobId {
+    let id = h
+        .engine
+        .create_job("upload", job_type, None)
+        .await
+        .expect("create");
+    let file = NewFile {
+        remote_url: url.to_string(),
+        local_path: local.to_path_buf(),
+        ranges: None,
+    };
+    h.engine.add_files(id, vec![file]).await.expect("add file");
+    id
+}
+
+/// Waits for the engine's word on the end of a session; returns the session id.
+async fn session_ended(h: &mut Harness, id: JobId, cancel: bool) -> String {
+    let event = h
+        .wait_event("UploadSessionEnded", |e| {
+            matches!(e, EngineEvent::UploadSessionEnded { job, cancel: c, .. }
+                if *job == id && *c == cancel)
+        })
+        .await;
+    let EngineEvent::UploadSessionEnded {
+        session,
+        acknowledged,
+        ..
+    } = event
+    else {
+        unreachable!()
+    };
+    assert!(acknowledged, "the server acknowledged the end of {session}");
+    session
+}
+
+/// Session records `ferry serve` keeps for open sessions.
+fn open_sessions(served: &Path) -> Vec<String> {
+    std::fs::read_dir(served.join(".ferry-uploads"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".ron"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn serve_options(dir: &Path, listen: SocketAddr) -> ServeOptions {
+    ServeOptions::new(dir.to_path_buf(), listen)
+}
+
+fn address(server: &Server) -> SocketAddr {
+    server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_job_goes_up_and_is_completed() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    let server = Server::start(served.path(), None).await;
+    let local = h.out("report.bin");
+    let data = content(3_000_000, 90);
+    std::fs::write(&local, &data).expect("local");
+    let url = format!("{}/report.bin", server.base);
+    let id = upload_job(&h, JobType::Upload, &url, &local).await;
+    let mut observer = h.engine.subscribe();
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(job.progress().bytes_total, Some(3_000_000));
+    assert_eq!(job.progress().bytes_transferred, 3_000_000);
+    let uploaded = std::fs::read(served.path().join("report.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+    // Close-Session went out once the upload was done; the server forgot the session.
+    session_ended(&mut h, id, false).await;
+    assert_eq!(open_sessions(served.path()), Vec::<String>::new());
+    assert_eq!(job.upload_session, None);
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(
+        h.engine.job(id).await.expect("job").state,
+        JobState::Acknowledged
+    );
+    // The local file is the source: Complete and the upload leave it as it was.
+    assert_eq!(
+        sha256(&std::fs::read(&local).expect("local")),
+        sha256(&data)
+    );
+    let mut states = Vec::new();
+    while let Ok(event) = observer.try_recv() {
+        if let EngineEvent::StateChanged { job, to, .. } = event
+            && job == id
+        {
+            states.push(to);
+        }
+    }
+    use JobState::*;
+    assert_eq!(
+        states,
+        vec![Queued, Connecting, Transferring, Transferred, Acknowledged]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_is_refused_before_an_upload_is_transferred() {
+    let h = Harness::new().await;
+    let local = h.out("a.bin");
+    std::fs::write(&local, b"abc").expect("local");
+    let id = upload_job(&h, JobType::Upload, "http://127.0.0.1:9/a.bin", &local).await;
+    let error = h.engine.complete(id).await.expect_err("not TRANSFERRED");
+    assert_eq!(error.code, ErrorCode::InvalidState);
+    assert!(error.message.contains("TRANSFERRED"), "{}", error.message);
+}
+
+/// The server stops in the middle of an upload and comes back: the job retries and goes on in
+/// the same session from where the server stands, with fragments the server's limit allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_goes_on_in_its_session_after_the_server_restarts() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    let limit = 64 * 1024;
+    let options = ServeOptions {
+        max_fragment_size: Some(limit),
+        ..serve_options(served.path(), "127.0.0.1:0".parse().expect("address"))
+    };
+    let server = Server::start_with(options).await;
+    let listen = address(&server);
+    let local = h.out("big.bin");
+    let data = content(32 << 20, 91);
+    std::fs::write(&local, &data).expect("local");
+    let id = upload_job(
+        &h,
+        JobType::Upload,
+        &format!("{}/big.bin", server.base),
+        &local,
+    )
+    .await;
+    h.engine.resume(id).await.expect("resume");
+    let started = h
+        .wait_for(id, "first fragments", |j| {
+            j.progress().bytes_transferred > 0 && j.upload_session.is_some()
+        })
+        .await;
+    let session = started.upload_session.clone().expect("session");
+    server.shut_down().await;
+    let failed = h.wait_state(id, JobState::TransientError).await;
+    assert_eq!(
+        failed.upload_session.as_deref(),
+        Some(session.as_str()),
+        "the session is kept for the retry"
+    );
+    let sent_before = failed.progress().bytes_transferred;
+    assert!(sent_before > 0 && sent_before < data.len() as u64);
+    let options = ServeOptions {
+        max_fragment_size: Some(limit),
+        ..serve_options(served.path(), listen)
+    };
+    let _server = Server::start_with(options).await;
+    let mut observer = h.engine.subscribe();
+    h.clock.advance(Duration::from_secs(600)); // the minimum retry delay
+    h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(session_ended(&mut h, id, false).await, session);
+    let uploaded = std::fs::read(served.path().join("big.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+    // The retry did not go back to byte 0.
+    while let Ok(event) = observer.try_recv() {
+        if let EngineEvent::JobModification { job, progress, .. } = event
+            && job == id
+        {
+            assert!(
+                progress.bytes_transferred >= sent_before,
+                "went back to {} after {sent_before}",
+                progress.bytes_transferred
+            );
+        }
+    }
+}
+
+/// Suspends a running upload once the server holds part of it; returns the job then.
+async fn suspend_midway(h: &mut Harness, id: JobId) -> Job {
+    h.wait_for(id, "first fragments", |j| {
+        j.progress().bytes_transferred > 0 && j.upload_session.is_some()
+    })
+    .await;
+    h.engine.suspend(id).await.expect("suspend");
+    let job = h.engine.job(id).await.expect("job");
+    assert!(
+        job.progress().bytes_transferred < job.progress().bytes_total.unwrap_or_default(),
+        "suspended before the end"
+    );
+    job
+}
+
+/// The server lost bytes it had acknowledged (its disk did not keep them): it answers 416 with
+/// its own offset and the client sends from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_resyncs_when_the_server_holds_less_than_it_acknowledged() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    let options = ServeOptions {
+        max_fragment_size: Some(64 * 1024),
+        ..serve_options(served.path(), "127.0.0.1:0".parse().expect("address"))
+    };
+    let server = Server::start_with(options).await;
+    let listen = address(&server);
+    let local = h.out("big.bin");
+    let data = content(16 << 20, 92);
+    std::fs::write(&local, &data).expect("local");
+    let url = format!("{}/big.bin", server.base);
+    let id = upload_job(&h, JobType::Upload, &url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    let suspended = suspend_midway(&mut h, id).await;
+    server.shut_down().await;
+    let session = suspended.upload_session.clone().expect("session");
+    let part = served
+        .path()
+        .join(".ferry-uploads")
+        .join(format!("{session}.part"));
+    let held = std::fs::metadata(&part).expect("part").len();
+    assert!(held >= 10_000);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .and_then(|f| f.set_len(held - 10_000))
+        .expect("truncate");
+    let _server = Server::start_with(serve_options(served.path(), listen)).await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(session_ended(&mut h, id, false).await, session);
+    let uploaded = std::fs::read(served.path().join("big.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+}
+
+/// The server lost the session (another machine of a farm, or its data was wiped): the job
+/// starts over in a new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_starts_the_upload_again() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    let options = ServeOptions {
+        max_fragment_size: Some(64 * 1024),
+        ..serve_options(served.path(), "127.0.0.1:0".parse().expect("address"))
+    };
+    let server = Server::start_with(options).await;
+    let listen = address(&server);
+    let local = h.out("big.bin");
+    let data = content(16 << 20, 93);
+    std::fs::write(&local, &data).expect("local");
+    let url = format!("{}/big.bin", server.base);
+    let id = upload_job(&h, JobType::Upload, &url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    let suspended = suspend_midway(&mut h, id).await;
+    server.shut_down().await;
+    std::fs::remove_dir_all(served.path().join(".ferry-uploads")).expect("wipe sessions");
+    let _server = Server::start_with(serve_options(served.path(), listen)).await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    let second = session_ended(&mut h, id, false).await;
+    assert_ne!(Some(second), suspended.upload_session);
+    let uploaded = std::fs::read(served.path().join("big.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+}
+
+/// A BITS upload server whose answers the test controls.
+#[derive(Default)]
+struct Script {
+    received: u64,
+    /// Packet types in the order they came, lower case.
+    packets: Vec<String>,
+    /// Fragments from this offset on wait until the test releases them.
+    hold_from: Option<u64>,
+    /// Every fragment gets this refusal: HTTP status, BITS-Error-Code, BITS-Error-Context.
+    refuse: Option<(u16, u32, u32)>,
+}
+
+struct Scripted {
+    url: String,
+    state: Arc<Mutex<Script>>,
+    release: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scripted {
+    async fn start(script: Script) -> Scripted {
+        let state = Arc::new(Mutex::new(script));
+        let (release, released) = watch::channel(false);
+        let app = axum::Router::new()
+            .fallback(scripted)
+            .with_state((state.clone(), released));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Scripted {
+            url: format!("http://{address}/scripted.bin"),
+            state,
+            release,
+            task,
+        }
+    }
+
+    fn packets(&self) -> Vec<String> {
+        self.state.lock().expect("state").packets.clone()
+    }
+}
+
+type ScriptState = (Arc<Mutex<Script>>, watch::Receiver<bool>);
+
+async fn scripted(
+    axum::extract::State((state, mut released)): axum::extract::State<ScriptState>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let answer = |status: u16, extra: Vec<(&'static str, String)>| {
+        let mut response = axum::response::Response::new(axum::body::Body::empty());
+        *response.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
+        for (name, value) in extra {
+            response
+                .headers_mut()
+                .insert(name, value.parse().expect("value"));
+        }
+        response
+    };
+    let packet = text("BITS-Packet-Type").to_ascii_lowercase();
+    let first: u64 = text("Content-Range")
+        .trim_start_matches("bytes ")
+        .split_once('-')
+        .and_then(|(first, _)| first.parse().ok())
+        .unwrap_or(0);
+    let hold = {
+        let mut state = state.lock().expect("state");
+        state.packets.push(packet.clone());
+        packet == "fragment" && state.hold_from.is_some_and(|from| first >= from)
+    };
+    if hold {
+        let _ = released.wait_for(|r| *r).await;
+    }
+    let mut state = state.lock().expect("state");
+    match packet.as_str() {
+        "create-session" => answer(
+            200,
+            vec![
+                ("BITS-Protocol", PROTOCOL.into()),
+                ("BITS-Session-Id", "{SCRIPTED}".into()),
+            ],
+        ),
+        "fragment" => {
+            if let Some((status, code, context)) = state.refuse {
+                return answer(
+                    status,
+                    vec![
+                        ("BITS-Error-Code", format!("0x{code:08X}")),
+                        ("BITS-Error-Context", format!("0x{context:X}")),
+                    ],
+                );
+            }
+            if first <= state.received {
+                let end = first + body.len() as u64;
+                state.received = state.received.max(end);
+            }
+            let received = state.received.to_string();
+            answer(200, vec![("BITS-Received-Content-Range", received)])
+        }
+        _ => answer(200, vec![("BITS-Session-Id", "{SCRIPTED}".into())]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_the_upload_finished_cancels_the_session() {
+    let mut h = Harness::new().await;
+    let server = Scripted::start(Script {
+        hold_from: Some(1),
+        ..Script::default()
+    })
+    .await;
+    let local = h.out("a.bin");
+    std::fs::write(&local, content(1_000_000, 94)).expect("local");
+    let id = upload_job(&h, JobType::Upload, &server.url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "the first fragment", |j| {
+        j.progress().bytes_transferred > 0
+    })
+    .await;
+    h.engine.cancel(id).await.expect("cancel");
+    assert_eq!(session_ended(&mut h, id, true).await, "{SCRIPTED}");
+    let packets = server.packets();
+    assert!(
+        packets.contains(&"cancel-session".to_string()),
+        "{packets:?}"
+    );
+    assert!(!packets.contains(&"close-session".to_string()));
+    assert!(local.exists(), "the source file stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_file_that_changes_during_the_upload_fails_the_job() {
+    let mut h = Harness::new().await;
+    let server = Scripted::start(Script {
+        hold_from: Some(1),
+        ..Script::default()
+    })
+    .await;
+    let local = h.out("growing.log");
+    std::fs::write(&local, content(1_000_000, 95)).expect("local");
+    let id = upload_job(&h, JobType::Upload, &server.url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "the first fragment", |j| {
+        j.progress().bytes_transferred > 0
+    })
+    .await;
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&local)
+            .expect("open");
+        file.write_all(b"one more line\n").expect("append");
+    }
+    server.release.send_replace(true);
+    let job = h.wait_state(id, JobState::Error).await;
+    let error = job.error.expect("error");
+    assert_eq!(error.code, ErrorCode::LocalFileChanged);
+    assert_eq!(error.context, ErrorContext::LocalFile);
+    assert!(error.description.contains("growing.log"), "{error:?}");
+    // Resume does not send a mix of two versions: the same error again.
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "ERROR again", |j| {
+            j.state == JobState::Error && j.error_count >= 1
+        })
+        .await;
+    assert_eq!(job.error.map(|e| e.code), Some(ErrorCode::LocalFileChanged));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_application_errors_are_transient_or_fatal_by_status() {
+    let mut h = Harness::new().await;
+    let local = h.out("a.bin");
+    std::fs::write(&local, content(10_000, 96)).expect("local");
+    for (status, state) in [(500, JobState::TransientError), (403, JobState::Error)] {
+        let server = Scripted::start(Script {
+            refuse: Some((status, 0x8000_4005, 7)),
+            ..Script::default()
+        })
+        .await;
+        let id = upload_job(&h, JobType::Upload, &server.url, &local).await;
+        h.engine.resume(id).await.expect("resume");
+        let job = h.wait_state(id, state).await;
+        let error = job.error.expect("error");
+        assert_eq!(error.context, ErrorContext::RemoteApplication, "{status}");
+        assert_eq!(error.code, ErrorCode::Http(status));
+        assert!(error.description.contains("0x80004005"), "{error:?}");
+        h.engine.cancel(id).await.expect("cancel");
+    }
+}
+
+/// Where an upload-reply job puts its reply when no name was given: beside the local file.
+fn default_reply(local: &Path) -> PathBuf {
+    let mut name = local.as_os_str().to_os_string();
+    name.push(".reply");
+    PathBuf::from(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_reply_job_needs_a_reply_url_from_the_server() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    // Without a server application, `ferry serve` names no reply: the job cannot finish.
+    let server = Server::start(served.path(), None).await;
+    let local = h.out("q.bin");
+    std::fs::write(&local, content(5_000, 97)).expect("local");
+    let url = format!("{}/q.bin", server.base);
+    let id = upload_job(&h, JobType::UploadReply, &url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Error).await;
+    assert_eq!(
+        job.reply.file_name.as_deref(),
+        Some(default_reply(&local).as_path()),
+        "named at the first Resume"
+    );
+    let error = job.error.expect("error");
+    assert_eq!(error.code, ErrorCode::InvalidServerResponse);
+    assert!(error.description.contains("BITS-Reply-URL"), "{error:?}");
+}
