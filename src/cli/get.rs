@@ -64,7 +64,7 @@ pub(super) async fn run(client: &Client, args: GetArgs) -> u8 {
         Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
     };
     match prepare(client, &args, files).await {
-        Ok(job) => follow(client, job, args.quiet, interrupt).await,
+        Ok(job) => follow(client, job, args.quiet, interrupt, JobType::Download).await,
         Err(e) => report(&e),
     }
 }
@@ -129,13 +129,20 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-/// Waits for the job to finish, showing progress; completes or cancels it.
-async fn follow(
+/// Waits for the job to finish, showing progress; completes or cancels it. `get` and `put`
+/// share it; `kind` only changes the words.
+pub(super) async fn follow(
     client: &Client,
     id: JobId,
     quiet: bool,
     mut interrupt: tokio::signal::unix::Signal,
+    kind: JobType,
 ) -> u8 {
+    let (done, discarded) = if kind.is_upload() {
+        ("uploaded", "its upload session cancelled at the server")
+    } else {
+        ("saved", "its partial files deleted")
+    };
     let mut events = match client.events().await {
         Ok(events) => events,
         Err(e) => return report(&e),
@@ -200,7 +207,7 @@ async fn follow(
                             let fetched = progress.bytes_transferred.saturating_sub(resumed_from);
                             let rate = fetched as f64 / seconds;
                             eprintln!(
-                                "ferry: saved {} file(s), {} in {seconds:.1} s ({}/s)",
+                                "ferry: {done} {} file(s), {} in {seconds:.1} s ({}/s)",
                                 progress.files_total,
                                 indicatif::HumanBytes(progress.bytes_transferred),
                                 indicatif::HumanBytes(rate as u64)
@@ -218,10 +225,7 @@ async fn follow(
                     super::jobs::job_error_text(&job)
                 );
                 let _ = client.cancel(id).await;
-                eprintln!(
-                    "ferry: job {} was cancelled and its partial files deleted",
-                    id.0
-                );
+                eprintln!("ferry: job {} was cancelled and {discarded}", id.0);
                 return exit::JOB_ERROR;
             }
             JobState::TransientError => {

@@ -4,8 +4,8 @@
 use super::resolve::resolve;
 use super::show::{self, Details, Summary};
 use super::{
-    AddArgs, CreateArgs, InfoArgs, JobsArgs, ListArgs, MonitorArgs, SetArgs, WaitArgs, exit, fail,
-    report, report_bits,
+    AddArgs, CreateArgs, InfoArgs, JobsArgs, ListArgs, MonitorArgs, ReplyArgs, SetArgs, WaitArgs,
+    exit, fail, report, report_bits,
 };
 use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
 use crate::job::{
@@ -44,7 +44,41 @@ pub(super) async fn create(client: &Client, args: CreateArgs) -> u8 {
     }
 }
 
-fn absolute(path: &Path) -> Result<PathBuf, String> {
+/// `ferry reply`: prints the reply's bytes as they are, or saves them.
+pub(super) async fn reply(client: &Client, args: ReplyArgs) -> u8 {
+    let out = match args.out.as_deref().map(absolute).transpose() {
+        Ok(out) => out,
+        Err(message) => return fail(message),
+    };
+    let result = async {
+        let job = find(client, &args.job).await?;
+        match &out {
+            Some(out) => {
+                let bytes = client.save_reply(job.id, out).await?;
+                eprintln!(
+                    "ferry: saved the reply ({bytes} bytes) to {}",
+                    out.display()
+                );
+                Ok(())
+            }
+            None => {
+                use std::io::Write;
+                let data = client.reply_data(job.id).await?;
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(&data)
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| ClientError::Protocol(format!("cannot print the reply: {e}")))
+            }
+        }
+    };
+    match result.await {
+        Ok(()) => exit::OK,
+        Err(e) => report(&e),
+    }
+}
+
+pub(super) fn absolute(path: &Path) -> Result<PathBuf, String> {
     std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -339,6 +373,11 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
     }
     if args.no_credentials {
         changes.push(PropertyChange::Credentials(Credentials::default()));
+    }
+    if let Some(file) = &args.reply_file {
+        changes.push(PropertyChange::ReplyFileName(
+            absolute(file).map_err(invalid)?,
+        ));
     }
     if changes.is_empty() {
         return Err(invalid(

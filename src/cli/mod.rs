@@ -3,6 +3,7 @@
 mod daemon;
 mod get;
 mod jobs;
+mod put;
 mod resolve;
 mod serve;
 mod show;
@@ -67,6 +68,21 @@ pub enum Command {
     /// to resume it where it stopped.
     #[command(after_help = EXIT_CODES)]
     Get(GetArgs),
+    /// Upload a file now, as one FOREGROUND job with the BITS upload protocol, and wait for it.
+    ///
+    /// The server must speak the BITS upload protocol (IIS with the BITS extension, or
+    /// `ferry serve`). With --reply the job is an upload-reply job and the server application's
+    /// reply is saved to FILE. Ctrl+C suspends the job: run the same command again to resume it
+    /// in the same upload session.
+    #[command(after_help = EXIT_CODES)]
+    Put(PutArgs),
+    /// Print the reply of an upload-reply job, or save it with --out.
+    ///
+    /// The reply can be read once the job is TRANSFERRED (and after Complete, while the job is
+    /// still listed). Printed replies are limited to 1 MiB (BG_E_TOO_LARGE above): save larger
+    /// ones with --out.
+    #[command(after_help = EXIT_CODES)]
+    Reply(ReplyArgs),
     /// Create a job (SUSPENDED, with no files) and print its id.
     #[command(after_help = EXIT_CODES)]
     Create(CreateArgs),
@@ -141,6 +157,31 @@ pub struct GetArgs {
     /// The URLs to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PutArgs {
+    /// Priority of the job: foreground, high, normal or low.
+    #[arg(long, default_value = "foreground", value_parser = parse_priority)]
+    pub priority: Priority,
+    /// No progress bar; errors are still printed.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Make an upload-reply job and save the server's reply to FILE (which must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub reply: Option<PathBuf>,
+    /// The file to upload.
+    pub local: PathBuf,
+    /// Where it goes (http:// or https://).
+    pub url: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReplyArgs {
+    pub job: String,
+    /// Save the reply to FILE (which must not exist) instead of printing it.
+    #[arg(short, long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -256,6 +297,9 @@ pub struct SetArgs {
     /// Remove the job's credentials.
     #[arg(long)]
     pub no_credentials: bool,
+    /// Upload-reply jobs: where Complete puts the reply (until the reply download begins).
+    #[arg(long, value_name = "FILE")]
+    pub reply_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -319,6 +363,17 @@ pub struct ServeArgs {
     /// clients send smaller ones.
     #[arg(long, value_name = "BYTES")]
     pub max_fragment_size: Option<u64>,
+    /// Hand each finished upload to the server application at URL (POST), whose answer is the
+    /// reply of upload-reply jobs. By reference (the default): the paths of the upload and of
+    /// the reply file to write go in BITS-Request-DataFile-Name / BITS-Response-DataFile-Name.
+    /// The upload reaches its own URL only if the application answers with
+    /// BITS-Copy-File-To-Destination.
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
+    /// With --notify-url: send the upload as the request body and take the answer's body as
+    /// the reply (by value).
+    #[arg(long, requires = "notify_url")]
+    pub notify_by_value: bool,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {
@@ -461,7 +516,7 @@ pub fn main() -> u8 {
     // get EPIPE, not die (`ferry serve` under aria2's connection juggling).
     if !matches!(
         command,
-        Command::Get(_) | Command::Daemon(_) | Command::Gui | Command::Serve(_)
+        Command::Get(_) | Command::Put(_) | Command::Daemon(_) | Command::Gui | Command::Serve(_)
     ) {
         // Like other Unix tools, end quietly when the reader of the output goes away
         // (`ferry list | head`). `get` and the service handle their own output.
@@ -510,6 +565,8 @@ async fn client_command(command: Command) -> u8 {
     };
     match command {
         Command::Get(args) => get::run(&client, args).await,
+        Command::Put(args) => put::run(&client, args).await,
+        Command::Reply(args) => jobs::reply(&client, args).await,
         Command::Create(args) => jobs::create(&client, args).await,
         Command::Add(args) => jobs::add(&client, args).await,
         Command::Resume(args) => jobs::each(&client, args, jobs::Verb::Resume).await,

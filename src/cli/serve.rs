@@ -15,6 +15,10 @@ pub async fn run(args: ServeArgs) -> u8 {
         session_timeout: std::time::Duration::from_secs(args.session_timeout),
         sessions_per_client: args.sessions_per_client,
         max_fragment_size: args.max_fragment_size,
+        notify: args.notify_url.map(|url| crate::serve::Notify {
+            url,
+            by_value: args.notify_by_value,
+        }),
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;

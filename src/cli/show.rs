@@ -75,6 +75,28 @@ pub struct Details {
     /// job that has ended.
     pub inactivity_deadline: Option<Timestamp>,
     pub files: Vec<FileView>,
+    /// Upload jobs: the server's upload session, `null` before Create-Session and after
+    /// Close-Session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_session: Option<String>,
+    /// Upload-reply jobs: the reply, with its own progress (BG_JOB_REPLY_PROGRESS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyView>,
+}
+
+#[derive(Serialize)]
+pub struct ReplyView {
+    /// Where Complete puts the reply; `null` until set or generated at the first Resume.
+    pub file_name: Option<String>,
+    /// The reply URL the server named; `null` until the upload is done, `""` for no reply.
+    pub remote_url: Option<String>,
+    /// Where the reply waits until Complete.
+    pub temp_path: Option<String>,
+    pub bytes_transferred: u64,
+    /// `null` until the reply download starts (BG_SIZE_UNKNOWN).
+    pub bytes_total: Option<u64>,
+    pub transferred: bool,
+    pub completed: bool,
 }
 
 #[derive(Serialize)]
@@ -169,6 +191,23 @@ impl Details {
                     completed: f.completed,
                 })
                 .collect(),
+            upload_session: job.upload_session.clone(),
+            reply: job.reply_progress().map(|progress| {
+                let download = job.reply.download.as_ref();
+                ReplyView {
+                    file_name: job
+                        .reply
+                        .file_name
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
+                    remote_url: download.map(|r| r.remote_url.clone()),
+                    temp_path: download.map(|r| r.temp_path.display().to_string()),
+                    bytes_transferred: progress.bytes_transferred,
+                    bytes_total: progress.bytes_total,
+                    transferred: download.is_some_and(|r| r.transferred),
+                    completed: download.is_some_and(|r| r.completed),
+                }
+            }),
         }
     }
 }
@@ -350,6 +389,13 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
         }
         None => line("ERROR", "none".into()),
     }
+    let upload = job.job_type.is_upload();
+    if upload {
+        line(
+            "UPLOAD SESSION",
+            d.upload_session.clone().unwrap_or_else(|| "none".into()),
+        );
+    }
     out.push_str("JOB FILES\n");
     for f in &d.files {
         let state = if f.completed {
@@ -359,18 +405,49 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
         } else {
             "PENDING"
         };
+        let (from, to) = if upload {
+            (&f.local_path, &f.remote_url)
+        } else {
+            (&f.remote_url, &f.local_path)
+        };
         out.push_str(&format!(
-            "  {} {:<11} {} -> {}\n",
+            "  {} {:<11} {from} -> {to}\n",
             bytes(f.bytes_transferred, f.bytes_total),
             state,
-            f.remote_url,
-            f.local_path
         ));
         if let Some(ranges) = &f.ranges {
             out.push_str(&format!("    ranges {ranges}\n"));
         }
-        if !f.completed {
+        if !f.completed && !upload {
             out.push_str(&format!("    temp   {}\n", f.temp_path));
+        }
+    }
+    if let Some(r) = &d.reply {
+        let state = if r.completed {
+            "COMPLETED"
+        } else if r.transferred {
+            "TRANSFERRED"
+        } else if r.remote_url.is_some() {
+            "PENDING"
+        } else {
+            "WAITING FOR THE UPLOAD"
+        };
+        out.push_str("REPLY\n");
+        let source = match r.remote_url.as_deref() {
+            Some("") => "(the server sent no reply)",
+            Some(url) => url,
+            None => "(named by the server after the upload)",
+        };
+        let file = r
+            .file_name
+            .as_deref()
+            .unwrap_or("(named at the first Resume)");
+        out.push_str(&format!(
+            "  {} {state:<11} {source} -> {file}\n",
+            bytes(r.bytes_transferred, r.bytes_total)
+        ));
+        if let Some(temp) = r.temp_path.as_deref().filter(|_| !r.completed) {
+            out.push_str(&format!("    temp   {temp}\n"));
         }
     }
     out

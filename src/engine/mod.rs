@@ -34,6 +34,17 @@ use transfer::{End, Final, Report, WorkerMessage};
 /// that a client that looks just after the end still sees how the job ended.
 const FINISHED_KEPT: usize = 100;
 
+/// The most GetReplyData returns in memory (spec §0.1: 1 MB).
+pub const REPLY_DATA_LIMIT: u64 = 1 << 20;
+
+fn reply_unreadable(path: &std::path::Path, e: &std::io::Error) -> BitsError {
+    let (code, _) = files::classify_io(e);
+    BitsError::new(
+        code,
+        format!("cannot read the reply {}: {e}", path.display()),
+    )
+}
+
 /// How often changed progress is written to the store.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -153,6 +164,9 @@ pub struct JobSpec {
     pub replace_existing: bool,
     #[serde(default)]
     pub files: Vec<NewFile>,
+    /// Upload-reply jobs: where Complete puts the reply (default: beside the local file).
+    #[serde(default)]
+    pub reply_file: Option<PathBuf>,
 }
 
 impl JobSpec {
@@ -164,6 +178,7 @@ impl JobSpec {
             description: String::new(),
             replace_existing: false,
             files: Vec::new(),
+            reply_file: None,
         }
     }
 }
@@ -196,6 +211,8 @@ enum Op {
         valid: bool,
     },
     Configure(Box<Config>),
+    /// Where the reply of an upload-reply job is now, and its size.
+    ReplyFile(JobId),
     Shutdown,
 }
 
@@ -207,6 +224,7 @@ enum Reply {
     Job(Box<Job>),
     Jobs(Vec<Job>),
     Count(usize),
+    AnswerFile(PathBuf, u64),
 }
 
 struct Command {
@@ -359,6 +377,42 @@ impl EngineHandle {
     /// Network connectivity changed (T14/T15).
     pub async fn network_changed(&self, up: bool) -> Result<(), BitsError> {
         self.call_done(Op::Network { up }).await
+    }
+
+    /// GetReplyData (spec §2.3, §12 D11): the reply of an upload-reply job, read in memory —
+    /// in TRANSFERRED from its temp file, after Complete from the reply file. At most
+    /// [`REPLY_DATA_LIMIT`] bytes; a larger reply is BG_E_TOO_LARGE (save it with
+    /// [`Self::save_reply`]).
+    pub async fn reply_data(&self, job: JobId) -> Result<Vec<u8>, BitsError> {
+        let (path, size) = self.reply_file(job).await?;
+        if size > REPLY_DATA_LIMIT {
+            return Err(BitsError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the reply has {size} bytes; at most {REPLY_DATA_LIMIT} are returned in \
+                     memory: save it to a file instead (ferry reply JOB --out FILE)"
+                ),
+            ));
+        }
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| reply_unreadable(&path, &e))
+    }
+
+    /// Copies the reply of an upload-reply job to `to` (which must not exist yet), whatever
+    /// its size. Same states as [`Self::reply_data`]. Returns the bytes copied.
+    pub async fn save_reply(&self, job: JobId, to: PathBuf) -> Result<u64, BitsError> {
+        let (path, _) = self.reply_file(job).await?;
+        tokio::task::spawn_blocking(move || files::copy_new(&path, &to))
+            .await
+            .map_err(|e| BitsError::new(ErrorCode::LocalIo, format!("the copy stopped: {e}")))?
+    }
+
+    async fn reply_file(&self, job: JobId) -> Result<(PathBuf, u64), BitsError> {
+        match self.call(Op::ReplyFile(job)).await? {
+            Reply::AnswerFile(path, size) => Ok((path, size)),
+            _ => Err(unexpected()),
+        }
     }
 
     /// Stops every transfer at a checkpoint, saves everything and releases the store.
@@ -643,8 +697,46 @@ impl Actor {
                 self.clients.clear();
                 Ok(Reply::Done)
             }
+            Op::ReplyFile(id) => self.reply_location(id),
             Op::Shutdown => Ok(Reply::Done),
         }
+    }
+
+    /// Where the reply is: its temp file in TRANSFERRED, its file after Complete (D11).
+    fn reply_location(&self, id: JobId) -> Result<Reply, BitsError> {
+        let job = match self.finished.iter().rev().find(|j| j.id == id) {
+            Some(job) => job,
+            None => self.job(id)?,
+        };
+        if job.job_type != JobType::UploadReply {
+            return Err(BitsError::new(
+                ErrorCode::NotImpl,
+                format!(
+                    "job {id} is {}: only upload-reply jobs have a reply",
+                    job.job_type.name()
+                ),
+            ));
+        }
+        let reply = job.reply.download.as_ref().filter(|r| r.transferred);
+        let path = match (job.state, reply) {
+            (JobState::Transferred, Some(reply)) if !reply.completed => reply.temp_path.clone(),
+            (JobState::Acknowledged | JobState::Transferred, Some(reply)) => {
+                reply.local_path.clone()
+            }
+            _ => {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "job {id} is {}: the reply can be read once the job is TRANSFERRED",
+                        job.state
+                    ),
+                ));
+            }
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| reply_unreadable(&path, &e))?
+            .len();
+        Ok(Reply::AnswerFile(path, size))
     }
 
     fn create(&mut self, spec: JobSpec) -> Result<Reply, BitsError> {
@@ -676,6 +768,13 @@ impl Actor {
             Event::Set(PropertyChange::ReplaceExisting(spec.replace_existing)),
             now,
         )?;
+        if let Some(reply) = spec.reply_file {
+            job::apply(
+                &mut job,
+                Event::Set(PropertyChange::ReplyFileName(reply)),
+                now,
+            )?;
+        }
         if !spec.files.is_empty() {
             files::check_new_files(&job, &spec.files)?;
             let result = job::apply(

@@ -13,7 +13,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use std::io::SeekFrom;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -39,6 +39,19 @@ pub struct ServeOptions {
     /// Largest fragment accepted (IIS's request limit); larger ones get 413 and the client
     /// sends smaller ones. `None`: any size (fragments are streamed to disk either way).
     pub max_fragment_size: Option<u64>,
+    /// The server application told of each finished upload (BITSServerNotificationType 1/2);
+    /// `None`: uploads go to their destination (type 0).
+    pub notify: Option<Notify>,
+}
+
+/// How the server application hears of an upload (spec §8.5 rule 4).
+#[derive(Clone, Debug)]
+pub struct Notify {
+    /// Absolute, or relative to the upload URL; the upload URL's query string is appended.
+    pub url: String,
+    /// The upload as the request body and the reply as the answer's body; otherwise the paths
+    /// of both go in headers (by reference).
+    pub by_value: bool,
 }
 
 impl ServeOptions {
@@ -56,6 +69,7 @@ impl ServeOptions {
             session_timeout: Self::DEFAULT_SESSION_TIMEOUT,
             sessions_per_client: Self::DEFAULT_SESSIONS_PER_CLIENT,
             max_fragment_size: None,
+            notify: None,
         }
     }
 }
@@ -69,6 +83,9 @@ pub(crate) struct Served {
     max_upload_size: Option<u64>,
     sessions_per_client: usize,
     max_fragment_size: Option<u64>,
+    notify: Option<Notify>,
+    /// Talks to the server application.
+    app: reqwest::Client,
 }
 
 /// Binds, calls `ready` with the address (the port when 0 was asked), and serves until
@@ -115,6 +132,11 @@ pub async fn run(
         max_upload_size: options.max_upload_size,
         sessions_per_client: options.sessions_per_client,
         max_fragment_size: options.max_fragment_size,
+        notify: options.notify,
+        app: reqwest::Client::builder()
+            .timeout(upload::APP_TIMEOUT)
+            .no_proxy()
+            .build()?,
     });
     if served.sessions.is_some() {
         // Idle sessions are looked for every minute (or every timeout, if shorter).
@@ -197,6 +219,19 @@ impl Piece {
 }
 
 async fn download(served: &Served, uri: &Uri, headers: &HeaderMap, head: bool) -> Response {
+    if let Some(id) = uri.path().strip_prefix(upload::REPLIES_PATH) {
+        // The reply of an upload-reply session, while the session lasts.
+        return match served.sessions.as_ref().and_then(|s| s.reply_file(id)) {
+            Some(path) => send_file(&path, uri, headers, head).await,
+            None => plain(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{}: no such reply (the session ended or has none)",
+                    uri.path()
+                ),
+            ),
+        };
+    }
     let path = match paths::resolve(&served.root, uri.path()) {
         Ok(path) => path,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{}: {e}", uri.path())),
@@ -218,6 +253,11 @@ async fn download(served: &Served, uri: &Uri, headers: &HeaderMap, head: bool) -
             ),
         };
     }
+    send_file(&path, uri, headers, head).await
+}
+
+/// GET/HEAD of one file: validators, single and multi-range answers, streamed.
+async fn send_file(path: &Path, uri: &Uri, headers: &HeaderMap, head: bool) -> Response {
     let file = match tokio::fs::File::open(&path).await {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

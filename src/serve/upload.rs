@@ -21,9 +21,15 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// Session data inside the served folder (same file system, so the final rename is atomic).
 pub const SESSIONS_DIR: &str = ".ferry-uploads";
+/// Where replies of upload-reply sessions are served: `/.ferry-replies/<session id>`.
+pub const REPLIES_PATH: &str = "/.ferry-replies/";
+/// How long the server application has to answer a notification (spec §8.5: 5 minutes).
+pub const APP_TIMEOUT: Duration = Duration::from_secs(300);
 
 const E_INVALIDARG: ErrorCode = ErrorCode::InvalidArg;
 const E_ACCESSDENIED: ErrorCode = ErrorCode::AccessDenied;
+/// E_FAIL: the server application could not be asked (no BITS name).
+const E_FAIL: u32 = 0x8000_4005;
 /// HRESULT_FROM_WIN32(ERROR_BUSY): not a BITS code, so not an `ErrorCode`.
 const ERROR_BUSY: u32 = 0x8007_00AA;
 
@@ -33,8 +39,12 @@ struct Record {
     destination: PathBuf,
     /// Fixed by the first fragment.
     total: Option<u64>,
-    /// The file is at its destination.
+    /// The upload is done with: at its destination, or (with a server application) handed to
+    /// the application, which answered.
     committed: bool,
+    /// The reply URL sent with the last acknowledgement (server application only).
+    #[serde(default)]
+    reply_url: Option<String>,
     /// Who created the session (for the sessions-per-client limit).
     #[serde(default)]
     client: Option<IpAddr>,
@@ -134,6 +144,22 @@ impl Sessions {
         self.dir.join(format!("{id}.ron"))
     }
 
+    fn reply_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.reply"))
+    }
+
+    /// The reply file of a live session, named by the id in a reply URL (without braces).
+    pub fn reply_file(&self, url_id: &str) -> Option<PathBuf> {
+        let id = format!("{{{}}}", url_id.trim_matches(['{', '}']).to_uppercase());
+        let live = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id);
+        let path = self.reply_path(&id);
+        (live && path.is_file()).then_some(path)
+    }
+
     fn save(&self, session: &Session) -> std::io::Result<()> {
         let text = ron::to_string(&session.record).map_err(std::io::Error::other)?;
         crate::store::write_atomically(&self.record_path(&session.id), text.as_bytes())
@@ -151,6 +177,7 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&session.id);
         let _ = std::fs::remove_file(self.part(&session.id));
+        let _ = std::fs::remove_file(self.reply_path(&session.id));
         let _ = std::fs::remove_file(self.record_path(&session.id));
     }
 
@@ -206,7 +233,7 @@ pub(crate) async fn handle(
     match packet.as_str() {
         "ping" => ack(StatusCode::OK, None, Vec::new()),
         "create-session" => create(served, sessions, client, uri, headers),
-        "fragment" => fragment(served, sessions, headers, body).await,
+        "fragment" => fragment(served, sessions, uri, headers, body).await,
         "close-session" => close(sessions, headers, false).await,
         "cancel-session" => close(sessions, headers, true).await,
         _ => error(
@@ -261,15 +288,30 @@ impl Hresult for u32 {
     }
 }
 
+/// BG_ERROR_CONTEXT_REMOTE_FILE: the server itself refused.
+const CONTEXT_REMOTE_FILE: u32 = 0x5;
+/// BG_ERROR_CONTEXT_REMOTE_APPLICATION: the server application refused or failed.
+const CONTEXT_REMOTE_APPLICATION: u32 = 0x7;
+
 /// An Ack carrying an error (§8.1): the HRESULT and the server context.
 fn error(status: StatusCode, code: impl Hresult, session: Option<&str>, why: &str) -> Response {
+    error_in(CONTEXT_REMOTE_FILE, status, code, session, why)
+}
+
+fn error_in(
+    context: u32,
+    status: StatusCode,
+    code: impl Hresult,
+    session: Option<&str>,
+    why: &str,
+) -> Response {
     tracing::debug!("BITS_POST refused ({status}): {why}");
     ack(
         status,
         session,
         vec![
             ("BITS-Error-Code", format!("0x{:08X}", code.hresult())),
-            ("BITS-Error-Context", "0x5".to_string()),
+            ("BITS-Error-Context", format!("0x{context:X}")),
         ],
     )
 }
@@ -336,6 +378,7 @@ fn create(
             destination,
             total: None,
             committed: false,
+            reply_url: None,
             client: Some(client),
         },
         received: 0,
@@ -424,11 +467,12 @@ fn content_range(value: &str) -> Option<(u64, u64, u64)> {
 async fn fragment(
     served: &Served,
     sessions: &Sessions,
+    uri: &Uri,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
     let mut body = Some(body);
-    let response = fragment_into(served, sessions, headers, &mut body).await;
+    let response = fragment_into(served, sessions, uri, headers, &mut body).await;
     if let Some(body) = body {
         let mut stream = body.into_data_stream();
         let mut read = 0u64;
@@ -448,6 +492,7 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 async fn fragment_into(
     served: &Served,
     sessions: &Sessions,
+    uri: &Uri,
     headers: &HeaderMap,
     body: &mut Option<Body>,
 ) -> Response {
@@ -514,7 +559,11 @@ async fn fragment_into(
         // A gap: the client resends from where the server is.
         return ack(StatusCode::RANGE_NOT_SATISFIABLE, id, received(next));
     }
-    if last < next || session.record.committed {
+    if next == total {
+        // All here (a repeated last fragment, or the application failed before): finish.
+        return finish(served, sessions, &mut session, uri, headers).await;
+    }
+    if last < next {
         return ack(StatusCode::OK, id, received(next));
     }
     // Write bytes next..=last; the overlap before `next` is read and dropped (§12 D5).
@@ -544,29 +593,217 @@ async fn fragment_into(
     };
     session.received = next + written;
     if session.received == total {
-        let part = sessions.part(&session.id);
-        let destination = session.record.destination.clone();
-        if let Err(e) =
-            crate::engine::files::rename_into_place(&part, &destination, served.allow_overwrite)
-        {
-            // The bytes stay in the session: the client may close or cancel it.
-            return if e.kind() == std::io::ErrorKind::AlreadyExists {
-                error(
-                    StatusCode::CONFLICT,
-                    E_ACCESSDENIED,
-                    id,
-                    "a file appeared at the destination and may not be overwritten",
-                )
-            } else {
-                local_error(&e, id)
-            };
-        }
-        session.record.committed = true;
-        if let Err(e) = sessions.save(&session) {
-            return local_error(&e, id);
-        }
+        return finish(served, sessions, &mut session, uri, headers).await;
     }
     ack(StatusCode::OK, id, received(session.received))
+}
+
+/// The last byte is in: the file goes to its destination (no server application), or to the
+/// application, whose answer decides the reply and whether the file also goes to its
+/// destination. Done once; a repeated last fragment gets the same answer.
+async fn finish(
+    served: &Served,
+    sessions: &Sessions,
+    session: &mut Session,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    let id = session.id.clone();
+    let sid = Some(id.as_str());
+    if !session.record.committed {
+        let copy = match &served.notify {
+            None => true,
+            Some(notify) => {
+                let original = original_url(uri, headers);
+                match notify_application(served, sessions, session, notify, &original).await {
+                    Ok(answer) => {
+                        session.record.reply_url = Some(answer.reply_url);
+                        answer.copy
+                    }
+                    Err(response) => return response,
+                }
+            }
+        };
+        if copy {
+            let part = sessions.part(&id);
+            let destination = session.record.destination.clone();
+            let placed = if served.notify.is_some() {
+                // The session keeps its data for the application until it ends.
+                copy_into_place(&part, &destination, served.allow_overwrite)
+            } else {
+                crate::engine::files::rename_into_place(&part, &destination, served.allow_overwrite)
+            };
+            if let Err(e) = placed {
+                // The bytes stay in the session: the client may close or cancel it.
+                return if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    error(
+                        StatusCode::CONFLICT,
+                        E_ACCESSDENIED,
+                        sid,
+                        "a file appeared at the destination and may not be overwritten",
+                    )
+                } else {
+                    local_error(&e, sid)
+                };
+            }
+        }
+        session.record.committed = true;
+        if let Err(e) = sessions.save(session) {
+            return local_error(&e, sid);
+        }
+    }
+    let mut extra = vec![("BITS-Received-Content-Range", session.received.to_string())];
+    if let Some(url) = &session.record.reply_url {
+        extra.push(("BITS-Reply-URL", url.clone()));
+    }
+    ack(StatusCode::OK, sid, extra)
+}
+
+/// Copies the upload to its destination through a hidden temp file and a no-replace rename,
+/// so that the destination never shows half a file.
+fn copy_into_place(part: &Path, destination: &Path, replace: bool) -> std::io::Result<()> {
+    let name = destination
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = destination.with_file_name(format!(".{name}.ferry-copy"));
+    let copied = std::fs::copy(part, &temp)
+        .and_then(|_| std::fs::File::open(&temp)?.sync_all())
+        .and_then(|()| crate::engine::files::rename_into_place(&temp, destination, replace));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    copied
+}
+
+/// The upload URL as the client sent it (for BITS-Original-Request-URL).
+fn original_url(uri: &Uri, headers: &HeaderMap) -> String {
+    let host = text(headers, "Host");
+    let host = if host.is_empty() { "localhost" } else { host };
+    format!("http://{host}{uri}")
+}
+
+/// The server application's answer to a notification.
+struct AppAnswer {
+    reply_url: String,
+    /// BITS-Copy-File-To-Destination: the upload also goes to its destination.
+    copy: bool,
+}
+
+/// Notifies the server application (spec §8.5 rule 4): by reference (paths of the upload and
+/// of the reply to write) or by value (the upload as the body, the reply as the answer's body).
+/// A refusal or failure becomes the client's answer, with context REMOTE_APPLICATION.
+async fn notify_application(
+    served: &Served,
+    sessions: &Sessions,
+    session: &Session,
+    notify: &super::Notify,
+    original: &str,
+) -> Result<AppAnswer, Response> {
+    let id = session.id.as_str();
+    let app_error = |status: StatusCode, code: u32, why: String| {
+        tracing::warn!("upload session {id}: the server application {why}");
+        error_in(CONTEXT_REMOTE_APPLICATION, status, code, Some(id), &why)
+    };
+    let target = notification_target(&notify.url, original).ok_or_else(|| {
+        app_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            E_FAIL,
+            format!("notification URL {:?} is not valid", notify.url),
+        )
+    })?;
+    let part = sessions.part(id);
+    let reply = sessions.reply_path(id);
+    let _ = std::fs::remove_file(&reply); // a failed earlier try may have left one
+    let mut request = served
+        .app
+        .post(&target)
+        .header("BITS-Original-Request-URL", original);
+    if notify.by_value {
+        let file = tokio::fs::File::open(&part)
+            .await
+            .map_err(|e| local_error(&e, Some(id)))?;
+        let length = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        request = request
+            .header(header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::from(file));
+    } else {
+        request = request
+            .header("BITS-Request-DataFile-Name", part.display().to_string())
+            .header("BITS-Response-DataFile-Name", reply.display().to_string())
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Vec::new());
+    }
+    let mut answer = match request.send().await {
+        Ok(answer) => answer,
+        Err(e) if e.is_timeout() => {
+            return Err(app_error(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::Http(408).hresult(),
+                format!("did not answer within {} s", APP_TIMEOUT.as_secs()),
+            ));
+        }
+        Err(e) => {
+            return Err(app_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                E_FAIL,
+                format!("cannot be reached at {target}: {e}"),
+            ));
+        }
+    };
+    let status = answer.status();
+    if status != reqwest::StatusCode::OK {
+        // Forwarded with its status (§8.5): the client classifies it (a 403 is final).
+        let forwarded =
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Err(app_error(
+            forwarded,
+            ErrorCode::Http(status.as_u16()).hresult(),
+            format!("answered HTTP {status}"),
+        ));
+    }
+    let static_url = answer
+        .headers()
+        .get("BITS-Static-Response-URL")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
+    let copy = answer
+        .headers()
+        .contains_key("BITS-Copy-File-To-Destination");
+    if static_url.is_none() && (notify.by_value || !reply.exists()) {
+        // By value the answer's body is the reply; by reference an application that wrote
+        // no reply file sent an empty reply (spec §1).
+        let written = async {
+            let mut file = tokio::fs::File::create(&reply).await?;
+            if notify.by_value {
+                while let Some(chunk) = answer.chunk().await.map_err(std::io::Error::other)? {
+                    file.write_all(&chunk).await?;
+                }
+            }
+            file.sync_all().await
+        };
+        written.await.map_err(|e| local_error(&e, Some(id)))?;
+    }
+    let reply_url =
+        static_url.unwrap_or_else(|| format!("{REPLIES_PATH}{}", id.trim_matches(['{', '}'])));
+    Ok(AppAnswer { reply_url, copy })
+}
+
+/// The notification URL, resolved against the upload URL when relative, with the upload URL's
+/// query string appended (spec §8.5).
+fn notification_target(notify: &str, original: &str) -> Option<String> {
+    let base = url::Url::parse(original).ok()?;
+    let mut target = base.join(notify).ok()?;
+    if let Some(query) = base.query() {
+        let joined = match target.query() {
+            Some(own) if !own.is_empty() => format!("{own}&{query}"),
+            _ => query.to_string(),
+        };
+        target.set_query(Some(&joined));
+    }
+    Some(target.into())
 }
 
 /// Streams the body into `part` from offset `next`, skipping the `next - first` bytes already

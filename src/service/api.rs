@@ -105,3 +105,16 @@ impl From<ErrorReply> for BitsError {
         BitsError::new(reply.error.code, reply.error.message)
     }
 }
+
+/// `POST /v1/jobs/{id}/reply`: where to save the reply of an upload-reply job.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SaveReply {
+    /// An absolute path that does not exist yet.
+    pub out: std::path::PathBuf,
+}
+
+/// The answer to [`SaveReply`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReplySaved {
+    pub bytes: u64,
+}

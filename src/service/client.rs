@@ -214,6 +214,26 @@ impl Client {
             .await
     }
 
+    /// GetReplyData: the reply of an upload-reply job (at most 1 MiB).
+    pub async fn reply_data(&self, id: JobId) -> Result<Vec<u8>, ClientError> {
+        let route = format!("/jobs/{}/reply", id.0);
+        let response = self
+            .send(Method::GET, &route, None, Some(CALL_TIMEOUT))
+            .await?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Saves the reply of an upload-reply job to `out` (absolute, not existing yet).
+    pub async fn save_reply(&self, id: JobId, out: &Path) -> Result<u64, ClientError> {
+        let route = format!("/jobs/{}/reply", id.0);
+        let save = api::SaveReply {
+            out: out.to_path_buf(),
+        };
+        let saved: api::ReplySaved = self.call(Method::POST, &route, Some(&save)).await?;
+        Ok(saved.bytes)
+    }
+
     /// The configuration in the service's config file.
     pub async fn config(&self) -> Result<crate::config::Config, ClientError> {
         self.call(Method::GET, "/config", None::<&()>).await

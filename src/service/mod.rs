@@ -283,6 +283,7 @@ fn router(state: AppState) -> Router {
         .route(&p("/jobs/{id}/complete"), post(complete))
         .route(&p("/jobs/{id}/cancel"), post(cancel))
         .route(&p("/jobs/{id}/validation"), post(validate))
+        .route(&p("/jobs/{id}/reply"), get(reply_data).post(save_reply))
         .route(&p("/events"), get(events))
         .route(&p("/config"), get(get_config).put(put_config))
         .route(&p("/shutdown"), post(shutdown))
@@ -554,6 +555,39 @@ async fn validate(
         engine.set_validation(id, v.file, v.valid).await
     })
     .await
+}
+
+/// GetReplyData: the reply's bytes (at most 1 MiB).
+async fn reply_data(State(state): State<AppState>, RoutePath(id): RoutePath<String>) -> Response {
+    let result = async { state.engine.reply_data(job_id(&id)?).await }.await;
+    match result {
+        Ok(data) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            data,
+        )
+            .into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// Saves the reply, whatever its size, to a file that must not exist yet.
+async fn save_reply(
+    State(state): State<AppState>,
+    RoutePath(id): RoutePath<String>,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let save: api::SaveReply = body(&bytes)?;
+        if !save.out.is_absolute() {
+            return Err(invalid(format!(
+                "out {:?} must be an absolute path",
+                save.out
+            )));
+        }
+        let bytes = state.engine.save_reply(job_id(&id)?, save.out).await?;
+        Ok(api::ReplySaved { bytes })
+    };
+    reply(result.await)
 }
 
 fn config_path(state: &AppState) -> Result<&Path, BitsError> {

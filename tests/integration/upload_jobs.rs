@@ -372,6 +372,11 @@ async fn scripted(
     }
     let mut state = state.lock().expect("state");
     match packet.as_str() {
+        // Not BITS (a GET of a reply): the refusal, if there is one.
+        "" => match state.refuse {
+            Some((status, _, _)) => answer(status, Vec::new()),
+            None => answer(200, Vec::new()),
+        },
         "create-session" => answer(
             200,
             vec![
@@ -516,4 +521,257 @@ async fn an_upload_reply_job_needs_a_reply_url_from_the_server() {
     let error = job.error.expect("error");
     assert_eq!(error.code, ErrorCode::InvalidServerResponse);
     assert!(error.description.contains("BITS-Reply-URL"), "{error:?}");
+}
+
+/// A server application for `ferry serve --notify-url`: answers each notification with the
+/// sha256 of the upload as the reply, or with the statuses it is told to give first.
+#[derive(Default)]
+struct AppScript {
+    /// Answers the next notifications get, in order, before the normal 200.
+    fail_with: Vec<u16>,
+    /// Ask the server to also put the upload at its URL.
+    copy: bool,
+    /// Answer with this static reply URL instead of a reply.
+    static_reply: Option<String>,
+    notifications: Vec<axum::http::HeaderMap>,
+}
+
+struct App {
+    url: String,
+    state: Arc<Mutex<AppScript>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl App {
+    async fn start(script: AppScript) -> App {
+        let state = Arc::new(Mutex::new(script));
+        let app = axum::Router::new()
+            .fallback(application)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        App {
+            url: format!("http://{address}/notify"),
+            state,
+            task,
+        }
+    }
+
+    fn notifications(&self) -> Vec<axum::http::HeaderMap> {
+        self.state.lock().expect("state").notifications.clone()
+    }
+}
+
+async fn application(
+    axum::extract::State(state): axum::extract::State<Arc<Mutex<AppScript>>>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    let mut state = state.lock().expect("state");
+    state.notifications.push(headers.clone());
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    if !state.fail_with.is_empty() {
+        let status = state.fail_with.remove(0);
+        *response.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
+        return response;
+    }
+    if state.copy {
+        response.headers_mut().insert(
+            "BITS-Copy-File-To-Destination",
+            "yes".parse().expect("value"),
+        );
+    }
+    if let Some(url) = &state.static_reply {
+        response
+            .headers_mut()
+            .insert("BITS-Static-Response-URL", url.parse().expect("value"));
+        return response;
+    }
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    match text("BITS-Request-DataFile-Name") {
+        Some(upload) => {
+            // By reference: read the upload, write the reply file.
+            let data = std::fs::read(upload).expect("the upload is readable");
+            let reply = text("BITS-Response-DataFile-Name").expect("reply file name");
+            std::fs::write(reply, format!("sha256:{}", sha256(&data))).expect("reply");
+        }
+        None => {
+            // By value: the body is the upload, the reply is the answer's body.
+            *response.body_mut() = axum::body::Body::from(format!("sha256:{}", sha256(&body)));
+        }
+    }
+    response
+}
+
+fn notify_options(dir: &Path, app: &App, by_value: bool) -> ServeOptions {
+    ServeOptions {
+        notify: Some(ferry::serve::Notify {
+            url: app.url.clone(),
+            by_value,
+        }),
+        ..serve_options(dir, "127.0.0.1:0".parse().expect("address"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_reply_job_brings_back_the_applications_reply() {
+    for by_value in [false, true] {
+        let mut h = Harness::new().await;
+        let served = tempfile::tempdir().expect("served");
+        let app = App::start(AppScript {
+            copy: by_value,
+            ..AppScript::default()
+        })
+        .await;
+        let server = Server::start_with(notify_options(served.path(), &app, by_value)).await;
+        let local = h.out("form.bin");
+        let data = content(2_000_000, 98);
+        std::fs::write(&local, &data).expect("local");
+        let url = format!("{}/form.bin?user=7", server.base);
+        let id = upload_job(&h, JobType::UploadReply, &url, &local).await;
+        h.engine.resume(id).await.expect("resume");
+        let job = h.wait_state(id, JobState::Transferred).await;
+        let expected = format!("sha256:{}", sha256(&data));
+        let reply = job.reply_progress().expect("reply progress");
+        assert_eq!(reply.bytes_total, Some(expected.len() as u64));
+        assert_eq!(reply.bytes_transferred, expected.len() as u64);
+        assert_eq!(
+            job.progress().bytes_transferred,
+            2_000_000,
+            "upload progress apart"
+        );
+        // GetReplyData in TRANSFERRED, before Complete.
+        let read = h.engine.reply_data(id).await.expect("reply data");
+        assert_eq!(String::from_utf8_lossy(&read), expected);
+        // Close-Session only after the reply came: the server dropped the session and reply.
+        session_ended(&mut h, id, false).await;
+        assert_eq!(open_sessions(served.path()), Vec::<String>::new());
+        let notes = app.notifications();
+        assert_eq!(notes.len(), 1, "by_value {by_value}");
+        let original = notes[0]
+            .get("BITS-Original-Request-URL")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(original.ends_with("/form.bin?user=7"), "{original}");
+        // The application decides whether the upload also lands at its URL.
+        assert_eq!(served.path().join("form.bin").exists(), by_value);
+        h.engine.complete(id).await.expect("complete");
+        let reply_file = default_reply(&local);
+        assert_eq!(
+            std::fs::read_to_string(&reply_file).expect("reply file"),
+            expected
+        );
+        assert!(
+            crate::hidden_files(&h.out_dir()).is_empty(),
+            "no temp file left: {:?}",
+            crate::hidden_files(&h.out_dir())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_application_failures_are_retried_or_final() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    let app = App::start(AppScript {
+        fail_with: vec![500],
+        ..AppScript::default()
+    })
+    .await;
+    let server = Server::start_with(notify_options(served.path(), &app, false)).await;
+    let local = h.out("a.bin");
+    std::fs::write(&local, content(300_000, 99)).expect("local");
+    let id = upload_job(
+        &h,
+        JobType::UploadReply,
+        &format!("{}/a.bin", server.base),
+        &local,
+    )
+    .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::TransientError).await;
+    let error = job.error.expect("error");
+    assert_eq!(error.context, ErrorContext::RemoteApplication);
+    assert_eq!(error.code, ErrorCode::Http(500));
+    // The retry repeats the last fragment; the server asks the application again.
+    h.clock.advance(Duration::from_secs(600));
+    h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(app.notifications().len(), 2);
+
+    // 403 from the application: final.
+    app.state.lock().expect("state").fail_with = vec![403];
+    let second = upload_job(
+        &h,
+        JobType::UploadReply,
+        &format!("{}/b.bin", server.base),
+        &local,
+    )
+    .await;
+    h.engine.resume(second).await.expect("resume");
+    let job = h.wait_state(second, JobState::Error).await;
+    let error = job.error.expect("error");
+    assert_eq!(error.context, ErrorContext::RemoteApplication);
+    assert_eq!(error.code, ErrorCode::Http(403));
+}
+
+/// Upload-reply cancelled after its upload: the reply goes, the upload stays where the
+/// application put it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_upload_reply_after_the_upload_cancels_only_the_reply() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    // The reply is somewhere that fails for now.
+    let refusing = Scripted::start(Script {
+        refuse: Some((503, 0, 5)),
+        ..Script::default()
+    })
+    .await;
+    let app = App::start(AppScript {
+        copy: true,
+        static_reply: Some(refusing.url.clone()),
+        ..AppScript::default()
+    })
+    .await;
+    let server = Server::start_with(notify_options(served.path(), &app, false)).await;
+    let local = h.out("a.bin");
+    let data = content(300_000, 100);
+    std::fs::write(&local, &data).expect("local");
+    let id = upload_job(
+        &h,
+        JobType::UploadReply,
+        &format!("{}/a.bin", server.base),
+        &local,
+    )
+    .await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::TransientError).await;
+    assert!(job.files[0].transferred, "the upload is done");
+    assert_eq!(
+        job.reply.download.as_ref().map(|r| r.remote_url.as_str()),
+        Some(refusing.url.as_str())
+    );
+    h.engine.cancel(id).await.expect("cancel");
+    session_ended(&mut h, id, true).await;
+    assert_eq!(open_sessions(served.path()), Vec::<String>::new());
+    let uploaded = std::fs::read(served.path().join("a.bin")).expect("still uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+    assert!(crate::hidden_files(&h.out_dir()).is_empty());
+    assert!(local.exists());
 }

@@ -1,0 +1,124 @@
+//! `ferry put`: one FOREGROUND upload (or upload-reply) job, run to the end like `ferry get`.
+
+use super::{PutArgs, exit, fail, report};
+use crate::engine::JobSpec;
+use crate::job::{Job, JobId, JobState, JobType, NewFile, PropertyChange};
+use crate::service::client::{Client, ClientError};
+use std::path::{Path, PathBuf};
+
+/// Marks jobs made by `ferry put`, so that running the same command again resumes its job.
+const PUT_DESCRIPTION: &str = "ferry put";
+
+struct Plan {
+    file: NewFile,
+    job_type: JobType,
+    reply: Option<PathBuf>,
+}
+
+fn plan(args: &PutArgs) -> Result<Plan, String> {
+    let local = super::jobs::absolute(&args.local)?;
+    let reply = args
+        .reply
+        .as_deref()
+        .map(super::jobs::absolute)
+        .transpose()?;
+    if reply.as_ref() == Some(&local) {
+        return Err(format!(
+            "the reply cannot replace the file being uploaded ({}): choose another --reply file",
+            local.display()
+        ));
+    }
+    Ok(Plan {
+        file: NewFile {
+            remote_url: args.url.clone(),
+            local_path: local,
+            ranges: None,
+        },
+        job_type: if reply.is_some() {
+            JobType::UploadReply
+        } else {
+            JobType::Upload
+        },
+        reply,
+    })
+}
+
+/// A job of an earlier `ferry put` of the same file to the same URL, not finished yet.
+fn earlier_job<'a>(jobs: &'a [Job], plan: &Plan) -> Option<&'a Job> {
+    jobs.iter().find(|job| {
+        job.description == PUT_DESCRIPTION
+            && job.job_type == plan.job_type
+            && job.files.len() == 1
+            && job.files[0].remote_url == plan.file.remote_url
+            && job.files[0].local_path == plan.file.local_path
+            && (plan.reply.is_none() || job.reply.file_name == plan.reply)
+    })
+}
+
+pub(super) async fn run(client: &Client, args: PutArgs) -> u8 {
+    let plan = match plan(&args) {
+        Ok(plan) => plan,
+        Err(message) => return fail(message),
+    };
+    let interrupt = match super::jobs::interrupt_signal() {
+        Ok(signal) => signal,
+        Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
+    };
+    let id = match prepare(client, &args, &plan).await {
+        Ok(id) => id,
+        Err(e) => return report(&e),
+    };
+    let code = super::get::follow(client, id, args.quiet, interrupt, plan.job_type).await;
+    if code == exit::OK
+        && let Some(reply) = &plan.reply
+        && !args.quiet
+    {
+        eprintln!("ferry: the server's reply is in {}", reply.display());
+    }
+    code
+}
+
+async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, ClientError> {
+    let jobs = client.jobs(false).await?;
+    if let Some(job) = earlier_job(&jobs, plan) {
+        let id = job.id;
+        if !args.quiet {
+            eprintln!("ferry: resuming job {} from an earlier run", id.0);
+        }
+        client
+            .set(id, &[PropertyChange::Priority(args.priority)])
+            .await?;
+        if job.state != JobState::Transferred {
+            client.resume(id).await?;
+        }
+        return Ok(id);
+    }
+    if let Some(reply) = &plan.reply
+        && reply.exists()
+    {
+        return Err(ClientError::Api(crate::job::BitsError::new(
+            crate::job::ErrorCode::FileExists,
+            format!(
+                "{} already exists: choose another --reply file, or remove it first",
+                reply.display()
+            ),
+        )));
+    }
+    let spec = JobSpec {
+        priority: Some(args.priority),
+        description: PUT_DESCRIPTION.into(),
+        files: vec![plan.file.clone()],
+        reply_file: plan.reply.clone(),
+        ..JobSpec::new(&label(&plan.file.local_path), plan.job_type)
+    };
+    // Created with its file and reply name in one step: a refusal leaves no job behind.
+    let id = client.create(&spec).await?;
+    client.resume(id).await?;
+    Ok(id)
+}
+
+fn label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
