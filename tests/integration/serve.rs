@@ -813,3 +813,144 @@ async fn a_client_that_hangs_up_mid_body_does_not_stop_the_server() {
     let (status, _) = served.raw("HEAD /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status, 200, "the server still answers");
 }
+
+/// A server application answering by value: the reply says how many bytes came.
+async fn counting_application() -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new()
+        .fallback(|body: bytes::Bytes| async move { format!("received {} bytes", body.len()) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{address}/app"), task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_uploads_and_reads_replies() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (app, _app_task) = counting_application().await;
+    let served = Served::start_with(dir.path(), &["--notify-url", &app, "--notify-by-value"]);
+    let plain_dir = tempfile::tempdir().expect("dir");
+    let plain = Served::start(plain_dir.path());
+    let home = Home::new();
+    let work = tempfile::tempdir().expect("work");
+    let local = work.path().join("photo.bin");
+    let data = content(1_500_000, 72);
+    std::fs::write(&local, &data).expect("local");
+
+    // `ferry put` to a plain server: the file lands at its URL.
+    let mut command = home.ferry();
+    command.arg("put").arg(&local).arg(plain.url("/photo.bin"));
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("uploaded 1 file(s)"),
+        "{}",
+        stderr(&output)
+    );
+    let uploaded = std::fs::read(plain_dir.path().join("photo.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+
+    // `ferry put --reply`: the application's reply is saved.
+    let reply = work.path().join("answer.txt");
+    let mut command = home.ferry();
+    command
+        .args(["put", "--quiet", "--reply"])
+        .arg(&reply)
+        .arg(&local)
+        .arg(served.url("/in/photo.bin"));
+    std::fs::create_dir(dir.path().join("in")).expect("in");
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(&reply).expect("reply"),
+        "received 1500000 bytes"
+    );
+    // A --reply file that exists is refused before anything is sent.
+    let mut command = home.ferry();
+    command
+        .args(["put", "--reply"])
+        .arg(&reply)
+        .arg(&local)
+        .arg(served.url("/in/again.bin"));
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("already exists"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Step by step: create, add, name the reply, resume, wait, read, save, complete.
+    let step = |args: &[&str]| {
+        let mut command = home.ferry();
+        command.args(args);
+        command
+    };
+    let url = served.url("/in/step.bin");
+    let local_text = local.display().to_string();
+    let reply_file = work.path().join("step-reply.txt");
+    let reply_text = reply_file.display().to_string();
+    for args in [
+        vec!["create", "--upload-reply", "steps"],
+        vec!["add", "steps", url.as_str(), local_text.as_str()],
+        vec!["set", "steps", "--reply-file", reply_text.as_str()],
+        vec!["resume", "steps"],
+        vec!["wait", "steps"],
+    ] {
+        let output = run(step(&args)).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let output = run(step(&["info", "steps"])).await;
+    let info = crate::home::stdout(&output);
+    assert!(info.contains("UPLOAD_REPLY"), "{info}");
+    assert!(info.contains("REPLY\n"), "{info}");
+    assert!(info.contains("/.ferry-replies/"), "{info}");
+    assert!(info.contains(&reply_text), "{info}");
+    assert!(info.contains(&format!("{local_text} -> {url}")), "{info}");
+    let output = run(step(&["info", "--json", "steps"])).await;
+    let json: serde_json::Value =
+        serde_json::from_str(&crate::home::stdout(&output)).expect("json");
+    assert_eq!(json["reply"]["bytes_total"], 22);
+    assert_eq!(json["bytes_transferred"], 1_500_000);
+    let output = run(step(&["reply", "steps"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(crate::home::stdout(&output), "received 1500000 bytes");
+    let copy = work.path().join("copy.txt");
+    let output = run(step(&[
+        "reply",
+        "steps",
+        "--out",
+        &copy.display().to_string(),
+    ]))
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(&copy).expect("copy"),
+        "received 1500000 bytes"
+    );
+    let output = run(step(&["complete", "steps"])).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(&reply_file).expect("reply file"),
+        "received 1500000 bytes"
+    );
+    // A download job has no reply: E_NOTIMPL, said plainly.
+    let output = run(step(&["create", "plain"])).await;
+    assert_eq!(output.status.code(), Some(0));
+    let output = run(step(&["reply", "plain"])).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("only upload-reply jobs have a reply"),
+        "{}",
+        stderr(&output)
+    );
+}
