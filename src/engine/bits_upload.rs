@@ -11,7 +11,6 @@ use crate::job::{
 use reqwest::header::HeaderMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
 /// The one upload protocol (MC-BUP).
@@ -141,20 +140,72 @@ fn transport(url: &str, error: &reqwest::Error) -> Failure {
     )
 }
 
+/// How much of the file one chunk of a fragment's body holds as it streams.
+const BODY_CHUNK: u64 = 1 << 20;
+
+/// A packet's body: none, or `length` bytes of the file from `offset`, streamed (so that reading
+/// the file and sending overlap, and memory stays at a chunk or two whatever the fragment size).
+enum PacketBody {
+    Empty,
+    File {
+        file: std::sync::Arc<std::fs::File>,
+        offset: u64,
+        length: u64,
+    },
+}
+
+/// The chunks of a file body: each read straight into the buffer that is sent (positioned
+/// reads in the blocking pool; no second copy as through `tokio::fs::File`).
+fn file_chunks(
+    file: std::sync::Arc<std::fs::File>,
+    offset: u64,
+    length: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::try_unfold((offset, length), move |(at, left)| {
+        let file = file.clone();
+        async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let n = left.min(BODY_CHUNK);
+            let chunk = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buffer = vec![0; n as usize];
+                file.read_exact_at(&mut buffer, at).map(|()| buffer)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((bytes::Bytes::from(chunk), (at + n, left - n))))
+        }
+    })
+}
+
 impl Upload {
     async fn post(
         &self,
         packet: &str,
         session: Option<&str>,
         extra: &[(&str, String)],
-        body: Vec<u8>,
+        body: PacketBody,
     ) -> Result<reqwest::Response, reqwest::Error> {
         let method = reqwest::Method::from_bytes(b"BITS_POST").unwrap_or(reqwest::Method::POST);
+        let (length, body) = match body {
+            PacketBody::Empty => (0, reqwest::Body::from(Vec::new())),
+            PacketBody::File {
+                file,
+                offset,
+                length,
+            } => (
+                length,
+                reqwest::Body::wrap_stream(file_chunks(file, offset, length)),
+            ),
+        };
+        // Content-Length always (the protocol requires it); a streamed body is not chunked.
         let mut request = self
             .client
             .request(method, &self.url)
             .header("BITS-Packet-Type", packet)
-            .header(reqwest::header::CONTENT_LENGTH, body.len().to_string());
+            .header(reqwest::header::CONTENT_LENGTH, length.to_string());
         if let Some(session) = session {
             request = request.header("BITS-Session-Id", session);
         }
@@ -208,11 +259,11 @@ impl Upload {
                 ),
             ))
         };
-        let mut file = match tokio::fs::File::open(&self.local).await {
-            Ok(file) => file,
+        let file = match tokio::fs::File::open(&self.local).await {
+            Ok(file) => std::sync::Arc::new(file.into_std().await),
             Err(e) => return local_failure(e),
         };
-        let stamp = match file.metadata().await {
+        let stamp = match file.metadata() {
             Ok(meta) => local_stamp(&meta),
             Err(e) => return local_failure(e),
         };
@@ -256,19 +307,19 @@ impl Upload {
             // again gets the final answer, with its reply URL.
             let first = progress.acknowledged.min(size - 1);
             let length = progress.fragment.min(size - first);
-            let mut body = vec![0; length as usize];
-            let read = async {
-                file.seek(std::io::SeekFrom::Start(first)).await?;
-                file.read_exact(&mut body).await
-            };
-            if let Err(e) = read.await {
-                return local_failure(e);
-            }
+            // The file as it is now: a change since the last fragment fails the upload before
+            // anything of the new version is sent. (A write while this fragment streams is
+            // caught before the next one, or before the last is reported done.)
             match tokio::fs::metadata(&self.local).await {
                 Ok(meta) if local_stamp(&meta) != stamp => return changed(&local_stamp(&meta)),
                 Ok(_) => {}
                 Err(e) => return local_failure(e),
             }
+            let body = PacketBody::File {
+                file: file.clone(),
+                offset: first,
+                length,
+            };
             let last = first + length - 1;
             let range = format!("bytes {first}-{last}/{size}");
             let fragment_headers = [("Content-Range", range), ("Content-Name", self.name())];
@@ -305,6 +356,12 @@ impl Upload {
                         let cap = progress.ceiling.unwrap_or(MAX_FRAGMENT);
                         progress.fragment = (progress.fragment * 2).min(cap).max(MIN_FRAGMENT);
                         restarts = 0;
+                    }
+                    if offset == size
+                        && let Ok(meta) = tokio::fs::metadata(&self.local).await
+                        && local_stamp(&meta) != stamp
+                    {
+                        return changed(&local_stamp(&meta));
                     }
                     progress.acknowledged = offset;
                     acknowledged(progress);
@@ -363,7 +420,7 @@ impl Upload {
                     ("BITS-Supported-Protocols", PROTOCOL.to_string()),
                     ("Content-Name", self.name()),
                 ],
-                Vec::new(),
+                PacketBody::Empty,
             )
             .await
             .map_err(|e| transport(&self.url, &e))?;
@@ -410,7 +467,10 @@ impl Upload {
         let deadline = tokio::time::Instant::now() + ENDING_PATIENCE;
         let mut delay = Duration::from_millis(250);
         loop {
-            let failure = match self.post(packet, Some(session), &[], Vec::new()).await {
+            let failure = match self
+                .post(packet, Some(session), &[], PacketBody::Empty)
+                .await
+            {
                 Ok(answer) if answer.status().is_success() => return Ok(()),
                 Ok(answer) => {
                     let status = answer.status().as_u16();

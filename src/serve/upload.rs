@@ -7,7 +7,7 @@
 use super::{Served, paths};
 use crate::engine::bits_upload::PROTOCOL;
 use crate::job::ErrorCode;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Session data inside the served folder (same file system, so the final rename is atomic).
 pub const SESSIONS_DIR: &str = ".ferry-uploads";
@@ -486,6 +486,9 @@ async fn fragment(
     response
 }
 
+/// How much of a fragment is gathered before it is written to the session's file.
+const WRITE_BUFFER: usize = 1 << 20;
+
 /// Most of an unwanted body read and dropped; beyond it the connection is closed instead.
 const DRAIN_LIMIT: u64 = 64 << 20;
 
@@ -815,46 +818,79 @@ async fn write_tail(
     next: u64,
     last: u64,
 ) -> Result<u64, (Option<std::io::Error>, u64)> {
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .open(part)
-        .await
         .map_err(|e| (Some(e), 0))?;
-    file.seek(std::io::SeekFrom::Start(next))
-        .await
-        .map_err(|e| (Some(e), 0))?;
+    let file = Arc::new(file);
     let mut skip = next - first;
     let mut wanted = last + 1 - next;
     let mut written = 0u64;
     let mut stream = body.into_data_stream();
-    while wanted > 0 {
-        let chunk = match stream.next().await {
-            Some(Ok(chunk)) => chunk,
-            _ => break,
-        };
-        let mut data: &[u8] = &chunk;
-        let dropped = skip.min(data.len() as u64);
-        data = &data[dropped as usize..];
-        skip -= dropped;
-        let take = wanted.min(data.len() as u64) as usize;
-        if let Err(e) = file.write_all(&data[..take]).await {
-            return Err((Some(e), written));
+    // Body chunks are small: they are gathered (without copying) into positioned writes of
+    // about WRITE_BUFFER bytes in the blocking pool, one write running while the next batch
+    // arrives. Memory per upload stays at two batches.
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    let mut ended = false;
+    let mut running: Option<(tokio::task::JoinHandle<std::io::Result<()>>, usize)> = None;
+    let mut queued = 0u64;
+    while wanted > 0 && !ended {
+        match stream.next().await {
+            Some(Ok(mut chunk)) => {
+                let dropped = skip.min(chunk.len() as u64) as usize;
+                let _ = chunk.split_to(dropped);
+                skip -= dropped as u64;
+                chunk.truncate(wanted.min(chunk.len() as u64) as usize);
+                wanted -= chunk.len() as u64;
+                pending_len += chunk.len();
+                pending.push(chunk);
+            }
+            _ => ended = true,
         }
-        written += take as u64;
-        wanted -= take as u64;
+        // What arrived in full is kept, also when the body ended early.
+        if pending_len >= WRITE_BUFFER || wanted == 0 || ended {
+            if let Some((write, len)) = running.take() {
+                finish_write(write).await.map_err(|e| (Some(e), written))?;
+                written += len as u64;
+            }
+            let chunks = std::mem::take(&mut pending);
+            let at = next + queued;
+            let writer = file.clone();
+            let write = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut offset = at;
+                for chunk in &chunks {
+                    writer.write_all_at(chunk, offset)?;
+                    offset += chunk.len() as u64;
+                }
+                Ok(())
+            });
+            running = Some((write, pending_len));
+            queued += pending_len as u64;
+            pending_len = 0;
+        }
+    }
+    if let Some((write, len)) = running.take() {
+        finish_write(write).await.map_err(|e| (Some(e), written))?;
+        written += len as u64;
     }
     // A checkpoint that claims only bytes on disk: a restarted server trusts the file's length.
-    let synced = async {
-        file.flush().await?;
-        file.sync_data().await
-    };
-    if let Err(e) = synced.await {
+    let synced = tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    if let Err(e) = synced {
         return Err((Some(e), 0));
     }
     if wanted > 0 {
         return Err((None, written));
     }
     Ok(written)
+}
+
+async fn finish_write(write: tokio::task::JoinHandle<std::io::Result<()>>) -> std::io::Result<()> {
+    write.await.map_err(std::io::Error::other)?
 }
 
 /// Close-Session (`cancel` false) or Cancel-Session. Before the last byte both discard the
