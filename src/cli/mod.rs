@@ -374,6 +374,16 @@ pub struct ServeArgs {
     /// the reply (by value).
     #[arg(long, requires = "notify_url")]
     pub notify_by_value: bool,
+    /// Ask for HTTP Basic credentials: FILE has one `user:password` per line. Use with TLS
+    /// off loopback, or the passwords travel in clear.
+    #[arg(long, value_name = "FILE")]
+    pub basic_auth_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

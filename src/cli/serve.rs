@@ -6,7 +6,23 @@ use std::io::Write;
 
 pub async fn run(args: ServeArgs) -> u8 {
     let shown = args.dir.display().to_string();
+    let users = match args
+        .basic_auth_file
+        .as_deref()
+        .map(crate::serve::read_users)
+    {
+        Some(Ok(users)) => users,
+        Some(Err(e)) => return fail(e),
+        None => Vec::new(),
+    };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(certificate), Some(key)) => Some(crate::serve::TlsFiles { certificate, key }),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let options = ServeOptions {
+        users,
+        tls,
         root: args.dir,
         listen: args.listen,
         read_only: args.read_only,
@@ -26,7 +42,7 @@ pub async fn run(args: ServeArgs) -> u8 {
     let ready = |address: std::net::SocketAddr| {
         // One line on stdout, flushed: scripts and tests read the port from it.
         let mut out = std::io::stdout();
-        let _ = writeln!(out, "ferry serve: serving {shown} on http://{address}/");
+        let _ = writeln!(out, "ferry serve: serving {shown} on {scheme}://{address}/");
         let _ = out.flush();
     };
     match crate::serve::run(options, ready, stop).await {

@@ -42,6 +42,46 @@ pub struct ServeOptions {
     /// The server application told of each finished upload (BITSServerNotificationType 1/2);
     /// `None`: uploads go to their destination (type 0).
     pub notify: Option<Notify>,
+    /// HTTP Basic accounts (user, password): every request must name one. Empty: no auth.
+    pub users: Vec<(String, String)>,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Reads `user:password` lines (`#` comments, blank lines ignored) for HTTP Basic auth.
+pub fn read_users(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the accounts file {}: {e}", path.display()))?;
+    let mut users = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                users.push((user.to_string(), password.to_string()))
+            }
+            _ => anyhow::bail!(
+                "{}:{}: expected `user:password` (neither empty)",
+                path.display(),
+                number + 1
+            ),
+        }
+    }
+    if users.is_empty() {
+        anyhow::bail!(
+            "{} names no account: write one `user:password` per line",
+            path.display()
+        );
+    }
+    Ok(users)
 }
 
 /// How the server application hears of an upload (spec §8.5 rule 4).
@@ -70,6 +110,8 @@ impl ServeOptions {
             sessions_per_client: Self::DEFAULT_SESSIONS_PER_CLIENT,
             max_fragment_size: None,
             notify: None,
+            users: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -86,6 +128,68 @@ pub(crate) struct Served {
     notify: Option<Notify>,
     /// Talks to the server application.
     app: reqwest::Client,
+    /// The `Authorization` values that are let in (`Basic …`); empty: no auth.
+    authorized: Vec<String>,
+}
+
+impl Served {
+    fn lets_in(&self, headers: &HeaderMap) -> bool {
+        if self.authorized.is_empty() {
+            return true;
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        // Every account compared in full, so the time taken does not tell which one is close.
+        self.authorized.iter().fold(false, |hit, wanted| {
+            hit | same_bytes(given, wanted.as_bytes())
+        })
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certificates = CertificateDer::pem_file_iter(&files.certificate)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the certificate {}: {e}; give a PEM file with the server's certificate (and its chain)",
+                files.certificate.display()
+            )
+        })?;
+    if certificates.is_empty() {
+        anyhow::bail!(
+            "{} holds no certificate; give a PEM file with the server's certificate",
+            files.certificate.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the private key {}: {e}; give the PEM file of the certificate's key",
+            files.key.display()
+        )
+    })?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certificates, key)
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "the certificate {} and key {} do not make a TLS identity: {e}",
+            files.certificate.display(),
+            files.key.display()
+        )
+    })?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Binds, calls `ready` with the address (the port when 0 was asked), and serves until
@@ -107,6 +211,7 @@ pub async fn run(
             root.display()
         );
     }
+    let tls = options.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| {
@@ -137,7 +242,27 @@ pub async fn run(
             .timeout(upload::APP_TIMEOUT)
             .no_proxy()
             .build()?,
+        authorized: options
+            .users
+            .iter()
+            .map(|(user, password)| {
+                use base64::Engine;
+                let pair = format!("{user}:{password}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            })
+            .collect(),
     });
+    if !options.listen.ip().is_loopback() && (options.users.is_empty() || tls.is_none()) {
+        tracing::warn!(
+            "serving {} on a non-loopback address without {}: anyone who can reach it can read{}",
+            options.listen,
+            if tls.is_none() { "TLS" } else { "accounts" },
+            if options.read_only { "" } else { " and write" }
+        );
+    }
     if served.sessions.is_some() {
         // Idle sessions are looked for every minute (or every timeout, if shorter).
         let period = options
@@ -157,13 +282,56 @@ pub async fn run(
     }
     ready(listener.local_addr()?);
     let app = Router::new().fallback(handle).with_state(served);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await?
+        }
+        Some(acceptor) => serve_tls(listener, acceptor, app, shutdown).await,
+    }
     Ok(())
+}
+
+/// The HTTPS accept loop: TLS handshake, then the same router, with the peer's address.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("cannot accept a connection: {e}");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!("TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+            };
+            let app = app.layer(axum::Extension(ConnectInfo(peer)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        });
+    }
 }
 
 async fn handle(
@@ -174,6 +342,17 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if !served.lets_in(&headers) {
+        let mut response = plain(
+            StatusCode::UNAUTHORIZED,
+            "this server wants a user name and password (HTTP Basic)".into(),
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"ferry serve\""),
+        );
+        return response;
+    }
     match method.as_str() {
         "GET" => download(&served, &uri, &headers, false).await,
         "HEAD" => download(&served, &uri, &headers, true).await,

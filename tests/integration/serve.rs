@@ -954,3 +954,37 @@ async fn the_command_line_uploads_and_reads_replies() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_explains_bad_accounts_and_certificates() {
+    let dir = tempfile::tempdir().expect("dir");
+    let serve = |args: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin!("ferry"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run")
+    };
+    let accounts = dir.path().join("accounts");
+    std::fs::write(&accounts, "# who may upload\nalice\n").expect("accounts");
+    let output = serve(&["--basic-auth-file", &accounts.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains("accounts:2: expected `user:password`"),
+        "{text}"
+    );
+
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let output = serve(&["--tls-cert", &missing, "--tls-key", &missing]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("cannot read the certificate"), "{text}");
+    assert!(text.contains("give a PEM file"), "{text}");
+
+    // One without the other is a usage error.
+    let output = serve(&["--tls-cert", &missing]);
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -9,14 +9,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub struct TlsServer {
-    pub addr: SocketAddr,
-    /// PEM file of the authority that signed the server's certificate.
+/// A throwaway certificate authority and a certificate it signed for 127.0.0.1 and localhost,
+/// written as PEM files into a folder.
+pub struct Identity {
+    /// The authority's certificate, for the client's trust store.
     pub ca_file: PathBuf,
+    /// The server's certificate and key.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    leaf: rcgen::Certificate,
+    leaf_key: rcgen::KeyPair,
 }
 
-impl TlsServer {
-    pub async fn start(router: Router, dir: &Path) -> TlsServer {
+impl Identity {
+    pub fn new(dir: &Path) -> Identity {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
@@ -34,7 +40,30 @@ impl TlsServer {
             .expect("leaf certificate");
         let ca_file = dir.join("test-ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).expect("write CA");
+        let cert_file = dir.join("server-cert.pem");
+        std::fs::write(&cert_file, leaf.pem()).expect("write certificate");
+        let key_file = dir.join("server-key.pem");
+        std::fs::write(&key_file, leaf_key.serialize_pem()).expect("write key");
+        Identity {
+            ca_file,
+            cert_file,
+            key_file,
+            leaf,
+            leaf_key,
+        }
+    }
+}
 
+pub struct TlsServer {
+    pub addr: SocketAddr,
+    /// PEM file of the authority that signed the server's certificate.
+    pub ca_file: PathBuf,
+}
+
+impl TlsServer {
+    pub async fn start(router: Router, dir: &Path) -> TlsServer {
+        let identity = Identity::new(dir);
+        let (leaf, leaf_key, ca_file) = (identity.leaf, identity.leaf_key, identity.ca_file);
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),

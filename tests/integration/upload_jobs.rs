@@ -775,3 +775,76 @@ async fn cancelling_an_upload_reply_after_the_upload_cancels_only_the_reply() {
     assert!(crate::hidden_files(&h.out_dir()).is_empty());
     assert!(local.exists());
 }
+
+/// `ferry serve` for use off loopback: HTTPS with its own certificate and HTTP Basic accounts.
+/// A job with the right credentials and the authority in the config uploads; one without
+/// credentials is refused with 401, and a plain GET without them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_https_with_basic_auth() {
+    let certs = tempfile::tempdir().expect("certs");
+    let identity = crate::tls::Identity::new(certs.path());
+    let config = ferry::config::Config {
+        extra_root_certificates: vec![identity.ca_file.clone()],
+        ..crate::test_config()
+    };
+    let mut h = Harness::with_config(config).await;
+    let served = tempfile::tempdir().expect("served");
+    let options = ServeOptions {
+        users: vec![("alice".into(), "s3cret".into())],
+        tls: Some(ferry::serve::TlsFiles {
+            certificate: identity.cert_file.clone(),
+            key: identity.key_file.clone(),
+        }),
+        ..serve_options(served.path(), "127.0.0.1:0".parse().expect("address"))
+    };
+    let server = Server::start_with(options).await;
+    let base = server.base.replacen("http://", "https://", 1);
+    let local = h.out("secret.bin");
+    let data = content(700_000, 101);
+    std::fs::write(&local, &data).expect("local");
+
+    let id = upload_job(&h, JobType::Upload, &format!("{base}/secret.bin"), &local).await;
+    h.engine
+        .set(
+            id,
+            ferry::job::PropertyChange::Credentials(ferry::job::Credentials {
+                server: Some((
+                    ferry::job::AuthScheme::Basic,
+                    "alice".into(),
+                    "s3cret".into(),
+                )),
+            }),
+        )
+        .await
+        .expect("credentials");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    let uploaded = std::fs::read(served.path().join("secret.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+
+    let anonymous = upload_job(&h, JobType::Upload, &format!("{base}/other.bin"), &local).await;
+    h.engine.resume(anonymous).await.expect("resume");
+    let job = h.wait_state(anonymous, JobState::Error).await;
+    assert_eq!(job.error.map(|e| e.code), Some(ErrorCode::Http(401)));
+    assert!(!served.path().join("other.bin").exists());
+
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&identity.ca_file).expect("ca"))
+                .expect("certificate"),
+        )
+        .build()
+        .expect("client");
+    let url = format!("{base}/secret.bin");
+    let refused = http.get(&url).send().await.expect("get");
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().contains_key("www-authenticate"));
+    let fetched = http
+        .get(&url)
+        .basic_auth("alice", Some("s3cret"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(sha256(&fetched.bytes().await.expect("body")), sha256(&data));
+}
