@@ -79,6 +79,9 @@ pub struct Details {
     /// Close-Session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_session: Option<String>,
+    /// The host the session is pinned to (BITS-Host-Id), when the server named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_host: Option<String>,
     /// Upload-reply jobs: the reply, with its own progress (BG_JOB_REPLY_PROGRESS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplyView>,
@@ -192,6 +195,7 @@ impl Details {
                 })
                 .collect(),
             upload_session: job.upload_session.clone(),
+            upload_host: job.upload_host.as_ref().map(|h| h.host.clone()),
             reply: job.reply_progress().map(|progress| {
                 let download = job.reply.download.as_ref();
                 ReplyView {
@@ -395,6 +399,9 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
             "UPLOAD SESSION",
             d.upload_session.clone().unwrap_or_else(|| "none".into()),
         );
+        if let Some(host) = &d.upload_host {
+            line("UPLOAD HOST", format!("{host} (BITS-Host-Id)"));
+        }
     }
     out.push_str("JOB FILES\n");
     for f in &d.files {

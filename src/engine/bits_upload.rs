@@ -5,11 +5,12 @@
 //! time. The engine's upload worker drives it; it never touches the job.
 
 use crate::job::{
-    AuthScheme, Credentials, ErrorClass, ErrorCode, ErrorContext, Failure, JobError, Validators,
-    classify_http_status,
+    AuthScheme, Credentials, ErrorClass, ErrorCode, ErrorContext, Failure, JobError, UploadHost,
+    Validators, classify_http_status, later, pinned_url,
 };
 use reqwest::header::HeaderMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -36,6 +37,8 @@ pub struct Upload {
     /// The job's server credentials: Basic is sent with every packet (Digest is for downloads
     /// only).
     pub credentials: Credentials,
+    /// Time for the BITS-Host-Id fallback timer (the engine's clock, so tests can cross it).
+    pub clock: Arc<dyn super::Clock>,
 }
 
 /// What survives between runs of an upload (the engine keeps it with the job).
@@ -52,6 +55,8 @@ pub struct Progress {
     /// The local file's size and modification time when the upload began: if they change, the
     /// upload fails with BG_E_LOCAL_FILE_CHANGED instead of sending a mix of two versions.
     pub source: Option<Validators>,
+    /// The server the session is pinned to (BITS-Host-Id).
+    pub host: Option<UploadHost>,
 }
 
 /// What identifies a version of the local file: its size and modification time (nanoseconds).
@@ -183,6 +188,7 @@ fn file_chunks(
 impl Upload {
     async fn post(
         &self,
+        url: &str,
         packet: &str,
         session: Option<&str>,
         extra: &[(&str, String)],
@@ -203,7 +209,7 @@ impl Upload {
         // Content-Length always (the protocol requires it); a streamed body is not chunked.
         let mut request = self
             .client
-            .request(method, &self.url)
+            .request(method, url)
             .header("BITS-Packet-Type", packet)
             .header(reqwest::header::CONTENT_LENGTH, length.to_string());
         if let Some(session) = session {
@@ -219,6 +225,42 @@ impl Upload {
             request = request.header(*name, value.as_str());
         }
         request.body(body).send().await
+    }
+
+    /// Where packets of the session go: the upload URL, or its pinned host.
+    fn packet_url(&self, progress: &Progress) -> String {
+        match &progress.host {
+            Some(host) => pinned_url(&self.url, &host.host),
+            None => self.url.clone(),
+        }
+    }
+
+    /// The pinned host did not answer (spec §8.4): starts or checks the fallback timer. Returns
+    /// the failure to report, or `None` when the timer ran out and the pin was dropped: packets
+    /// go to the URL's own host again.
+    fn host_unreachable(&self, progress: &mut Progress, error: &reqwest::Error) -> Option<Failure> {
+        let failure = transport(&self.packet_url(progress), error);
+        let Some(host) = &mut progress.host else {
+            return Some(failure);
+        };
+        if !(error.is_connect() || error.is_timeout()) {
+            return Some(failure);
+        }
+        let now = self.clock.now();
+        let since = *host.unreachable_since.get_or_insert(now);
+        let expired = host
+            .fallback_secs
+            .is_some_and(|secs| now >= later(since, Duration::from_secs(secs)));
+        if !expired {
+            return Some(failure);
+        }
+        tracing::info!(
+            "upload host {} unreachable past its fallback timeout; back to {}",
+            host.host,
+            self.url
+        );
+        progress.host = None;
+        None
     }
 
     fn name(&self) -> String {
@@ -294,9 +336,21 @@ impl Upload {
             }
             let Some(session) = progress.session.clone() else {
                 match self.create_session().await {
-                    Ok(session) => {
+                    Ok((session, host)) => {
                         progress.session = Some(session);
                         progress.acknowledged = 0;
+                        progress.host = host;
+                        if progress.host.is_some() {
+                            // A pinned host is tried with a Ping first (spec §8.4).
+                            let url = self.packet_url(progress);
+                            let ping = self.post(&url, "Ping", None, &[], PacketBody::Empty);
+                            if let Err(e) = ping.await
+                                && let Some(failure) = self.host_unreachable(progress, &e)
+                            {
+                                acknowledged(progress);
+                                return Outcome::Failed(failure);
+                            }
+                        }
                         acknowledged(progress);
                         continue;
                     }
@@ -323,14 +377,21 @@ impl Upload {
             let last = first + length - 1;
             let range = format!("bytes {first}-{last}/{size}");
             let fragment_headers = [("Content-Range", range), ("Content-Name", self.name())];
+            let url = self.packet_url(progress);
             let sent = tokio::select! {
-                sent = self.post("Fragment", Some(&session), &fragment_headers, body) => sent,
+                sent = self.post(&url, "Fragment", Some(&session), &fragment_headers, body) => sent,
                 _ = stop.changed() => return Outcome::Stopped,
             };
             let answer = match sent {
                 Ok(answer) => answer,
-                Err(e) => return Outcome::Failed(transport(&self.url, &e)),
+                Err(e) => match self.host_unreachable(progress, &e) {
+                    Some(failure) => return Outcome::Failed(failure),
+                    None => continue, // the URL's own host, from here on
+                },
             };
+            if let Some(host) = &mut progress.host {
+                host.unreachable_since = None; // it answered
+            }
             let status = answer.status().as_u16();
             match status {
                 200 | 201 | 416 => {
@@ -411,9 +472,10 @@ impl Upload {
         }
     }
 
-    async fn create_session(&self) -> Result<String, Failure> {
+    async fn create_session(&self) -> Result<(String, Option<UploadHost>), Failure> {
         let answer = self
             .post(
+                &self.url,
                 "Create-Session",
                 None,
                 &[
@@ -441,8 +503,16 @@ impl Upload {
                 .map(|v| v.trim().to_string())
         };
         let protocol_ok = text("BITS-Protocol").is_some_and(|p| p.eq_ignore_ascii_case(PROTOCOL));
+        let host = text("BITS-Host-Id")
+            .filter(|h| !h.is_empty())
+            .map(|host| UploadHost {
+                host,
+                // Absent: the original host is never tried again (spec §8.4).
+                fallback_secs: text("BITS-Host-Id-Fallback-Timeout").and_then(|t| t.parse().ok()),
+                unreachable_since: None,
+            });
         match text("BITS-Session-Id").filter(|id| !id.is_empty() && protocol_ok) {
-            Some(id) => Ok(id),
+            Some(id) => Ok((id, host)),
             None => Err(failure(
                 ErrorContext::RemoteFile,
                 ErrorCode::InsufficientHttpSupport,
@@ -459,6 +529,7 @@ impl Upload {
     /// Close-Session (the upload is done) or Cancel-Session: re-sent on 5xx (except
     /// SESSION_NOT_FOUND, which means there is nothing left to end) for up to a minute.
     pub async fn end_session(&self, session: &str, cancel: bool) -> Result<(), Failure> {
+        let url = self.url.clone(); // the engine gives the pinned URL, if there is one
         let packet = if cancel {
             "Cancel-Session"
         } else {
@@ -468,7 +539,7 @@ impl Upload {
         let mut delay = Duration::from_millis(250);
         loop {
             let failure = match self
-                .post(packet, Some(session), &[], PacketBody::Empty)
+                .post(&url, packet, Some(session), &[], PacketBody::Empty)
                 .await
             {
                 Ok(answer) if answer.status().is_success() => return Ok(()),

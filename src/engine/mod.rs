@@ -832,6 +832,7 @@ impl Actor {
                 | Event::FileTransferred { .. }
                 | Event::Failed(_)
                 | Event::UploadSession(_)
+                | Event::UploadHost(_)
                 | Event::ReplyLocated { .. }
         );
         if !from_worker && self.workers.contains_key(&id) {
@@ -1075,6 +1076,7 @@ impl Actor {
                 self.apply(id, Event::UploadSession(session), Persist::Now)
                     .await
             }
+            Report::Host(host) => self.apply(id, Event::UploadHost(host), Persist::Now).await,
             Report::ReplyLocated { url } => {
                 self.apply(id, Event::ReplyLocated { url }, Persist::Now)
                     .await
@@ -1128,6 +1130,9 @@ impl Actor {
         {
             if job.upload_session != upload.session {
                 events.push(Event::UploadSession(upload.session));
+            }
+            if job.upload_host != upload.host {
+                events.push(Event::UploadHost(upload.host));
             }
             if let Some(url) = upload.reply {
                 events.push(Event::ReplyLocated { url });
@@ -1270,6 +1275,7 @@ impl Actor {
                 .unwrap_or_default(),
             headers: job.custom_headers.clone(),
             credentials: job.credentials.clone(),
+            clock: self.clock.clone(),
         })
     }
 
@@ -1302,6 +1308,7 @@ impl Actor {
             session: job.upload_session.clone(),
             acknowledged: file.bytes_transferred,
             source: file.validators.clone(),
+            host: job.upload_host.clone(),
             ..Default::default()
         };
         let url = file.remote_url.clone();

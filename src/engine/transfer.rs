@@ -78,6 +78,8 @@ pub(crate) enum Report {
     Failed(Failure),
     /// Uploads: the server session now in use (`None`: the server lost it).
     Session(Option<String>),
+    /// Uploads: the host the session is pinned to (BITS-Host-Id) and its fallback timer.
+    Host(Option<crate::job::UploadHost>),
     /// Upload-reply: the reply URL from the last acknowledgement (`None`: no reply).
     ReplyLocated {
         url: Option<String>,
@@ -139,6 +141,7 @@ pub(crate) struct Final {
 #[derive(Debug, Default)]
 pub(crate) struct UploadEnd {
     pub session: Option<String>,
+    pub host: Option<crate::job::UploadHost>,
     /// Upload-reply: the reply URL, when the last fragment was acknowledged.
     pub reply: Option<Option<String>>,
 }

@@ -32,6 +32,7 @@ pub(crate) async fn run(
     let mut progress = task.progress;
     let mut connected = false;
     let mut session = progress.session.clone();
+    let mut host = progress.host.clone();
     let mut source_known = progress.source.is_some();
     let outcome = task
         .upload
@@ -54,6 +55,10 @@ pub(crate) async fn run(
                     session = now.session.clone();
                     reporter.send(Report::Session(session.clone()));
                 }
+                if now.host != host {
+                    host = now.host.clone();
+                    reporter.send(Report::Host(host.clone()));
+                }
                 reporter.send(Report::Progress {
                     transferred: now.acknowledged,
                     checkpointed: now.acknowledged,
@@ -62,8 +67,13 @@ pub(crate) async fn run(
             &mut stop,
         )
         .await;
+    // The pin or its timer may have changed after the last acknowledgement.
+    if progress.host != host {
+        reporter.send(Report::Host(progress.host.clone()));
+    }
     let mut end = UploadEnd {
         session: progress.session.clone(),
+        host: progress.host.clone(),
         reply: None,
     };
     let sent = progress.acknowledged;

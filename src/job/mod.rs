@@ -310,9 +310,48 @@ pub struct Job {
     /// before Create-Session and after Close-Session.
     #[serde(default)]
     pub upload_session: Option<String>,
+    /// The server the session is pinned to (BITS-Host-Id), if the server named one.
+    #[serde(default)]
+    pub upload_host: Option<UploadHost>,
     /// Upload-reply jobs: the reply (spec §1). Unused by other types.
     #[serde(default)]
     pub reply: Reply,
+}
+
+/// The server an upload session is pinned to (spec §8.4): web farms without shared storage
+/// name the machine that holds the session in BITS-Host-Id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadHost {
+    /// Replaces the host (and the port, if it names one) of the upload URL for every packet
+    /// after Create-Session.
+    pub host: String,
+    /// BITS-Host-Id-Fallback-Timeout: how long the host may stay unreachable before packets go
+    /// to the URL's own host again (which normally answers that it has no such session, and the
+    /// upload starts over). `None`: forever.
+    pub fallback_secs: Option<u64>,
+    /// When the host stopped answering; any answer clears it.
+    pub unreachable_since: Option<Timestamp>,
+}
+
+/// `url` with its host (and port, when `host` names one) replaced by a BITS-Host-Id; `url` as
+/// it is when that does not make a valid URL.
+pub fn pinned_url(url: &str, host: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(':') && port.parse::<u16>().is_ok() => {
+            (name, port.parse::<u16>().ok())
+        }
+        _ => (host, None),
+    };
+    if parsed.set_host(Some(name)).is_err() {
+        return url.to_string();
+    }
+    if port.is_some() && parsed.set_port(port).is_err() {
+        return url.to_string();
+    }
+    parsed.into()
 }
 
 /// The index that names the reply of an upload-reply job in events about files (progress,
@@ -410,6 +449,7 @@ impl Job {
             inactivity_warned: false,
             committing: Vec::new(),
             upload_session: None,
+            upload_host: None,
             reply: Reply::default(),
         })
     }

@@ -303,6 +303,11 @@ fn every_state_event_pair() {
             [S, S, S, S, S, S, S, inv, inv],
         ),
         (
+            "UploadHost",
+            Event::UploadHost(None),
+            [S, S, S, S, S, S, S, inv, inv],
+        ),
+        (
             "ReplyLocated",
             Event::ReplyLocated { url: None },
             [inv, nimpl, nimpl, inv, inv, inv, inv, inv, inv],
@@ -322,7 +327,7 @@ fn every_state_event_pair() {
                         ("AddFiles", s) if !s.is_final() => expect = E(ErrorCode::TooManyFiles),
                         _ => {}
                     }
-                } else if *name == "UploadSession" && !state.is_final() {
+                } else if matches!(*name, "UploadSession" | "UploadHost") && !state.is_final() {
                     expect = E(ErrorCode::NotImpl); // downloads have no upload session
                 }
                 let mut job = job_in(*state, job_type);
@@ -342,7 +347,7 @@ fn every_state_event_pair() {
             }
         }
     }
-    assert_eq!(checked, 2 * 22 * 9);
+    assert_eq!(checked, 2 * 23 * 9);
 }
 
 #[test]
@@ -1458,4 +1463,17 @@ fn cancelling_an_upload_reply_after_the_upload_drops_only_the_reply() {
             .iter()
             .any(|e| matches!(e, Effect::EndSession { cancel: true, .. }))
     );
+}
+
+#[test]
+fn a_host_id_replaces_host_and_port() {
+    assert_eq!(
+        pinned_url("http://farm.example:8080/up/a.bin?x=1", "node7"),
+        "http://node7:8080/up/a.bin?x=1"
+    );
+    assert_eq!(
+        pinned_url("http://127.0.0.1:8080/up/a.bin", "127.0.0.2:9090"),
+        "http://127.0.0.2:9090/up/a.bin"
+    );
+    assert_eq!(pinned_url("not a url", "node7"), "not a url");
 }

@@ -142,6 +142,8 @@ pub enum Event {
     /// The upload worker opened a session with the server (or learned that it ended): later runs
     /// go on in it (spec §8.4).
     UploadSession(Option<String>),
+    /// The server the session is pinned to (BITS-Host-Id), or that the pin was dropped.
+    UploadHost(Option<super::UploadHost>),
     /// Upload-reply: the server acknowledged the last fragment and named the reply (`None`: no
     /// reply, the reply file will be empty). The reply download, file [`REPLY_FILE`], begins.
     ReplyLocated {
@@ -481,7 +483,19 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
                     "only upload jobs have upload sessions",
                 ));
             }
+            if session.is_none() {
+                job.upload_host = None; // a new session names its own host
+            }
             job.upload_session = session;
+        }
+        Event::UploadHost(host) => {
+            if !job.job_type.is_upload() {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only upload jobs have upload sessions",
+                ));
+            }
+            job.upload_host = host;
         }
         Event::ReplyLocated { url } => {
             expect_running(job)?;
@@ -544,11 +558,16 @@ fn cancel_effects(job: &mut Job, effects: &mut Vec<Effect>) {
 }
 
 fn end_session(job: &mut Job, cancel: bool, effects: &mut Vec<Effect>) {
+    let host = job.upload_host.take();
     if let Some(file) = job.files.first()
         && let Some(session) = job.upload_session.take()
     {
+        let url = match &host {
+            Some(host) => super::pinned_url(&file.remote_url, &host.host),
+            None => file.remote_url.clone(),
+        };
         effects.push(Effect::EndSession {
-            url: file.remote_url.clone(),
+            url,
             session,
             cancel,
         });

@@ -62,6 +62,7 @@ impl Server {
             local: local.to_path_buf(),
             headers: Vec::new(),
             credentials: Default::default(),
+            clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
         }
     }
 }
@@ -258,6 +259,7 @@ async fn refusals_are_classified() {
         local: local.clone(),
         headers: Vec::new(),
         credentials: Default::default(),
+        clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
     };
     let outcome = upload
         .send(&mut Progress::default(), false, |_| {}, &mut stop)
@@ -370,6 +372,7 @@ async fn fragments_shrink_on_413_and_follow_the_servers_offset() {
         local,
         headers: Vec::new(),
         credentials: Default::default(),
+        clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
     };
     let mut progress = Progress::default();
     let mut offsets = Vec::new();

@@ -290,6 +290,8 @@ struct Script {
     hold_from: Option<u64>,
     /// Every fragment gets this refusal: HTTP status, BITS-Error-Code, BITS-Error-Context.
     refuse: Option<(u16, u32, u32)>,
+    /// Create-Session pins the session to this host (BITS-Host-Id), with this fallback timeout.
+    host_id: Option<(String, Option<u64>)>,
 }
 
 struct Scripted {
@@ -377,13 +379,19 @@ async fn scripted(
             Some((status, _, _)) => answer(status, Vec::new()),
             None => answer(200, Vec::new()),
         },
-        "create-session" => answer(
-            200,
-            vec![
-                ("BITS-Protocol", PROTOCOL.into()),
-                ("BITS-Session-Id", "{SCRIPTED}".into()),
-            ],
-        ),
+        "create-session" => {
+            let mut extra = vec![
+                ("BITS-Protocol", PROTOCOL.to_string()),
+                ("BITS-Session-Id", "{SCRIPTED}".to_string()),
+            ];
+            if let Some((host, fallback)) = &state.host_id {
+                extra.push(("BITS-Host-Id", host.clone()));
+                if let Some(secs) = fallback {
+                    extra.push(("BITS-Host-Id-Fallback-Timeout", secs.to_string()));
+                }
+            }
+            answer(200, extra)
+        }
         "fragment" => {
             if let Some((status, code, context)) = state.refuse {
                 return answer(
@@ -847,4 +855,73 @@ async fn uploads_over_https_with_basic_auth() {
         .expect("get");
     assert_eq!(fetched.status(), 200);
     assert_eq!(sha256(&fetched.bytes().await.expect("body")), sha256(&data));
+}
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A web farm without shared storage: the machine that took Create-Session names itself in
+/// BITS-Host-Id, and every later packet goes there, starting with a Ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_pinned_to_a_host_is_continued_there() {
+    let mut h = Harness::new().await;
+    let node = Scripted::start(Script::default()).await;
+    let front = Scripted::start(Script {
+        host_id: Some((host_of(&node.url), None)),
+        ..Script::default()
+    })
+    .await;
+    let local = h.out("a.bin");
+    std::fs::write(&local, content(600_000, 102)).expect("local");
+    let id = upload_job(&h, JobType::Upload, &front.url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    session_ended(&mut h, id, false).await;
+    assert_eq!(front.packets(), vec!["create-session".to_string()]);
+    let at_node = node.packets();
+    assert_eq!(
+        at_node.first().map(String::as_str),
+        Some("ping"),
+        "{at_node:?}"
+    );
+    assert!(at_node.contains(&"fragment".to_string()), "{at_node:?}");
+    assert_eq!(at_node.last().map(String::as_str), Some("close-session"));
+}
+
+/// The pinned host stays unreachable past BITS-Host-Id-Fallback-Timeout: packets go back to the
+/// upload URL's own host (crossed with the engine's clock, not by waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_pinned_host_falls_back_after_its_timeout() {
+    let mut h = Harness::new().await;
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gone_host = gone.local_addr().expect("address").to_string();
+    drop(gone); // nothing listens there any more
+    let front = Scripted::start(Script {
+        host_id: Some((gone_host.clone(), Some(60))),
+        ..Script::default()
+    })
+    .await;
+    let local = h.out("a.bin");
+    std::fs::write(&local, content(600_000, 103)).expect("local");
+    let id = upload_job(&h, JobType::Upload, &front.url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::TransientError).await;
+    let pin = job.upload_host.expect("pinned");
+    assert_eq!(pin.host, gone_host);
+    assert_eq!(pin.fallback_secs, Some(60));
+    assert_eq!(pin.unreachable_since, Some(crate::start_time()));
+    // The retry comes after the minimum delay (600 s), past the 60 s fallback.
+    h.clock.advance(Duration::from_secs(600));
+    let job = h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(job.upload_host, None);
+    let packets = front.packets();
+    assert_eq!(packets.first().map(String::as_str), Some("create-session"));
+    assert!(packets.contains(&"fragment".to_string()), "{packets:?}");
 }
