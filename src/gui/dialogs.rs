@@ -167,7 +167,10 @@ pub struct UploadForm {
     pub local: String,
     pub url: String,
     pub reply: bool,
+    /// Upload-reply: where Complete puts the reply; empty = beside the local file.
+    pub reply_file: String,
     pub name: String,
+    pub start: bool,
     pub priority: Priority,
     pub error: Option<String>,
     pub busy: bool,
@@ -179,7 +182,9 @@ impl UploadForm {
             local: local.map(|p| p.display().to_string()).unwrap_or_default(),
             url: String::new(),
             reply: false,
+            reply_file: String::new(),
             name: String::new(),
+            start: true,
             priority: Priority::Normal,
             error: None,
             busy: false,
@@ -210,6 +215,20 @@ impl UploadForm {
                 .unwrap_or_else(|| "upload".into()),
             name => name.to_string(),
         };
+        let reply_file = match self.reply_file.trim() {
+            "" => None,
+            _ if !self.reply => None,
+            text => {
+                let path = PathBuf::from(text);
+                if !path.is_absolute() {
+                    return Err(format!(
+                        "The reply file “{text}” is not an absolute path: give one, or leave it \
+                         empty to save the reply beside the local file."
+                    ));
+                }
+                Some(path)
+            }
+        };
         let mut spec = JobSpec::new(&name, job_type);
         spec.priority = Some(self.priority);
         spec.files = vec![NewFile {
@@ -217,6 +236,7 @@ impl UploadForm {
             local_path: local,
             ranges: None,
         }];
+        spec.reply_file = reply_file;
         Ok(spec)
     }
 }
@@ -319,8 +339,8 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
             Dialog::NewUpload(form) => {
                 ui.heading("New upload");
                 ui.label(
-                    "Uploads use the BITS upload protocol. Until Ferry's upload engine lands, \
-                     the job is created SUSPENDED and waits.",
+                    "Uploads use the BITS upload protocol: the server must be IIS with the BITS \
+                     extension, or ferry serve.",
                 );
                 egui::Grid::new("upload-form")
                     .num_columns(2)
@@ -344,9 +364,20 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                         ui.add(egui::TextEdit::singleline(&mut form.name).desired_width(360.0))
                             .labelled_by(label.id);
                         ui.end_row();
+                        if form.reply {
+                            let label = ui.label("Reply file");
+                            ui.add(
+                                egui::TextEdit::singleline(&mut form.reply_file)
+                                    .hint_text("beside the local file")
+                                    .desired_width(360.0),
+                            )
+                            .labelled_by(label.id);
+                            ui.end_row();
+                        }
                     });
                 ui.horizontal(|ui| {
                     priority_combo(ui, "upload-priority", &mut form.priority);
+                    ui.checkbox(&mut form.start, "Start now");
                     ui.checkbox(&mut form.reply, "The server sends a reply (upload-reply)");
                 });
                 error_line(ui, &form.error);
@@ -358,7 +389,8 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                             Ok(spec) => {
                                 form.busy = true;
                                 form.error = None;
-                                app.send(Request::Create { spec, start: false });
+                                let start = form.start;
+                                app.send(Request::Create { spec, start });
                             }
                             Err(e) => form.error = Some(e),
                         }

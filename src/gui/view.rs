@@ -510,6 +510,47 @@ impl FerryApp {
                     .weak(),
             );
         }
+        if let Some(session) = &job.upload_session {
+            ui.label(
+                RichText::new(format!("Upload session {session}"))
+                    .small()
+                    .weak(),
+            );
+        }
+        if let Some(reply) = job.reply_progress() {
+            ui.separator();
+            ui.label(RichText::new("Reply").strong());
+            let fraction = match reply.bytes_total {
+                Some(0) => 1.0,
+                Some(total) => (reply.bytes_transferred as f64 / total as f64).min(1.0) as f32,
+                None => 0.0,
+            };
+            ui.add(progress_bar(fraction).text(format!(
+                "{} / {}",
+                format::bytes(reply.bytes_transferred),
+                reply
+                    .bytes_total
+                    .map(format::bytes)
+                    .unwrap_or_else(|| "?".into())
+            )));
+            let source = match job.reply.download.as_ref().map(|r| r.remote_url.as_str()) {
+                Some("") => "the server sent no reply".to_string(),
+                Some(url) => url.to_string(),
+                None => "named by the server once the upload is done".to_string(),
+            };
+            ui.label(RichText::new(source).small().weak());
+            let file = job
+                .reply
+                .file_name
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "named at the first Resume".into());
+            ui.label(
+                RichText::new(format!("Saved by Complete to {file}"))
+                    .small()
+                    .weak(),
+            );
+        }
     }
 
     fn settings_page(&mut self, ui: &mut egui::Ui) {

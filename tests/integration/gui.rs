@@ -4,7 +4,7 @@
 
 use crate::home::Home;
 use crate::server::{Behaviour, TestServer};
-use crate::{PATIENCE, content};
+use crate::{PATIENCE, content, sha256};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
@@ -450,8 +450,14 @@ fn complete_and_cancel_follow_the_rules_for_every_type_and_state() {
 #[test]
 fn a_dropped_file_opens_the_upload_dialog() {
     let setup = Setup::new("");
+    let served = tempfile::tempdir().expect("served");
+    std::fs::create_dir(served.path().join("upload")).expect("upload folder");
+    let server = setup
+        .runtime
+        .block_on(crate::upload::Server::start(served.path(), None));
     let local = setup.out.path().join("report.pdf");
-    std::fs::write(&local, content(5000, 20)).expect("local file");
+    let data = content(5000, 20);
+    std::fs::write(&local, &data).expect("local file");
     let mut window = setup.window();
     wait_until(&mut window, "the connection", |w| {
         w.state().connection() == &Connection::Up
@@ -467,7 +473,7 @@ fn a_dropped_file_opens_the_upload_dialog() {
     );
     let url = window.get_by_label("Server URL");
     url.focus();
-    url.type_text(&setup.server.url("/upload/report.pdf"));
+    url.type_text(&format!("{}/upload/report.pdf", server.base));
     window.run_ok();
     click(&mut window, "Create upload");
     wait_until(&mut window, "the upload job", |w| {
@@ -479,13 +485,49 @@ fn a_dropped_file_opens_the_upload_dialog() {
         .expect("jobs");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].job_type, JobType::Upload);
-    assert_eq!(
-        jobs[0].state,
-        JobState::Suspended,
-        "uploads wait until the upload engine lands"
-    );
     assert_eq!(jobs[0].files[0].local_path, local);
     assert_eq!(jobs[0].display_name, "report.pdf");
+    // "Start now" is on: the upload runs and the table follows it to TRANSFERRED.
+    let id = jobs[0].id;
+    wait_until(&mut window, "TRANSFERRED", |w| {
+        job_state(w, id) == Some(JobState::Transferred)
+    });
+    let uploaded = std::fs::read(served.path().join("upload/report.pdf")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+}
+
+/// An upload-reply job's details show its reply apart from the upload.
+#[test]
+fn upload_reply_details_show_the_reply() {
+    let setup = Setup::new("");
+    let local = setup.out.path().join("form.bin");
+    std::fs::write(&local, content(100, 21)).expect("local file");
+    let mut spec = JobSpec::new("form", JobType::UploadReply);
+    spec.files = vec![NewFile {
+        remote_url: "http://127.0.0.1:9/form.bin".into(),
+        local_path: local.clone(),
+        ranges: None,
+    }];
+    spec.reply_file = Some(setup.out.path().join("answer.txt"));
+    setup
+        .runtime
+        .block_on(setup.home.client().create(&spec))
+        .expect("create");
+    let mut window = setup.window();
+    wait_until(&mut window, "the job", |w| w.state().job_count() == 1);
+    window.get_by_label("form").click();
+    window.run_ok();
+    wait_until(&mut window, "the reply section", |w| shows(w, "Reply"));
+    assert!(shows(
+        &window,
+        "named by the server once the upload is done"
+    ));
+    let saved_to = format!(
+        "Saved by Complete to {}",
+        setup.out.path().join("answer.txt").display()
+    );
+    assert!(shows(&window, &saved_to));
+    assert!(!is_disabled(&window, "Resume"), "uploads can run");
 }
 
 #[test]
