@@ -925,3 +925,85 @@ async fn an_unreachable_pinned_host_falls_back_after_its_timeout() {
     assert_eq!(packets.first().map(String::as_str), Some("create-session"));
     assert!(packets.contains(&"fragment".to_string()), "{packets:?}");
 }
+
+/// Ferry stops abruptly in the middle of an upload: the next engine continues the same server
+/// session from the saved offset (no second Create-Session).
+#[test]
+fn an_upload_continues_its_session_after_ferry_restarts() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let server_runtime = runtime();
+    let server = server_runtime.block_on(Scripted::start(Script {
+        hold_from: Some(1),
+        ..Script::default()
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("a.bin");
+    let data = content(1_000_000, 104);
+    std::fs::write(&local, &data).expect("local");
+    let clock = Arc::new(ferry::engine::ManualClock::new(crate::start_time()));
+    let config = crate::test_config();
+    let first = runtime();
+    let id = first.block_on(async {
+        let (engine, _) =
+            Harness::start_engine(dir.path(), &config, clock.clone()).expect("engine");
+        let mut events = engine.subscribe();
+        let id = engine
+            .create_job("a", JobType::Upload, None)
+            .await
+            .expect("create");
+        let file = NewFile {
+            remote_url: server.url.clone(),
+            local_path: local.clone(),
+            ranges: None,
+        };
+        engine.add_files(id, vec![file]).await.expect("add");
+        engine.resume(id).await.expect("resume");
+        loop {
+            let event = tokio::time::timeout(crate::PATIENCE, events.recv())
+                .await
+                .expect("a checkpoint in time")
+                .expect("event");
+            if let EngineEvent::ProgressSaved { job, checkpointed } = event
+                && job == id
+                && checkpointed > 0
+            {
+                break id;
+            }
+        }
+    });
+    first.shutdown_background(); // no shutdown of the engine: as a crash
+    server.state.lock().expect("state").hold_from = None;
+    server.release.send_replace(true);
+    runtime().block_on(async {
+        let (engine, _) = loop {
+            match Harness::start_engine(dir.path(), &config, clock.clone()) {
+                Ok(started) => break started,
+                Err(ferry::engine::EngineError::Store(ferry::store::StoreError::Locked {
+                    ..
+                })) => tokio::task::yield_now().await,
+                Err(e) => panic!("restart: {e}"),
+            }
+        };
+        let mut events = engine.subscribe();
+        let job = engine.job(id).await.expect("the job survived");
+        assert_eq!(job.upload_session.as_deref(), Some("{SCRIPTED}"));
+        loop {
+            if engine.job(id).await.expect("job").state == JobState::Transferred {
+                break;
+            }
+            tokio::time::timeout(crate::PATIENCE, events.recv())
+                .await
+                .expect("progress")
+                .expect("event");
+        }
+    });
+    let packets = server.packets();
+    let creates = packets.iter().filter(|p| *p == "create-session").count();
+    assert_eq!(creates, 1, "{packets:?}");
+}
