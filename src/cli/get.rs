@@ -77,18 +77,7 @@ async fn prepare(
 ) -> Result<JobId, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, &files) {
-        let id = job.id;
-        if !args.quiet {
-            eprintln!("ferry: resuming job {} from an earlier run", id.0);
-        }
-        client
-            .set(id, &[PropertyChange::Priority(args.priority)])
-            .await?;
-        // A job the service finished meanwhile only waits for Complete.
-        if job.state != JobState::Transferred {
-            client.resume(id).await?;
-        }
-        return Ok(id);
+        return take_up(client, job, args.priority, args.quiet).await;
     }
     let name = match files.as_slice() {
         [one] => file_label(&one.local_path),
@@ -108,7 +97,28 @@ async fn prepare(
     Ok(id)
 }
 
-fn file_label(path: &Path) -> String {
+/// Goes on with the job an interrupted run of the same command left: its priority as asked
+/// now, resumed unless the service finished it meanwhile (then it only waits for Complete).
+pub(super) async fn take_up(
+    client: &Client,
+    job: &Job,
+    priority: crate::job::Priority,
+    quiet: bool,
+) -> Result<JobId, ClientError> {
+    let id = job.id;
+    if !quiet {
+        eprintln!("ferry: resuming job {} from an earlier run", id.0);
+    }
+    client
+        .set(id, &[PropertyChange::Priority(priority)])
+        .await?;
+    if job.state != JobState::Transferred {
+        client.resume(id).await?;
+    }
+    Ok(id)
+}
+
+pub(super) fn file_label(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()

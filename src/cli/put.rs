@@ -2,9 +2,9 @@
 
 use super::{PutArgs, exit, fail, report};
 use crate::engine::JobSpec;
-use crate::job::{Job, JobId, JobState, JobType, NewFile, PropertyChange};
+use crate::job::{Job, JobId, JobType, NewFile};
 use crate::service::client::{Client, ClientError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Marks jobs made by `ferry put`, so that running the same command again resumes its job.
 const PUT_DESCRIPTION: &str = "ferry put";
@@ -81,17 +81,7 @@ pub(super) async fn run(client: &Client, args: PutArgs) -> u8 {
 async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, plan) {
-        let id = job.id;
-        if !args.quiet {
-            eprintln!("ferry: resuming job {} from an earlier run", id.0);
-        }
-        client
-            .set(id, &[PropertyChange::Priority(args.priority)])
-            .await?;
-        if job.state != JobState::Transferred {
-            client.resume(id).await?;
-        }
-        return Ok(id);
+        return super::get::take_up(client, job, args.priority, args.quiet).await;
     }
     if let Some(reply) = &plan.reply
         && reply.exists()
@@ -109,16 +99,13 @@ async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, 
         description: PUT_DESCRIPTION.into(),
         files: vec![plan.file.clone()],
         reply_file: plan.reply.clone(),
-        ..JobSpec::new(&label(&plan.file.local_path), plan.job_type)
+        ..JobSpec::new(
+            &super::get::file_label(&plan.file.local_path),
+            plan.job_type,
+        )
     };
     // Created with its file and reply name in one step: a refusal leaves no job behind.
     let id = client.create(&spec).await?;
     client.resume(id).await?;
     Ok(id)
-}
-
-fn label(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

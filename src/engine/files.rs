@@ -248,13 +248,25 @@ pub(crate) fn free_reply_name(local: &Path) -> PathBuf {
         })
 }
 
-/// Copies `from` to `to`, which must not exist: written beside it under a hidden name, flushed,
-/// then renamed into place without replacing, so `to` never holds half a copy.
+/// Copies `from` to `to` through a hidden temp file beside `to`, flushed, then renamed into place
+/// (without replacing unless `replace`), so `to` never holds half a copy. Returns the bytes.
+pub(crate) fn copy_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<u64> {
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = to.with_file_name(format!(".{name}.ferry-copy"));
+    let copied = std::fs::copy(from, &temp)
+        .and_then(|n| std::fs::File::open(&temp)?.sync_all().map(|()| n))
+        .and_then(|n| rename_into_place(&temp, to, replace).map(|()| n));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    copied
+}
+
+/// [`copy_into_place`] to a file that must not exist yet, with the error for the user.
 pub(crate) fn copy_new(from: &Path, to: &Path) -> Result<u64, BitsError> {
-    let failed = |what: &str, e: io::Error| {
-        let (code, _) = classify_io(&e);
-        BitsError::new(code, format!("cannot {what}: {e}"))
-    };
     let exists = || {
         BitsError::new(
             ErrorCode::FileExists,
@@ -267,29 +279,16 @@ pub(crate) fn copy_new(from: &Path, to: &Path) -> Result<u64, BitsError> {
     if to.exists() {
         return Err(exists());
     }
-    let name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = to.with_file_name(format!(".{name}.ferry-copy"));
-    let copied = std::fs::copy(from, &temp)
-        .and_then(|n| std::fs::File::open(&temp)?.sync_all().map(|()| n))
-        .map_err(|e| failed(&format!("copy {} to {}", from.display(), to.display()), e));
-    let copied = match copied {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e);
-        }
-    };
-    if let Err(e) = rename_into_place(&temp, to, false) {
-        let _ = std::fs::remove_file(&temp);
+    copy_into_place(from, to, false).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
-            return Err(exists());
+            return exists();
         }
-        return Err(failed(&format!("write {}", to.display()), e));
-    }
-    Ok(copied)
+        let (code, _) = classify_io(&e);
+        BitsError::new(
+            code,
+            format!("cannot copy {} to {}: {e}", from.display(), to.display()),
+        )
+    })
 }
 
 /// Deletes temp files; a missing file is fine. Returns false if some could not be deleted.

@@ -632,7 +632,8 @@ async fn finish(
             let destination = session.record.destination.clone();
             let placed = if served.notify.is_some() {
                 // The session keeps its data for the application until it ends.
-                copy_into_place(&part, &destination, served.allow_overwrite)
+                crate::engine::files::copy_into_place(&part, &destination, served.allow_overwrite)
+                    .map(|_| ())
             } else {
                 crate::engine::files::rename_into_place(&part, &destination, served.allow_overwrite)
             };
@@ -660,23 +661,6 @@ async fn finish(
         extra.push(("BITS-Reply-URL", url.clone()));
     }
     ack(StatusCode::OK, sid, extra)
-}
-
-/// Copies the upload to its destination through a hidden temp file and a no-replace rename,
-/// so that the destination never shows half a file.
-fn copy_into_place(part: &Path, destination: &Path, replace: bool) -> std::io::Result<()> {
-    let name = destination
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = destination.with_file_name(format!(".{name}.ferry-copy"));
-    let copied = std::fs::copy(part, &temp)
-        .and_then(|_| std::fs::File::open(&temp)?.sync_all())
-        .and_then(|()| crate::engine::files::rename_into_place(&temp, destination, replace));
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    copied
 }
 
 /// The upload URL as the client sent it (for BITS-Original-Request-URL).

@@ -995,16 +995,8 @@ fn restart_resumes_from_the_checkpoint_byte_exact() {
     first.shutdown_background();
     server.behave("/big", Behaviour::default());
     runtime().block_on(async {
-        // The old engine's lock goes with its last task; wait for it to be free.
-        let (engine, report) = loop {
-            match Harness::start_engine(dir.path(), &test_config(), clock.clone()) {
-                Ok(started) => break started,
-                Err(ferry::engine::EngineError::Store(ferry::store::StoreError::Locked {
-                    ..
-                })) => tokio::task::yield_now().await,
-                Err(e) => panic!("restart: {e}"),
-            }
-        };
+        let (engine, report) =
+            crate::restart_engine(dir.path(), &test_config(), clock.clone()).await;
         assert_eq!(report.jobs_loaded, 1);
         let mut events = engine.subscribe();
         let job = engine.job(id).await.expect("the job survived");

@@ -193,6 +193,39 @@ impl Harness {
     }
 }
 
+/// Serves `router` on 127.0.0.1 at a free port, on the current runtime, until the task is
+/// aborted or the runtime ends.
+pub async fn spawn_router(
+    router: axum::Router,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (address, task)
+}
+
+/// Starts an engine on `dir` as soon as the one before it, stopped abruptly, lets go of the
+/// store's lock (it goes with that engine's last task).
+pub async fn restart_engine(
+    dir: &Path,
+    config: &Config,
+    clock: Arc<ManualClock>,
+) -> (EngineHandle, ferry::engine::StartReport) {
+    loop {
+        match Harness::start_engine(dir, config, clock.clone()) {
+            Ok(started) => return started,
+            Err(ferry::engine::EngineError::Store(ferry::store::StoreError::Locked { .. })) => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => panic!("restart: {e}"),
+        }
+    }
+}
+
 /// Files in a folder whose name starts with a dot (Ferry's temp files).
 pub fn hidden_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)

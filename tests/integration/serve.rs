@@ -818,13 +818,7 @@ async fn a_client_that_hangs_up_mid_body_does_not_stop_the_server() {
 async fn counting_application() -> (String, tokio::task::JoinHandle<()>) {
     let app = axum::Router::new()
         .fallback(|body: bytes::Bytes| async move { format!("received {} bytes", body.len()) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (address, task) = crate::spawn_router(app).await;
     (format!("http://{address}/app"), task)
 }
 

@@ -359,13 +359,7 @@ async fn fragments_shrink_on_413_and_follow_the_servers_offset() {
     let app = axum::Router::new()
         .fallback(picky)
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (address, server) = crate::spawn_router(app).await;
     let upload = Upload {
         client: reqwest::Client::new(),
         url: format!("http://{address}/picky.bin"),

@@ -131,37 +131,79 @@ async fn complete_is_refused_before_an_upload_is_transferred() {
     assert!(error.message.contains("TRANSFERRED"), "{}", error.message);
 }
 
+/// A large upload to `ferry serve` that takes small fragments (64 KiB): many round trips, so a
+/// test can act while it runs. The job is resumed.
+struct LongUpload {
+    served: tempfile::TempDir,
+    server: Option<Server>,
+    /// The server's address, to start it again on the same port.
+    listen: SocketAddr,
+    data: Vec<u8>,
+    id: JobId,
+}
+
+const SMALL_FRAGMENTS: u64 = 64 * 1024;
+
+impl LongUpload {
+    async fn start(h: &Harness, size: usize, seed: u64) -> LongUpload {
+        let served = tempfile::tempdir().expect("served");
+        let server = Server::start_with(small_fragments(served.path(), None)).await;
+        let listen = address(&server);
+        let local = h.out("big.bin");
+        let data = content(size, seed);
+        std::fs::write(&local, &data).expect("local");
+        let url = format!("{}/big.bin", server.base);
+        let id = upload_job(h, JobType::Upload, &url, &local).await;
+        h.engine.resume(id).await.expect("resume");
+        LongUpload {
+            served,
+            server: Some(server),
+            listen,
+            data,
+            id,
+        }
+    }
+
+    async fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shut_down().await;
+        }
+    }
+
+    /// `ferry serve` on the same folder and address again.
+    async fn serve_again(&mut self) {
+        let options = small_fragments(self.served.path(), Some(self.listen));
+        self.server = Some(Server::start_with(options).await);
+    }
+
+    fn assert_arrived(&self) {
+        let uploaded = std::fs::read(self.served.path().join("big.bin")).expect("uploaded");
+        assert_eq!(sha256(&uploaded), sha256(&self.data));
+    }
+}
+
+fn small_fragments(dir: &Path, listen: Option<SocketAddr>) -> ServeOptions {
+    let listen = listen.unwrap_or_else(|| "127.0.0.1:0".parse().expect("address"));
+    ServeOptions {
+        max_fragment_size: Some(SMALL_FRAGMENTS),
+        ..serve_options(dir, listen)
+    }
+}
+
 /// The server stops in the middle of an upload and comes back: the job retries and goes on in
 /// the same session from where the server stands, with fragments the server's limit allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_goes_on_in_its_session_after_the_server_restarts() {
     let mut h = Harness::new().await;
-    let served = tempfile::tempdir().expect("served");
-    let limit = 64 * 1024;
-    let options = ServeOptions {
-        max_fragment_size: Some(limit),
-        ..serve_options(served.path(), "127.0.0.1:0".parse().expect("address"))
-    };
-    let server = Server::start_with(options).await;
-    let listen = address(&server);
-    let local = h.out("big.bin");
-    let data = content(32 << 20, 91);
-    std::fs::write(&local, &data).expect("local");
-    let id = upload_job(
-        &h,
-        JobType::Upload,
-        &format!("{}/big.bin", server.base),
-        &local,
-    )
-    .await;
-    h.engine.resume(id).await.expect("resume");
+    let mut upload = LongUpload::start(&h, 32 << 20, 91).await;
+    let id = upload.id;
     let started = h
         .wait_for(id, "first fragments", |j| {
             j.progress().bytes_transferred > 0 && j.upload_session.is_some()
         })
         .await;
     let session = started.upload_session.clone().expect("session");
-    server.shut_down().await;
+    upload.stop_server().await;
     let failed = h.wait_state(id, JobState::TransientError).await;
     assert_eq!(
         failed.upload_session.as_deref(),
@@ -169,18 +211,13 @@ async fn an_upload_goes_on_in_its_session_after_the_server_restarts() {
         "the session is kept for the retry"
     );
     let sent_before = failed.progress().bytes_transferred;
-    assert!(sent_before > 0 && sent_before < data.len() as u64);
-    let options = ServeOptions {
-        max_fragment_size: Some(limit),
-        ..serve_options(served.path(), listen)
-    };
-    let _server = Server::start_with(options).await;
+    assert!(sent_before > 0 && sent_before < upload.data.len() as u64);
+    upload.serve_again().await;
     let mut observer = h.engine.subscribe();
     h.clock.advance(Duration::from_secs(600)); // the minimum retry delay
     h.wait_state(id, JobState::Transferred).await;
     assert_eq!(session_ended(&mut h, id, false).await, session);
-    let uploaded = std::fs::read(served.path().join("big.bin")).expect("uploaded");
-    assert_eq!(sha256(&uploaded), sha256(&data));
+    upload.assert_arrived();
     // The retry did not go back to byte 0.
     while let Ok(event) = observer.try_recv() {
         if let EngineEvent::JobModification { job, progress, .. } = event
@@ -215,23 +252,13 @@ async fn suspend_midway(h: &mut Harness, id: JobId) -> Job {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_resyncs_when_the_server_holds_less_than_it_acknowledged() {
     let mut h = Harness::new().await;
-    let served = tempfile::tempdir().expect("served");
-    let options = ServeOptions {
-        max_fragment_size: Some(64 * 1024),
-        ..serve_options(served.path(), "127.0.0.1:0".parse().expect("address"))
-    };
-    let server = Server::start_with(options).await;
-    let listen = address(&server);
-    let local = h.out("big.bin");
-    let data = content(16 << 20, 92);
-    std::fs::write(&local, &data).expect("local");
-    let url = format!("{}/big.bin", server.base);
-    let id = upload_job(&h, JobType::Upload, &url, &local).await;
-    h.engine.resume(id).await.expect("resume");
+    let mut upload = LongUpload::start(&h, 16 << 20, 92).await;
+    let id = upload.id;
     let suspended = suspend_midway(&mut h, id).await;
-    server.shut_down().await;
+    upload.stop_server().await;
     let session = suspended.upload_session.clone().expect("session");
-    let part = served
+    let part = upload
+        .served
         .path()
         .join(".ferry-uploads")
         .join(format!("{session}.part"));
@@ -242,12 +269,11 @@ async fn an_upload_resyncs_when_the_server_holds_less_than_it_acknowledged() {
         .open(&part)
         .and_then(|f| f.set_len(held - 10_000))
         .expect("truncate");
-    let _server = Server::start_with(serve_options(served.path(), listen)).await;
+    upload.serve_again().await;
     h.engine.resume(id).await.expect("resume");
     h.wait_state(id, JobState::Transferred).await;
     assert_eq!(session_ended(&mut h, id, false).await, session);
-    let uploaded = std::fs::read(served.path().join("big.bin")).expect("uploaded");
-    assert_eq!(sha256(&uploaded), sha256(&data));
+    upload.assert_arrived();
 }
 
 /// The server lost the session (another machine of a farm, or its data was wiped): the job
@@ -255,29 +281,17 @@ async fn an_upload_resyncs_when_the_server_holds_less_than_it_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_session_starts_the_upload_again() {
     let mut h = Harness::new().await;
-    let served = tempfile::tempdir().expect("served");
-    let options = ServeOptions {
-        max_fragment_size: Some(64 * 1024),
-        ..serve_options(served.path(), "127.0.0.1:0".parse().expect("address"))
-    };
-    let server = Server::start_with(options).await;
-    let listen = address(&server);
-    let local = h.out("big.bin");
-    let data = content(16 << 20, 93);
-    std::fs::write(&local, &data).expect("local");
-    let url = format!("{}/big.bin", server.base);
-    let id = upload_job(&h, JobType::Upload, &url, &local).await;
-    h.engine.resume(id).await.expect("resume");
+    let mut upload = LongUpload::start(&h, 16 << 20, 93).await;
+    let id = upload.id;
     let suspended = suspend_midway(&mut h, id).await;
-    server.shut_down().await;
-    std::fs::remove_dir_all(served.path().join(".ferry-uploads")).expect("wipe sessions");
-    let _server = Server::start_with(serve_options(served.path(), listen)).await;
+    upload.stop_server().await;
+    std::fs::remove_dir_all(upload.served.path().join(".ferry-uploads")).expect("wipe sessions");
+    upload.serve_again().await;
     h.engine.resume(id).await.expect("resume");
     h.wait_state(id, JobState::Transferred).await;
     let second = session_ended(&mut h, id, false).await;
     assert_ne!(Some(second), suspended.upload_session);
-    let uploaded = std::fs::read(served.path().join("big.bin")).expect("uploaded");
-    assert_eq!(sha256(&uploaded), sha256(&data));
+    upload.assert_arrived();
 }
 
 /// A BITS upload server whose answers the test controls.
@@ -314,13 +328,7 @@ impl Scripted {
         let app = axum::Router::new()
             .fallback(scripted)
             .with_state((state.clone(), released));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (address, task) = crate::spawn_router(app).await;
         Scripted {
             url: format!("http://{address}/scripted.bin"),
             state,
@@ -413,22 +421,29 @@ async fn scripted(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_before_the_upload_finished_cancels_the_session() {
-    let mut h = Harness::new().await;
+/// An upload of a 1 MB file `name` to a scripted server that holds every fragment after the
+/// first; returns once the first is acknowledged, the second waiting for `release`.
+async fn held_upload(h: &mut Harness, name: &str, seed: u64) -> (Scripted, PathBuf, JobId) {
     let server = Scripted::start(Script {
         hold_from: Some(1),
         ..Script::default()
     })
     .await;
-    let local = h.out("a.bin");
-    std::fs::write(&local, content(1_000_000, 94)).expect("local");
-    let id = upload_job(&h, JobType::Upload, &server.url, &local).await;
+    let local = h.out(name);
+    std::fs::write(&local, content(1_000_000, seed)).expect("local");
+    let id = upload_job(h, JobType::Upload, &server.url, &local).await;
     h.engine.resume(id).await.expect("resume");
     h.wait_for(id, "the first fragment", |j| {
         j.progress().bytes_transferred > 0
     })
     .await;
+    (server, local, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_the_upload_finished_cancels_the_session() {
+    let mut h = Harness::new().await;
+    let (server, local, id) = held_upload(&mut h, "a.bin", 94).await;
     h.engine.cancel(id).await.expect("cancel");
     assert_eq!(session_ended(&mut h, id, true).await, "{SCRIPTED}");
     let packets = server.packets();
@@ -443,19 +458,7 @@ async fn cancel_before_the_upload_finished_cancels_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_file_that_changes_during_the_upload_fails_the_job() {
     let mut h = Harness::new().await;
-    let server = Scripted::start(Script {
-        hold_from: Some(1),
-        ..Script::default()
-    })
-    .await;
-    let local = h.out("growing.log");
-    std::fs::write(&local, content(1_000_000, 95)).expect("local");
-    let id = upload_job(&h, JobType::Upload, &server.url, &local).await;
-    h.engine.resume(id).await.expect("resume");
-    h.wait_for(id, "the first fragment", |j| {
-        j.progress().bytes_transferred > 0
-    })
-    .await;
+    let (server, local, id) = held_upload(&mut h, "growing.log", 95).await;
     {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
@@ -562,13 +565,7 @@ impl App {
         let app = axum::Router::new()
             .fallback(application)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (address, task) = crate::spawn_router(app).await;
         App {
             url: format!("http://{address}/notify"),
             state,
@@ -981,15 +978,7 @@ fn an_upload_continues_its_session_after_ferry_restarts() {
     server.state.lock().expect("state").hold_from = None;
     server.release.send_replace(true);
     runtime().block_on(async {
-        let (engine, _) = loop {
-            match Harness::start_engine(dir.path(), &config, clock.clone()) {
-                Ok(started) => break started,
-                Err(ferry::engine::EngineError::Store(ferry::store::StoreError::Locked {
-                    ..
-                })) => tokio::task::yield_now().await,
-                Err(e) => panic!("restart: {e}"),
-            }
-        };
+        let (engine, _) = crate::restart_engine(dir.path(), &config, clock.clone()).await;
         let mut events = engine.subscribe();
         let job = engine.job(id).await.expect("the job survived");
         assert_eq!(job.upload_session.as_deref(), Some("{SCRIPTED}"));
