@@ -996,3 +996,32 @@ fn an_upload_continues_its_session_after_ferry_restarts() {
     let creates = packets.iter().filter(|p| *p == "create-session").count();
     assert_eq!(creates, 1, "{packets:?}");
 }
+
+/// The application answers with a static reply URL (BITS-Static-Response-URL): the client
+/// fetches its reply from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_reply_url_from_the_application_is_fetched() {
+    let mut h = Harness::new().await;
+    let served = tempfile::tempdir().expect("served");
+    std::fs::create_dir(served.path().join("replies")).expect("replies");
+    std::fs::write(served.path().join("replies/thanks.txt"), "thanks").expect("reply");
+    let app = App::start(AppScript::default()).await;
+    let server = Server::start_with(notify_options(served.path(), &app, false)).await;
+    app.state.lock().expect("state").static_reply =
+        Some(format!("{}/replies/thanks.txt", server.base));
+    let local = h.out("a.bin");
+    std::fs::write(&local, content(10_000, 105)).expect("local");
+    let url = format!("{}/a.bin", server.base);
+    let id = upload_job(&h, JobType::UploadReply, &url, &local).await;
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(
+        job.reply.download.as_ref().map(|r| r.remote_url.clone()),
+        Some(format!("{}/replies/thanks.txt", server.base))
+    );
+    assert_eq!(h.engine.reply_data(id).await.expect("reply"), b"thanks");
+    assert!(
+        served.path().join("replies/thanks.txt").exists(),
+        "a static reply is not deleted"
+    );
+}
