@@ -1025,3 +1025,55 @@ async fn a_static_reply_url_from_the_application_is_fetched() {
         "a static reply is not deleted"
     );
 }
+
+/// `ferry put` interrupted with Ctrl+C suspends its job; the same command again resumes it in
+/// the same server session (no second Create-Session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_interrupted_by_ctrl_c_resumes_in_the_same_session() {
+    let server = Scripted::start(Script {
+        hold_from: Some(1),
+        ..Script::default()
+    })
+    .await;
+    let home = crate::home::Home::new();
+    home.ok(&["daemon"]).await;
+    let work = tempfile::tempdir().expect("work");
+    let local = work.path().join("a.bin");
+    std::fs::write(&local, content(1_000_000, 106)).expect("local");
+    let put = || {
+        let mut command = home.ferry();
+        command.arg("put").arg(&local).arg(&server.url);
+        command
+    };
+    let mut events = home.client().events().await.expect("events");
+    let first = crate::cli::Watched::start(put());
+    home.wait_checkpoint(&mut events, ferry::engine::bits_upload::FIRST_FRAGMENT)
+        .await;
+    first.signal(libc::SIGINT);
+    let (text, exit) = first.finish().await;
+    assert_eq!(exit.code(), Some(130), "{text}");
+    assert!(text.contains("suspended"), "{text}");
+    server.state.lock().expect("state").hold_from = None;
+    server.release.send_replace(true);
+    let output = crate::home::run(put()).await;
+    let said = crate::home::stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(said.contains("resuming job"), "{said}");
+    assert!(said.contains("uploaded 1 file(s)"), "{said}");
+    // Close-Session goes out in the background: wait for the service to say it was answered.
+    home.wait_event(&mut events, "Close-Session", |e| {
+        matches!(
+            e,
+            EngineEvent::UploadSessionEnded {
+                cancel: false,
+                acknowledged: true,
+                ..
+            }
+        )
+    })
+    .await;
+    let packets = server.packets();
+    let creates = packets.iter().filter(|p| *p == "create-session").count();
+    assert_eq!(creates, 1, "{packets:?}");
+    assert_eq!(packets.last().map(String::as_str), Some("close-session"));
+}
