@@ -508,7 +508,13 @@ struct NotifyExited {
 struct ClientKey {
     redirect: RedirectPolicy,
     proxy: ProxySettings,
+    /// Upload packets: the server may hold the last Ack while its application works (up to 5
+    /// minutes, spec §8.4–8.5), so reads wait at least that long.
+    patient: bool,
 }
+
+/// How long an upload packet's answer may take (spec §8.4: responses within 5 minutes).
+const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Actor {
     jobs: HashMap<JobId, Job>,
@@ -1194,6 +1200,7 @@ impl Actor {
         let key = ClientKey {
             redirect: job.redirect_policy,
             proxy: job.proxy.clone(),
+            patient: false,
         };
         let client = self.client(key)?;
         let Some(job) = self.jobs.get(&id) else {
@@ -1242,7 +1249,7 @@ impl Actor {
         Ok(())
     }
 
-    fn job_client(&mut self, id: JobId) -> Result<reqwest::Client, Failure> {
+    fn job_client(&mut self, id: JobId, patient: bool) -> Result<reqwest::Client, Failure> {
         let Some(job) = self.jobs.get(&id) else {
             return Err(Failure {
                 error: JobError::new(ErrorContext::GeneralQueueManager, ErrorCode::NotFound, None),
@@ -1253,13 +1260,14 @@ impl Actor {
         let key = ClientKey {
             redirect: job.redirect_policy,
             proxy: job.proxy.clone(),
+            patient,
         };
         self.client(key)
     }
 
     /// The protocol side of an upload job's file, as its settings say.
     fn upload_for(&mut self, id: JobId, url: String) -> Result<bits_upload::Upload, Failure> {
-        let client = self.job_client(id)?;
+        let client = self.job_client(id, true)?;
         let job = self.job(id).map_err(|e| Failure {
             error: JobError::new(ErrorContext::GeneralQueueManager, e.code, None),
             class: ErrorClass::Fatal,
@@ -1327,7 +1335,7 @@ impl Actor {
             let task = tokio::spawn(upload::run(task, self.reports_tx.clone(), stop_rx));
             (task, 0)
         } else if let Some(work) = reply_download {
-            let client = self.job_client(id)?;
+            let client = self.job_client(id, false)?;
             self.next_run += 1;
             let task = transfer::JobTask {
                 job: id,
@@ -1692,7 +1700,11 @@ fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, (Er
         .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")))
         .redirect(redirect)
         .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-        .read_timeout(Duration::from_millis(config.read_timeout_ms))
+        .read_timeout(if key.patient {
+            Duration::from_millis(config.read_timeout_ms).max(UPLOAD_ANSWER_TIMEOUT)
+        } else {
+            Duration::from_millis(config.read_timeout_ms)
+        })
         .tcp_nodelay(true);
     let certificates = config
         .root_certificates()
