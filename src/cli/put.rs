@@ -83,17 +83,6 @@ async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, 
     if let Some(job) = earlier_job(&jobs, plan) {
         return super::get::take_up(client, job, args.priority, args.quiet).await;
     }
-    if let Some(reply) = &plan.reply
-        && reply.exists()
-    {
-        return Err(ClientError::Api(crate::job::BitsError::new(
-            crate::job::ErrorCode::FileExists,
-            format!(
-                "{} already exists: choose another --reply file, or remove it first",
-                reply.display()
-            ),
-        )));
-    }
     let spec = JobSpec {
         priority: Some(args.priority),
         description: PUT_DESCRIPTION.into(),
@@ -104,7 +93,8 @@ async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, 
             plan.job_type,
         )
     };
-    // Created with its file and reply name in one step: a refusal leaves no job behind.
+    // Created with its file and reply name in one step: a refusal (an existing reply file
+    // among them) leaves no job behind.
     let id = client.create(&spec).await?;
     client.resume(id).await?;
     Ok(id)

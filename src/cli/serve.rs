@@ -19,7 +19,6 @@ pub async fn run(args: ServeArgs) -> u8 {
         (Some(certificate), Some(key)) => Some(crate::serve::TlsFiles { certificate, key }),
         _ => None,
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let options = ServeOptions {
         users,
         tls,
@@ -39,6 +38,7 @@ pub async fn run(args: ServeArgs) -> u8 {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    let scheme = options.scheme();
     let ready = |address: std::net::SocketAddr| {
         // One line on stdout, flushed: scripts and tests read the port from it.
         let mut out = std::io::stdout();

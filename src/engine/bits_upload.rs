@@ -418,6 +418,8 @@ impl Upload {
                         progress.fragment = (progress.fragment * 2).min(cap).max(MIN_FRAGMENT);
                         restarts = 0;
                     }
+                    // The last check: a changed file fails the upload; one that is gone now
+                    // does not (the server holds every byte of the version that was read).
                     if offset == size
                         && let Ok(meta) = tokio::fs::metadata(&self.local).await
                         && local_stamp(&meta) != stamp

@@ -16,36 +16,7 @@ pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsEr
         return check_upload_sources(files);
     }
     for file in files {
-        let Some(dir) = file.local_path.parent() else {
-            continue;
-        };
-        match std::fs::metadata(dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(BitsError::new(
-                    ErrorCode::PathNotFound,
-                    format!("{} is not a directory", dir.display()),
-                ));
-            }
-            Err(_) => {
-                return Err(BitsError::new(
-                    ErrorCode::PathNotFound,
-                    format!(
-                        "the destination folder {} does not exist: create it first",
-                        dir.display()
-                    ),
-                ));
-            }
-        }
-        if !writable(dir) {
-            return Err(BitsError::new(
-                ErrorCode::AccessDenied,
-                format!("cannot write to {}: check its permissions", dir.display()),
-            ));
-        }
-        if !job.replace_existing && file.local_path.exists() {
-            return Err(destination_exists(&file.local_path));
-        }
+        check_destination(job, &file.local_path)?;
         let duplicate = job
             .files
             .iter()
@@ -64,6 +35,42 @@ pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsEr
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A file the job will write (a download's destination, an upload-reply's reply file): its
+/// folder exists and is writable, and nothing is there unless the job may replace it.
+pub(crate) fn check_destination(job: &Job, path: &Path) -> Result<(), BitsError> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(BitsError::new(
+                ErrorCode::PathNotFound,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Err(_) => {
+            return Err(BitsError::new(
+                ErrorCode::PathNotFound,
+                format!(
+                    "the destination folder {} does not exist: create it first",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    if !writable(dir) {
+        return Err(BitsError::new(
+            ErrorCode::AccessDenied,
+            format!("cannot write to {}: check its permissions", dir.display()),
+        ));
+    }
+    if !job.replace_existing && path.exists() {
+        return Err(destination_exists(path));
     }
     Ok(())
 }
@@ -226,26 +233,19 @@ pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
     (report, undeletable)
 }
 
-/// A reply file name beside the upload's local file that does not exist yet:
-/// `<name>.reply`, else `<name>.reply-2`, `-3`, … (spec §1: generated in the same folder).
-pub(crate) fn free_reply_name(local: &Path) -> PathBuf {
-    let base = local.as_os_str().to_os_string();
-    (1..1000)
+/// `base` if no file has that name, else the first free `base-2`, `base-3`, …
+pub(crate) fn free_name(base: &Path) -> PathBuf {
+    if !base.exists() {
+        return base.to_path_buf();
+    }
+    (2..1000)
         .map(|n| {
-            let mut name = base.clone();
-            name.push(if n == 1 {
-                ".reply".to_string()
-            } else {
-                format!(".reply-{n}")
-            });
+            let mut name = base.as_os_str().to_os_string();
+            name.push(format!("-{n}"));
             PathBuf::from(name)
         })
         .find(|candidate| !candidate.exists())
-        .unwrap_or_else(|| {
-            let mut name = base.clone();
-            name.push(".reply");
-            PathBuf::from(name)
-        })
+        .unwrap_or_else(|| base.to_path_buf())
 }
 
 /// Copies `from` to `to` through a hidden temp file beside `to`, flushed, then renamed into place

@@ -224,7 +224,7 @@ enum Reply {
     Job(Box<Job>),
     Jobs(Vec<Job>),
     Count(usize),
-    AnswerFile(PathBuf, u64),
+    FileAt(PathBuf, u64),
 }
 
 struct Command {
@@ -410,7 +410,7 @@ impl EngineHandle {
 
     async fn reply_file(&self, job: JobId) -> Result<(PathBuf, u64), BitsError> {
         match self.call(Op::ReplyFile(job)).await? {
-            Reply::AnswerFile(path, size) => Ok((path, size)),
+            Reply::FileAt(path, size) => Ok((path, size)),
             _ => Err(unexpected()),
         }
     }
@@ -541,6 +541,42 @@ struct Actor {
     network_up: bool,
 }
 
+/// What a download worker needs of one file (or of the reply, [`REPLY_FILE`]).
+fn file_work(index: usize, file: &job::JobFile) -> transfer::FileWork {
+    transfer::FileWork {
+        index,
+        url: file.remote_url.clone(),
+        temp_path: file.temp_path.clone(),
+        ranges: file.ranges.clone(),
+        start_offset: file.bytes_checkpointed,
+        validators: file.validators.clone(),
+    }
+}
+
+/// Where an upload job stands, derived from the job alone.
+enum UploadPhase<'a> {
+    /// Fragments to send, or the final answer (and its reply URL) still to get.
+    Send,
+    /// Upload-reply: the reply to download.
+    FetchReply(&'a job::JobFile),
+    /// Upload-reply: the server sent no reply; the reply file is to be written empty.
+    EmptyReply,
+    Done,
+}
+
+fn upload_phase(job: &Job) -> UploadPhase<'_> {
+    let sent = job.files.first().is_some_and(|f| f.transferred);
+    let wants_reply = job.job_type == JobType::UploadReply;
+    match &job.reply.download {
+        _ if !sent => UploadPhase::Send,
+        None if wants_reply => UploadPhase::Send,
+        Some(reply) if reply.transferred || !wants_reply => UploadPhase::Done,
+        Some(reply) if reply.remote_url.is_empty() => UploadPhase::EmptyReply,
+        Some(reply) => UploadPhase::FetchReply(reply),
+        None => UploadPhase::Done,
+    }
+}
+
 /// A file finished by a worker: its final (flushed) size, then the transfer itself.
 fn file_done(file: usize, transferred: u64) -> [Event; 2] {
     let progress = Event::Progress {
@@ -663,10 +699,17 @@ impl Actor {
                 }))
             }
             Op::Complete(job) => self.complete(job).await.map(Reply::Completed),
-            Op::Set { job, change } => self
-                .apply(job, Event::Set(change), Persist::Now)
-                .await
-                .map(|_| Reply::Done),
+            Op::Set { job, change } => {
+                if let PropertyChange::ReplyFileName(path) = &change {
+                    // The model's rules first (type, absolute path, state), then the file system.
+                    let mut probe = self.job(job)?.clone();
+                    job::apply(&mut probe, Event::Set(change.clone()), self.now())?;
+                    files::check_destination(&probe, path)?;
+                }
+                self.apply(job, Event::Set(change), Persist::Now)
+                    .await
+                    .map(|_| Reply::Done)
+            }
             Op::Get(id) => match self.finished.iter().find(|j| j.id == id) {
                 Some(job) => Ok(Reply::Job(Box::new(job.clone()))),
                 None => self.job(id).map(|j| Reply::Job(Box::new(j.clone()))),
@@ -742,7 +785,7 @@ impl Actor {
         let size = std::fs::metadata(&path)
             .map_err(|e| reply_unreadable(&path, &e))?
             .len();
-        Ok(Reply::AnswerFile(path, size))
+        Ok(Reply::FileAt(path, size))
     }
 
     fn create(&mut self, spec: JobSpec) -> Result<Reply, BitsError> {
@@ -777,9 +820,10 @@ impl Actor {
         if let Some(reply) = spec.reply_file {
             job::apply(
                 &mut job,
-                Event::Set(PropertyChange::ReplyFileName(reply)),
+                Event::Set(PropertyChange::ReplyFileName(reply.clone())),
                 now,
             )?;
+            files::check_destination(&job, &reply)?;
         }
         if !spec.files.is_empty() {
             files::check_new_files(&job, &spec.files)?;
@@ -1194,40 +1238,28 @@ impl Actor {
         if job.job_type.is_upload() {
             return self.spawn_upload_worker(id);
         }
-        if job.next_file().is_none() {
-            return Ok(());
-        }
-        let key = ClientKey {
-            redirect: job.redirect_policy,
-            proxy: job.proxy.clone(),
-            patient: false,
-        };
-        let client = self.client(key)?;
-        let Some(job) = self.jobs.get(&id) else {
-            return Ok(());
-        };
         let files: Vec<transfer::FileWork> = job
             .files
             .iter()
             .enumerate()
             .filter(|(_, f)| !f.transferred)
-            .map(|(index, file)| transfer::FileWork {
-                index,
-                url: file.remote_url.clone(),
-                temp_path: file.temp_path.clone(),
-                ranges: file.ranges.clone(),
-                start_offset: file.bytes_checkpointed,
-                validators: file.validators.clone(),
-            })
+            .map(|(index, file)| file_work(index, file))
             .collect();
+        self.start_download(id, files)
+    }
+
+    /// Starts a download worker for these files of the job, with the job's settings.
+    fn start_download(&mut self, id: JobId, files: Vec<transfer::FileWork>) -> Result<(), Failure> {
         let Some(last_file) = files.last().map(|f| f.index) else {
             return Ok(());
         };
-        self.next_run += 1;
-        let run = self.next_run;
-        let task = transfer::JobTask {
+        let client = self.job_client(id, false)?;
+        let Some(job) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        let mut task = transfer::JobTask {
             job: id,
-            run,
+            run: 0, // given by start_worker
             dynamic: job.dynamic_content,
             headers: job.custom_headers.clone(),
             credentials: job.credentials.clone(),
@@ -1235,18 +1267,35 @@ impl Actor {
             client,
             files,
         };
+        self.start_worker(id, last_file, |run, reports, stop| {
+            task.run = run;
+            transfer::run(task, reports, stop)
+        });
+        Ok(())
+    }
+
+    /// Spawns a worker as the job's next run (the number its reports carry); `last_file` is the
+    /// last file it was given (a Done report for it means the worker has ended).
+    fn start_worker<F>(
+        &mut self,
+        id: JobId,
+        last_file: usize,
+        worker: impl FnOnce(u64, mpsc::UnboundedSender<WorkerMessage>, watch::Receiver<bool>) -> F,
+    ) where
+        F: std::future::Future<Output = Final> + Send + 'static,
+    {
+        self.next_run += 1;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(transfer::run(task, self.reports_tx.clone(), stop_rx));
+        let task = tokio::spawn(worker(self.next_run, self.reports_tx.clone(), stop_rx));
         self.workers.insert(
             id,
             RunningWorker {
-                run,
+                run: self.next_run,
                 last_file,
                 stop,
                 task,
             },
         );
-        Ok(())
     }
 
     fn job_client(&mut self, id: JobId, patient: bool) -> Result<reqwest::Client, Failure> {
@@ -1287,94 +1336,56 @@ impl Actor {
         })
     }
 
-    /// An upload job runs in two phases: the upload (until the server acknowledged every byte,
-    /// and for upload-reply named the reply), then for upload-reply the reply download, by a
-    /// download worker with the reply as file [`REPLY_FILE`].
+    /// An upload job runs in two phases (see [`UploadPhase`]): the upload by an upload worker,
+    /// then for upload-reply the reply, by a download worker with the reply as [`REPLY_FILE`].
     fn spawn_upload_worker(&mut self, id: JobId) -> Result<(), Failure> {
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
-        let Some(file) = job.files.first() else {
-            return Ok(());
-        };
-        let reply = job.job_type == JobType::UploadReply;
-        let needs_upload = !file.transferred || (reply && job.reply.download.is_none());
-        let reply_download = job
-            .reply
-            .download
-            .as_ref()
-            .filter(|r| !r.transferred && !r.remote_url.is_empty())
-            .map(|r| transfer::FileWork {
-                index: REPLY_FILE,
-                url: r.remote_url.clone(),
-                temp_path: r.temp_path.clone(),
-                ranges: None,
-                start_offset: r.bytes_checkpointed,
-                validators: r.validators.clone(),
-            });
-        let progress = bits_upload::Progress {
-            session: job.upload_session.clone(),
-            acknowledged: file.bytes_transferred,
-            source: file.validators.clone(),
-            host: job.upload_host.clone(),
-            ..Default::default()
-        };
-        let url = file.remote_url.clone();
-        let (headers, credentials) = (job.custom_headers.clone(), job.credentials.clone());
-        let (stop, stop_rx) = watch::channel(false);
-        let (task, last_file) = if needs_upload {
-            let upload = self.upload_for(id, url)?;
-            self.next_run += 1;
-            let task = upload::UploadTask {
-                job: id,
-                run: self.next_run,
-                reply,
-                upload,
-                progress,
-            };
-            let task = tokio::spawn(upload::run(task, self.reports_tx.clone(), stop_rx));
-            (task, 0)
-        } else if let Some(work) = reply_download {
-            let client = self.job_client(id, false)?;
-            self.next_run += 1;
-            let task = transfer::JobTask {
-                job: id,
-                run: self.next_run,
-                dynamic: false,
-                headers,
-                credentials,
-                redirect: RedirectPolicy::default(),
-                client,
-                files: vec![work],
-            };
-            let task = tokio::spawn(transfer::run(task, self.reports_tx.clone(), stop_rx));
-            (task, REPLY_FILE)
-        } else {
-            return Ok(());
-        };
-        self.workers.insert(
-            id,
-            RunningWorker {
-                run: self.next_run,
-                last_file,
-                stop,
-                task,
-            },
-        );
-        Ok(())
+        match upload_phase(job) {
+            UploadPhase::Send => {
+                let Some(file) = job.files.first() else {
+                    return Ok(());
+                };
+                let progress = bits_upload::Progress {
+                    session: job.upload_session.clone(),
+                    acknowledged: file.bytes_transferred,
+                    source: file.validators.clone(),
+                    host: job.upload_host.clone(),
+                    ..Default::default()
+                };
+                let reply = job.job_type == JobType::UploadReply;
+                let url = file.remote_url.clone();
+                let upload = self.upload_for(id, url)?;
+                let mut task = upload::UploadTask {
+                    job: id,
+                    run: 0, // given by start_worker
+                    reply,
+                    upload,
+                    progress,
+                };
+                self.start_worker(id, 0, |run, reports, stop| {
+                    task.run = run;
+                    upload::run(task, reports, stop)
+                });
+                Ok(())
+            }
+            UploadPhase::FetchReply(reply) => {
+                let work = file_work(REPLY_FILE, reply);
+                self.start_download(id, vec![work])
+            }
+            UploadPhase::EmptyReply | UploadPhase::Done => Ok(()),
+        }
     }
 
     /// Upload-reply whose server sent no reply: the reply file is empty (spec §1). `None` when
     /// the job is not at that point.
     fn write_empty_reply(&self, id: JobId) -> Option<Result<(), Failure>> {
         let job = self.jobs.get(&id)?;
-        let reply = job.reply.download.as_ref()?;
-        if job.files.first().is_none_or(|f| !f.transferred)
-            || reply.transferred
-            || !reply.remote_url.is_empty()
-        {
+        if !matches!(upload_phase(job), UploadPhase::EmptyReply) {
             return None;
         }
+        let reply = job.reply.download.as_ref()?;
         let written = std::fs::File::create(&reply.temp_path).and_then(|f| f.sync_all());
         Some(written.map_err(|e| {
             let (code, class) = files::classify_io(&e);
@@ -1434,10 +1445,10 @@ impl Actor {
         if job.job_type != JobType::UploadReply || job.reply.file_name.is_some() {
             return Ok(());
         }
-        let Some(local) = job.files.first().map(|f| f.local_path.clone()) else {
+        if job.files.is_empty() {
             return Ok(()); // Resume answers BG_E_EMPTY
-        };
-        let name = files::free_reply_name(&local);
+        }
+        let name = files::free_name(&job.default_reply_name());
         self.apply(
             id,
             Event::Set(PropertyChange::ReplyFileName(name)),

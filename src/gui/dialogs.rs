@@ -196,9 +196,6 @@ impl UploadForm {
         if !local.is_absolute() {
             return Err("Choose the file to upload (Browse…).".into());
         }
-        if !local.is_file() {
-            return Err(format!("{} is not a file", local.display()));
-        }
         let url = self.url.trim();
         if url.is_empty() {
             return Err("Give the URL of the BITS upload server.".into());
@@ -215,19 +212,11 @@ impl UploadForm {
                 .unwrap_or_else(|| "upload".into()),
             name => name.to_string(),
         };
+        // The service checks the file to send and the reply file, and its refusal is shown here.
         let reply_file = match self.reply_file.trim() {
             "" => None,
             _ if !self.reply => None,
-            text => {
-                let path = PathBuf::from(text);
-                if !path.is_absolute() {
-                    return Err(format!(
-                        "The reply file “{text}” is not an absolute path: give one, or leave it \
-                         empty to save the reply beside the local file."
-                    ));
-                }
-                Some(path)
-            }
+            text => Some(PathBuf::from(text)),
         };
         let mut spec = JobSpec::new(&name, job_type);
         spec.priority = Some(self.priority);

@@ -489,6 +489,19 @@ impl Job {
                 || self.reply.download.as_ref().is_some_and(|r| r.transferred))
     }
 
+    /// Upload-reply: the reply file's name when none was set, `<local file>.reply` beside the
+    /// local file (the engine takes the first free variant of it at the first Resume).
+    pub fn default_reply_name(&self) -> PathBuf {
+        let local = self
+            .files
+            .first()
+            .map(|f| f.local_path.clone())
+            .unwrap_or_else(|| PathBuf::from("/tmp/ferry"));
+        let mut name = local.into_os_string();
+        name.push(".reply");
+        PathBuf::from(name)
+    }
+
     /// File `index` of the job, or the reply for [`REPLY_FILE`].
     pub fn file(&self, index: usize) -> Option<&JobFile> {
         if index == REPLY_FILE {

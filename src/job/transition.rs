@@ -477,24 +477,14 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             job.download_clock.running_since = None;
         }
         Event::UploadSession(session) => {
-            if !job.job_type.is_upload() {
-                return Err(BitsError::new(
-                    ErrorCode::NotImpl,
-                    "only upload jobs have upload sessions",
-                ));
-            }
+            expect_upload(job)?;
             if session.is_none() {
                 job.upload_host = None; // a new session names its own host
             }
             job.upload_session = session;
         }
         Event::UploadHost(host) => {
-            if !job.job_type.is_upload() {
-                return Err(BitsError::new(
-                    ErrorCode::NotImpl,
-                    "only upload jobs have upload sessions",
-                ));
-            }
+            expect_upload(job)?;
             job.upload_host = host;
         }
         Event::ReplyLocated { url } => {
@@ -516,7 +506,7 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             }
             let local_path = match &job.reply.file_name {
                 Some(name) => name.clone(),
-                None => default_reply_name(job),
+                None => job.default_reply_name(),
             };
             job.reply.file_name = Some(local_path.clone());
             job.reply.download = Some(JobFile {
@@ -534,19 +524,6 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         }
     }
     Ok(effects)
-}
-
-/// The reply file's name when none was set: `<local file>.reply`, beside the local file. The
-/// engine picks a name that is free before the first Resume; this is the fallback.
-pub(crate) fn default_reply_name(job: &Job) -> PathBuf {
-    let local = job
-        .files
-        .first()
-        .map(|f| f.local_path.clone())
-        .unwrap_or_else(|| PathBuf::from("/tmp/ferry"));
-    let mut name = local.into_os_string();
-    name.push(".reply");
-    PathBuf::from(name)
 }
 
 /// Cancel (and the inactivity timeout, which acts like it): temp files go, and an upload the
@@ -579,6 +556,17 @@ fn expect_running(job: &Job) -> Result<(), BitsError> {
         Ok(())
     } else {
         Err(invalid_state(job, "no transfer is running"))
+    }
+}
+
+fn expect_upload(job: &Job) -> Result<(), BitsError> {
+    if job.job_type.is_upload() {
+        Ok(())
+    } else {
+        Err(BitsError::new(
+            ErrorCode::NotImpl,
+            "only upload jobs have upload sessions",
+        ))
     }
 }
 

@@ -98,6 +98,11 @@ impl ServeOptions {
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(1_209_600);
     pub const DEFAULT_SESSIONS_PER_CLIENT: usize = 50;
 
+    /// `https` with TLS, else `http`: how clients reach the server.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Serving `root` on `listen` with the defaults: uploads on, no overwrite, no size limits.
     pub fn new(root: PathBuf, listen: SocketAddr) -> ServeOptions {
         ServeOptions {
@@ -130,6 +135,8 @@ pub(crate) struct Served {
     app: reqwest::Client,
     /// The `Authorization` values that are let in (`Basic …`); empty: no auth.
     authorized: Vec<String>,
+    /// `https` with TLS, else `http`: how clients reach this server.
+    scheme: &'static str,
 }
 
 impl Served {
@@ -212,6 +219,7 @@ pub async fn run(
         );
     }
     let tls = options.tls.as_ref().map(tls_acceptor).transpose()?;
+    let scheme = options.scheme();
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| {
@@ -242,6 +250,7 @@ pub async fn run(
             .timeout(upload::APP_TIMEOUT)
             .no_proxy()
             .build()?,
+        scheme,
         authorized: options
             .users
             .iter()
@@ -343,15 +352,11 @@ async fn handle(
     body: Body,
 ) -> Response {
     if !served.lets_in(&headers) {
-        let mut response = plain(
+        return plain_with(
             StatusCode::UNAUTHORIZED,
-            "this server wants a user name and password (HTTP Basic)".into(),
+            "this server wants a user name and password (HTTP Basic)",
+            (header::WWW_AUTHENTICATE, "Basic realm=\"ferry serve\""),
         );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"ferry serve\""),
-        );
-        return response;
     }
     match method.as_str() {
         "GET" => download(&served, &uri, &headers, false).await,
@@ -359,18 +364,25 @@ async fn handle(
         m if m.eq_ignore_ascii_case("BITS_POST") => {
             upload::handle(&served, peer.ip(), &uri, &headers, body).await
         }
-        _ => {
-            let mut response = plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "use GET, HEAD or BITS_POST".into(),
-            );
-            response.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, BITS_POST"),
-            );
-            response
-        }
+        _ => plain_with(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, HEAD or BITS_POST",
+            (header::ALLOW, "GET, HEAD, BITS_POST"),
+        ),
     }
+}
+
+/// [`plain`] with one more header.
+fn plain_with(
+    status: StatusCode,
+    text: &str,
+    (name, value): (header::HeaderName, &'static str),
+) -> Response {
+    let mut response = plain(status, text.to_string());
+    response
+        .headers_mut()
+        .insert(name, HeaderValue::from_static(value));
+    response
 }
 
 fn plain(status: StatusCode, text: String) -> Response {

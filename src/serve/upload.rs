@@ -617,7 +617,7 @@ async fn finish(
         let copy = match &served.notify {
             None => true,
             Some(notify) => {
-                let original = original_url(uri, headers);
+                let original = original_url(served, uri, headers);
                 match notify_application(served, sessions, session, notify, &original).await {
                     Ok(answer) => {
                         session.record.reply_url = Some(answer.reply_url);
@@ -664,10 +664,10 @@ async fn finish(
 }
 
 /// The upload URL as the client sent it (for BITS-Original-Request-URL).
-fn original_url(uri: &Uri, headers: &HeaderMap) -> String {
+fn original_url(served: &Served, uri: &Uri, headers: &HeaderMap) -> String {
     let host = text(headers, "Host");
     let host = if host.is_empty() { "localhost" } else { host };
-    format!("http://{host}{uri}")
+    format!("{}://{host}{uri}", served.scheme)
 }
 
 /// The server application's answer to a notification.
