@@ -193,11 +193,20 @@ impl Harness {
     }
 }
 
-/// Serves `router` on 127.0.0.1 at a free port, on the current runtime, until the task is
-/// aborted or the runtime ends.
-pub async fn spawn_router(
-    router: axum::Router,
-) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+/// A router served on 127.0.0.1 at a free port, on the runtime that started it; it stops when
+/// dropped.
+pub struct Spawned {
+    pub address: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn spawn_router(router: axum::Router) -> Spawned {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -205,7 +214,7 @@ pub async fn spawn_router(
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
-    (address, task)
+    Spawned { address, task }
 }
 
 /// Starts an engine on `dir` as soon as the one before it, stopped abruptly, lets go of the

@@ -815,17 +815,17 @@ async fn a_client_that_hangs_up_mid_body_does_not_stop_the_server() {
 }
 
 /// A server application answering by value: the reply says how many bytes came.
-async fn counting_application() -> (String, tokio::task::JoinHandle<()>) {
+async fn counting_application() -> (String, crate::Spawned) {
     let app = axum::Router::new()
         .fallback(|body: bytes::Bytes| async move { format!("received {} bytes", body.len()) });
-    let (address, task) = crate::spawn_router(app).await;
-    (format!("http://{address}/app"), task)
+    let spawned = crate::spawn_router(app).await;
+    (format!("http://{}/app", spawned.address), spawned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_uploads_and_reads_replies() {
     let dir = tempfile::tempdir().expect("dir");
-    let (app, _app_task) = counting_application().await;
+    let (app, _app) = counting_application().await;
     let served = Served::start_with(dir.path(), &["--notify-url", &app, "--notify-by-value"]);
     let plain_dir = tempfile::tempdir().expect("dir");
     let plain = Served::start(plain_dir.path());

@@ -56,15 +56,53 @@ impl Server {
     }
 
     fn upload(&self, path: &str, local: &Path) -> Upload {
-        Upload {
-            client: reqwest::Client::new(),
-            url: format!("{}{path}", self.base),
-            local: local.to_path_buf(),
-            headers: Vec::new(),
-            credentials: Default::default(),
-            clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
-        }
+        upload_to(format!("{}{path}", self.base), local)
     }
+}
+
+/// An upload of `local` to `url` with no headers, credentials or special client.
+fn upload_to(url: String, local: &Path) -> Upload {
+    Upload {
+        client: reqwest::Client::new(),
+        url,
+        local: local.to_path_buf(),
+        headers: Vec::new(),
+        credentials: Default::default(),
+        clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
+    }
+}
+
+/// Sends until the end (or a failure), recording every acknowledged offset.
+async fn send_all(upload: &Upload, progress: &mut Progress) -> (Outcome, Vec<u64>) {
+    let mut offsets = Vec::new();
+    let (_stop, mut stop) = no_stop();
+    let outcome = upload
+        .send(progress, false, |p| offsets.push(p.acknowledged), &mut stop)
+        .await;
+    (outcome, offsets)
+}
+
+/// Sends until the server acknowledged at least `at` bytes, then stops.
+async fn send_until(upload: &Upload, progress: &mut Progress, at: u64) -> Outcome {
+    let (stop_tx, mut stop) = no_stop();
+    let stop_at = |p: &Progress| {
+        if p.acknowledged >= at {
+            let _ = stop_tx.send(true);
+        }
+    };
+    upload.send(progress, false, stop_at, &mut stop).await
+}
+
+/// Sends a new upload that must fail; returns how.
+async fn failure_of(upload: &Upload) -> ferry::job::Failure {
+    let (_stop, mut stop) = no_stop();
+    let outcome = upload
+        .send(&mut Progress::default(), false, |_| {}, &mut stop)
+        .await;
+    let Outcome::Failed(failure) = outcome else {
+        panic!("{outcome:?}")
+    };
+    failure
 }
 
 impl Drop for Server {
@@ -87,16 +125,7 @@ async fn a_file_goes_up_in_growing_fragments() {
     let server = Server::start(served.path(), None).await;
     let upload = server.upload("/up.bin", &local);
     let mut progress = Progress::default();
-    let mut offsets = Vec::new();
-    let (_stop, mut stop) = no_stop();
-    let outcome = upload
-        .send(
-            &mut progress,
-            false,
-            |p| offsets.push(p.acknowledged),
-            &mut stop,
-        )
-        .await;
+    let (outcome, offsets) = send_all(&upload, &mut progress).await;
     assert!(
         matches!(outcome, Outcome::Done { reply_url: None }),
         "{outcome:?}"
@@ -126,21 +155,7 @@ async fn an_upload_resumes_after_the_server_restarts_and_starts_over_when_the_se
     let served = tempfile::tempdir().expect("served");
     let server = Server::start(served.path(), None).await;
     let mut progress = Progress::default();
-    // Stop once half is acknowledged.
-    let (stop_tx, mut stop) = no_stop();
-    let outcome = server
-        .upload("/r.bin", &local)
-        .send(
-            &mut progress,
-            false,
-            |p| {
-                if p.acknowledged >= 700_000 {
-                    let _ = stop_tx.send(true);
-                }
-            },
-            &mut stop,
-        )
-        .await;
+    let outcome = send_until(&server.upload("/r.bin", &local), &mut progress, 700_000).await;
     assert!(matches!(outcome, Outcome::Stopped), "{outcome:?}");
     let held = progress.acknowledged;
     assert!((700_000..2_000_000).contains(&held), "{held}");
@@ -152,17 +167,7 @@ async fn an_upload_resumes_after_the_server_restarts_and_starts_over_when_the_se
 
     // A new server process on the same folder knows the session: the upload goes on from there.
     let server = Server::start(served.path(), None).await;
-    let mut offsets = Vec::new();
-    let (_stop, mut stop) = no_stop();
-    let outcome = server
-        .upload("/r.bin", &local)
-        .send(
-            &mut progress,
-            false,
-            |p| offsets.push(p.acknowledged),
-            &mut stop,
-        )
-        .await;
+    let (outcome, offsets) = send_all(&server.upload("/r.bin", &local), &mut progress).await;
     assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
     assert!(
         offsets.iter().all(|o| *o >= held),
@@ -173,32 +178,11 @@ async fn an_upload_resumes_after_the_server_restarts_and_starts_over_when_the_se
 
     // The server loses a session (cancelled here, as an expiry would): the client starts over.
     let mut progress = Progress::default();
-    let (stop_tx, mut stop) = no_stop();
     let upload = server.upload("/lost.bin", &local);
-    let _ = upload
-        .send(
-            &mut progress,
-            false,
-            |p| {
-                if p.acknowledged >= 300_000 {
-                    let _ = stop_tx.send(true);
-                }
-            },
-            &mut stop,
-        )
-        .await;
+    let _ = send_until(&upload, &mut progress, 300_000).await;
     let lost = progress.session.clone().expect("session");
     upload.end_session(&lost, true).await.expect("cancel");
-    let mut offsets = Vec::new();
-    let (_stop, mut stop) = no_stop();
-    let outcome = upload
-        .send(
-            &mut progress,
-            false,
-            |p| offsets.push(p.acknowledged),
-            &mut stop,
-        )
-        .await;
+    let (outcome, offsets) = send_all(&upload, &mut progress).await;
     assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
     assert_eq!(
         offsets.first(),
@@ -219,16 +203,9 @@ async fn refusals_are_classified() {
     let served = tempfile::tempdir().expect("served");
     std::fs::write(served.path().join("taken.bin"), b"old").expect("existing");
     let server = Server::start(served.path(), Some(5_000)).await;
-    let (_stop, mut stop) = no_stop();
 
     // Exists and may not be overwritten: 409, transient by the HTTP table (§12 D4).
-    let outcome = server
-        .upload("/taken.bin", &local)
-        .send(&mut Progress::default(), false, |_| {}, &mut stop)
-        .await;
-    let Outcome::Failed(failure) = outcome else {
-        panic!("{outcome:?}")
-    };
+    let failure = failure_of(&server.upload("/taken.bin", &local)).await;
     assert_eq!(failure.error.code, ErrorCode::Http(409));
     assert_eq!(failure.class, ErrorClass::Transient);
     assert_eq!(
@@ -237,13 +214,7 @@ async fn refusals_are_classified() {
     );
 
     // Larger than the server takes: BG_E_TOO_LARGE, fatal.
-    let outcome = server
-        .upload("/big.bin", &local)
-        .send(&mut Progress::default(), false, |_| {}, &mut stop)
-        .await;
-    let Outcome::Failed(failure) = outcome else {
-        panic!("{outcome:?}")
-    };
+    let failure = failure_of(&server.upload("/big.bin", &local)).await;
     assert_eq!(failure.error.code, ErrorCode::TooLarge);
     assert_eq!(failure.class, ErrorClass::Fatal);
 
@@ -255,19 +226,30 @@ async fn refusals_are_classified() {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("client"),
-        url: format!("{address}/x.bin"),
-        local: local.clone(),
-        headers: Vec::new(),
-        credentials: Default::default(),
-        clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
+        ..upload_to(format!("{address}/x.bin"), &local)
     };
-    let outcome = upload
-        .send(&mut Progress::default(), false, |_| {}, &mut stop)
-        .await;
-    let Outcome::Failed(failure) = outcome else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!(failure.class, ErrorClass::Transient);
+    assert_eq!(failure_of(&upload).await.class, ErrorClass::Transient);
+}
+
+/// A request header as text, `""` when absent (for the stub servers of the tests).
+pub fn header(headers: &axum::http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A stub server's BITS Ack: the status, `BITS-Packet-Type: Ack` and these headers.
+pub fn answer(status: u16, extra: Vec<(&'static str, String)>) -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    *response.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
+    let headers = response.headers_mut();
+    headers.insert("BITS-Packet-Type", "Ack".parse().expect("value"));
+    for (name, value) in extra {
+        headers.insert(name, value.parse().expect("value"));
+    }
+    response
 }
 
 /// A BITS upload server that refuses fragments over `limit` with 413 and, once, forgets part of
@@ -287,26 +269,7 @@ async fn picky(
     body: bytes::Bytes,
 ) -> axum::response::Response {
     const LIMIT: usize = 64 * 1024;
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let answer = |status: u16, extra: Vec<(&'static str, String)>| {
-        let mut response = axum::response::Response::new(axum::body::Body::empty());
-        *response.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
-        response
-            .headers_mut()
-            .insert("BITS-Packet-Type", "Ack".parse().expect("value"));
-        for (name, value) in extra {
-            response
-                .headers_mut()
-                .insert(name, value.parse().expect("value"));
-        }
-        response
-    };
+    let text = |name: &str| header(&headers, name);
     let mut state = state.lock().expect("state");
     match text("BITS-Packet-Type").to_ascii_lowercase().as_str() {
         "create-session" => answer(
@@ -359,26 +322,11 @@ async fn fragments_shrink_on_413_and_follow_the_servers_offset() {
     let app = axum::Router::new()
         .fallback(picky)
         .with_state(state.clone());
-    let (address, server) = crate::spawn_router(app).await;
-    let upload = Upload {
-        client: reqwest::Client::new(),
-        url: format!("http://{address}/picky.bin"),
-        local,
-        headers: Vec::new(),
-        credentials: Default::default(),
-        clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
-    };
+    let server = crate::spawn_router(app).await;
+    let address = server.address;
+    let upload = upload_to(format!("http://{address}/picky.bin"), &local);
     let mut progress = Progress::default();
-    let mut offsets = Vec::new();
-    let (_stop, mut stop) = no_stop();
-    let outcome = upload
-        .send(
-            &mut progress,
-            false,
-            |p| offsets.push(p.acknowledged),
-            &mut stop,
-        )
-        .await;
+    let (outcome, offsets) = send_all(&upload, &mut progress).await;
     assert!(matches!(outcome, Outcome::Done { .. }), "{outcome:?}");
     let state = state.lock().expect("state");
     assert_eq!(sha256(&state.data), sha256(&data), "offsets: {offsets:?}");
@@ -390,5 +338,4 @@ async fn fragments_shrink_on_413_and_follow_the_servers_offset() {
         "resent from the server's offset: {offsets:?}"
     );
     assert_eq!(state.gaps, 0, "the client never skipped ahead");
-    server.abort();
 }

@@ -1,7 +1,7 @@
 //! Upload and upload-reply jobs run by the engine: against `ferry serve` (in this process) and
 //! against a scripted BITS server for the cases a real server only shows by chance.
 
-use crate::upload::Server;
+use crate::upload::{Server, answer};
 use crate::{Harness, content, sha256};
 use ferry::engine::EngineEvent;
 use ferry::engine::bits_upload::PROTOCOL;
@@ -312,13 +312,7 @@ struct Scripted {
     url: String,
     state: Arc<Mutex<Script>>,
     release: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: crate::Spawned,
 }
 
 impl Scripted {
@@ -328,12 +322,13 @@ impl Scripted {
         let app = axum::Router::new()
             .fallback(scripted)
             .with_state((state.clone(), released));
-        let (address, task) = crate::spawn_router(app).await;
+        let server = crate::spawn_router(app).await;
+        let address = server.address;
         Scripted {
             url: format!("http://{address}/scripted.bin"),
             state,
             release,
-            task,
+            _server: server,
         }
     }
 
@@ -349,23 +344,7 @@ async fn scripted(
     headers: axum::http::HeaderMap,
     body: bytes::Bytes,
 ) -> axum::response::Response {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let answer = |status: u16, extra: Vec<(&'static str, String)>| {
-        let mut response = axum::response::Response::new(axum::body::Body::empty());
-        *response.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
-        for (name, value) in extra {
-            response
-                .headers_mut()
-                .insert(name, value.parse().expect("value"));
-        }
-        response
-    };
+    let text = |name: &str| crate::upload::header(&headers, name);
     let packet = text("BITS-Packet-Type").to_ascii_lowercase();
     let first: u64 = text("Content-Range")
         .trim_start_matches("bytes ")
@@ -550,13 +529,7 @@ struct AppScript {
 struct App {
     url: String,
     state: Arc<Mutex<AppScript>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _server: crate::Spawned,
 }
 
 impl App {
@@ -565,11 +538,12 @@ impl App {
         let app = axum::Router::new()
             .fallback(application)
             .with_state(state.clone());
-        let (address, task) = crate::spawn_router(app).await;
+        let server = crate::spawn_router(app).await;
+        let address = server.address;
         App {
             url: format!("http://{address}/notify"),
             state,
-            task,
+            _server: server,
         }
     }
 
