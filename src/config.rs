@@ -65,6 +65,63 @@ impl Default for Config {
     }
 }
 
+/// The longest duration a config field may give: longer ones are mistakes, and would overflow
+/// clocks.
+const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
+/// The largest config file read (a real one is under a kilobyte).
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+/// Reads a config file: a regular file only (never blocks on a FIFO), at most
+/// [`MAX_CONFIG_FILE`] bytes.
+fn read_config_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "it is not a regular file: replace it with a text file",
+        ));
+    }
+    if meta.len() > MAX_CONFIG_FILE {
+        return Err(std::io::Error::other(format!(
+            "it has {} bytes, more than a config file can need (1 MiB)",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// A RON error with the field it is in: the last `name:` before the error's position.
+fn describe_ron_error(text: &str, error: &ron::error::SpannedError) -> String {
+    let (line, column) = (error.span.start.line, error.span.start.col);
+    let offset: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>()
+        + column.saturating_sub(1);
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let field = before.rsplit([',', '(']).find_map(|part| {
+        let (name, _) = part.split_once(':')?;
+        let name = name.trim();
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .then_some(name)
+    });
+    match field {
+        Some(field) => format!(
+            "field `{field}`: {} (line {line}, column {column})",
+            error.code
+        ),
+        None => format!("{} (line {line}, column {column})", error.code),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
@@ -81,9 +138,10 @@ pub enum ConfigError {
 impl Config {
     pub const FILE_NAME: &'static str = "config.ron";
 
-    /// Loads `path`; a missing file gives the defaults.
+    /// Loads `path`; a missing file gives the defaults, and so does an empty one (what a power
+    /// cut during an editor's save can leave), with a warning.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match read_config_file(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(source) => {
@@ -93,12 +151,20 @@ impl Config {
                 });
             }
         };
-        let invalid = |message: String| ConfigError::Invalid {
+        if text.trim().is_empty() {
+            tracing::warn!(file = %path.display(), "the config file is empty: using the defaults");
+            return Ok(Config::default());
+        }
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
-        };
-        let config: Config = ron::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        config.validate().map_err(invalid)?;
+        })
+    }
+
+    /// Parses and validates the text of a config file; the error names the field.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = ron::from_str(text).map_err(|e| describe_ron_error(text, &e))?;
+        config.validate()?;
         Ok(config)
     }
 
@@ -122,6 +188,34 @@ impl Config {
                 return Err(format!("field `{field}` must be greater than 0"));
             }
         }
+        let durations = [
+            ("minimum_retry_delay_secs", self.minimum_retry_delay_secs, 1),
+            ("no_progress_timeout_secs", self.no_progress_timeout_secs, 1),
+            ("max_download_time_secs", self.max_download_time_secs, 1),
+            (
+                "job_inactivity_timeout_secs",
+                self.job_inactivity_timeout_secs,
+                1,
+            ),
+            ("inactivity_warning_secs", self.inactivity_warning_secs, 1),
+            ("time_slice_secs", self.time_slice_secs, 1),
+            ("connect_timeout_secs", self.connect_timeout_secs, 1),
+            ("service_idle_exit_secs", self.service_idle_exit_secs, 1),
+            ("read_timeout_ms", self.read_timeout_ms, 1000),
+            (
+                "modification_interval_ms",
+                self.modification_interval_ms,
+                1000,
+            ),
+        ];
+        for (field, value, per_second) in durations {
+            if value / per_second > MAX_DURATION_SECS {
+                return Err(format!(
+                    "field `{field}` is {value}, longer than 100 years; give at most {}",
+                    MAX_DURATION_SECS * per_second
+                ));
+            }
+        }
         self.root_certificates()
             .map_err(|e| format!("field `extra_root_certificates`: {e}"))?;
         if self.inactivity_warning_secs >= self.job_inactivity_timeout_secs {
@@ -141,6 +235,14 @@ impl Config {
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("{} is not a PEM certificate: {e}", path.display()))?;
+            if certificates.is_empty() {
+                return Err(format!(
+                    "{} holds no PEM certificate (a block starting with \
+                     -----BEGIN CERTIFICATE-----); convert it, e.g. with \
+                     `openssl x509 -inform der -in FILE -out FILE.pem`",
+                    path.display()
+                ));
+            }
             all.extend(certificates);
         }
         Ok(all)
@@ -212,5 +314,67 @@ mod tests {
         std::fs::write(&path, "(max_files_per_job: \"many\")").expect("write");
         let err = Config::load(&path).expect_err("type").to_string();
         assert!(err.contains("invalid"), "{err}");
+        // Defect: a type error did not name the field.
+        std::fs::write(
+            &path,
+            "(\n  time_slice_secs: 5,\n  max_jobs_per_user: \"ten\",\n)",
+        )
+        .expect("write");
+        let err = Config::load(&path).expect_err("type").to_string();
+        assert!(err.contains("field `max_jobs_per_user`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    /// Defect: a huge duration panicked a task; now it is refused, naming the field.
+    #[test]
+    fn durations_longer_than_a_century_are_refused() {
+        let err =
+            Config::parse("(service_idle_exit_secs: 18446744073709551615)").expect_err("huge");
+        assert!(
+            err.contains("service_idle_exit_secs") && err.contains("100 years"),
+            "{err}"
+        );
+        let err = Config::parse("(read_timeout_ms: 18446744073709551615)").expect_err("huge");
+        assert!(err.contains("read_timeout_ms"), "{err}");
+        assert!(Config::parse("(service_idle_exit_secs: 3153600000)").is_ok());
+    }
+
+    /// Defect: a zero-length config.ron (a power cut's leftover) stopped the service.
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.ron");
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(Config::load(&path).expect("defaults"), Config::default());
+        std::fs::write(&path, " \n").expect("write");
+        assert_eq!(Config::load(&path).expect("defaults"), Config::default());
+    }
+
+    #[test]
+    fn a_fifo_or_a_folder_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.ron");
+        let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let err = Config::load(&path).expect_err("fifo").to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    /// Defect: a file without any PEM block was accepted as a certificate authority.
+    #[test]
+    fn a_non_pem_certificate_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let der = dir.path().join("ca.der");
+        std::fs::write(&der, [0x30, 0x82, 0x01, 0x0a, 0x02]).expect("write");
+        let config = Config {
+            extra_root_certificates: vec![der.clone()],
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("not PEM");
+        assert!(
+            err.contains("extra_root_certificates") && err.contains("no PEM"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Where Ferry keeps its data, and who the user is.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 const NO_HOME: &str = "cannot find a home directory: set FERRY_HOME to a folder Ferry may use";
 
@@ -128,4 +129,78 @@ pub fn user_name(uid: u32) -> Option<String> {
     // SAFETY: on success pw_name points to a NUL-terminated string inside buffer.
     let name = unsafe { std::ffi::CStr::from_ptr(passwd.pw_name) };
     Some(name.to_string_lossy().into_owned())
+}
+
+/// Renames `from` to `to`, failing if `to` exists unless `replace` (atomic either way).
+pub fn rename_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    if replace {
+        return std::fs::rename(from, to);
+    }
+    match rename_noreplace(from, to) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            // File systems without RENAME_NOREPLACE: a hard link fails atomically if `to` exists.
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        other => other,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// Creates `dir` (and missing parents) and makes it private to its owner (0700), whatever the
+/// umask and whatever mode it had: job files hold URLs and custom headers (API keys).
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes an existing file private to its owner (0600) if others may read or write it.
+pub fn private_file(file: &std::fs::File) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Opens (creating if needed) a file that only its owner may read: 0600 from the first byte.
+pub fn open_private(path: &Path, options: &mut std::fs::OpenOptions) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = options.mode(0o600).open(path)?;
+    private_file(&file)?;
+    Ok(file)
 }

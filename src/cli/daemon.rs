@@ -1,5 +1,6 @@
 //! `ferry daemon`: the service, in the background or in this process.
 
+use super::say;
 use super::{DaemonArgs, block_on, exit, fail, report};
 use crate::config::Config;
 use crate::engine::SystemClock;
@@ -48,7 +49,7 @@ async fn control(stop: bool) -> u8 {
     let status = match client.status().await {
         Ok(status) => status,
         Err(ClientError::Unreachable { socket, .. }) => {
-            println!("no service is running (socket {})", socket.display());
+            say!("no service is running (socket {})", socket.display());
             return if stop { exit::OK } else { exit::UNREACHABLE };
         }
         Err(e) => return report(&e),
@@ -56,24 +57,24 @@ async fn control(stop: bool) -> u8 {
     if stop {
         return match client.shutdown().await {
             Ok(()) => {
-                println!("service {} is stopping", status.pid);
+                say!("service {} is stopping", status.pid);
                 exit::OK
             }
             Err(e) => report(&e),
         };
     }
-    println!("pid:       {}", status.pid);
-    println!("version:   {}", status.version);
-    println!("user:      {} (uid {})", status.user, status.uid);
-    println!("socket:    {}", status.socket.display());
-    println!("data:      {}", status.data_dir.display());
-    println!("jobs:      {}", status.jobs);
+    say!("pid:       {}", status.pid);
+    say!("version:   {}", status.version);
+    say!("user:      {} (uid {})", status.user, status.uid);
+    say!("socket:    {}", status.socket.display());
+    say!("data:      {}", status.data_dir.display());
+    say!("jobs:      {}", status.jobs);
     match status.idle_exit_secs {
-        0 => println!("idle exit: never"),
-        secs => println!("idle exit: after {secs} s with no jobs and no clients"),
+        0 => say!("idle exit: never"),
+        secs => say!("idle exit: after {secs} s with no jobs and no clients"),
     }
     for damaged in &status.quarantined {
-        println!(
+        say!(
             "damaged:   {} ({})",
             damaged.moved_to.display(),
             damaged.reason

@@ -2,6 +2,7 @@
 //! monitor. Each one resolves its JOB arguments, sends requests and prints.
 
 use super::resolve::resolve;
+use super::say;
 use super::show::{self, Details, Summary};
 use super::{
     AddArgs, CreateArgs, InfoArgs, JobsArgs, ListArgs, MonitorArgs, ReplyArgs, SetArgs, WaitArgs,
@@ -37,7 +38,7 @@ pub(super) async fn create(client: &Client, args: CreateArgs) -> u8 {
     };
     match client.create(&spec).await {
         Ok(id) => {
-            println!("{}", id.0);
+            say!("{}", id.0);
             exit::OK
         }
         Err(e) => report(&e),
@@ -65,10 +66,8 @@ pub(super) async fn reply(client: &Client, args: ReplyArgs) -> u8 {
                 use std::io::Write;
                 let data = client.reply_data(job.id).await?;
                 let mut stdout = std::io::stdout().lock();
-                stdout
-                    .write_all(&data)
-                    .and_then(|()| stdout.flush())
-                    .map_err(|e| ClientError::Protocol(format!("cannot print the reply: {e}")))
+                super::reader_gone(stdout.write_all(&data).and_then(|()| stdout.flush()));
+                Ok(())
             }
         }
     };
@@ -218,7 +217,7 @@ pub(super) async fn each(client: &Client, args: JobsArgs, verb: Verb) -> u8 {
         }
         .await;
         match result {
-            Ok(line) => println!("{line}"),
+            Ok(line) => say!("{line}"),
             Err(e) => {
                 let failed = report(&e);
                 if code == exit::OK {
@@ -241,7 +240,7 @@ pub(super) async fn reset(client: &Client) -> u8 {
         match client.cancel(job.id).await {
             Ok(_) => {
                 cancelled += 1;
-                println!("{} cancelled.", job.id.0);
+                say!("{} cancelled.", job.id.0);
             }
             Err(e) => {
                 let failed = report(&e);
@@ -251,14 +250,14 @@ pub(super) async fn reset(client: &Client) -> u8 {
             }
         }
     }
-    println!("{cancelled} out of {} jobs cancelled.", jobs.len());
+    say!("{cancelled} out of {} jobs cancelled.", jobs.len());
     code
 }
 
 fn print_json(value: &impl serde::Serialize) -> u8 {
     match serde_json::to_string_pretty(value) {
         Ok(text) => {
-            println!("{text}");
+            say!("{text}");
             exit::OK
         }
         Err(e) => fail(e),
@@ -283,7 +282,7 @@ pub(super) async fn list(client: &Client, args: ListArgs) -> u8 {
         let summaries: Vec<Summary> = jobs.iter().map(Summary::of).collect();
         return print_json(&summaries);
     }
-    print!("{}", show::table(&jobs));
+    super::print_text(&show::table(&jobs));
     exit::OK
 }
 
@@ -297,7 +296,7 @@ pub(super) async fn info(client: &Client, args: InfoArgs) -> u8 {
     if args.json {
         return print_json(&Details::of(&job, timeout));
     }
-    print!("{}", show::details_text(&job, timeout));
+    super::print_text(&show::details_text(&job, timeout));
     exit::OK
 }
 
@@ -490,7 +489,7 @@ pub(super) async fn wait(client: &Client, args: WaitArgs) -> u8 {
         };
         match job.state {
             JobState::Transferred | JobState::Acknowledged => {
-                println!("{} {}", id.0, job.state);
+                say!("{} {}", id.0, job.state);
                 return exit::OK;
             }
             JobState::Error => {

@@ -500,6 +500,43 @@ pub(crate) fn fail(message: impl std::fmt::Display) -> u8 {
     exit::FAILURE
 }
 
+/// `println!` for command output: when the reader of stdout has gone (`ferry list | head`),
+/// the command ends quietly with exit 0 instead of panicking on EPIPE.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+pub(crate) fn say_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    reader_gone(written);
+}
+
+/// `print!` of a whole text, with [`say!`]'s handling of a closed stdout.
+pub(crate) fn print_text(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    reader_gone(out.write_all(text.as_bytes()).and_then(|()| out.flush()));
+}
+
+/// Ends the process quietly if a write to stdout failed because its reader went away.
+pub(crate) fn reader_gone(written: std::io::Result<()>) {
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(exit::OK));
+        }
+        eprintln!("ferry: cannot write the output: {e}");
+        std::process::exit(i32::from(exit::FAILURE));
+    }
+}
+
 /// Runs the command line; returns the process exit code.
 pub fn main() -> u8 {
     let cli = match Cli::try_parse() {
@@ -522,24 +559,18 @@ pub fn main() -> u8 {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let command = cli.command.unwrap_or(Command::Gui);
-    // Not for the long-running ones: a server that writes to a socket its client closed must
-    // get EPIPE, not die (`ferry serve` under aria2's connection juggling).
-    if !matches!(
-        command,
-        Command::Get(_) | Command::Put(_) | Command::Daemon(_) | Command::Gui | Command::Serve(_)
-    ) {
-        // Like other Unix tools, end quietly when the reader of the output goes away
-        // (`ferry list | head`). `get` and the service handle their own output.
-        // SAFETY: restoring a default signal disposition has no preconditions.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
+    // SIGPIPE stays ignored (Rust's default) for every command: a server that writes to a socket
+    // its client closed must get EPIPE, not die, and a command whose reader goes away
+    // (`ferry list | head`) ends quietly with exit 0 through `say!` rather than by a signal.
     match command {
         Command::Gui => match crate::gui::run(crate::gui::GuiOptions::desktop()) {
             Ok(()) => exit::OK,
             Err(e) => fail(e),
         },
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut script);
+            reader_gone(std::io::Write::write_all(&mut std::io::stdout(), &script));
             exit::OK
         }
         Command::Man { dir } => match clap_mangen::generate_to(Cli::command(), &dir) {

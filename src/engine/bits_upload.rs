@@ -24,6 +24,10 @@ pub const MAX_FRAGMENT: u64 = 13 * 1024 * 1024;
 pub const FIRST_FRAGMENT: u64 = 256 * 1024;
 /// New sessions in a row without progress before the upload gives up for now.
 const RESTARTS: u32 = 3;
+/// Answers in a row that acknowledge no new byte before the upload gives up for now (a transient
+/// error, retried after the job's delay): a server whose offset stops moving must not be sent
+/// the same fragment at once, forever.
+const STALLED_ANSWERS: u32 = 3;
 /// How long Close-/Cancel-Session is re-sent on 5xx (spec §8.4).
 const ENDING_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -136,7 +140,7 @@ fn refused(packet: &str, url: &str, status: u16, headers: &HeaderMap) -> Failure
 }
 
 fn transport(url: &str, error: &reqwest::Error) -> Failure {
-    let (code, class, chain) = super::transfer::classify_transport(error);
+    let (code, class, chain) = super::http::classify_transport(error);
     failure(
         ErrorContext::GeneralTransport,
         code,
@@ -330,6 +334,7 @@ impl Upload {
             progress.fragment = FIRST_FRAGMENT;
         }
         let mut restarts = 0;
+        let mut stalled = 0;
         loop {
             if *stop.borrow() {
                 return Outcome::Stopped;
@@ -417,6 +422,24 @@ impl Upload {
                         let cap = progress.ceiling.unwrap_or(MAX_FRAGMENT);
                         progress.fragment = (progress.fragment * 2).min(cap).max(MIN_FRAGMENT);
                         restarts = 0;
+                    }
+                    if offset == progress.acknowledged && offset < size {
+                        stalled += 1;
+                        if stalled >= STALLED_ANSWERS {
+                            return Outcome::Failed(failure(
+                                ErrorContext::RemoteFile,
+                                ErrorCode::InvalidServerResponse,
+                                ErrorClass::Transient,
+                                format!(
+                                    "the server acknowledged no new byte in {stalled} answers \
+                                     in a row (it stays at {offset} of {size}); trying again \
+                                     later ({})",
+                                    self.url
+                                ),
+                            ));
+                        }
+                    } else {
+                        stalled = 0;
                     }
                     // The last check: a changed file fails the upload; one that is gone now
                     // does not (the server holds every byte of the version that was read).

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 
 /// Refuses files whose destination cannot work, before they enter the job.
 pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsError> {
+    // The shape first, so that a relative path or a NUL byte gets E_INVALIDARG, not a confusing
+    // file system error about an empty folder name.
+    for file in files {
+        crate::job::check_local_path(&file.local_path)?;
+    }
     if job.job_type.is_upload() {
         return check_upload_sources(files);
     }
@@ -42,6 +47,7 @@ pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsEr
 /// A file the job will write (a download's destination, an upload-reply's reply file): its
 /// folder exists and is writable, and nothing is there unless the job may replace it.
 pub(crate) fn check_destination(job: &Job, path: &Path) -> Result<(), BitsError> {
+    crate::job::check_local_path(path)?;
     let Some(dir) = path.parent() else {
         return Ok(());
     };
@@ -69,10 +75,18 @@ pub(crate) fn check_destination(job: &Job, path: &Path) -> Result<(), BitsError>
             format!("cannot write to {}: check its permissions", dir.display()),
         ));
     }
-    if !job.replace_existing && path.exists() {
-        return Err(destination_exists(path));
+    match std::fs::symlink_metadata(path) {
+        // Even with replacing allowed: a file is never renamed over a folder.
+        Ok(meta) if meta.is_dir() => Err(BitsError::new(
+            ErrorCode::InvalidArg,
+            format!(
+                "{} is a folder: give the path of the file to create inside it",
+                path.display()
+            ),
+        )),
+        Ok(_) if !job.replace_existing => Err(destination_exists(path)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// An upload's local file is its source: it must be a readable regular file (spec §3.1).
@@ -123,47 +137,7 @@ fn writable(dir: &Path) -> bool {
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
 
-/// Renames `from` to `to`, failing if `to` exists unless `replace` (atomic either way).
-pub(crate) fn rename_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
-    if replace {
-        return std::fs::rename(from, to);
-    }
-    match rename_noreplace(from, to) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-            // File systems without RENAME_NOREPLACE: a hard link fails atomically if `to` exists.
-            std::fs::hard_link(from, to)?;
-            std::fs::remove_file(from)
-        }
-        other => other,
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
-    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
-}
+pub(crate) use crate::platform::rename_into_place;
 
 /// What a local file error means for a job: its code, and whether retrying can help (a full disk
 /// may empty; a missing folder or a refused permission will not fix themselves).

@@ -5,6 +5,7 @@
 pub mod bits_upload;
 mod clock;
 pub(crate) mod files;
+mod http;
 mod network;
 mod scheduler;
 mod transfer;
@@ -17,10 +18,11 @@ use crate::config::Config;
 use crate::job::{
     self, BitsError, Effect, ErrorClass, ErrorCode, ErrorContext, Event, Failure, Job, JobError,
     JobId, JobState, JobType, NewFile, Notification, NotifyFlags, Priority, PropertyChange,
-    ProxySettings, ProxyUsage, REPLY_FILE, RedirectMode, RedirectPolicy, Timestamp, later,
+    REPLY_FILE, Timestamp, later,
 };
 use crate::platform::User;
 use crate::store::{Quarantined, Store, StoreError};
+use http::{ClientKey, build_client};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -503,18 +505,6 @@ struct NotifyExited {
     state: JobState,
     success: bool,
 }
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    redirect: RedirectPolicy,
-    proxy: ProxySettings,
-    /// Upload packets: the server may hold the last Ack while its application works (up to 5
-    /// minutes, spec §8.4–8.5), so reads wait at least that long.
-    patient: bool,
-}
-
-/// How long an upload packet's answer may take (spec §8.4: responses within 5 minutes).
-const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Actor {
     jobs: HashMap<JobId, Job>,
@@ -1115,6 +1105,25 @@ impl Actor {
                 if result.is_ok() {
                     result = self.apply(id, done, Persist::Checkpoint).await;
                 }
+                if let Err(refused) = &result
+                    && refused.code == ErrorCode::InvalidServerResponse
+                {
+                    // The model refused a file whose size is not the announced one: the job
+                    // retries it later rather than going on as if it were there.
+                    self.stop_worker(id).await;
+                    let error = JobError::new(
+                        ErrorContext::RemoteFile,
+                        ErrorCode::InvalidServerResponse,
+                        Some(file),
+                    )
+                    .with_description(refused.message.clone());
+                    let failure = Failure {
+                        error,
+                        class: ErrorClass::Transient,
+                        retry_after: None,
+                    };
+                    return self.report_failed(id, failure).await;
+                }
                 self.continue_job(id).await;
                 result
             }
@@ -1134,6 +1143,12 @@ impl Actor {
         };
         if let Err(e) = result {
             tracing::warn!(job = %id, "worker report not applied: {e}");
+        }
+    }
+
+    async fn report_failed(&mut self, id: JobId, failure: Failure) {
+        if let Err(e) = self.apply(id, Event::Failed(failure), Persist::Now).await {
+            tracing::warn!(job = %id, "failure not applied: {e}");
         }
     }
 
@@ -1684,84 +1699,4 @@ impl Actor {
         }
         self.flush(true);
     }
-}
-
-/// The HTTP client for a redirect policy and proxy setting; the error names what is wrong.
-fn build_client(key: &ClientKey, config: &Config) -> Result<reqwest::Client, (ErrorCode, String)> {
-    let proxy_error = |message: String| (ErrorCode::InvalidProxyInfo, message);
-    let policy = key.redirect;
-    let redirect = reqwest::redirect::Policy::custom(move |attempt| {
-        if policy.mode == RedirectMode::Disallow {
-            return attempt.stop();
-        }
-        if attempt.previous().len() >= 10 {
-            return attempt.error("too many redirects (more than 10)");
-        }
-        let from_https = attempt
-            .previous()
-            .last()
-            .is_some_and(|url| url.scheme() == "https");
-        if from_https && attempt.url().scheme() == "http" && !policy.allow_https_to_http {
-            return attempt
-                .error("redirect from HTTPS to HTTP refused by the job's redirect policy");
-        }
-        attempt.follow()
-    });
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")))
-        .redirect(redirect)
-        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-        .read_timeout(if key.patient {
-            Duration::from_millis(config.read_timeout_ms).max(UPLOAD_ANSWER_TIMEOUT)
-        } else {
-            Duration::from_millis(config.read_timeout_ms)
-        })
-        .tcp_nodelay(true);
-    let certificates = config
-        .root_certificates()
-        .map_err(|e| (ErrorCode::SecureFailure, e))?;
-    for certificate in certificates {
-        builder = builder.add_root_certificate(certificate);
-    }
-    match key.proxy.usage {
-        // No WPAD on Linux: AUTODETECT uses the system (environment) settings like PRECONFIG.
-        ProxyUsage::Preconfig | ProxyUsage::Autodetect => {}
-        ProxyUsage::NoProxy => builder = builder.no_proxy(),
-        ProxyUsage::Override => {
-            let list = key.proxy.list.as_deref().unwrap_or_default();
-            let bypass = key
-                .proxy
-                .bypass
-                .as_deref()
-                .map(|b| b.split_whitespace().collect::<Vec<_>>().join(","));
-            for entry in list.split([' ', ',', ';']).filter(|e| !e.is_empty()) {
-                let (scheme, target) = match entry.split_once('=') {
-                    Some((scheme, target)) => (Some(scheme.to_ascii_lowercase()), target),
-                    None => (None, entry),
-                };
-                let url = if target.contains("://") {
-                    target.to_string()
-                } else {
-                    format!("http://{target}")
-                };
-                let proxy = match scheme.as_deref() {
-                    Some("http") => reqwest::Proxy::http(&url),
-                    Some("https") => reqwest::Proxy::https(&url),
-                    None => reqwest::Proxy::all(&url),
-                    Some(other) => {
-                        return Err(proxy_error(format!(
-                            "proxy entry {entry:?}: unknown scheme {other:?}"
-                        )));
-                    }
-                }
-                .map_err(|e| proxy_error(format!("proxy entry {entry:?} is invalid: {e}")))?;
-                let proxy =
-                    proxy.no_proxy(bypass.as_deref().and_then(reqwest::NoProxy::from_string));
-                builder = builder.proxy(proxy);
-            }
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| (ErrorCode::LocalIo, format!("cannot set up HTTP: {e}")))
 }

@@ -2,6 +2,7 @@
 //! the checkpoint with range requests, detecting remote changes (spec §7.11–7.12) and classifying
 //! failures (spec §4.3). It reports to the engine and never touches the job itself.
 
+use super::http;
 use super::writer::Writer;
 use crate::job::{
     AuthScheme, Credentials, ErrorClass, ErrorCode, ErrorContext, Failure, FileRange, JobError,
@@ -15,6 +16,9 @@ use tokio::sync::{mpsc, watch};
 
 /// How often a running transfer reports its progress.
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
+/// Restarts from zero (the remote file changed) within one run before the run fails for now: a
+/// server whose validators change on every answer must not keep a worker in a loop.
+const MAX_RESTARTS: u32 = 3;
 
 /// What a worker needs of the job, copied out of it when the worker starts.
 pub(crate) struct JobTask {
@@ -295,48 +299,115 @@ impl Worker {
                 local = 0;
             }
         }
+        let mut restarts = 0;
         'restart: loop {
+            let planned_size = self.known_size();
             let segments = match self.segments() {
                 Ok(segments) => segments,
                 Err(failure) => return Outcome::Failed(failure),
             };
-            for segment in segments {
-                let length = segment.length;
-                if let Some(length) = length
-                    && segment.local_start + length <= local
-                {
-                    continue; // already on disk
-                }
-                let within = local.saturating_sub(segment.local_start);
-                match self.fetch(&segment, within, stop).await {
-                    Fetch::Wrote(end) if self.task.ranges.is_none() => {
-                        local = end;
-                        break 'restart;
+            for segment in &segments {
+                // A segment may take several GETs: a server may answer a range with less than
+                // asked (an honest short 206), and the rest is asked for again.
+                loop {
+                    let end = segment
+                        .length
+                        .map(|l| segment.local_start.saturating_add(l));
+                    if end.is_some_and(|end| end <= local) {
+                        break; // on disk
                     }
-                    Fetch::Wrote(end) => {
-                        local = end;
-                        if length.is_none() {
-                            continue 'restart; // the size is known now: place the next ranges
+                    let within = local.saturating_sub(segment.local_start);
+                    match self.fetch(segment, within, stop).await {
+                        Fetch::Wrote(to) => {
+                            let advanced = to > local;
+                            local = to;
+                            if self.known_size() != planned_size {
+                                continue 'restart; // the size is known now: place the ranges
+                            }
+                            if segment.length.is_none() {
+                                if self.task.ranges.is_some() {
+                                    // Where the next range goes depends on this one's length.
+                                    return Outcome::Failed(self.failure_because(
+                                        ErrorContext::RemoteFile,
+                                        ErrorCode::MissingFileSize,
+                                        ErrorClass::Fatal,
+                                        format!(
+                                            "a range to the end of the file needs the file's size, \
+                                             and the server did not tell it ({})",
+                                            self.task.url
+                                        ),
+                                    ));
+                                }
+                                break; // no size (dynamic content): the body ended the file
+                            }
+                            if !advanced {
+                                return Outcome::Failed(self.failure_because(
+                                    ErrorContext::RemoteFile,
+                                    ErrorCode::InvalidServerResponse,
+                                    ErrorClass::Transient,
+                                    format!(
+                                        "the server answered without sending any of the bytes \
+                                         asked for ({})",
+                                        self.task.url
+                                    ),
+                                ));
+                            }
                         }
+                        Fetch::Restart => {
+                            restarts += 1;
+                            if restarts > MAX_RESTARTS {
+                                return Outcome::Failed(self.failure_because(
+                                    ErrorContext::RemoteFile,
+                                    ErrorCode::InvalidServerResponse,
+                                    ErrorClass::Transient,
+                                    format!(
+                                        "the remote file changed {restarts} times during one \
+                                         transfer; trying again later ({})",
+                                        self.task.url
+                                    ),
+                                ));
+                            }
+                            self.reporter.send(Report::Restarted);
+                            local = 0;
+                            continue 'restart;
+                        }
+                        Fetch::Stopped(stopped) => return Outcome::Stopped(stopped),
+                        Fetch::Failed(failure) => return Outcome::Failed(failure),
                     }
-                    Fetch::Restart => {
-                        self.reporter.send(Report::Restarted);
-                        local = 0;
-                        continue 'restart;
-                    }
-                    Fetch::Stopped(stopped) => return Outcome::Stopped(stopped),
-                    Fetch::Failed(failure) => return Outcome::Failed(failure),
                 }
             }
             break;
+        }
+        // The last word before the file counts as transferred: exactly the bytes expected.
+        let expected = self
+            .task
+            .validators
+            .as_ref()
+            .and_then(|seen| self.bytes_total(seen));
+        if let Some(expected) = expected
+            && expected != local
+        {
+            return Outcome::Failed(self.failure_because(
+                ErrorContext::RemoteFile,
+                ErrorCode::InvalidServerResponse,
+                ErrorClass::Transient,
+                format!(
+                    "received {local} bytes where the server announced {expected} ({})",
+                    self.task.url
+                ),
+            ));
         }
         self.set_mtime();
         Outcome::Done(local)
     }
 
+    fn known_size(&self) -> Option<u64> {
+        self.task.validators.as_ref().and_then(|v| v.size)
+    }
+
     /// The GETs this file needs, with lengths resolved as far as the known size allows.
     fn segments(&self) -> Result<Vec<Segment>, Failure> {
-        let size = self.task.validators.as_ref().and_then(|v| v.size);
+        let size = self.known_size();
         let Some(ranges) = &self.task.ranges else {
             return Ok(vec![Segment {
                 remote_start: 0,
@@ -344,7 +415,7 @@ impl Worker {
                 local_start: 0,
             }]);
         };
-        let mut local_start = 0;
+        let mut local_start: u64 = 0;
         let mut segments = Vec::with_capacity(ranges.len());
         for range in ranges {
             let length = match (range.length, size) {
@@ -352,16 +423,24 @@ impl Worker {
                 (LENGTH_TO_EOF, None) => None,
                 (length, _) => Some(length),
             };
-            if let (Some(size), Some(length)) = (size, length)
-                && range.offset.saturating_add(length) > size
-            {
+            let end = length.map(|length| range.offset.checked_add(length));
+            let outside = match (end, size) {
+                (Some(None), _) => true, // past u64: refused at creation, checked again here
+                (Some(Some(end)), Some(size)) => end > size,
+                (None, Some(size)) => range.offset >= size,
+                _ => false,
+            };
+            if outside {
                 let failure = self.failure_because(
                     ErrorContext::RemoteFile,
                     ErrorCode::InvalidRange,
                     ErrorClass::Fatal,
                     format!(
-                        "range {}:{} lies outside the remote file of {size} bytes ({})",
-                        range.offset, length, self.task.url
+                        "range {}:{} lies outside the remote file of {} bytes ({})",
+                        range.offset,
+                        length.map_or("eof".to_string(), |l| l.to_string()),
+                        size.map_or("unknown".to_string(), |s| s.to_string()),
+                        self.task.url
                     ),
                 );
                 return Err(failure);
@@ -371,7 +450,7 @@ impl Worker {
                 length,
                 local_start,
             });
-            local_start += length.unwrap_or(0);
+            local_start = local_start.saturating_add(length.unwrap_or(0));
         }
         Ok(segments)
     }
@@ -430,7 +509,7 @@ impl Worker {
     }
 
     fn transport_failure(&self, error: &reqwest::Error) -> Failure {
-        let (code, class, chain) = classify_transport(error);
+        let (code, class, chain) = http::classify_transport(error);
         self.failure_because(
             ErrorContext::GeneralTransport,
             code,
@@ -461,7 +540,7 @@ impl Worker {
             code,
             classify_http_status(status.as_u16()),
         );
-        failure.retry_after = retry_after(response.headers());
+        failure.retry_after = http::retry_after(response.headers());
         failure
     }
 
@@ -482,21 +561,14 @@ impl Worker {
         within: u64,
         stop: &mut watch::Receiver<bool>,
     ) -> Fetch {
-        let local = segment.local_start + within;
-        let remote_start = segment.remote_start + within;
+        let local = segment.local_start.saturating_add(within);
         let whole_file = self.task.ranges.is_none();
-        let range = if whole_file && remote_start == 0 {
-            None // the first GET of a whole file carries no Range (spec §7.11)
-        } else {
-            Some(match segment.length {
-                Some(length) => {
-                    format!("bytes={remote_start}-{}", segment.remote_start + length - 1)
-                }
-                None => format!("bytes={remote_start}-"),
-            })
+        let asked = match self.asked(segment, within) {
+            Ok(asked) => asked,
+            Err(failure) => return Fetch::Failed(failure),
         };
         // Ferry extension: a strong ETag guards the resume with If-Range.
-        let if_range = range.as_ref().and_then(|_| {
+        let if_range = asked.and_then(|_| {
             self.task
                 .validators
                 .as_ref()?
@@ -504,8 +576,9 @@ impl Worker {
                 .clone()
                 .filter(|tag| !tag.starts_with("W/"))
         });
+        let range = asked.map(|asked| asked.header());
         let response = tokio::select! {
-            response = self.send(range.clone(), if_range.as_deref()) => response,
+            response = self.send(range, if_range.as_deref()) => response,
             _ = stop_requested(stop) => return Fetch::Stopped(Stopped { transferred: local, checkpointed: local }),
         };
         let response = match response {
@@ -520,43 +593,34 @@ impl Worker {
             self.task.url = url;
         }
         let status = response.status();
-        let seen = response_validators(&response);
+        let mut seen = http::response_validators(status, response.headers());
+        if seen.size.is_none() && status == StatusCode::PARTIAL_CONTENT {
+            // `Content-Range: …/*`: the size stays what an earlier answer said.
+            seen.size = self.known_size();
+        }
         let changed = self
             .task
             .validators
             .as_ref()
-            .is_some_and(|old| validators_differ(old, &seen));
-        let mut expected_body = response.content_length();
+            .is_some_and(|old| http::validators_differ(old, &seen));
+        let mut expected_body = match http::content_length(response.headers()) {
+            Ok(length) => length,
+            Err(refusal) => return Fetch::Failed(self.refused(refusal)),
+        };
         let mut write_at = local;
         match status {
-            StatusCode::PARTIAL_CONTENT if range.is_some() => {
-                let Some((start, end, _)) = parse_content_range(response.headers()) else {
-                    let failure = self.failure_because(
-                        ErrorContext::RemoteFile,
-                        ErrorCode::InvalidServerResponse,
-                        ErrorClass::Fatal,
-                        format!(
-                            "a 206 response without a valid Content-Range ({})",
-                            self.task.url
-                        ),
-                    );
-                    return Fetch::Failed(failure);
-                };
+            StatusCode::PARTIAL_CONTENT if let Some(asked) = asked => {
                 if changed {
                     self.task.validators = Some(seen);
                     return Fetch::Restart; // T30: the remote file changed under us
                 }
-                if start != remote_start {
-                    let failure = self.failure_because(ErrorContext::RemoteFile, ErrorCode::InvalidServerResponse, ErrorClass::Fatal, format!(
-                        "asked for bytes from {remote_start} but the server sent bytes from {start} ({})",
-                        self.task.url
-                    ));
-                    return Fetch::Failed(failure);
+                match http::check_partial(asked, response.headers()) {
+                    Ok(part) => expected_body = Some(part.length),
+                    Err(refusal) => return Fetch::Failed(self.refused(refusal)),
                 }
-                expected_body = Some(end + 1 - start);
             }
             StatusCode::OK => {
-                if range.is_some() {
+                if asked.is_some() {
                     // Either the file changed (If-Range said so) or the server ignores ranges.
                     if whole_file && (changed || self.task.dynamic) {
                         self.reporter.send(Report::Restarted);
@@ -588,7 +652,7 @@ impl Worker {
             }
             StatusCode::RANGE_NOT_SATISFIABLE if whole_file && local > 0 => {
                 // Everything may already be here (a crash after the last byte, before the report).
-                let total = unsatisfied_range_total(response.headers());
+                let total = http::unsatisfied_range_total(response.headers());
                 if total == Some(local) && !changed {
                     self.task
                         .validators
@@ -599,13 +663,26 @@ impl Worker {
                 self.task.validators = None;
                 return Fetch::Restart;
             }
-            StatusCode::RANGE_NOT_SATISFIABLE if range.is_some() => {
+            StatusCode::RANGE_NOT_SATISFIABLE if asked.is_some() => {
                 let failure = self.failure_because(
                     ErrorContext::RemoteFile,
                     ErrorCode::InvalidRange,
                     ErrorClass::Fatal,
                     format!(
                         "the requested range lies outside the remote file ({})",
+                        self.task.url
+                    ),
+                );
+                return Fetch::Failed(failure);
+            }
+            StatusCode::PARTIAL_CONTENT => {
+                let failure = self.failure_because(
+                    ErrorContext::RemoteFile,
+                    ErrorCode::InvalidServerResponse,
+                    ErrorClass::Fatal,
+                    format!(
+                        "the server answered a request for the whole file with a part of it \
+                         (206) ({})",
                         self.task.url
                     ),
                 );
@@ -628,16 +705,60 @@ impl Worker {
             .await
     }
 
+    /// The range to ask for, `within` bytes into a segment; `None` for the first GET of a whole
+    /// file, which carries no Range (spec §7.11).
+    fn asked(&self, segment: &Segment, within: u64) -> Result<Option<http::Asked>, Failure> {
+        let overflow = || {
+            self.failure_because(
+                ErrorContext::RemoteFile,
+                ErrorCode::InvalidRange,
+                ErrorClass::Fatal,
+                format!(
+                    "the range at {} does not fit in 64-bit offsets ({})",
+                    segment.remote_start, self.task.url
+                ),
+            )
+        };
+        let start = segment
+            .remote_start
+            .checked_add(within)
+            .ok_or_else(overflow)?;
+        if self.task.ranges.is_none() && start == 0 {
+            return Ok(None);
+        }
+        let last = match segment.length {
+            Some(length) => Some(
+                segment
+                    .remote_start
+                    .checked_add(length)
+                    .and_then(|end| end.checked_sub(1))
+                    .ok_or_else(overflow)?,
+            ),
+            None => None,
+        };
+        Ok(Some(http::Asked { start, last }))
+    }
+
+    /// A server answer refused by [`http`]'s checks, as the job's error.
+    fn refused(&self, refusal: http::Refusal) -> Failure {
+        // Fatal, as BITS (spec §3.2): a server that answers ranges wrongly will not improve by
+        // itself; Resume tries again.
+        self.failure_because(
+            ErrorContext::RemoteFile,
+            refusal.code,
+            ErrorClass::Fatal,
+            format!("{} ({})", refusal.reason, self.task.url),
+        )
+    }
+
     fn bytes_total(&self, seen: &Validators) -> Size {
         match &self.task.ranges {
             None => seen.size,
             Some(ranges) => ranges.iter().try_fold(0u64, |sum, range| {
-                Some(
-                    sum + match range.length {
-                        LENGTH_TO_EOF => seen.size?.saturating_sub(range.offset),
-                        length => length,
-                    },
-                )
+                sum.checked_add(match range.length {
+                    LENGTH_TO_EOF => seen.size?.saturating_sub(range.offset),
+                    length => length,
+                })
             }),
         }
     }
@@ -759,102 +880,6 @@ enum Fetch {
     Failed(Failure),
 }
 
-/// A failed request (no HTTP answer) as a BITS code and class, with the error's whole chain of
-/// causes for the description. Downloads and uploads share it.
-pub(crate) fn classify_transport(error: &reqwest::Error) -> (ErrorCode, ErrorClass, String) {
-    let chain = error_chain(error);
-    let (code, class) = if error.is_redirect() {
-        (ErrorCode::RedirectFailed, ErrorClass::Fatal)
-    } else if error.is_timeout() {
-        (ErrorCode::Timeout, ErrorClass::Transient)
-    } else if chain.contains("dns error") || chain.contains("failed to lookup") {
-        (ErrorCode::NameNotResolved, ErrorClass::Transient)
-    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
-    {
-        (ErrorCode::SecureFailure, ErrorClass::Fatal)
-    } else if error.is_connect() {
-        (ErrorCode::CannotConnect, ErrorClass::Transient)
-    } else if error.is_builder() && chain.contains("proxy") {
-        (ErrorCode::InvalidProxyInfo, ErrorClass::Fatal)
-    } else {
-        (ErrorCode::ConnectionError, ErrorClass::Transient)
-    };
-    (code, class, chain)
-}
-
-fn error_chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text.to_lowercase()
-}
-
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
-fn response_validators(response: &reqwest::Response) -> Validators {
-    let headers = response.headers();
-    let size = match response.status() {
-        StatusCode::PARTIAL_CONTENT => parse_content_range(headers).and_then(|(_, _, total)| total),
-        _ => response.content_length(),
-    };
-    Validators {
-        size,
-        last_modified: header_text(headers, header::LAST_MODIFIED),
-        etag: header_text(headers, header::ETAG),
-    }
-}
-
-/// Size and Last-Modified decide, as in BITS; the ETag too when both sides have one (extension).
-fn validators_differ(old: &Validators, new: &Validators) -> bool {
-    fn differs<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
-        a.is_some() && b.is_some() && a != b
-    }
-    differs(&old.size, &new.size)
-        || (old.last_modified.is_some() && old.last_modified != new.last_modified)
-        || differs(&old.etag, &new.etag)
-}
-
-/// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
-fn parse_content_range(headers: &HeaderMap) -> Option<(u64, u64, Option<u64>)> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (span, total) = rest.split_once('/')?;
-    let (start, end) = span.split_once('-')?;
-    let (start, end) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
-    if end < start {
-        return None;
-    }
-    Some((start, end, total.trim().parse().ok()))
-}
-
-/// `Content-Range: bytes */TOTAL` of a 416 answer.
-fn unsatisfied_range_total(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    value.trim().strip_prefix("bytes */")?.trim().parse().ok()
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
-}
-
 fn digest_answer(response: &reqwest::Response, user: &str, password: &str) -> Option<HeaderValue> {
     let challenge = response
         .headers()
@@ -871,87 +896,4 @@ fn digest_answer(response: &reqwest::Response, user: &str, password: &str) -> Op
     let context = digest_auth::AuthContext::new(user, password, uri);
     let answer = prompt.respond(&context).ok()?;
     HeaderValue::try_from(answer.to_header_string()).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_range_parsing() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_static("bytes 100-199/1000"),
-        );
-        assert_eq!(parse_content_range(&headers), Some((100, 199, Some(1000))));
-        headers.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_static("bytes 0-9/*"),
-        );
-        assert_eq!(parse_content_range(&headers), Some((0, 9, None)));
-        headers.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_static("bytes 9-0/10"),
-        );
-        assert_eq!(parse_content_range(&headers), None);
-        headers.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_static("bytes */1000"),
-        );
-        assert_eq!(unsatisfied_range_total(&headers), Some(1000));
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
-        let future = std::time::SystemTime::now() + Duration::from_secs(3600);
-        let date = httpdate::fmt_http_date(future);
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::try_from(date).expect("header"),
-        );
-        let wait = retry_after(&headers).expect("date");
-        assert!(wait > Duration::from_secs(3500) && wait <= Duration::from_secs(3600));
-    }
-
-    #[test]
-    fn change_detection_rules() {
-        let old = Validators {
-            size: Some(10),
-            last_modified: Some("Mon, 01 Jan 2024 00:00:00 GMT".into()),
-            etag: Some("\"a\"".into()),
-        };
-        assert!(!validators_differ(&old, &old.clone()));
-        assert!(validators_differ(
-            &old,
-            &Validators {
-                size: Some(11),
-                ..old.clone()
-            }
-        ));
-        assert!(validators_differ(
-            &old,
-            &Validators {
-                last_modified: None,
-                ..old.clone()
-            }
-        ));
-        assert!(validators_differ(
-            &old,
-            &Validators {
-                etag: Some("\"b\"".into()),
-                ..old.clone()
-            }
-        ));
-        assert!(!validators_differ(
-            &old,
-            &Validators {
-                etag: None,
-                ..old.clone()
-            }
-        ));
-    }
 }

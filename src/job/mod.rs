@@ -15,7 +15,7 @@ pub use error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError, classi
 pub use properties::{
     AuthScheme, Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand,
     NotifyFlags, PropertyChange, ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy,
-    validate_ranges,
+    check_local_path, validate_ranges,
 };
 pub use transition::{
     CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,

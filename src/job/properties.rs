@@ -75,6 +75,15 @@ pub fn validate_ranges(ranges: &[FileRange]) -> Result<(), BitsError> {
                 "a range cannot start at the end-of-file marker",
             ));
         }
+        if range.length != LENGTH_TO_EOF && range.offset.checked_add(range.length).is_none() {
+            return Err(BitsError::new(
+                ErrorCode::InvalidRange,
+                format!(
+                    "range {range} ends past the largest possible offset (2^64 - 1): \
+                     shorten it, or use eof as its length"
+                ),
+            ));
+        }
     }
     // Stable sort by offset only, as BITS does: for equal offsets the given order stays.
     let mut sorted: Vec<&FileRange> = ranges.iter().collect();
@@ -286,6 +295,74 @@ pub(crate) fn check_remote_url(url: &str) -> Result<(), BitsError> {
         ));
     }
     Ok(())
+}
+
+/// The shape of a local path, before any file system look-up: absolute, naming a file (not a
+/// folder), without NUL bytes (which no file name can hold) or `.`/`..` components.
+pub fn check_local_path(path: &std::path::Path) -> Result<(), BitsError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let invalid = |why: &str| {
+        BitsError::new(
+            ErrorCode::InvalidArg,
+            format!("local name {:?} {why}", path.display().to_string()),
+        )
+    };
+    if bytes.contains(&0) {
+        return Err(invalid("contains a NUL byte, which no file name can hold"));
+    }
+    if !path.is_absolute() {
+        return Err(invalid("must be absolute (start with /)"));
+    }
+    if bytes.ends_with(b"/") || path.file_name().is_none() {
+        return Err(invalid(
+            "names a folder: give the path of the file inside it",
+        ));
+    }
+    // Raw segments: `Path::components` quietly drops inner `.` components.
+    if bytes
+        .split(|&b| b == b'/')
+        .any(|segment| segment == b"." || segment == b"..")
+    {
+        return Err(invalid(
+            "must not contain . or .. components: give the plain path",
+        ));
+    }
+    Ok(())
+}
+
+/// Server credentials written into a URL.
+pub(crate) type UrlCredentials = (String, String);
+
+/// Takes `user:password@` out of a URL: the URL without it, and the user name and password
+/// (percent-decoded), which the job keeps in memory like any credentials — never on disk, never
+/// printed. A URL without them comes back unchanged.
+pub(crate) fn take_url_credentials(
+    url: &str,
+) -> Result<(String, Option<UrlCredentials>), BitsError> {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return Ok((url.to_string(), None)); // check_remote_url says what is wrong
+    };
+    if parsed.username().is_empty() && parsed.password().is_none() {
+        return Ok((url.to_string(), None));
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(parsed.username());
+    let password = parsed.password().map(decode).unwrap_or_default();
+    if user.chars().count() > 300 {
+        return Err(BitsError::from_code(ErrorCode::UsernameTooLarge));
+    }
+    if password.chars().count() > 65_535 {
+        return Err(BitsError::from_code(ErrorCode::PasswordTooLarge));
+    }
+    // Both succeed for http(s) URLs with a host, the only ones that have credentials here.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    Ok((parsed.to_string(), Some((user, password))))
 }
 
 pub(crate) fn validate_change(change: &PropertyChange) -> Result<(), BitsError> {

@@ -907,6 +907,11 @@ fn range_rules() {
             .code,
         ErrorCode::InvalidRange
     );
+    // A range whose end does not fit in 64 bits (defect: not checked before).
+    let overflow = validate_ranges(&[r(u64::MAX - 10, 11)]).expect_err("overflow");
+    assert_eq!(overflow.code, ErrorCode::InvalidRange);
+    assert!(overflow.message.contains("eof"), "{}", overflow.message);
+    assert!(validate_ranges(&[r(u64::MAX - 10, 10)]).is_ok());
     // bitsadmin: `100:0,100:5` fails (same offset), as does `100:5,100:0`, both as overlaps.
     assert_eq!(
         validate_ranges(&[r(100, 0), r(100, 5)])
@@ -1476,4 +1481,126 @@ fn a_host_id_replaces_host_and_port() {
         "http://127.0.0.2:9090/up/a.bin"
     );
     assert_eq!(pinned_url("not a url", "node7"), "not a url");
+}
+
+#[test]
+fn a_file_short_or_long_of_its_announced_size_is_not_transferred() {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    let info = |bytes_total| Event::FileInfo {
+        file: 0,
+        bytes_total,
+        validators: Validators::default(),
+    };
+    let progress = |bytes| Event::Progress {
+        file: 0,
+        transferred: bytes,
+        checkpointed: bytes,
+    };
+    ok(&mut job, info(Some(2_000_000)));
+    for bytes in [1_500_000, 2_000_001] {
+        ok(&mut job, progress(bytes));
+        let before = job.clone();
+        assert_eq!(
+            refused(&mut job, Event::FileTransferred { file: 0 }),
+            ErrorCode::InvalidServerResponse
+        );
+        assert_eq!(job, before, "a refused event leaves the job as it was");
+    }
+    ok(&mut job, progress(2_000_000));
+    ok(&mut job, Event::FileTransferred { file: 0 });
+    assert_eq!(job.state, JobState::Transferred);
+    // A size never announced (dynamic content) is what arrived.
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, info(None));
+    ok(&mut job, progress(123));
+    ok(&mut job, Event::FileTransferred { file: 0 });
+    assert_eq!(job.files[0].bytes_total, Some(123));
+}
+
+/// Defect: a password in a URL was written to the job file and printed by `ferry info`.
+#[test]
+fn credentials_in_a_url_move_into_the_jobs_credentials() {
+    let mut job = empty_job(JobType::Download);
+    let file = NewFile {
+        remote_url: "http://alice:p%40ss%3Aword@127.0.0.1:8080/x.iso?a=1".into(),
+        ..new_file("x.iso")
+    };
+    ok(&mut job, add_file(file));
+    assert_eq!(job.files[0].remote_url, "http://127.0.0.1:8080/x.iso?a=1");
+    assert_eq!(
+        job.credentials.server,
+        Some((AuthScheme::Basic, "alice".into(), "p@ss:word".into()))
+    );
+    // The same account again is fine; another one in the same job is refused, job unchanged.
+    let same = NewFile {
+        remote_url: "http://alice:p%40ss%3Aword@127.0.0.1:8080/y.iso".into(),
+        ..new_file("y.iso")
+    };
+    ok(&mut job, add_file(same));
+    let before = job.clone();
+    let other = NewFile {
+        remote_url: "http://bob:x@127.0.0.1:8080/z.iso".into(),
+        ..new_file("z.iso")
+    };
+    assert_eq!(refused(&mut job, add_file(other)), ErrorCode::InvalidArg);
+    assert_eq!(job, before);
+    // SetRemoteName takes them out too, keeping the job's scheme.
+    let mut job = empty_job(JobType::Download);
+    ok(&mut job, add("a.bin"));
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::Credentials(Credentials {
+            server: Some((AuthScheme::Digest, "carol".into(), "old".into())),
+        })),
+    );
+    let before = job.clone();
+    let change = |url: &str| {
+        Event::Set(PropertyChange::RemoteName {
+            file: 0,
+            url: url.into(),
+        })
+    };
+    assert_eq!(
+        refused(&mut job, change("https://dave:pw@127.0.0.1/a.bin")),
+        ErrorCode::InvalidArg
+    );
+    assert_eq!(job, before);
+    ok(&mut job, change("https://carol:old@127.0.0.1/b.bin"));
+    assert_eq!(job.files[0].remote_url, "https://127.0.0.1/b.bin");
+    assert_eq!(
+        job.credentials.server,
+        Some((AuthScheme::Digest, "carol".into(), "old".into()))
+    );
+    // A user name alone counts (an empty password).
+    let mut job = empty_job(JobType::Download);
+    let file = NewFile {
+        remote_url: "http://token@127.0.0.1/t".into(),
+        ..new_file("t")
+    };
+    ok(&mut job, add_file(file));
+    assert_eq!(
+        job.credentials.server,
+        Some((AuthScheme::Basic, "token".into(), String::new()))
+    );
+}
+
+/// Defect: a NUL byte in a local name was accepted; a relative one got a confusing error.
+#[test]
+fn local_names_are_absolute_file_paths_without_nul() {
+    for (path, why) in [
+        ("/tmp/a\0b", "NUL"),
+        ("relative/x.iso", "absolute"),
+        ("/tmp/folder/", "folder"),
+        ("/tmp/../etc/x", ".."),
+        ("/tmp/./x", ". or .."),
+    ] {
+        let mut job = empty_job(JobType::Download);
+        let file = NewFile {
+            local_path: PathBuf::from(path),
+            ..new_file("x")
+        };
+        let error = apply(&mut job, add_file(file), t0()).expect_err(path);
+        assert_eq!(error.code, ErrorCode::InvalidArg, "{path:?}");
+        assert!(error.message.contains(why), "{path:?}: {}", error.message);
+    }
 }

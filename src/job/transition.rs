@@ -402,6 +402,20 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         Event::FileTransferred { file } => {
             expect_running(job)?;
             let entry = file_mut(job, file)?;
+            // Never a file short or long of what the server announced: the worker checks this
+            // too, and the model refuses it whatever a worker says.
+            if let Some(total) = entry.bytes_total
+                && total != entry.bytes_transferred
+            {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidServerResponse,
+                    format!(
+                        "file {} has {} bytes where {total} were announced: it is not transferred",
+                        entry.local_path.display(),
+                        entry.bytes_transferred
+                    ),
+                ));
+            }
             entry.transferred = true;
             entry.bytes_total = Some(entry.bytes_transferred);
             entry.bytes_checkpointed = entry.bytes_transferred;
@@ -759,17 +773,15 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
         ));
     }
     let mut added = Vec::with_capacity(files.len());
-    for new in files {
+    let mut url_credentials = None;
+    for mut new in files {
+        let (remote_url, credentials) = properties::take_url_credentials(&new.remote_url)?;
+        new.remote_url = remote_url;
         check_remote_url(&new.remote_url)?;
-        if !new.local_path.is_absolute() || new.local_path.file_name().is_none() {
-            return Err(BitsError::new(
-                ErrorCode::InvalidArg,
-                format!(
-                    "local name {:?} must be an absolute path to a file",
-                    new.local_path
-                ),
-            ));
+        if let Some(credentials) = credentials {
+            merge_url_credentials(job, &mut url_credentials, credentials)?;
         }
+        properties::check_local_path(&new.local_path)?;
         if new
             .local_path
             .file_name()
@@ -828,7 +840,44 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
         });
     }
     job.files.extend(added); // all or nothing; the state is unchanged (§2.4)
+    if let Some((user, password)) = url_credentials {
+        set_url_credentials(job, user, password);
+    }
     Ok(())
+}
+
+/// Credentials from one more URL: they must agree with the job's and with the other URLs'.
+fn merge_url_credentials(
+    job: &Job,
+    seen: &mut Option<properties::UrlCredentials>,
+    credentials: properties::UrlCredentials,
+) -> Result<(), BitsError> {
+    let differs_from_job = job
+        .credentials
+        .server
+        .as_ref()
+        .is_some_and(|(_, user, password)| (user, password) != (&credentials.0, &credentials.1));
+    let differs_from_other = seen.as_ref().is_some_and(|other| *other != credentials);
+    if differs_from_job || differs_from_other {
+        return Err(BitsError::new(
+            ErrorCode::InvalidArg,
+            "the user name and password in a URL differ from the job's other credentials: a job \
+             has one set; put files for another account in another job",
+        ));
+    }
+    *seen = Some(credentials);
+    Ok(())
+}
+
+/// The job's server credentials become the URL's (Basic unless the job already chose a scheme
+/// for the same account).
+fn set_url_credentials(job: &mut Job, user: String, password: String) {
+    let scheme = job
+        .credentials
+        .server
+        .as_ref()
+        .map_or(properties::AuthScheme::Basic, |(scheme, _, _)| *scheme);
+    job.credentials.server = Some((scheme, user, password));
 }
 
 fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> {
@@ -879,6 +928,12 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
                     ErrorCode::NotImpl,
                     "only download files can change their URL",
                 ));
+            }
+            let (url, credentials) = properties::take_url_credentials(&url)?;
+            file_mut(job, file)?; // refused before anything changes
+            if let Some(credentials) = credentials {
+                merge_url_credentials(job, &mut None, credentials.clone())?;
+                set_url_credentials(job, credentials.0, credentials.1);
             }
             file_mut(job, file)?.remote_url = url;
         }

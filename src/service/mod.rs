@@ -218,7 +218,11 @@ impl Activity {
 
 async fn exit_when_idle(state: AppState, grace: Duration) {
     loop {
-        tokio::time::sleep_until(state.activity.last() + grace).await;
+        // A grace of centuries (the config caps it, but an Instant must never overflow) is a
+        // wait of decades.
+        let last = state.activity.last();
+        let far = Duration::from_secs(30 * 365 * 24 * 3600);
+        tokio::time::sleep_until(last.checked_add(grace).unwrap_or(last + far)).await;
         if state.activity.streams.load(Ordering::SeqCst) > 0
             || state.activity.last().elapsed() < grace
         {

@@ -22,6 +22,9 @@ const LOG_LIMIT: u64 = 1 << 20;
 
 /// Exit code of `ferry daemon` when a service already runs (see `cli::exit::SERVICE_BUSY`).
 const ALREADY_RUNNING: i32 = 4;
+/// How long a client waits for a service it started to say it is ready. Loading is bounded (job
+/// files are size-capped, never a FIFO), so this is only reached by a service that is stuck.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub enum Started {
     Started { pid: u32 },
@@ -67,17 +70,14 @@ pub fn daemonize() -> Result<Started, String> {
         return Ok(Started::AlreadyRunning);
     }
     let data_dir = platform::data_dir()?;
-    std::fs::create_dir_all(&data_dir)
+    platform::private_dir(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let log_path = data_dir.join("service.log");
     // One older log is kept; the log never grows without bound.
     if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_LIMIT) {
         let _ = std::fs::rename(&log_path, data_dir.join("service.log.old"));
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = platform::open_private(&log_path, OpenOptions::new().create(true).append(true))
         .map_err(|e| format!("cannot open the service log {}: {e}", log_path.display()))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ferry program: {e}"))?;
@@ -100,10 +100,30 @@ pub fn daemonize() -> Result<Started, String> {
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start the service: {e}"))?;
-    let mut line = String::new();
+    // The ready line, or the service's end; never an endless wait (a service stuck at start
+    // would otherwise hang every client that starts it).
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
     if let Some(stdout) = child.stdout.take() {
-        let _ = BufReader::new(stdout).read_line(&mut line);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = line_tx.send(line);
+        });
     }
+    let line = match line_rx.recv_timeout(READY_TIMEOUT) {
+        Ok(line) => line,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => String::new(),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the service did not become ready within {} s and was stopped; its log is {}: {}",
+                READY_TIMEOUT.as_secs(),
+                log_path.display(),
+                log_tail(&log_path, log_start)
+            ));
+        }
+    };
     if line.starts_with(READY) {
         return Ok(Started::Started { pid: child.id() });
     }

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 /// Version of the on-disk record, for later migrations.
 const FORMAT: u32 = 1;
+/// The largest job file read. The largest legal job (200 files with 2,200-character URLs, 4 KB
+/// paths and 500 ranges each, 16 KB of headers) is about 8 MB; anything bigger is not ours.
+pub const MAX_JOB_FILE: u64 = 32 << 20;
 
 #[derive(Serialize, Deserialize)]
 struct JobRecord {
@@ -60,17 +63,20 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let jobs_dir = data_dir.join("jobs");
         let quarantine_dir = data_dir.join("quarantine");
+        // Private whatever the umask or an earlier mode: job files hold URLs and custom headers.
         for dir in [data_dir, &jobs_dir, &quarantine_dir] {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            crate::platform::private_dir(dir).map_err(io_err(dir))?;
         }
         let lock_path = data_dir.join("lock");
-        let mut lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let mut lock = crate::platform::open_private(
+            &lock_path,
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true),
+        )
+        .map_err(io_err(&lock_path))?;
         if let Err(e) = lock.try_lock() {
             if let fs::TryLockError::Error(source) = e {
                 return Err(StoreError::Io {
@@ -137,8 +143,24 @@ impl Store {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-        let moved_to = self.quarantine_dir.join(format!("{name}.{stamp}"));
-        fs::rename(path, &moved_to).map_err(io_err(path))?;
+        // Never over an earlier copy: two quarantines of one file within a second get .1, .2, …
+        let mut moved_to = self.quarantine_dir.join(format!("{name}.{stamp}"));
+        let mut n = 0u32;
+        loop {
+            match crate::platform::rename_into_place(path, &moved_to, false) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 10_000 => {
+                    n += 1;
+                    moved_to = self.quarantine_dir.join(format!("{name}.{stamp}.{n}"));
+                }
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        path: path.to_path_buf(),
+                        source: e,
+                    });
+                }
+            }
+        }
         sync_dir(&self.jobs_dir).map_err(io_err(&self.jobs_dir))?;
         tracing::warn!(file = %path.display(), to = %moved_to.display(), %reason, "damaged job file quarantined");
         Ok(Quarantined {
@@ -180,8 +202,44 @@ impl Store {
     }
 }
 
+/// Reads a job file: only a regular file (a FIFO or device named `*.ron` must not block the
+/// service, which holds the store lock meanwhile), opened without following a link and without
+/// blocking, at most [`MAX_JOB_FILE`] bytes. Makes it private if it was not.
 fn read_job(path: &Path) -> Result<Job, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("unreadable: {e}"))?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| format!("unreadable: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!(
+            "not a regular file (a {}); job files are plain files",
+            kind_of(&meta.file_type())
+        ));
+    }
+    if meta.len() > MAX_JOB_FILE {
+        return Err(format!(
+            "{} bytes, larger than any job file can be ({} MiB at most)",
+            meta.len(),
+            MAX_JOB_FILE >> 20
+        ));
+    }
+    if let Err(e) = crate::platform::private_file(&file) {
+        tracing::warn!(file = %path.display(), "cannot make the job file private: {e}");
+    }
+    let mut text = String::new();
+    file.take(MAX_JOB_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("unreadable: {e}"))?;
+    if text.len() as u64 > MAX_JOB_FILE {
+        return Err(format!(
+            "larger than any job file can be ({} MiB at most)",
+            MAX_JOB_FILE >> 20
+        ));
+    }
     let record: JobRecord =
         ron::from_str(&text).map_err(|e| format!("not a valid job record: {e}"))?;
     if record.format != FORMAT {
@@ -212,11 +270,31 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
     temp_name.push(".tmp");
     let temp = dir.join(temp_name);
-    let mut file = File::create(&temp)?;
+    let mut file = crate::platform::open_private(
+        &temp,
+        OpenOptions::new().write(true).create(true).truncate(true),
+    )?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(&temp, path)?;
     sync_dir(dir)
+}
+
+fn kind_of(kind: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "folder"
+    } else if kind.is_fifo() {
+        "named pipe"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else if kind.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
 }
 
 /// fsync a directory so that a rename or removal in it is durable.
@@ -293,5 +371,109 @@ mod tests {
             message.contains(&std::process::id().to_string()),
             "{message}"
         );
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    /// Defect: job files were 0644 in 0755 folders, readable by every local user.
+    #[test]
+    fn folders_and_files_are_private_whatever_they_were() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        fs::create_dir_all(data.join("jobs")).expect("dirs");
+        for folder in [&data, &data.join("jobs")] {
+            fs::set_permissions(folder, fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let old = job();
+        let old_path = data.join("jobs").join(format!("{}.ron", old.id.0));
+        {
+            let store = Store::open(&data).expect("open");
+            store.save(&old).expect("save");
+        }
+        fs::set_permissions(&old_path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let store = Store::open(&data).expect("open");
+        for folder in ["", "jobs", "quarantine"] {
+            assert_eq!(mode(&data.join(folder)), 0o700, "{folder:?}");
+        }
+        assert_eq!(mode(&data.join("lock")), 0o600);
+        store.load().expect("load");
+        assert_eq!(
+            mode(&old_path),
+            0o600,
+            "an old 0644 job file is made private"
+        );
+        let new = job();
+        store.save(&new).expect("save");
+        assert_eq!(mode(&store.path_of(new.id)), 0o600);
+    }
+
+    /// Defect: a FIFO named `*.ron` hung the service at start; a huge file was read whole.
+    #[test]
+    fn only_regular_files_of_sane_size_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let jobs = dir.path().join("jobs");
+        let fifo = jobs.join(format!("{}.ron", uuid::Uuid::new_v4()));
+        let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let huge = jobs.join(format!("{}.ron", uuid::Uuid::new_v4()));
+        fs::File::create(&huge)
+            .and_then(|f| f.set_len(MAX_JOB_FILE + 1))
+            .expect("huge file");
+        let link = jobs.join(format!("{}.ron", uuid::Uuid::new_v4()));
+        std::os::unix::fs::symlink("/etc/passwd", &link).expect("symlink");
+        let good = job();
+        store.save(&good).expect("save");
+        let (loaded, quarantined) = store.load().expect("load");
+        assert_eq!(loaded.len(), 1);
+        let reason_of = |path: &Path| {
+            quarantined
+                .iter()
+                .find(|q| q.original == path)
+                .map(|q| q.reason.clone())
+                .unwrap_or_else(|| panic!("{} not quarantined", path.display()))
+        };
+        assert!(
+            reason_of(&fifo).contains("named pipe"),
+            "{}",
+            reason_of(&fifo)
+        );
+        assert!(
+            reason_of(&huge).contains("MiB at most"),
+            "{}",
+            reason_of(&huge)
+        );
+        assert!(
+            reason_of(&link).contains("unreadable"),
+            "{}",
+            reason_of(&link)
+        );
+    }
+
+    /// Defect: two quarantines of one file name within a second overwrote each other.
+    #[test]
+    fn quarantine_never_overwrites_an_earlier_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let bad = dir
+            .path()
+            .join("jobs")
+            .join(format!("{}.ron", uuid::Uuid::new_v4()));
+        let mut copies = Vec::new();
+        for n in 0..3 {
+            fs::write(&bad, format!("damaged {n}")).expect("write");
+            let (_, quarantined) = store.load().expect("load");
+            copies.push(quarantined[0].moved_to.clone());
+        }
+        let contents: Vec<String> = copies
+            .iter()
+            .map(|p| fs::read_to_string(p).expect("copy kept"))
+            .collect();
+        assert_eq!(contents, ["damaged 0", "damaged 1", "damaged 2"]);
     }
 }

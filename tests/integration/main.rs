@@ -3,6 +3,7 @@
 
 mod cli;
 mod engine;
+mod faults;
 mod gui;
 mod home;
 mod serve;

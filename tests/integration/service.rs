@@ -836,3 +836,149 @@ async fn configuration_is_validated_saved_and_applied_at_once() {
     assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
     assert!(stderr(&output).contains("limit 1"), "{}", stderr(&output));
 }
+
+/// Defect: a password in a URL was written to the job file and printed by `ferry info`; job
+/// files were readable by every local user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_a_url_is_used_but_never_stored_or_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start().await;
+    server.put("/private.bin", content(20_000, 58));
+    server.behave(
+        "/private.bin",
+        Behaviour {
+            basic_auth: Some(("alice".into(), "hunter2-s3cr3t".into())),
+            ..Default::default()
+        },
+    );
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let local = out.path().join("private.bin").display().to_string();
+    let url = server
+        .url("/private.bin")
+        .replace("http://", "http://alice:hunter2-s3cr3t@");
+    home.ok(&["create", "private"]).await;
+    home.ok(&["add", "private", &url, &local]).await;
+    let info = home.ok(&["info", "private"]).await;
+    assert!(!info.contains("hunter2"), "{info}");
+    assert!(info.contains(&server.url("/private.bin")), "{info}");
+    let json = home.ok(&["info", "--json", "private"]).await;
+    assert!(!json.contains("hunter2"), "{json}");
+    let jobs = home.path().join("jobs");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&jobs), 0o700);
+    for entry in std::fs::read_dir(&jobs).expect("jobs") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    assert_eq!(mode(&home.path().join("service.log")), 0o600);
+    home.ok(&["resume", "private"]).await;
+    home.ok(&["wait", "private"]).await;
+    home.ok(&["complete", "private"]).await;
+    assert_eq!(
+        std::fs::read(out.path().join("private.bin")).expect("file"),
+        content(20_000, 58)
+    );
+}
+
+/// Defect: `ferry daemon --status | true` panicked on the broken pipe; `list --json` died of
+/// SIGPIPE (exit 141).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_commands_quietly() {
+    let home = Home::new();
+    home.ok(&["create", "one"]).await;
+    for args in [
+        &["daemon", "--status"][..],
+        &["list", "--json"],
+        &["list"],
+        &["info", "one"],
+        &["completions", "bash"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader); // every write to stdout gets EPIPE
+        let mut command = home.ferry();
+        command
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped());
+        let output = run(command).await;
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    }
+}
+
+/// Defect: a FIFO named `*.ron` in `jobs/` hung the service at start, and with it every client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_among_the_job_files_is_quarantined_not_waited_on() {
+    let home = Home::new();
+    let kept = home.ok(&["create", "kept"]).await.trim().to_string();
+    let pid = home.service_pid().expect("service runs");
+    home.ok(&["daemon", "--stop"]).await;
+    wait_exit(pid).await;
+    let fifo = home
+        .path()
+        .join("jobs")
+        .join("0b7e0c4e-33a5-4c43-9a3b-0e3c2d1f5a6b.ron");
+    let c_path = std::ffi::CString::new(fifo.display().to_string()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), home.run(&["list"]))
+        .await
+        .expect("the service starts despite the FIFO");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains(&kept));
+    assert!(
+        stderr(&output).contains("damaged job file(s) were moved to"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!fifo.exists());
+}
+
+/// Defect: a relative local path sent to the API got ERROR_PATH_NOT_FOUND with an empty folder
+/// name; a NUL byte was accepted; a folder as destination got "allow replacing" advice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_paths_are_checked_with_clear_errors() {
+    let home = Home::new();
+    let id = home.ok(&["create", "paths"]).await.trim().to_string();
+    let socket = home.socket();
+    let folder = tempfile::tempdir().expect("folder");
+    let folder_path = folder.path().display().to_string();
+    let answers = tokio::task::spawn_blocking(move || {
+        ["relative/x.iso", "/tmp/a\\u0000b", folder_path.as_str()]
+            .map(|local| {
+                let body = format!(
+                    r#"{{"files":[{{"remote_url":"http://127.0.0.1:1/x","local_path":"{local}"}}]}}"#
+                );
+                let request = format!(
+                    "POST /v1/jobs/{id}/files HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                raw(&socket, request.as_bytes())
+            })
+    })
+    .await
+    .expect("join");
+    for (answer, why) in answers
+        .iter()
+        .zip(["must be absolute", "NUL", "is a folder"])
+    {
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("E_INVALIDARG"), "{answer}");
+        assert!(answer.contains(why), "{why}: {answer}");
+        assert!(!answer.contains("replac"), "{answer}");
+    }
+}

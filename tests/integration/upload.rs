@@ -339,3 +339,48 @@ async fn fragments_shrink_on_413_and_follow_the_servers_offset() {
     );
     assert_eq!(state.gaps, 0, "the client never skipped ahead");
 }
+
+/// Defect: when the server's acknowledged offset stopped moving, the client sent the same
+/// fragment again at once, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_offset_stops_moving_is_not_sent_fragments_forever() {
+    let dir = tempfile::tempdir().expect("dir");
+    let local = dir.path().join("local.bin");
+    std::fs::write(&local, content(300_000, 84)).expect("local");
+    let fragments = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = fragments.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let counted = counted.clone();
+        async move {
+            match header(&headers, "BITS-Packet-Type")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "create-session" => answer(
+                    200,
+                    vec![
+                        ("BITS-Protocol", ferry::engine::bits_upload::PROTOCOL.into()),
+                        ("BITS-Session-Id", "{STUCK}".into()),
+                    ],
+                ),
+                "fragment" => {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    answer(200, vec![("BITS-Received-Content-Range", "1000".into())])
+                }
+                _ => answer(200, Vec::new()),
+            }
+        }
+    });
+    let server = crate::spawn_router(app).await;
+    let upload = upload_to(format!("http://{}/stuck.bin", server.address), &local);
+    let failure = failure_of(&upload).await;
+    assert_eq!(failure.error.code, ErrorCode::InvalidServerResponse);
+    assert_eq!(failure.class, ferry::job::ErrorClass::Transient);
+    assert!(
+        failure.error.description.contains("no new byte"),
+        "{}",
+        failure.error.description
+    );
+    // One answer moves the offset to 1000, then three stay there.
+    assert_eq!(fragments.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
