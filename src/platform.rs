@@ -204,3 +204,20 @@ pub fn open_private(path: &Path, options: &mut std::fs::OpenOptions) -> io::Resu
     private_file(&file)?;
     Ok(file)
 }
+
+/// Copies `from` to `to` through a hidden temp file beside `to`, flushed, then renamed into place
+/// (without replacing unless `replace`), so `to` never holds half a copy. Returns the bytes.
+pub fn copy_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<u64> {
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = to.with_file_name(format!(".{name}.ferry-copy"));
+    let copied = std::fs::copy(from, &temp)
+        .and_then(|n| std::fs::File::open(&temp)?.sync_all().map(|()| n))
+        .and_then(|n| rename_into_place(&temp, to, replace).map(|()| n));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    copied
+}

@@ -3,8 +3,7 @@
 //! deletion of temp files.
 
 use crate::job::{
-    BitsError, CommitReport, CompletePlan, ErrorClass, ErrorCode, ErrorContext, Job, JobError,
-    NewFile,
+    BitsError, CommitReport, CompletePlan, ErrorCode, ErrorContext, Job, JobError, NewFile,
 };
 use std::collections::BTreeSet;
 use std::io;
@@ -137,21 +136,9 @@ fn writable(dir: &Path) -> bool {
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
 
-pub(crate) use crate::platform::rename_into_place;
+pub(crate) use crate::platform::{copy_into_place, rename_into_place};
 
-/// What a local file error means for a job: its code, and whether retrying can help (a full disk
-/// may empty; a missing folder or a refused permission will not fix themselves).
-pub(crate) fn classify_io(error: &io::Error) -> (ErrorCode, ErrorClass) {
-    use io::ErrorKind::*;
-    match error.kind() {
-        AlreadyExists => (ErrorCode::FileExists, ErrorClass::Fatal),
-        NotFound => (ErrorCode::PathNotFound, ErrorClass::Fatal),
-        PermissionDenied | ReadOnlyFilesystem => (ErrorCode::AccessDenied, ErrorClass::Fatal),
-        IsADirectory | NotADirectory | InvalidFilename => (ErrorCode::LocalIo, ErrorClass::Fatal),
-        StorageFull | QuotaExceeded => (ErrorCode::DiskFull, ErrorClass::Transient),
-        _ => (ErrorCode::LocalIo, ErrorClass::Transient),
-    }
-}
+pub(crate) use crate::job::classify_io;
 
 /// Carries out a Complete plan (spec §3.4). Returns the report for the job and whether some
 /// temp files could not be deleted (BG_S_UNABLE_TO_DELETE_FILES).
@@ -220,23 +207,6 @@ pub(crate) fn free_name(base: &Path) -> PathBuf {
         })
         .find(|candidate| !candidate.exists())
         .unwrap_or_else(|| base.to_path_buf())
-}
-
-/// Copies `from` to `to` through a hidden temp file beside `to`, flushed, then renamed into place
-/// (without replacing unless `replace`), so `to` never holds half a copy. Returns the bytes.
-pub(crate) fn copy_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<u64> {
-    let name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = to.with_file_name(format!(".{name}.ferry-copy"));
-    let copied = std::fs::copy(from, &temp)
-        .and_then(|n| std::fs::File::open(&temp)?.sync_all().map(|()| n))
-        .and_then(|n| rename_into_place(&temp, to, replace).map(|()| n));
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    copied
 }
 
 /// [`copy_into_place`] to a file that must not exist yet, with the error for the user.

@@ -29,7 +29,7 @@ pub(crate) fn network_present(net_dir: &Path) -> Option<bool> {
 }
 
 /// Reports connectivity changes until the engine is gone.
-pub(crate) async fn watch(commands: mpsc::WeakSender<super::Command>) {
+pub(crate) async fn watch(commands: mpsc::WeakSender<super::handle::Command>) {
     let mut last = true;
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     loop {
@@ -44,9 +44,12 @@ pub(crate) async fn watch(commands: mpsc::WeakSender<super::Command>) {
         let Some(sender) = commands.upgrade() else {
             return;
         };
-        if super::call(&sender, super::Op::Network { up })
-            .await
-            .is_err()
+        if super::handle::call(&sender, |reply| super::handle::Command::Network {
+            up,
+            reply,
+        })
+        .await
+        .is_err()
         {
             return;
         }

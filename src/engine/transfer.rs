@@ -397,8 +397,42 @@ impl Worker {
                 ),
             ));
         }
+        // The bytes must be where Complete will look: a folder removed (or a temp file deleted)
+        // during the transfer leaves them in an unlinked file that nothing can reach.
+        if let Err(failure) = self.check_temp_file(local) {
+            return Outcome::Failed(failure);
+        }
         self.set_mtime();
         Outcome::Done(local)
+    }
+
+    /// The temp file is still at its path with all `bytes`.
+    fn check_temp_file(&self, bytes: u64) -> Result<(), Failure> {
+        let path = &self.task.temp_path;
+        let gone = |why: String| {
+            self.failure_because(
+                ErrorContext::LocalFile,
+                ErrorCode::PathNotFound,
+                ErrorClass::Fatal,
+                format!(
+                    "{why} during the transfer, so the downloaded bytes are lost: re-create the \
+                     folder {} if needed and Resume the job to download the file again",
+                    path.parent().unwrap_or(path).display()
+                ),
+            )
+        };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.len() == bytes => Ok(()),
+            Ok(meta) => Err(gone(format!(
+                "the temp file {} was changed ({} bytes instead of {bytes})",
+                path.display(),
+                meta.len()
+            ))),
+            Err(e) => Err(gone(format!(
+                "the temp file {} disappeared ({e}; was its folder removed?)",
+                path.display()
+            ))),
+        }
     }
 
     fn known_size(&self) -> Option<u64> {

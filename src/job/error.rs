@@ -403,6 +403,20 @@ pub fn classify_http_status(status: u16) -> ErrorClass {
     }
 }
 
+/// What a local file error means for a job: its code, and whether retrying can help (a full disk
+/// may empty; a missing folder or a refused permission will not fix themselves).
+pub fn classify_io(error: &std::io::Error) -> (ErrorCode, ErrorClass) {
+    use std::io::ErrorKind::*;
+    match error.kind() {
+        AlreadyExists => (ErrorCode::FileExists, ErrorClass::Fatal),
+        NotFound => (ErrorCode::PathNotFound, ErrorClass::Fatal),
+        PermissionDenied | ReadOnlyFilesystem => (ErrorCode::AccessDenied, ErrorClass::Fatal),
+        IsADirectory | NotADirectory | InvalidFilename => (ErrorCode::LocalIo, ErrorClass::Fatal),
+        StorageFull | QuotaExceeded => (ErrorCode::DiskFull, ErrorClass::Transient),
+        _ => (ErrorCode::LocalIo, ErrorClass::Transient),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

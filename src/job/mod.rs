@@ -11,7 +11,9 @@ mod transition;
 #[cfg(test)]
 mod tests;
 
-pub use error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError, classify_http_status};
+pub use error::{
+    BitsError, ErrorClass, ErrorCode, ErrorContext, JobError, classify_http_status, classify_io,
+};
 pub use properties::{
     AuthScheme, Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand,
     NotifyFlags, PropertyChange, ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy,

@@ -440,7 +440,7 @@ fn session_not_found() -> Response {
 
 /// A local file error, with the code the engine gives the same error (disk full → 0x80070070).
 fn local_error(e: &std::io::Error, session: Option<&str>) -> Response {
-    let (code, _) = crate::engine::files::classify_io(e);
+    let (code, _) = crate::job::classify_io(e);
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         code,
@@ -632,10 +632,10 @@ async fn finish(
             let destination = session.record.destination.clone();
             let placed = if served.notify.is_some() {
                 // The session keeps its data for the application until it ends.
-                crate::engine::files::copy_into_place(&part, &destination, served.allow_overwrite)
+                crate::platform::copy_into_place(&part, &destination, served.allow_overwrite)
                     .map(|_| ())
             } else {
-                crate::engine::files::rename_into_place(&part, &destination, served.allow_overwrite)
+                crate::platform::rename_into_place(&part, &destination, served.allow_overwrite)
             };
             if let Err(e) = placed {
                 // The bytes stay in the session: the client may close or cancel it.

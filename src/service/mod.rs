@@ -80,6 +80,7 @@ pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result
         config: options.config,
         clock: options.clock,
         user: options.user,
+        fault_injection: None,
     })
     .map_err(|e| match e {
         EngineError::Store(StoreError::Locked { dir, holder }) => {

@@ -8,6 +8,7 @@ use ferry::job::{
     AuthScheme, Credentials, ErrorCode, ErrorContext, FileRange, JobState, JobType, NewFile,
     NotifyCommand, Priority, PropertyChange, RedirectMode, RedirectPolicy,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -1006,8 +1007,9 @@ fn restart_resumes_from_the_checkpoint_byte_exact() {
                 job.state,
                 JobState::Queued | JobState::Connecting | JobState::Transferring
             ),
-            "an interrupted transfer goes back to the queue: {}",
-            job.state
+            "an interrupted transfer goes back to the queue: {} {:?}",
+            job.state,
+            job.error
         );
         loop {
             if engine.job(id).await.expect("job").state == JobState::Transferred {
@@ -1607,4 +1609,51 @@ async fn a_change_rewrites_only_that_job_file() {
             assert_eq!(stamp(*id), before[i], "job {i} was not touched");
         }
     }
+}
+
+/// Defect: a worker that panicked was never noticed; its job stayed TRANSFERRING for ever and a
+/// FOREGROUND job never gave up its slot. Stopping a worker had no timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_or_stuck_worker_fails_its_job_and_frees_its_slot() {
+    use ferry::engine::WorkerFault;
+    use std::sync::Mutex;
+    let server = TestServer::start().await;
+    server.put("/ok", content(10_000, 90));
+    let faults: Arc<Mutex<Vec<WorkerFault>>> = Arc::new(Mutex::new(vec![
+        WorkerFault::IgnoreStop,
+        WorkerFault::Panic,
+    ]));
+    let injected = faults.clone();
+    let mut h = Harness::with_faults(Arc::new(move |_| {
+        injected.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }))
+    .await;
+    // The first worker panics: TRANSIENT_ERROR naming the internal error, not TRANSFERRING.
+    let id = h
+        .start(Priority::Foreground, &[(&server.url("/ok"), "panic")])
+        .await;
+    let job = h.wait_state(id, JobState::TransientError).await;
+    let error = job.current_error().expect("error");
+    assert_eq!(error.context, ErrorContext::GeneralQueueManager);
+    assert!(
+        error.description.contains("stopped unexpectedly"),
+        "{}",
+        error.description
+    );
+    // The retry gets a worker that never stops; Suspend ends it after the stop timeout.
+    h.clock.advance(Duration::from_secs(600));
+    h.wait_for(id, "a running worker", |j| j.state.is_running())
+        .await;
+    h.engine.suspend(id).await.expect("suspend");
+    let job = h.engine.job(id).await.expect("job");
+    assert_eq!(job.state, JobState::Suspended);
+    // And the job still downloads after that.
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(
+        std::fs::read(h.out("panic")).expect("file"),
+        content(10_000, 90)
+    );
+    assert!(faults.lock().expect("faults").is_empty());
 }

@@ -41,6 +41,8 @@ pub enum Act {
     Send(Vec<u8>),
     /// Sends the bytes a few at a time with a pause between: a slow server.
     Trickle(Vec<u8>, usize, Duration),
+    /// Waits until the test says go on.
+    Wait(Arc<tokio::sync::Notify>),
     /// Closes with a TCP reset instead of a FIN.
     Reset,
 }
@@ -132,6 +134,10 @@ async fn serve(
                     stream.flush().await?;
                     tokio::time::sleep(pause).await; // the misbehaviour itself: a slow server
                 }
+            }
+            Act::Wait(go) => {
+                stream.flush().await?;
+                go.notified().await;
             }
             Act::Reset => {
                 reset(&stream);
@@ -981,4 +987,64 @@ async fn a_refused_connection_is_cannot_connect_whatever_the_url_says() {
         "{}",
         error.description
     );
+}
+
+/// Defect: with its destination folder removed mid-transfer, a job said TRANSFERRED (the bytes
+/// went to an unlinked temp file) and could never complete, even after the folder came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_folder_removed_mid_transfer_is_an_error_not_transferred() {
+    let data = content(3_000_000, 60);
+    let go = Arc::new(tokio::sync::Notify::new());
+    let script: Script = {
+        let (data, go) = (data.clone(), go.clone());
+        Arc::new(move |r: &Request| match r.n {
+            0 => {
+                let answer = full(&data, LM1);
+                let at = head_len(&answer) + 1_500_000;
+                vec![
+                    Act::Send(answer[..at].to_vec()),
+                    Act::Wait(go.clone()),
+                    Act::Send(answer[at..].to_vec()),
+                ]
+            }
+            _ => send(honest(r, &data, LM1)),
+        })
+    };
+    let server = RawServer::start(script).await;
+    let mut h = Harness::new().await;
+    let folder = h.out("sub");
+    std::fs::create_dir(&folder).expect("folder");
+    let id = h
+        .engine
+        .create_job("removed", JobType::Download, Some(Priority::Foreground))
+        .await
+        .expect("create");
+    let file = NewFile {
+        remote_url: server.url("/f"),
+        local_path: folder.join("file.bin"),
+        ranges: None,
+    };
+    h.engine.add_files(id, vec![file]).await.expect("add");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_for(id, "half the file", |j| {
+        j.files[0].bytes_transferred >= 1_500_000
+    })
+    .await;
+    std::fs::remove_dir_all(&folder).expect("remove the folder");
+    go.notify_one();
+    let job = h.wait_state(id, JobState::Error).await;
+    let error = job.current_error().expect("error");
+    assert_eq!(error.code, ErrorCode::PathNotFound, "{}", error.description);
+    assert!(
+        error.description.contains("disappeared"),
+        "{}",
+        error.description
+    );
+    assert!(!job.files[0].transferred);
+    // With the folder back, Resume downloads the file again, byte-exact.
+    std::fs::create_dir(&folder).expect("folder again");
+    h.engine.resume(id).await.expect("resume");
+    h.wait_state(id, JobState::Transferred).await;
+    h.engine.complete(id).await.expect("complete");
+    assert_eq!(std::fs::read(folder.join("file.bin")).expect("file"), data);
 }

@@ -96,17 +96,43 @@ impl Harness {
         }
     }
 
+    /// A harness whose engine injects `faults` into its workers.
+    pub async fn with_faults(faults: ferry::engine::FaultInjection) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("out")).expect("out dir");
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let config = test_config();
+        let (engine, _) = ferry::engine::start(EngineOptions {
+            fault_injection: Some(faults),
+            ..Harness::options(dir.path(), &config, clock.clone())
+        })
+        .expect("engine starts");
+        let events = engine.subscribe();
+        Harness {
+            dir,
+            clock,
+            engine,
+            events,
+            config,
+        }
+    }
+
+    fn options(dir: &Path, config: &Config, clock: Arc<ManualClock>) -> EngineOptions {
+        EngineOptions {
+            data_dir: dir.join("data"),
+            config: config.clone(),
+            clock,
+            user: User::current(),
+            fault_injection: None,
+        }
+    }
+
     pub fn start_engine(
         dir: &Path,
         config: &Config,
         clock: Arc<ManualClock>,
     ) -> Result<(EngineHandle, ferry::engine::StartReport), ferry::engine::EngineError> {
-        ferry::engine::start(EngineOptions {
-            data_dir: dir.join("data"),
-            config: config.clone(),
-            clock,
-            user: User::current(),
-        })
+        ferry::engine::start(Harness::options(dir, config, clock))
     }
 
     pub fn out(&self, name: &str) -> PathBuf {

@@ -1,0 +1,695 @@
+//! The actor: one task that owns every job. It takes commands from [`super::EngineHandle`],
+//! applies them and the workers' reports through [`job::apply`], carries out the effects
+//! (stopping workers, deleting temp files, notifications, Complete's renames) and saves the jobs.
+//! Workers are in `workers.rs`, timers and checkpoints in `timers.rs`.
+
+use super::api::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
+use super::handle::Command;
+use super::http::ClientKey;
+use super::workers::RunningWorker;
+use super::{Clock, files, scheduler, transfer};
+use crate::config::Config;
+use crate::job::{
+    self, BitsError, Effect, ErrorCode, Event, Job, JobId, JobState, JobType, Notification,
+    NotifyFlags, Priority, PropertyChange, Timestamp, later,
+};
+use crate::platform::User;
+use crate::store::Store;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use transfer::WorkerMessage;
+
+/// Jobs that reached ACKNOWLEDGED or CANCELLED stay visible (read-only) this many at a time, so
+/// that a client that looks just after the end still sees how the job ended.
+pub(super) const FINISHED_KEPT: usize = 100;
+
+pub(super) fn reply_unreadable(path: &std::path::Path, e: &std::io::Error) -> BitsError {
+    let (code, _) = files::classify_io(e);
+    BitsError::new(
+        code,
+        format!("cannot read the reply {}: {e}", path.display()),
+    )
+}
+
+/// How often changed progress is written to the store.
+pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub(super) struct ModificationPacing {
+    pub(super) last: Option<Instant>,
+    pub(super) pending: bool,
+}
+
+/// A notify command line finished (spec §7.6).
+pub(super) struct NotifyExited {
+    pub(super) job: JobId,
+    pub(super) state: JobState,
+    pub(super) success: bool,
+}
+
+pub(super) struct Actor {
+    pub(super) jobs: HashMap<JobId, Job>,
+    /// The last jobs that reached a final state, oldest first (see [`FINISHED_KEPT`]).
+    pub(super) finished: VecDeque<Job>,
+    pub(super) store: Store,
+    pub(super) user: User,
+    pub(super) config: Config,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) events: broadcast::Sender<EngineEvent>,
+    pub(super) reports_tx: mpsc::UnboundedSender<WorkerMessage>,
+    pub(super) notify_tx: mpsc::UnboundedSender<NotifyExited>,
+    pub(super) workers: HashMap<JobId, RunningWorker>,
+    /// Every worker's task, supervised: its end (and a panic) comes back to the actor.
+    pub(super) tasks: super::workers::Workers,
+    pub(super) fault_injection: Option<super::workers::FaultInjection>,
+    pub(super) next_run: u64,
+    pub(super) clients: HashMap<ClientKey, reqwest::Client>,
+    /// Jobs whose progress changed since they were last saved.
+    pub(super) dirty: HashSet<JobId>,
+    pub(super) last_flush: Instant,
+    pub(super) modifications: HashMap<JobId, ModificationPacing>,
+    /// When each background job last got a time slice (round robin, spec §6).
+    pub(super) slice_started: HashMap<JobId, Timestamp>,
+    /// Notify command lines that failed and run again after the retry delay (spec §7.6).
+    pub(super) notify_retry: HashMap<JobId, (Timestamp, JobState)>,
+    pub(super) network_up: bool,
+}
+
+/// QUEUED, CONNECTING and TRANSFERRING all come back as QUEUED after a restart, so moves between
+/// them can wait for the next checkpoint.
+pub(super) fn in_queue(state: JobState) -> bool {
+    matches!(
+        state,
+        JobState::Queued | JobState::Connecting | JobState::Transferring
+    )
+}
+
+/// Whether a change is saved at once or with the next checkpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Persist {
+    Now,
+    Checkpoint,
+}
+
+impl Actor {
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut reports: mpsc::UnboundedReceiver<WorkerMessage>,
+        mut notify_exits: mpsc::UnboundedReceiver<NotifyExited>,
+    ) {
+        loop {
+            self.on_time().await;
+            self.schedule().await;
+            self.flush(false);
+            self.publish_modifications(false);
+            let clock = self.clock.clone();
+            let model_deadline = self.next_model_deadline();
+            let io_deadline = self.next_io_deadline();
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    if let Command::Shutdown(reply) = command {
+                        self.shutdown().await;
+                        drop(self); // releases the store lock before the caller hears back
+                        let _ = reply.send(Ok(()));
+                        return;
+                    }
+                    self.handle(command).await;
+                }
+                Some(message) = reports.recv() => self.on_report(message).await,
+                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.on_task_end(ended);
+                }
+                Some(exited) = notify_exits.recv() => self.on_notify_exited(exited),
+                _ = clock.sleep_until(model_deadline.unwrap_or(Timestamp::MAX_UTC)), if model_deadline.is_some() => {}
+                _ = tokio::time::sleep_until(io_deadline.unwrap_or_else(Instant::now)), if io_deadline.is_some() => {}
+            }
+        }
+        self.shutdown().await;
+    }
+
+    pub(super) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(super) fn emit(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+
+    pub(super) fn job(&self, id: JobId) -> Result<&Job, BitsError> {
+        if let Some(job) = self.jobs.get(&id) {
+            return Ok(job);
+        }
+        match self.finished.iter().find(|j| j.id == id) {
+            Some(job) => Err(BitsError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "job {id} is {}: it has left the queue and can no longer be changed",
+                    job.state
+                ),
+            )),
+            None => Err(BitsError::new(
+                ErrorCode::NotFound,
+                format!("no job {id}: it may have been completed or cancelled"),
+            )),
+        }
+    }
+
+    /// Carries out one command and sends its reply.
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Create(spec, reply) => {
+                let _ = reply.send(self.create(spec));
+            }
+            Command::AddFiles(job, files, reply) => {
+                let _ = reply.send(self.add_files(job, files).await);
+            }
+            Command::Resume(job, reply) => {
+                let result = match self.name_reply_file(job).await {
+                    Ok(()) => self.apply(job, Event::Resume, Persist::Now).await.map(drop),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Suspend(job, reply) => {
+                let result = self.apply(job, Event::Suspend, Persist::Now).await;
+                let _ = reply.send(result.map(drop));
+            }
+            Command::Cancel(job, reply) => {
+                let result = self.apply(job, Event::Cancel, Persist::Now).await;
+                let _ = reply.send(result.map(|clean| {
+                    if clean {
+                        CancelOutcome::Cancelled
+                    } else {
+                        CancelOutcome::UnableToDeleteFiles
+                    }
+                }));
+            }
+            Command::Complete(job, reply) => {
+                let _ = reply.send(self.complete(job).await);
+            }
+            Command::Set(job, change, reply) => {
+                let _ = reply.send(self.set(job, change).await);
+            }
+            Command::Get(id, reply) => {
+                let job = match self.finished.iter().find(|j| j.id == id) {
+                    Some(job) => Ok(job.clone()),
+                    None => self.job(id).cloned(),
+                };
+                let _ = reply.send(job);
+            }
+            Command::List { finished, reply } => {
+                let mut jobs: Vec<Job> = self.jobs.values().cloned().collect();
+                if finished {
+                    jobs.extend(self.finished.iter().cloned());
+                }
+                jobs.sort_by_key(|j| (j.times.created, j.id));
+                let _ = reply.send(Ok(jobs));
+            }
+            Command::Count(reply) => {
+                let _ = reply.send(Ok(self.jobs.len()));
+            }
+            Command::Network { up, reply } => {
+                self.network_up = up;
+                let event = if up {
+                    Event::NetworkRestored
+                } else {
+                    Event::NetworkLost
+                };
+                let ids: Vec<JobId> = self.jobs.keys().copied().collect();
+                for id in ids {
+                    let _ = self.apply(id, event.clone(), Persist::Now).await;
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::Validate {
+                job,
+                file,
+                valid,
+                reply,
+            } => {
+                let event = Event::Validate { file, valid };
+                let result = self.apply(job, event, Persist::Now).await;
+                let _ = reply.send(result.map(drop));
+            }
+            Command::Configure(config, reply) => {
+                self.config = *config;
+                // Transfers that start from now on use the new timeouts and certificates.
+                self.clients.clear();
+                let _ = reply.send(Ok(()));
+            }
+            Command::ReplyFile(id, reply) => {
+                let _ = reply.send(self.reply_location(id));
+            }
+            Command::Shutdown(reply) => {
+                let _ = reply.send(Ok(())); // handled by `run`
+            }
+        }
+    }
+
+    async fn add_files(&mut self, job: JobId, files: Vec<job::NewFile>) -> Result<(), BitsError> {
+        files::check_new_files(self.job(job)?, &files)?;
+        let limits = self.config.limits(self.user.is_admin());
+        let result = self
+            .apply(job, Event::AddFiles { files, limits }, Persist::Now)
+            .await;
+        if let Err(e) = &result {
+            self.note_quota(e);
+        }
+        result.map(drop)
+    }
+
+    async fn set(&mut self, job: JobId, change: PropertyChange) -> Result<(), BitsError> {
+        if let PropertyChange::ReplyFileName(path) = &change {
+            // The model's rules first (type, absolute path, state), then the file system.
+            let mut probe = self.job(job)?.clone();
+            job::apply(&mut probe, Event::Set(change.clone()), self.now())?;
+            files::check_destination(&probe, path)?;
+        }
+        self.apply(job, Event::Set(change), Persist::Now)
+            .await
+            .map(drop)
+    }
+
+    /// Where the reply is: its temp file in TRANSFERRED, its file after Complete (D11).
+    fn reply_location(&self, id: JobId) -> Result<(PathBuf, u64), BitsError> {
+        let job = match self.finished.iter().rev().find(|j| j.id == id) {
+            Some(job) => job,
+            None => self.job(id)?,
+        };
+        if job.job_type != JobType::UploadReply {
+            return Err(BitsError::new(
+                ErrorCode::NotImpl,
+                format!(
+                    "job {id} is {}: only upload-reply jobs have a reply",
+                    job.job_type.name()
+                ),
+            ));
+        }
+        let reply = job.reply.download.as_ref().filter(|r| r.transferred);
+        let path = match (job.state, reply) {
+            (JobState::Transferred, Some(reply)) if !reply.completed => reply.temp_path.clone(),
+            (JobState::Acknowledged | JobState::Transferred, Some(reply)) => {
+                reply.local_path.clone()
+            }
+            _ => {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidState,
+                    format!(
+                        "job {id} is {}: the reply can be read once the job is TRANSFERRED",
+                        job.state
+                    ),
+                ));
+            }
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| reply_unreadable(&path, &e))?
+            .len();
+        Ok((path, size))
+    }
+
+    fn create(&mut self, spec: JobSpec) -> Result<JobId, BitsError> {
+        let limits = self.config.limits(self.user.is_admin());
+        if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
+            self.note_quota(&e);
+            return Err(e);
+        }
+        let mut defaults = self.config.job_defaults();
+        if let Some(priority) = spec.priority {
+            defaults.priority = priority;
+        }
+        let now = self.now();
+        let mut job = Job::new(
+            JobId::new_random(),
+            spec.job_type,
+            &spec.name,
+            &self.user.name,
+            &defaults,
+            now,
+        )?;
+        job::apply(
+            &mut job,
+            Event::Set(PropertyChange::Description(spec.description)),
+            now,
+        )?;
+        job::apply(
+            &mut job,
+            Event::Set(PropertyChange::ReplaceExisting(spec.replace_existing)),
+            now,
+        )?;
+        if let Some(reply) = spec.reply_file {
+            job::apply(
+                &mut job,
+                Event::Set(PropertyChange::ReplyFileName(reply.clone())),
+                now,
+            )?;
+            files::check_destination(&job, &reply)?;
+        }
+        if !spec.files.is_empty() {
+            files::check_new_files(&job, &spec.files)?;
+            let result = job::apply(
+                &mut job,
+                Event::AddFiles {
+                    files: spec.files,
+                    limits,
+                },
+                now,
+            );
+            if let Err(e) = &result {
+                self.note_quota(e);
+            }
+            result?;
+        }
+        let id = job.id;
+        self.save(&job)?;
+        self.jobs.insert(id, job);
+        self.modifications.entry(id).or_default().pending = true;
+        Ok(id)
+    }
+
+    /// Publishes QuotaExceeded when a call failed on a quota (spec §5), so the GUI can show it.
+    pub(super) fn note_quota(&self, error: &BitsError) {
+        if error.code.is_quota() {
+            self.emit(EngineEvent::QuotaExceeded {
+                code: error.code,
+                message: error.message.clone(),
+            });
+        }
+    }
+
+    pub(super) fn save(&self, job: &Job) -> Result<(), BitsError> {
+        self.store
+            .save(job)
+            .map_err(|e| BitsError::new(ErrorCode::LocalIo, e.to_string()))
+    }
+
+    /// Applies `event` to a job and carries out the effects. Returns false if some temp files
+    /// could not be deleted.
+    pub(super) async fn apply(
+        &mut self,
+        id: JobId,
+        event: Event,
+        persist: Persist,
+    ) -> Result<bool, BitsError> {
+        self.job(id)?; // the precise error for an unknown or finished job
+        let now = self.now();
+        let from_worker = matches!(
+            event,
+            Event::Connected
+                | Event::FileInfo { .. }
+                | Event::FileRestarted { .. }
+                | Event::Progress { .. }
+                | Event::FileTransferred { .. }
+                | Event::Failed(_)
+                | Event::UploadSession(_)
+                | Event::UploadHost(_)
+                | Event::ReplyLocated { .. }
+        );
+        if !from_worker && self.workers.contains_key(&id) {
+            // If the event stops the transfer, stop the worker first so that its last bytes
+            // are counted before the job changes.
+            let mut probe = self.job(id)?.clone();
+            if job::apply(&mut probe, event.clone(), now)?.contains(&Effect::StopTransfer) {
+                self.stop_worker(id).await;
+            }
+        }
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| BitsError::from_code(ErrorCode::NotFound))?;
+        let from = job.state;
+        let effects = job::apply(job, event, now)?;
+        Ok(self.after_change(id, from, effects, persist).await)
+    }
+
+    pub(super) async fn after_change(
+        &mut self,
+        id: JobId,
+        from: JobState,
+        effects: Vec<Effect>,
+        persist: Persist,
+    ) -> bool {
+        let mut clean = true;
+        for effect in effects {
+            match effect {
+                Effect::StopTransfer => self.stop_worker(id).await,
+                Effect::DeleteTempFiles(paths) => clean &= files::delete_temp_files(&paths),
+                Effect::Commit(_) => {} // carried out by `complete`
+                Effect::Notify(notification) => self.notify(id, notification),
+                Effect::EndSession {
+                    url,
+                    session,
+                    cancel,
+                } => self.end_session(id, url, session, cancel),
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return clean;
+        };
+        let to = job.state;
+        if to != from {
+            self.emit(EngineEvent::StateChanged { job: id, from, to });
+        }
+        // JobModification is not raised for transitions into ERROR or TRANSFERRED (spec §7.5).
+        if !(to != from && matches!(to, JobState::Error | JobState::Transferred)) {
+            self.modifications.entry(id).or_default().pending = true;
+        }
+        if to.is_final() {
+            if let Err(e) = self.store.remove(id) {
+                tracing::error!(job = %id, "cannot remove the job file: {e}");
+            }
+            if let Some(job) = self.jobs.remove(&id) {
+                if self.finished.len() == FINISHED_KEPT {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back(job);
+            }
+            self.dirty.remove(&id);
+            self.slice_started.remove(&id);
+            self.notify_retry.remove(&id);
+            self.publish_modifications(true);
+            self.modifications.remove(&id);
+        } else if persist == Persist::Now || (to != from && !(in_queue(from) && in_queue(to))) {
+            if let Err(e) = self.store.save(job) {
+                tracing::error!(job = %id, "cannot save the job: {e}");
+            }
+            self.dirty.remove(&id);
+        } else {
+            self.dirty.insert(id);
+        }
+        clean
+    }
+
+    pub(super) fn notify(&mut self, id: JobId, notification: Notification) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let flags = job.notify_flags;
+        let event = match &notification {
+            Notification::JobTransferred => EngineEvent::JobTransferred { job: id },
+            Notification::JobError(error) => EngineEvent::JobError {
+                job: id,
+                error: error.clone(),
+            },
+            Notification::FileTransferred(file) => EngineEvent::FileTransferred {
+                job: id,
+                file: *file,
+            },
+            Notification::InactivityWarning { deadline } => EngineEvent::InactivityWarning {
+                job: id,
+                deadline: *deadline,
+            },
+            Notification::InactivityCancelled => EngineEvent::InactivityCancelled { job: id },
+        };
+        self.emit(event);
+        let wants_command = match notification {
+            Notification::JobTransferred => flags.wants(NotifyFlags::JOB_TRANSFERRED),
+            Notification::JobError(_) => flags.wants(NotifyFlags::JOB_ERROR),
+            _ => false,
+        };
+        if wants_command {
+            self.run_notify_command(id);
+        }
+    }
+
+    /// Runs the job's notify command line (spec §7.6): full path, no shell, argv[0] from the
+    /// parameters; a non-zero exit runs it again after the minimum retry delay.
+    pub(super) fn run_notify_command(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let Some(command) = job.notify_command.clone() else {
+            return;
+        };
+        let state = job.state;
+        let mut process = tokio::process::Command::new(&command.program);
+        if let Some((arg0, rest)) = command.args.split_first() {
+            process.arg0(arg0).args(rest);
+        }
+        process
+            .env("FERRY_JOB_ID", id.to_string())
+            .env("FERRY_JOB_STATE", state.name())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false);
+        let exits = self.notify_tx.clone();
+        match process.spawn() {
+            Ok(mut child) => {
+                tokio::spawn(async move {
+                    let success = child.wait().await.is_ok_and(|s| s.success());
+                    let _ = exits.send(NotifyExited {
+                        job: id,
+                        state,
+                        success,
+                    });
+                });
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, program = %command.program, "cannot run the notify command: {e}");
+                let _ = exits.send(NotifyExited {
+                    job: id,
+                    state,
+                    success: false,
+                });
+            }
+        }
+    }
+
+    pub(super) fn on_notify_exited(&mut self, exited: NotifyExited) {
+        let NotifyExited {
+            job,
+            state,
+            success,
+        } = exited;
+        if success {
+            self.notify_retry.remove(&job);
+        } else if let Some(j) = self.jobs.get(&job)
+            && j.state == state
+        {
+            let at = later(self.now(), j.minimum_retry_delay);
+            self.notify_retry.insert(job, (at, state));
+            self.emit(EngineEvent::NotifyCommandFailed { job, retry_at: at });
+        }
+    }
+
+    /// Upload-reply: picks a free reply file name beside the local file before the first Resume
+    /// when none was set (spec §1), so that Complete does not run into an existing file.
+    pub(super) async fn name_reply_file(&mut self, id: JobId) -> Result<(), BitsError> {
+        let job = self.job(id)?;
+        if job.job_type != JobType::UploadReply || job.reply.file_name.is_some() {
+            return Ok(());
+        }
+        if job.files.is_empty() {
+            return Ok(()); // Resume answers BG_E_EMPTY
+        }
+        let name = files::free_name(&job.default_reply_name());
+        self.apply(
+            id,
+            Event::Set(PropertyChange::ReplyFileName(name)),
+            Persist::Now,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn complete(&mut self, id: JobId) -> Result<CompleteOutcome, BitsError> {
+        // Check legality before anything else; then stop the transfer so its last bytes count.
+        job::apply(&mut self.job(id)?.clone(), Event::Complete, self.now())?;
+        self.stop_worker(id).await;
+        let now = self.now();
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| BitsError::from_code(ErrorCode::NotFound))?;
+        let from = job.state;
+        let effects = job::apply(job, Event::Complete, now)?;
+        let Some(Effect::Commit(plan)) =
+            effects.into_iter().find(|e| matches!(e, Effect::Commit(_)))
+        else {
+            // The model always plans a Complete it accepts; never reached.
+            return Err(BitsError::new(
+                ErrorCode::LocalIo,
+                "Complete was accepted without a plan of what to commit",
+            ));
+        };
+        let job = self.job(id)?;
+        // The intent is on disk before the first rename (see `Job::committing`).
+        self.save(job)?;
+        let (report, undeletable) = files::commit(job, &plan);
+        let failed = report.failed.clone();
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .ok_or_else(|| BitsError::from_code(ErrorCode::NotFound))?;
+        let effects = job::apply(job, Event::CommitFinished(report), now)?;
+        self.after_change(id, from, effects, Persist::Now).await;
+        if let Some((_, error)) = failed.first() {
+            let mut message = error.description.clone();
+            if failed.len() > 1 {
+                message.push_str(&format!(" (and {} more files)", failed.len() - 1));
+            }
+            return Err(BitsError::new(
+                error.code,
+                format!(
+                    "{message}. The job stays TRANSFERRED: fix this and complete it again, or cancel it"
+                ),
+            ));
+        }
+        Ok(if undeletable {
+            CompleteOutcome::UnableToDeleteFiles
+        } else if !plan.discard.is_empty() {
+            CompleteOutcome::PartialComplete
+        } else {
+            CompleteOutcome::Complete
+        })
+    }
+
+    /// Starts and preempts jobs per spec §6.
+    pub(super) async fn schedule(&mut self) {
+        if !self.network_up {
+            // Jobs queued while the network is away wait for it (T14), not for a slot.
+            let waiting: Vec<JobId> = self
+                .jobs
+                .values()
+                .filter(|j| j.state == JobState::Queued)
+                .map(|j| j.id)
+                .collect();
+            for id in waiting {
+                let _ = self.apply(id, Event::NetworkLost, Persist::Now).await;
+            }
+        }
+        let now = self.now();
+        let decision = scheduler::decide(&self.jobs, &self.slice_started, self.slice(), now);
+        for id in decision.yield_jobs {
+            let _ = self.apply(id, Event::Yield, Persist::Checkpoint).await;
+        }
+        for id in decision.start {
+            if self
+                .jobs
+                .get(&id)
+                .is_some_and(|j| j.priority != Priority::Foreground)
+            {
+                self.slice_started.insert(id, now);
+            }
+            if self
+                .apply(id, Event::Start, Persist::Checkpoint)
+                .await
+                .is_ok()
+            {
+                self.continue_job(id).await;
+            }
+        }
+    }
+
+    pub(super) async fn shutdown(&mut self) {
+        let running: Vec<JobId> = self.workers.keys().copied().collect();
+        for id in running {
+            self.stop_worker(id).await;
+        }
+        self.flush(true);
+    }
+}

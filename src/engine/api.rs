@@ -1,0 +1,154 @@
+//! What the engine's clients (the service, the CLI, the GUI, `ferry serve`) use: how to start it,
+//! what it reports, what its calls return, and how a job is specified.
+
+use super::Clock;
+use crate::config::Config;
+use crate::job::{
+    self, ErrorCode, JobError, JobId, JobState, JobType, NewFile, Priority, Timestamp,
+};
+use crate::platform::User;
+use crate::store::{Quarantined, StoreError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The most GetReplyData returns in memory (spec §0.1: 1 MB).
+pub const REPLY_DATA_LIMIT: u64 = 1 << 20;
+
+pub struct EngineOptions {
+    pub data_dir: PathBuf,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub user: User,
+    /// Tests only: faults injected into the workers (panics, workers that never stop), to check
+    /// that the engine survives them. `None` in the product.
+    pub fault_injection: Option<super::FaultInjection>,
+}
+
+/// What the engine found in the store when it started.
+#[derive(Debug)]
+pub struct StartReport {
+    pub jobs_loaded: usize,
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// Events for listeners (spec §7.5, plus Ferry's own). In the service's JSON, each event is an
+/// object whose `event` field names the variant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+pub enum EngineEvent {
+    StateChanged {
+        job: JobId,
+        from: JobState,
+        to: JobState,
+    },
+    /// Something about the job changed; at most one per job per `modification_interval_ms`.
+    /// Carries the state and progress at that moment, so that a listener showing progress needs
+    /// no call back.
+    JobModification {
+        job: JobId,
+        state: JobState,
+        progress: job::Progress,
+    },
+    JobTransferred {
+        job: JobId,
+    },
+    JobError {
+        job: JobId,
+        error: JobError,
+    },
+    FileTransferred {
+        job: JobId,
+        file: usize,
+    },
+    InactivityWarning {
+        job: JobId,
+        deadline: Timestamp,
+    },
+    InactivityCancelled {
+        job: JobId,
+    },
+    QuotaExceeded {
+        code: ErrorCode,
+        message: String,
+    },
+    /// The job's notify command line failed; it runs again at `retry_at` if the job is still in
+    /// the same state (spec §7.6).
+    NotifyCommandFailed {
+        job: JobId,
+        retry_at: Timestamp,
+    },
+    /// Progress was saved to the store: a restart resumes from `checkpointed` bytes of the job.
+    ProgressSaved {
+        job: JobId,
+        checkpointed: u64,
+    },
+    /// The server answered Close-Session (`cancel` false) or Cancel-Session for an upload job,
+    /// or gave up on it (`acknowledged` false, after re-sending on 5xx for a minute).
+    UploadSessionEnded {
+        job: JobId,
+        session: String,
+        cancel: bool,
+        acknowledged: bool,
+    },
+}
+
+/// Result of Complete (spec §3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompleteOutcome {
+    /// S_OK: every file was committed.
+    Complete,
+    /// BG_S_PARTIAL_COMPLETE 0x00200017: the files not transferred were deleted.
+    PartialComplete,
+    /// BG_S_UNABLE_TO_DELETE_FILES 0x0020001A: committed, but some temp files remain.
+    UnableToDeleteFiles,
+}
+
+/// Result of Cancel (spec §3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// BG_S_UNABLE_TO_DELETE_FILES: cancelled, but some temp files could not be deleted.
+    UnableToDeleteFiles,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything a new job starts with: CreateJob plus setters plus AddFileSet in one step, all or
+/// nothing (no half-made job is left behind when a file is refused).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    #[serde(default)]
+    pub job_type: JobType,
+    /// `None`: the configured default (NORMAL).
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub replace_existing: bool,
+    #[serde(default)]
+    pub files: Vec<NewFile>,
+    /// Upload-reply jobs: where Complete puts the reply (default: beside the local file).
+    #[serde(default)]
+    pub reply_file: Option<PathBuf>,
+}
+
+impl JobSpec {
+    pub fn new(name: &str, job_type: JobType) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            job_type,
+            priority: None,
+            description: String::new(),
+            replace_existing: false,
+            files: Vec::new(),
+            reply_file: None,
+        }
+    }
+}
