@@ -34,6 +34,9 @@ pub async fn run(args: ServeArgs) -> u8 {
             url,
             by_value: args.notify_by_value,
         }),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        max_connections: args.max_connections as usize,
+        max_connections_per_client: args.max_connections_per_client as usize,
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;

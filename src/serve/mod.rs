@@ -1,6 +1,7 @@
 //! `ferry serve DIR`: an HTTP server for a folder. Downloads: GET/HEAD with single and multiple
 //! ranges (spec §8.7). Uploads: the BITS upload protocol (§8.5, `upload.rs`).
 
+mod beneath;
 pub mod paths;
 pub mod ranges;
 pub mod upload;
@@ -11,6 +12,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,13 @@ pub struct ServeOptions {
     pub users: Vec<(String, String)>,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// A client must send a request head (and a TLS handshake) within this time, also between
+    /// the requests of a kept-alive connection; a trickling or silent client is dropped.
+    pub header_timeout: Duration,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections open at once from one address, so that one client cannot lock out the rest.
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +106,9 @@ pub struct Notify {
 impl ServeOptions {
     pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(1_209_600);
     pub const DEFAULT_SESSIONS_PER_CLIENT: usize = 50;
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 
     /// `https` with TLS, else `http`: how clients reach the server.
     pub fn scheme(&self) -> &'static str {
@@ -117,6 +129,9 @@ impl ServeOptions {
             notify: None,
             users: Vec::new(),
             tls: None,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: Self::DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 }
@@ -124,6 +139,8 @@ impl ServeOptions {
 pub(crate) struct Served {
     /// Canonical, so that symlink checks compare like with like.
     root: PathBuf,
+    /// The same folder held open: files are opened and placed beneath it.
+    root_dir: Arc<beneath::Root>,
     /// `None` when read-only.
     sessions: Option<upload::Sessions>,
     allow_overwrite: bool,
@@ -238,8 +255,15 @@ pub async fn run(
             )
         })?)
     };
+    let root_dir = Arc::new(beneath::Root::open(&root).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open {}: {e}; give a readable folder",
+            root.display()
+        )
+    })?);
     let served = Arc::new(Served {
         root,
+        root_dir,
         sessions,
         allow_overwrite: options.allow_overwrite,
         max_upload_size: options.max_upload_size,
@@ -291,55 +315,297 @@ pub async fn run(
     }
     ready(listener.local_addr()?);
     let app = Router::new().fallback(handle).with_state(served);
-    match tls {
-        None => {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await?
-        }
-        Some(acceptor) => serve_tls(listener, acceptor, app, shutdown).await,
-    }
+    let limits = Limits {
+        header_timeout: options.header_timeout,
+        total: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
+        per_client: options.max_connections_per_client,
+        clients: Arc::new(std::sync::Mutex::new(HashMap::new())),
+    };
+    serve_connections(listener, tls, app, limits, shutdown).await;
     Ok(())
 }
 
-/// The HTTPS accept loop: TLS handshake, then the same router, with the peer's address.
-async fn serve_tls(
+/// What the accept loop enforces.
+struct Limits {
+    header_timeout: Duration,
+    total: Arc<tokio::sync::Semaphore>,
+    per_client: usize,
+    /// Open connections per client address.
+    clients: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One open connection counted against its client; uncounted when dropped.
+struct Counted {
+    clients: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+    address: std::net::IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = clients.get_mut(&self.address) {
+            *open -= 1;
+            if *open == 0 {
+                clients.remove(&self.address);
+            }
+        }
+    }
+}
+
+impl Limits {
+    /// Counts a new connection, or says why it is refused.
+    fn admit(&self, address: std::net::IpAddr) -> Result<Counted, &'static str> {
+        let permit = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many connections")?;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let open = clients.entry(address).or_default();
+        if *open >= self.per_client {
+            return Err("too many connections from your address");
+        }
+        *open += 1;
+        Ok(Counted {
+            clients: self.clients.clone(),
+            address,
+            _permit: permit,
+        })
+    }
+}
+
+/// The accept loop, for HTTP and HTTPS alike: connection limits, a deadline for the TLS
+/// handshake and for every request head, then the router with the peer's address.
+async fn serve_connections(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
+    // The connections, ended with the loop: a stopped server answers nothing more.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!("cannot accept a connection: {e}");
+                    // Out of descriptors, say: give others a moment to close.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(stream).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    tracing::debug!("TLS handshake with {peer} failed: {e}");
-                    return;
+        let counted = match limits.admit(peer.ip()) {
+            Ok(counted) => counted,
+            Err(why) => {
+                tracing::debug!("refused a connection from {peer}: {why}");
+                let answer = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: {}\r\nConnection: \
+                     close\r\nRetry-After: 5\r\n\r\n{why}",
+                    why.len()
+                );
+                // Small enough for the socket buffer: never waits on the client. What the client
+                // sent is read (briefly) before closing, or the close would be a reset that
+                // loses the answer.
+                let _ = stream.try_write(answer.as_bytes());
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut stream = stream;
+                    let _ = stream.shutdown().await;
+                    let mut sink = [0u8; 4096];
+                    let drain = async {
+                        while let Ok(n @ 1..) = stream.read(&mut sink).await {
+                            let _ = n;
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+                });
+                continue;
+            }
+        };
+        let (tls, app, header_timeout) = (tls.clone(), app.clone(), limits.header_timeout);
+        connections.spawn(async move {
+            let _counted = counted;
+            let activity = Arc::new(Activity::new());
+            let app = app
+                .layer(axum::middleware::from_fn_with_state(
+                    activity.clone(),
+                    count_request,
+                ))
+                .layer(axum::Extension(ConnectInfo(peer)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let stream = Watched {
+                inner: stream,
+                activity: activity.clone(),
+            };
+            let connection = async {
+                match tls {
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                    Some(acceptor) => {
+                        let tls = match acceptor.accept(stream).await {
+                            Ok(tls) => tls,
+                            Err(e) => {
+                                tracing::debug!("TLS handshake with {peer} failed: {e}");
+                                return;
+                            }
+                        };
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
                 }
             };
-            let app = app.layer(axum::Extension(ConnectInfo(peer)));
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
+            tokio::select! {
+                _ = connection => {}
+                _ = activity.idle_for(header_timeout) => {
+                    tracing::debug!("dropped {peer}: nothing sent or received for {header_timeout:?}");
+                }
+            }
         });
+    }
+}
+
+/// When a connection last moved a byte, and how many of its requests are being handled (an
+/// upload's last fragment may wait minutes for the server application without a byte moving).
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            busy: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Ends once no byte moved for `limit` while no request was being handled.
+    async fn idle_for(&self, limit: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Relaxed));
+            tokio::time::sleep_until(last + limit).await;
+            let quiet = self
+                .start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)));
+            if quiet >= limit && self.busy.load(Relaxed) == 0 {
+                return;
+            }
+            if self.busy.load(Relaxed) > 0 {
+                self.touch(); // look again a whole period after the request is handled
+            }
+        }
+    }
+}
+
+/// Counts a request as being handled until its response is ready.
+async fn count_request(
+    State(activity): State<Arc<Activity>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    struct Busy(Arc<Activity>);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            self.0
+                .busy
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.touch();
+        }
+    }
+    activity
+        .busy
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _busy = Busy(activity);
+    next.run(request).await
+}
+
+/// A connection's stream that notes in its [`Activity`] every byte it moves.
+struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, data);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -413,7 +679,10 @@ async fn download(served: &Served, uri: &Uri, headers: &HeaderMap, head: bool) -
     if let Some(id) = uri.path().strip_prefix(upload::REPLIES_PATH) {
         // The reply of an upload-reply session, while the session lasts.
         return match served.sessions.as_ref().and_then(|s| s.reply_file(id)) {
-            Some(path) => send_file(&path, uri, headers, head).await,
+            Some(path) => {
+                let file = tokio::fs::File::open(&path).await;
+                send_file(file, uri, headers, head).await
+            }
             None => plain(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -444,12 +713,37 @@ async fn download(served: &Served, uri: &Uri, headers: &HeaderMap, head: bool) -
             ),
         };
     }
-    send_file(&path, uri, headers, head).await
+    send_served(served, &path, uri, headers, head).await
 }
 
 /// GET/HEAD of one file: validators, single and multi-range answers, streamed.
-async fn send_file(path: &Path, uri: &Uri, headers: &HeaderMap, head: bool) -> Response {
-    let file = match tokio::fs::File::open(&path).await {
+/// GET/HEAD of a file inside the served folder, opened beneath it (see `beneath.rs`).
+async fn send_served(
+    served: &Served,
+    path: &Path,
+    uri: &Uri,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
+    let Ok(relative) = path.strip_prefix(&served.root).map(Path::to_path_buf) else {
+        return plain(
+            StatusCode::FORBIDDEN,
+            format!("{}: outside the served folder", uri.path()),
+        );
+    };
+    let root = served.root_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || root.open_read(&relative)).await;
+    let opened = opened.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    send_file(opened.map(tokio::fs::File::from_std), uri, headers, head).await
+}
+
+async fn send_file(
+    file: std::io::Result<tokio::fs::File>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
+    let file = match file {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return plain(

@@ -1,5 +1,11 @@
 //! `Range: bytes=…` requests (RFC 9110 §14): single and multiple ranges, kept in request order
-//! and never merged (spec §8.7).
+//! and not merged when they are disjoint (spec §8.7: a BITS client checks each part). Overlapping
+//! ranges, which no BITS client sends, are coalesced (RFC 9110 §14.2 allows it), so that an answer
+//! never carries more than the file; more than [`MAX_RANGES`] ranges get the whole file.
+
+/// The most ranges one request may ask for; more are answered with the whole file (200), as
+/// RFC 9110 §14.2 allows for "many small ranges".
+pub const MAX_RANGES: usize = 100;
 
 /// What a Range header asks of a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,7 +24,10 @@ pub fn parse(header: Option<&str>, size: u64) -> Wanted {
         return Wanted::Whole;
     };
     let mut ranges = Vec::new();
-    for spec in specs.split(',') {
+    for (count, spec) in specs.split(',').enumerate() {
+        if count >= MAX_RANGES {
+            return Wanted::Whole;
+        }
         let spec = spec.trim();
         if spec.is_empty() {
             continue;
@@ -54,8 +63,25 @@ pub fn parse(header: Option<&str>, size: u64) -> Wanted {
     if ranges.is_empty() {
         Wanted::Unsatisfiable
     } else {
-        Wanted::Ranges(ranges)
+        Wanted::Ranges(coalesce_if_overlapping(ranges))
     }
+}
+
+/// Disjoint ranges as asked, in request order; any overlap: all merged, in file order.
+fn coalesce_if_overlapping(ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut sorted = ranges.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).all(|w| w[0].1 < w[1].0) {
+        return ranges;
+    }
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (first, last) in sorted {
+        match merged.last_mut() {
+            Some(previous) if first <= previous.1 => previous.1 = previous.1.max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
 }
 
 #[cfg(test)]
@@ -83,11 +109,24 @@ mod tests {
             parse(Some("bytes=50-500"), 100),
             Wanted::Ranges(vec![(50, 99)])
         );
-        // Request order, overlaps kept (no merging).
+        // Disjoint ranges keep the request order.
+        assert_eq!(
+            parse(Some("bytes=50-59, 0-9,20-24"), 100),
+            Wanted::Ranges(vec![(50, 59), (0, 9), (20, 24)])
+        );
+        // Overlaps are coalesced (defect: `bytes=0-,0-,…` drew 2 GB from a 1 MiB file).
         assert_eq!(
             parse(Some("bytes=50-59, 0-9,5-14"), 100),
-            Wanted::Ranges(vec![(50, 59), (0, 9), (5, 14)])
+            Wanted::Ranges(vec![(0, 14), (50, 59)])
         );
+        let many_overlapping = format!("bytes={}", vec!["0-"; 99].join(","));
+        assert_eq!(
+            parse(Some(&many_overlapping), 1 << 20),
+            Wanted::Ranges(vec![(0, (1 << 20) - 1)])
+        );
+        // Too many ranges: the whole file.
+        let too_many = format!("bytes={}", vec!["0-0"; 2000].join(","));
+        assert_eq!(parse(Some(&too_many), 100), Wanted::Whole);
         // Ranges past the end are dropped; none left → 416.
         assert_eq!(
             parse(Some("bytes=0-0,200-300"), 100),

@@ -630,12 +630,25 @@ async fn finish(
         if copy {
             let part = sessions.part(&id);
             let destination = session.record.destination.clone();
-            let placed = if served.notify.is_some() {
-                // The session keeps its data for the application until it ends.
-                crate::platform::copy_into_place(&part, &destination, served.allow_overwrite)
-                    .map(|_| ())
-            } else {
-                crate::platform::rename_into_place(&part, &destination, served.allow_overwrite)
+            let (root, replace) = (served.root_dir.clone(), served.allow_overwrite);
+            // Keeps the session for the application (copy) or hands its data over (rename),
+            // beneath the served folder and off the async threads.
+            let keep = served.notify.is_some();
+            let relative = destination
+                .strip_prefix(&served.root)
+                .map(Path::to_path_buf)
+                .map_err(|_| std::io::Error::other("the destination is outside the served folder"));
+            let placed = match relative {
+                Ok(relative) => tokio::task::spawn_blocking(move || {
+                    if keep {
+                        root.copy_into(&part, &relative, replace).map(|_| ())
+                    } else {
+                        root.rename_into(&part, &relative, replace)
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                Err(e) => Err(e),
             };
             if let Err(e) = placed {
                 // The bytes stay in the session: the client may close or cancel it.

@@ -144,10 +144,11 @@ async fn serve_answers_get_head_and_ranges() {
     assert_eq!(header(&one, "content-range"), "bytes 999990-999999/1000000");
     assert_eq!(one.bytes().await.expect("body"), &data[999_990..]);
 
-    // Several ranges: multipart, in the order asked, overlaps kept.
+    // Several disjoint ranges: multipart, in the order asked (overlapping ones are coalesced:
+    // see overlapping_or_countless_ranges_never_cost_more_than_the_file).
     let many = http
         .get(&url)
-        .header("Range", "bytes=500-509,0-4,505-514")
+        .header("Range", "bytes=500-509,0-4,605-614")
         .send()
         .await
         .expect("ranges");
@@ -183,7 +184,7 @@ async fn serve_answers_get_head_and_ranges() {
         vec![
             ("500-509/1000000".to_string(), data[500..510].to_vec()),
             ("0-4/1000000".to_string(), data[0..5].to_vec()),
-            ("505-514/1000000".to_string(), data[505..515].to_vec()),
+            ("605-614/1000000".to_string(), data[605..615].to_vec()),
         ]
     );
 
@@ -981,4 +982,78 @@ async fn serve_explains_bad_accounts_and_certificates() {
     // One without the other is a usage error.
     let output = serve(&["--tls-cert", &missing]);
     assert_eq!(output.status.code(), Some(2));
+}
+
+/// Defect: 2,000 overlapping ranges (`bytes=0-,0-,…`) drew 2 GB from a 1 MiB file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_or_countless_ranges_never_cost_more_than_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("mib"), content(1 << 20, 70)).expect("file");
+    let served = Served::start(dir.path());
+    let get = |ranges: String| {
+        served.raw(&format!(
+            "GET /mib HTTP/1.1\r\nHost: x\r\nRange: bytes={ranges}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let length = |answer: &str| -> u64 {
+        answer
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("content-length: ")
+                    .or(l.strip_prefix("Content-Length: "))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .expect("Content-Length")
+    };
+    let (status, answer) = get(vec!["0-"; 99].join(","));
+    assert_eq!(status, 206);
+    assert_eq!(length(&answer), 1 << 20, "coalesced into one range");
+    let (status, answer) = get(vec!["0-"; 2000].join(","));
+    assert_eq!(status, 200, "too many ranges: the whole file");
+    assert_eq!(length(&answer), 1 << 20);
+    // Disjoint ranges stay as asked, in order (what BITS clients check).
+    let (status, answer) = get("100-199,0-9".into());
+    assert_eq!(status, 206);
+    let first = answer.find("bytes 100-199/").expect("first part");
+    let second = answer.find("bytes 0-9/").expect("second part");
+    assert!(first < second);
+}
+
+/// Defect: a client trickling its request head was never dropped, and 1,100 such clients
+/// locked everyone out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_greedy_clients_cannot_lock_others_out() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("f"), b"hello").expect("file");
+    let served = Served::start_with(
+        dir.path(),
+        &["--header-timeout", "1", "--max-connections-per-client", "8"],
+    );
+    // A client that sends half a head and then nothing is dropped after the timeout.
+    let mut slow = TcpStream::connect(&served.address).expect("connect");
+    slow.write_all(b"GET /f HTTP/1.1\r\nHost: x\r\n")
+        .expect("half a head");
+    slow.set_read_timeout(Some(crate::PATIENCE))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(!text.contains("hello"), "{text}");
+    // One address holds at most 8 connections: the 9th is told so and closed.
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&served.address).expect("connect"))
+        .collect();
+    let (status, answer) = served.raw("GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    // The held ones send nothing: after the timeout they are dropped and the server answers.
+    for mut stream in held {
+        let mut buffer = Vec::new();
+        stream
+            .set_read_timeout(Some(crate::PATIENCE))
+            .expect("timeout");
+        let _ = stream.read_to_end(&mut buffer);
+    }
+    let (status, answer) = served.raw("GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200, "{answer}");
 }
