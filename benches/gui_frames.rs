@@ -2,6 +2,9 @@
 //! layout and tessellation on the CPU, no GPU), fed 10,000 jobs, scrolled and re-sorted.
 //!   cargo bench --bench gui_frames [-- JOBS]
 
+// Tests and benchmarks may stop at the first surprise: the no-unwrap rule is for the product.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use ferry::engine::SystemClock;

@@ -63,13 +63,14 @@ impl Tray {
             }
         }));
         let host = Arc::new(AtomicBool::new(false));
-        match TrayIconBuilder::new()
+        let mut builder = TrayIconBuilder::new()
             .with_id("ferry")
             .with_title("Ferry")
-            .with_tooltip("Ferry")
-            .with_icon(icon(Look::Idle))
-            .build()
-        {
+            .with_tooltip("Ferry");
+        if let Some(idle) = icon(Look::Idle) {
+            builder = builder.with_icon(idle);
+        }
+        match builder.build() {
             Ok(icon) => {
                 watch_host(host.clone(), commands_for_host);
                 Some(Tray {
@@ -95,7 +96,7 @@ impl Tray {
             return;
         }
         if self.shown.as_ref().is_none_or(|s| s.look != view.look) {
-            let _ = self.icon.set_icon(Some(icon(view.look)));
+            let _ = self.icon.set_icon(icon(view.look));
         }
         let _ = self.icon.set_tooltip(Some(&view.tooltip));
         self.icon.set_menu(Some(Box::new(menu(&view))));
@@ -263,7 +264,7 @@ fn menu(view: &TrayView) -> Menu {
 }
 
 /// A 32×32 round badge with a down arrow: grey when idle, blue when transferring, red on error.
-fn icon(look: Look) -> Icon {
+fn icon(look: Look) -> Option<Icon> {
     const SIZE: u32 = 32;
     let [r, g, b] = match look {
         Look::Idle => [128, 128, 128],
@@ -289,8 +290,8 @@ fn icon(look: Look) -> Icon {
             rgba.extend_from_slice(&pixel);
         }
     }
-    // A fixed 32×32 buffer always makes a valid icon.
-    Icon::from_rgba(rgba, SIZE, SIZE).expect("a 32×32 RGBA icon")
+    // A fixed 32×32 buffer always makes a valid icon; were it refused, the tray has none.
+    Icon::from_rgba(rgba, SIZE, SIZE).ok()
 }
 
 #[cfg(test)]
@@ -371,7 +372,7 @@ pub(crate) mod tests {
         assert_eq!(parse_id("quit"), Some(TrayCommand::Quit));
         assert_eq!(parse_id("job:nonsense"), None);
         for look in [Look::Idle, Look::Transferring, Look::Error] {
-            icon(look); // builds
+            assert!(icon(look).is_some());
         }
     }
 }

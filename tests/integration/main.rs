@@ -1,6 +1,9 @@
 //! The integration tests: a real loopback HTTP server, real files, a real engine (with an
 //! injected clock) and the real `ferry` binary.
 
+// Tests and benchmarks may stop at the first surprise: the no-unwrap rule is for the product.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod engine;
 mod faults;
