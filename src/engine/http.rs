@@ -689,4 +689,70 @@ mod tests {
         };
         assert!(!validators_differ(&old, &untagged));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "bytes [0-9*]{0,21}-[0-9]{0,21}/[0-9*]{0,21}",
+                "[ -~]{0,40}",
+                (
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::option::of(any::<u64>())
+                )
+                    .prop_map(|(a, b, t)| match t {
+                        Some(t) => format!("bytes {a}-{b}/{t}"),
+                        None => format!("bytes {a}-{b}/*"),
+                    }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn content_range_round_trips(first in any::<u64>(), len in any::<u64>(), total in proptest::option::of(any::<u64>())) {
+                let last = first.saturating_add(len);
+                let range = ContentRange::Bytes { first, last, total };
+                prop_assert_eq!(ContentRange::parse(&range.to_string()), Some(range));
+                let unsatisfied = ContentRange::Unsatisfied { total: len };
+                prop_assert_eq!(ContentRange::parse(&unsatisfied.to_string()), Some(unsatisfied));
+            }
+
+            #[test]
+            fn no_answer_makes_the_checks_panic_or_pass_a_wrong_part(
+                start in any::<u64>(),
+                last in proptest::option::of(any::<u64>()),
+                range in header_text(),
+                length in proptest::option::of("[0-9]{0,22}"),
+            ) {
+                let asked = Asked { start, last: last.filter(|l| *l >= start) };
+                let mut map = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(&range) {
+                    map.insert(header::CONTENT_RANGE, value);
+                }
+                if let Some(length) = length.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                    map.insert(header::CONTENT_LENGTH, length);
+                }
+                let _ = response_validators(StatusCode::PARTIAL_CONTENT, &map);
+                let _ = unsatisfied_range_total(&map);
+                if let Ok(part) = check_partial(asked, &map) {
+                    // What is written is exactly what was asked for, from where it was asked.
+                    prop_assert_eq!(part.start, asked.start);
+                    prop_assert!(part.length >= 1);
+                    let end = part.start.checked_add(part.length);
+                    prop_assert!(end.is_some());
+                    if let (Some(end), Some(asked_last)) = (end, asked.last) {
+                        prop_assert!(end - 1 <= asked_last);
+                    }
+                    if let (Some(end), Some(total)) = (end, part.total) {
+                        prop_assert!(end <= total);
+                    }
+                }
+            }
+        }
+    }
 }

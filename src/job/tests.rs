@@ -1604,3 +1604,131 @@ fn local_names_are_absolute_file_paths_without_nul() {
         assert!(error.message.contains(why), "{path:?}: {}", error.message);
     }
 }
+
+mod properties {
+    //! Property tests: any sequence of events, downloads and uploads alike (sessions, hosts,
+    //! replies included), keeps the model's invariants.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(files: usize) -> impl Strategy<Value = Event> {
+        let file = 0..files.max(1);
+        let any_file = prop_oneof![file.clone(), Just(REPLY_FILE)];
+        prop_oneof![
+            Just(Event::Resume),
+            Just(Event::Suspend),
+            Just(Event::Complete),
+            Just(Event::Start),
+            Just(Event::Connected),
+            Just(Event::Yield),
+            Just(Event::NetworkLost),
+            Just(Event::NetworkRestored),
+            Just(Event::Recovered),
+            Just(Event::Tick(TimePolicy::default())),
+            Just(Event::Failed(transient())),
+            Just(Event::Failed(fatal())),
+            (0..4u8).prop_map(|n| add(&format!("p{n}"))),
+            (any_file.clone(), proptest::option::of(0..200u64)).prop_map(|(file, total)| {
+                Event::FileInfo {
+                    file,
+                    bytes_total: total,
+                    validators: Validators::default(),
+                }
+            }),
+            any_file
+                .clone()
+                .prop_map(|file| Event::FileRestarted { file }),
+            (any_file.clone(), 0..200u64, 0..200u64).prop_map(
+                |(file, transferred, checkpointed)| {
+                    Event::Progress {
+                        file,
+                        transferred,
+                        checkpointed,
+                    }
+                }
+            ),
+            any_file
+                .clone()
+                .prop_map(|file| Event::FileTransferred { file }),
+            (file, any::<bool>()).prop_map(|(file, valid)| Event::Validate { file, valid }),
+            proptest::option::of("[a-z{}0-9-]{1,12}").prop_map(Event::UploadSession),
+            proptest::option::of(("[a-z0-9.]{1,12}", proptest::option::of(0..100u64))).prop_map(
+                |host| {
+                    Event::UploadHost(host.map(|(host, fallback_secs)| UploadHost {
+                        host,
+                        fallback_secs,
+                        unreachable_since: None,
+                    }))
+                }
+            ),
+            proptest::option::of(prop_oneof![
+                Just(String::new()),
+                Just("http://127.0.0.1/reply".to_string())
+            ])
+            .prop_map(|url| Event::ReplyLocated { url }),
+            Just(Event::CommitFinished(CommitReport {
+                committed: vec![0],
+                failed: vec![]
+            })),
+            Just(Event::Cancel),
+        ]
+    }
+
+    fn job_type() -> impl Strategy<Value = JobType> {
+        prop_oneof![
+            Just(JobType::Download),
+            Just(JobType::Upload),
+            Just(JobType::UploadReply)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_event_sequence_keeps_the_invariants(
+            job_type in job_type(),
+            // File numbers past the job's files test the refusals too.
+            steps in proptest::collection::vec((event(4), 0..259_200u64), 1..60),
+        ) {
+            let mut job = empty_job(job_type);
+            let mut t = 0u64;
+            for (event, dt) in steps {
+                t += dt;
+                let before = job.clone();
+                match apply(&mut job, event.clone(), at(t)) {
+                    Err(_) => prop_assert_eq!(&job, &before, "{:?} failed but changed the job", event),
+                    Ok(_) => prop_assert!(!before.state.is_final(), "{:?} changed a final job", event),
+                }
+                for file in job.files.iter().chain(job.reply.download.as_ref()) {
+                    prop_assert!(file.bytes_checkpointed <= file.bytes_transferred);
+                    if file.transferred {
+                        // Never a transferred file of other than its announced size.
+                        prop_assert_eq!(file.bytes_total, Some(file.bytes_transferred));
+                    }
+                }
+                prop_assert_eq!(
+                    job.download_clock.running_since.is_some(),
+                    job.state.is_running(),
+                    "the download clock runs exactly while the job does ({:?} → {})",
+                    event,
+                    job.state
+                );
+                if job.state == JobState::Error {
+                    prop_assert!(job.current_error().is_ok(), "ERROR without an error object");
+                }
+                if job.state == JobState::Transferred && before.state != JobState::Transferred {
+                    // (Files added later wait in TRANSFERRED for the next Resume, spec §2.4.)
+                    prop_assert!(job.all_files_transferred(), "TRANSFERRED with a file missing");
+                }
+                prop_assert!(job.times.modified >= before.times.modified);
+                if job.job_type == JobType::Download {
+                    prop_assert!(job.upload_session.is_none(), "a download with a session");
+                }
+                if job.state.is_final() {
+                    break;
+                }
+            }
+        }
+    }
+}

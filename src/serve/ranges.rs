@@ -140,4 +140,37 @@ mod tests {
         assert_eq!(parse(Some("bytes=a-b"), 100), Wanted::Whole);
         assert_eq!(parse(Some("bytes=5"), 100), Wanted::Whole);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn any_range_header_is_answered_within_the_file(
+                specs in proptest::collection::vec(
+                    prop_oneof!["[0-9]{0,6}-[0-9]{0,6}", "-[0-9]{1,6}", "[ -~]{0,8}"],
+                    0..120,
+                ),
+                size in 0..2_000_000u64,
+            ) {
+                let header = format!("bytes={}", specs.join(","));
+                match parse(Some(&header), size) {
+                    Wanted::Whole | Wanted::Unsatisfiable => {}
+                    Wanted::Ranges(ranges) => {
+                        prop_assert!(ranges.len() <= MAX_RANGES);
+                        let mut bytes = 0u64;
+                        for (first, last) in &ranges {
+                            prop_assert!(first <= last && *last < size);
+                            bytes += last - first + 1;
+                        }
+                        // Never more bytes than the file (overlaps are coalesced).
+                        prop_assert!(bytes <= size, "{} bytes of {}", bytes, size);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -923,4 +923,31 @@ mod tests {
         assert_eq!(content_range("items 0-1/2"), None);
         assert_eq!(content_range(""), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            #[test]
+            fn bits_content_ranges_parse_without_panic_and_round_trip(
+                text in "[ -~]{0,40}",
+                first in any::<u64>(),
+                len in any::<u64>(),
+                extra in 1..u64::MAX,
+            ) {
+                if let Some((a, b, t)) = content_range(&text) {
+                    prop_assert!(a <= b && b < t);
+                }
+                let last = first.saturating_add(len);
+                let total = last.saturating_add(extra);
+                let parsed = content_range(&format!("bytes {first}-{last}/{total}"));
+                if last < total {
+                    prop_assert_eq!(parsed, Some((first, last, total)));
+                }
+            }
+        }
+    }
 }
