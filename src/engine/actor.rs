@@ -6,6 +6,7 @@
 use super::api::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
 use super::handle::Command;
 use super::http::ClientKey;
+use super::saver::Saver;
 use super::workers::RunningWorker;
 use super::{Clock, files, scheduler, transfer};
 use crate::config::Config;
@@ -14,7 +15,6 @@ use crate::job::{
     NotifyFlags, Priority, PropertyChange, Timestamp, later,
 };
 use crate::platform::User;
-use crate::store::Store;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,7 +55,7 @@ pub(super) struct Actor {
     pub(super) jobs: HashMap<JobId, Job>,
     /// The last jobs that reached a final state, oldest first (see [`FINISHED_KEPT`]).
     pub(super) finished: VecDeque<Job>,
-    pub(super) store: Store,
+    pub(super) store: Saver,
     pub(super) user: User,
     pub(super) config: Config,
     pub(super) clock: Arc<dyn Clock>,
@@ -105,7 +105,7 @@ impl Actor {
         loop {
             self.on_time().await;
             self.schedule().await;
-            self.flush(false);
+            self.flush(false).await;
             self.publish_modifications(false);
             let clock = self.clock.clone();
             let model_deadline = self.next_model_deadline();
@@ -115,7 +115,9 @@ impl Actor {
                     let Some(command) = command else { break };
                     if let Command::Shutdown(reply) = command {
                         self.shutdown().await;
-                        drop(self); // releases the store lock before the caller hears back
+                        // The store's lock is released before the caller hears back.
+                        let Actor { store, .. } = self;
+                        store.close().await;
                         let _ = reply.send(Ok(()));
                         return;
                     }
@@ -164,7 +166,7 @@ impl Actor {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Create(spec, reply) => {
-                let _ = reply.send(self.create(spec));
+                let _ = reply.send(self.create(spec).await);
             }
             Command::AddFiles(job, files, reply) => {
                 let _ = reply.send(self.add_files(job, files).await);
@@ -313,7 +315,7 @@ impl Actor {
         Ok((path, size))
     }
 
-    fn create(&mut self, spec: JobSpec) -> Result<JobId, BitsError> {
+    async fn create(&mut self, spec: JobSpec) -> Result<JobId, BitsError> {
         let limits = self.config.limits(self.user.is_admin());
         if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
             self.note_quota(&e);
@@ -366,7 +368,7 @@ impl Actor {
             result?;
         }
         let id = job.id;
-        self.save(&job)?;
+        self.save(&job).await?;
         self.jobs.insert(id, job);
         self.modifications.entry(id).or_default().pending = true;
         Ok(id)
@@ -382,9 +384,10 @@ impl Actor {
         }
     }
 
-    pub(super) fn save(&self, job: &Job) -> Result<(), BitsError> {
-        self.store
-            .save(job)
+    /// Saves the job and waits until it is durable.
+    pub(super) async fn save(&self, job: &Job) -> Result<(), BitsError> {
+        Saver::done(self.store.save(job))
+            .await
             .map_err(|e| BitsError::new(ErrorCode::LocalIo, e.to_string()))
     }
 
@@ -460,7 +463,7 @@ impl Actor {
             self.modifications.entry(id).or_default().pending = true;
         }
         if to.is_final() {
-            if let Err(e) = self.store.remove(id) {
+            if let Err(e) = Saver::done(self.store.remove(id)).await {
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
             }
             if let Some(job) = self.jobs.remove(&id) {
@@ -475,7 +478,7 @@ impl Actor {
             self.publish_modifications(true);
             self.modifications.remove(&id);
         } else if persist == Persist::Now || (to != from && !(in_queue(from) && in_queue(to))) {
-            if let Err(e) = self.store.save(job) {
+            if let Err(e) = Saver::done(self.store.save(job)).await {
                 tracing::error!(job = %id, "cannot save the job: {e}");
             }
             self.dirty.remove(&id);
@@ -618,8 +621,15 @@ impl Actor {
         };
         let job = self.job(id)?;
         // The intent is on disk before the first rename (see `Job::committing`).
-        self.save(job)?;
-        let (report, undeletable) = files::commit(job, &plan);
+        self.save(job).await?;
+        // The renames (and their folder fsyncs) run off the actor's thread.
+        let (snapshot, planned) = (job.clone(), plan.clone());
+        let (report, undeletable) =
+            tokio::task::spawn_blocking(move || files::commit(&snapshot, &planned))
+                .await
+                .map_err(|e| {
+                    BitsError::new(ErrorCode::LocalIo, format!("Complete stopped: {e}"))
+                })?;
         let failed = report.failed.clone();
         let job = self
             .jobs
@@ -690,6 +700,6 @@ impl Actor {
         for id in running {
             self.stop_worker(id).await;
         }
-        self.flush(true);
+        self.flush(true).await;
     }
 }

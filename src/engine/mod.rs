@@ -15,6 +15,7 @@ pub(crate) mod files;
 mod handle;
 mod http;
 mod network;
+mod saver;
 mod scheduler;
 mod timers;
 mod transfer;
@@ -66,7 +67,12 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
     };
     let actor = Actor {
         jobs,
-        store,
+        store: saver::Saver::start(store).map_err(|source| {
+            EngineError::Store(crate::store::StoreError::Io {
+                path: options.data_dir.clone(),
+                source,
+            })
+        })?,
         user: options.user,
         config: options.config,
         clock: options.clock,

@@ -3,6 +3,7 @@
 
 use super::actor::{Actor, CHECKPOINT_INTERVAL, Persist};
 use super::api::EngineEvent;
+use super::saver::Saver;
 use super::scheduler;
 use crate::job::{Event, Job, JobId, JobState, Timestamp, later};
 use std::time::Duration;
@@ -92,17 +93,23 @@ impl Actor {
     }
 
     /// Saves changed progress, at most once per checkpoint interval unless `force`.
-    pub(super) fn flush(&mut self, force: bool) {
+    /// Saves the jobs whose progress changed (all queued at once, then awaited), and reports
+    /// each checkpoint once it is durable.
+    pub(super) async fn flush(&mut self, force: bool) {
         if self.dirty.is_empty() || (!force && self.last_flush.elapsed() < CHECKPOINT_INTERVAL) {
             return;
         }
+        let mut queued = Vec::new();
         for id in std::mem::take(&mut self.dirty) {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            match self.store.save(job) {
+            let checkpointed: u64 = job.files.iter().map(|f| f.bytes_checkpointed).sum();
+            queued.push((id, checkpointed, self.store.save(job)));
+        }
+        for (id, checkpointed, done) in queued {
+            match Saver::done(done).await {
                 Ok(()) => {
-                    let checkpointed = job.files.iter().map(|f| f.bytes_checkpointed).sum();
                     tracing::debug!(job = %id, checkpointed, "progress saved");
                     self.emit(EngineEvent::ProgressSaved {
                         job: id,

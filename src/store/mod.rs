@@ -261,12 +261,15 @@ fn read_job(path: &Path) -> Result<Job, String> {
     Ok(record.job)
 }
 
-/// Replaces `path` with `bytes` whole or not at all: a temp file beside it (`NAME.tmp`), fsync,
-/// rename over `path`, fsync of the directory. A crash leaves the old file or the new one.
+/// Replaces `path` with `bytes` whole or not at all: a temp file beside it (`NAME.tmp`, 0600),
+/// fsync, rename over `path`, fsync of the directory. A crash leaves the old file or the new one.
+/// The folder is created if missing and made private (0700).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("the path has no folder"))?;
+    // Only Ferry's own folders are written this way (jobs, config): made private on the way.
+    crate::platform::private_dir(dir)?;
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
     temp_name.push(".tmp");
     let temp = dir.join(temp_name);

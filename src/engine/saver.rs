@@ -1,0 +1,84 @@
+//! The store on a thread of its own. Saves and removals fsync (the file and its folder); done on
+//! the engine's single-threaded runtime they would stall every transfer and every API call for
+//! the length of an fsync. One thread, one queue: writes reach the disk in the order the actor
+//! made them, and the actor awaits each that must be durable before it answers or reports.
+
+use crate::job::{Job, JobId};
+use crate::store::{Store, StoreError};
+use tokio::sync::oneshot;
+
+enum Write {
+    Save(Box<Job>, oneshot::Sender<Result<(), StoreError>>),
+    Remove(JobId, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The way to the store's thread. Dropping it lets the thread finish what is queued and release
+/// the store (and its lock); [`Saver::close`] waits for that.
+pub(super) struct Saver {
+    queue: std::sync::mpsc::Sender<Write>,
+    closed: Option<oneshot::Receiver<()>>,
+}
+
+fn gone() -> StoreError {
+    StoreError::Io {
+        path: "jobs".into(),
+        source: std::io::Error::other("the store's thread has stopped"),
+    }
+}
+
+impl Saver {
+    pub(super) fn start(store: Store) -> std::io::Result<Saver> {
+        let (queue, writes) = std::sync::mpsc::channel::<Write>();
+        let (closed_tx, closed) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("ferry-store".into())
+            .spawn(move || {
+                for write in writes {
+                    match write {
+                        Write::Save(job, done) => {
+                            let _ = done.send(store.save(&job));
+                        }
+                        Write::Remove(id, done) => {
+                            let _ = done.send(store.remove(id));
+                        }
+                    }
+                }
+                drop(store); // releases the lock
+                let _ = closed_tx.send(());
+            })?;
+        Ok(Saver {
+            queue,
+            closed: Some(closed),
+        })
+    }
+
+    /// Queues a save of the job as it is now; the result says when it is durable.
+    pub(super) fn save(&self, job: &Job) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (done, result) = oneshot::channel();
+        let _ = self.queue.send(Write::Save(Box::new(job.clone()), done));
+        result
+    }
+
+    /// Queues the removal of a job's file.
+    pub(super) fn remove(&self, id: JobId) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (done, result) = oneshot::channel();
+        let _ = self.queue.send(Write::Remove(id, done));
+        result
+    }
+
+    /// Waits for a queued write.
+    pub(super) async fn done(
+        result: oneshot::Receiver<Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        result.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Finishes the queued writes and releases the store.
+    pub(super) async fn close(mut self) {
+        let closed = self.closed.take();
+        drop(self);
+        if let Some(closed) = closed {
+            let _ = closed.await;
+        }
+    }
+}
