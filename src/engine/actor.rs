@@ -441,7 +441,12 @@ impl Actor {
         for effect in effects {
             match effect {
                 Effect::StopTransfer => self.stop_worker(id).await,
-                Effect::DeleteTempFiles(paths) => clean &= files::delete_temp_files(&paths),
+                Effect::DeleteTempFiles(paths) => {
+                    // Unlinks off the actor's thread (a slow or remote file system).
+                    let deleted =
+                        tokio::task::spawn_blocking(move || files::delete_temp_files(&paths));
+                    clean &= deleted.await.unwrap_or(false);
+                }
                 Effect::Commit(_) => {} // carried out by `complete`
                 Effect::Notify(notification) => self.notify(id, notification),
                 Effect::EndSession {

@@ -160,9 +160,13 @@ impl Sessions {
         (live && path.is_file()).then_some(path)
     }
 
-    fn save(&self, session: &Session) -> std::io::Result<()> {
+    /// Writes the session's record durably, off the async threads (it fsyncs).
+    async fn save(&self, session: &Session) -> std::io::Result<()> {
         let text = ron::to_string(&session.record).map_err(std::io::Error::other)?;
-        crate::store::write_atomically(&self.record_path(&session.id), text.as_bytes())
+        let path = self.record_path(&session.id);
+        tokio::task::spawn_blocking(move || crate::store::write_atomically(&path, text.as_bytes()))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// Forgets a session and deletes its data (the uploaded file stays if it was committed).
@@ -232,7 +236,7 @@ pub(crate) async fn handle(
     let packet = text(headers, "BITS-Packet-Type").to_ascii_lowercase();
     match packet.as_str() {
         "ping" => ack(StatusCode::OK, None, Vec::new()),
-        "create-session" => create(served, sessions, client, uri, headers),
+        "create-session" => create(served, sessions, client, uri, headers).await,
         "fragment" => fragment(served, sessions, uri, headers, body).await,
         "close-session" => close(sessions, headers, false).await,
         "cancel-session" => close(sessions, headers, true).await,
@@ -316,7 +320,7 @@ fn error_in(
     )
 }
 
-fn create(
+async fn create(
     served: &Served,
     sessions: &Sessions,
     client: IpAddr,
@@ -385,7 +389,14 @@ fn create(
         touched: Instant::now(),
         ended: false,
     };
-    let created = std::fs::File::create(sessions.part(&id)).and_then(|_| sessions.save(&session));
+    let part = sessions.part(&id);
+    let created = tokio::task::spawn_blocking(move || std::fs::File::create(part).map(drop))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let created = match created {
+        Ok(()) => sessions.save(&session).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = created {
         return local_error(&e, None);
     }
@@ -552,7 +563,7 @@ async fn fragment_into(
     }
     if session.record.total.is_none() {
         session.record.total = Some(total);
-        if let Err(e) = sessions.save(&session) {
+        if let Err(e) = sessions.save(&session).await {
             return local_error(&e, id);
         }
     }
@@ -665,7 +676,7 @@ async fn finish(
             }
         }
         session.record.committed = true;
-        if let Err(e) = sessions.save(session) {
+        if let Err(e) = sessions.save(session).await {
             return local_error(&e, sid);
         }
     }

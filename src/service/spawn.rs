@@ -100,30 +100,7 @@ pub fn daemonize() -> Result<Started, String> {
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start the service: {e}"))?;
-    // The ready line, or the service's end; never an endless wait (a service stuck at start
-    // would otherwise hang every client that starts it).
-    let (line_tx, line_rx) = std::sync::mpsc::channel();
-    if let Some(stdout) = child.stdout.take() {
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = line_tx.send(line);
-        });
-    }
-    let line = match line_rx.recv_timeout(READY_TIMEOUT) {
-        Ok(line) => line,
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => String::new(),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "the service did not become ready within {} s and was stopped; its log is {}: {}",
-                READY_TIMEOUT.as_secs(),
-                log_path.display(),
-                log_tail(&log_path, log_start)
-            ));
-        }
-    };
+    let line = wait_ready(&mut child, READY_TIMEOUT, &log_path, log_start)?;
     if line.starts_with(READY) {
         return Ok(Started::Started { pid: child.id() });
     }
@@ -139,6 +116,39 @@ pub fn daemonize() -> Result<Started, String> {
     ))
 }
 
+/// The child's first line on stdout (empty if it ended first); never an endless wait: a service
+/// stuck at start would otherwise hang every client that starts it. A child that says nothing
+/// within `timeout` is killed, and the error names its log.
+fn wait_ready(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+    log_path: &Path,
+    log_start: u64,
+) -> Result<String, String> {
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = line_tx.send(line);
+        });
+    }
+    match line_rx.recv_timeout(timeout) {
+        Ok(line) => Ok(line),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Ok(String::new()),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "the service did not become ready within {} s and was stopped; its log is {}: {}",
+                timeout.as_secs(),
+                log_path.display(),
+                log_tail(log_path, log_start)
+            ))
+        }
+    }
+}
+
 /// What the service wrote to its log since `from`, for an error message.
 fn log_tail(path: &Path, from: u64) -> String {
     let mut text = String::new();
@@ -149,5 +159,32 @@ fn log_tail(path: &Path, from: u64) -> String {
     match text.trim() {
         "" => format!("see {}", path.display()),
         text => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: every client waited on a starting service's ready line without a timeout.
+    #[test]
+    fn a_service_that_never_says_ready_is_stopped_and_its_log_named() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("service.log");
+        std::fs::write(&log, "loading a huge store...\n").expect("log");
+        let mut child = Command::new("sleep")
+            .arg("600")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sleep");
+        let error = wait_ready(&mut child, std::time::Duration::from_millis(200), &log, 0)
+            .expect_err("no ready line");
+        assert!(error.contains("did not become ready"), "{error}");
+        assert!(error.contains(&log.display().to_string()), "{error}");
+        assert!(error.contains("loading a huge store"), "{error}");
+        assert!(
+            child.try_wait().expect("status").is_some(),
+            "the stuck child is stopped"
+        );
     }
 }
