@@ -72,7 +72,7 @@ const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
 const MAX_CONFIG_FILE: u64 = 1 << 20;
 
 /// Reads a config file: a regular file only (never blocks on a FIFO), at most
-/// [`MAX_CONFIG_FILE`] bytes.
+/// [`MAX_CONFIG_FILE`] bytes, made private (0600) if it was not.
 fn read_config_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -85,6 +85,9 @@ fn read_config_file(path: &Path) -> std::io::Result<String> {
         return Err(std::io::Error::other(
             "it is not a regular file: replace it with a text file",
         ));
+    }
+    if let Err(e) = crate::platform::private_file(&file) {
+        tracing::warn!(file = %path.display(), "cannot make the config file private: {e}");
     }
     if meta.len() > MAX_CONFIG_FILE {
         return Err(std::io::Error::other(format!(
@@ -348,6 +351,10 @@ mod tests {
         assert_eq!(Config::load(&path).expect("defaults"), Config::default());
         std::fs::write(&path, " \n").expect("write");
         assert_eq!(Config::load(&path).expect("defaults"), Config::default());
+        // Read, it is made private (it may name certificate files and proxies).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]
