@@ -103,16 +103,24 @@ fn read_config_file(path: &Path) -> std::io::Result<String> {
 /// A RON error with the field it is in: the last `name:` before the error's position.
 fn describe_ron_error(text: &str, error: &ron::error::SpannedError) -> String {
     let (line, column) = (error.span.start.line, error.span.start.col);
-    let offset: usize = text
+    // The line's start in bytes, then the column (counted in characters) within it.
+    let line_start: usize = text
         .split_inclusive('\n')
         .take(line.saturating_sub(1))
         .map(str::len)
-        .sum::<usize>()
-        + column.saturating_sub(1);
+        .sum();
+    let in_line = text
+        .get(line_start..)
+        .unwrap_or_default()
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map_or(0, |(at, _)| at);
+    let offset = line_start + in_line;
     let before = text.get(..offset.min(text.len())).unwrap_or(text);
     let field = before.rsplit([',', '(']).find_map(|part| {
         let (name, _) = part.split_once(':')?;
-        let name = name.trim();
+        // The word just before the colon (a comment may stand before it).
+        let name = name.split_whitespace().next_back()?;
         (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
             .then_some(name)
     });
@@ -326,6 +334,14 @@ mod tests {
         let err = Config::load(&path).expect_err("type").to_string();
         assert!(err.contains("field `max_jobs_per_user`"), "{err}");
         assert!(err.contains("line 3"), "{err}");
+        // Columns count characters: text with accents before the error names the right field.
+        std::fs::write(
+            &path,
+            "(time_slice_secs: 5, /* déjà vu, été */ max_jobs_per_user: \"ten\")",
+        )
+        .expect("write");
+        let err = Config::load(&path).expect_err("type").to_string();
+        assert!(err.contains("field `max_jobs_per_user`"), "{err}");
     }
 
     /// Defect: a huge duration panicked a task; now it is refused, naming the field.

@@ -45,11 +45,11 @@ fn earlier_job<'a>(jobs: &'a [Job], files: &[NewFile]) -> Option<&'a Job> {
         job.description == GET_DESCRIPTION
             && job.job_type == JobType::Download
             && job.files.len() == files.len()
-            && job
-                .files
-                .iter()
-                .zip(files)
-                .all(|(a, b)| a.remote_url == b.remote_url && a.local_path == b.local_path)
+            && job.files.iter().zip(files).all(|(a, b)| {
+                // The job stores URLs without their credentials.
+                a.remote_url == crate::job::url_without_credentials(&b.remote_url)
+                    && a.local_path == b.local_path
+            })
     })
 }
 

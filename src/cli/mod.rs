@@ -333,7 +333,9 @@ pub struct DaemonArgs {
     pub status: bool,
     /// With --foreground: exit after this many idle seconds (no jobs, no clients); 0 never.
     /// Default: `service_idle_exit_secs` of the config file. Service managers want 0.
-    #[arg(long, value_name = "SECONDS", requires = "foreground")]
+    /// At most 100 years, as in the config file.
+    #[arg(long, value_name = "SECONDS", requires = "foreground",
+          value_parser = clap::value_parser!(u64).range(0..=3_153_600_000))]
     pub idle_exit: Option<u64>,
 }
 

@@ -49,7 +49,7 @@ fn earlier_job<'a>(jobs: &'a [Job], plan: &Plan) -> Option<&'a Job> {
         job.description == PUT_DESCRIPTION
             && job.job_type == plan.job_type
             && job.files.len() == 1
-            && job.files[0].remote_url == plan.file.remote_url
+            && job.files[0].remote_url == crate::job::url_without_credentials(&plan.file.remote_url)
             && job.files[0].local_path == plan.file.local_path
             && (plan.reply.is_none() || job.reply.file_name == plan.reply)
     })

@@ -701,6 +701,10 @@ impl Actor {
     }
 
     pub(super) async fn shutdown(&mut self) {
+        // Every worker told at once, so that they reach their checkpoints together.
+        for worker in self.workers.values() {
+            let _ = worker.stop.send(true);
+        }
         let running: Vec<JobId> = self.workers.keys().copied().collect();
         for id in running {
             self.stop_worker(id).await;

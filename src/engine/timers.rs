@@ -116,7 +116,10 @@ impl Actor {
                         checkpointed,
                     });
                 }
-                Err(e) => tracing::error!(job = %id, "cannot save a checkpoint: {e}"),
+                Err(e) => {
+                    tracing::error!(job = %id, "cannot save a checkpoint: {e}");
+                    self.dirty.insert(id); // tried again at the next checkpoint
+                }
             }
         }
         self.last_flush = Instant::now();

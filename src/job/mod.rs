@@ -17,7 +17,7 @@ pub use error::{
 pub use properties::{
     AuthScheme, Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand,
     NotifyFlags, PropertyChange, ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy,
-    check_local_path, validate_ranges,
+    check_local_path, redact_url, url_without_credentials, validate_ranges,
 };
 pub use transition::{
     CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,
@@ -287,6 +287,11 @@ pub struct Job {
     /// The job had credentials that were not persisted; they must be set again after a restart.
     #[serde(default)]
     pub credentials_dropped: bool,
+    /// The server (`host:port`) whose URL gave the credentials, if they came from a URL: every
+    /// file of the job must then be on that server, so that the password goes nowhere else.
+    /// `None` for credentials set on the job (they apply to all its files, as in BITS).
+    #[serde(skip)]
+    pub credentials_host: Option<String>,
     pub proxy: ProxySettings,
     pub redirect_policy: RedirectPolicy,
     /// BITS_JOB_PROPERTY_DYNAMIC_CONTENT: no size or range requirements; interruptions restart files.
@@ -433,6 +438,7 @@ impl Job {
             custom_headers: Vec::new(),
             credentials: Credentials::default(),
             credentials_dropped: false,
+            credentials_host: None,
             proxy: ProxySettings::default(),
             redirect_policy: RedirectPolicy::default(),
             dynamic_content: false,
@@ -535,7 +541,8 @@ impl Job {
 
 /// The local file name for a URL: the last segment of its path, percent-decoded.
 pub fn file_name_for_url(url: &str) -> Result<String, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL: {e}"))?;
+    let shown = redact_url(url);
+    let parsed = url::Url::parse(url).map_err(|e| format!("{shown:?} is not a valid URL: {e}"))?;
     let segment = parsed
         .path_segments()
         .and_then(|mut s| s.next_back())
@@ -545,7 +552,7 @@ pub fn file_name_for_url(url: &str) -> Result<String, String> {
         .into_owned();
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(format!(
-            "cannot name a file after {url:?}: its path does not end in a file name"
+            "cannot name a file after {shown:?}: its path does not end in a file name"
         ));
     }
     Ok(name)

@@ -276,22 +276,23 @@ pub(crate) fn check_length(text: &str, max: usize, what: &str) -> Result<(), Bit
 /// A remote URL Ferry can transfer: http or https, legal characters, at most 2,200 characters.
 pub(crate) fn check_remote_url(url: &str) -> Result<(), BitsError> {
     check_length(url, super::MAX_URL, "remote URL")?;
+    let shown = redact_url(url);
     let parsed = url::Url::parse(url).map_err(|e| {
         BitsError::new(
             ErrorCode::InvalidArg,
-            format!("{url:?} is not a valid URL: {e}"),
+            format!("{shown:?} is not a valid URL: {e}"),
         )
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(BitsError::new(
             ErrorCode::InvalidArg,
-            format!("{url:?}: only http:// and https:// URLs are supported"),
+            format!("{shown:?}: only http:// and https:// URLs are supported"),
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(BitsError::new(
             ErrorCode::InvalidArg,
-            format!("{url:?} has no host"),
+            format!("{shown:?} has no host"),
         ));
     }
     Ok(())
@@ -329,6 +330,24 @@ pub fn check_local_path(path: &std::path::Path) -> Result<(), BitsError> {
         ));
     }
     Ok(())
+}
+
+/// A URL fit to print: `user:password@` (if any) replaced by `***@`, even when the URL does not
+/// parse, so that no error message carries a password.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// The URL without `user:password@`, as the job stores it (for comparing with stored URLs).
+pub fn url_without_credentials(url: &str) -> String {
+    take_url_credentials(url).map_or_else(|_| url.to_string(), |(url, _)| url)
 }
 
 /// Server credentials written into a URL.

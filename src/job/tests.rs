@@ -1732,3 +1732,90 @@ mod properties {
         }
     }
 }
+
+/// Credentials from a URL go only to that URL's server (review finding: they became the job's
+/// and were sent to every file's server).
+#[test]
+fn url_credentials_stay_with_their_server() {
+    let file = |url: &str, name: &str| NewFile {
+        remote_url: url.into(),
+        ..new_file(name)
+    };
+    let mut job = empty_job(JobType::Download);
+    ok(&mut job, add_file(file("http://u:p@127.0.0.1:8080/a", "a")));
+    ok(&mut job, add_file(file("http://127.0.0.1:8080/b", "b")));
+    let before = job.clone();
+    let error = apply(
+        &mut job,
+        add_file(file("http://127.0.0.2:8080/c", "c")),
+        t0(),
+    )
+    .expect_err("another server");
+    assert_eq!(error.code, ErrorCode::InvalidArg);
+    assert!(
+        error.message.contains("127.0.0.1:8080"),
+        "{}",
+        error.message
+    );
+    assert_eq!(job, before);
+    let moved = Event::Set(PropertyChange::RemoteName {
+        file: 1,
+        url: "http://127.0.0.3/b".into(),
+    });
+    assert_eq!(refused(&mut job, moved), ErrorCode::InvalidArg);
+    // A job with files elsewhere cannot take URL credentials either.
+    let mut job = empty_job(JobType::Download);
+    ok(&mut job, add_file(file("http://127.0.0.2/x", "x")));
+    let error = apply(
+        &mut job,
+        add_file(file("http://u:p@127.0.0.1/y", "y")),
+        t0(),
+    )
+    .expect_err("another server");
+    assert_eq!(error.code, ErrorCode::InvalidArg);
+    assert!(job.credentials.server.is_none());
+    // Credentials set on the job are for all its files (BITS).
+    let mut job = empty_job(JobType::Download);
+    ok(&mut job, add_file(file("http://u:p@127.0.0.1/a", "a")));
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::Credentials(Credentials {
+            server: Some((AuthScheme::Basic, "u".into(), "p".into())),
+        })),
+    );
+    ok(&mut job, add_file(file("http://127.0.0.9/b", "b")));
+}
+
+#[test]
+fn urls_are_printed_without_their_password() {
+    assert_eq!(
+        redact_url("http://alice:s3cret@h:99999/x"),
+        "http://***@h:99999/x"
+    );
+    assert_eq!(redact_url("http://h/x@y"), "http://h/x@y");
+    let error = apply(
+        &mut job_in(JobState::Suspended, JobType::Download),
+        Event::Set(PropertyChange::RemoteName {
+            file: 0,
+            url: "ftp://alice:s3cret@h/x".into(),
+        }),
+        t0(),
+    )
+    .expect_err("ftp");
+    assert!(!error.message.contains("s3cret"), "{}", error.message);
+    let error = apply(
+        &mut empty_job(JobType::Download),
+        add_file(NewFile {
+            remote_url: "http://a:s3cret@h:99999/".into(),
+            ..new_file("z")
+        }),
+        t0(),
+    )
+    .expect_err("bad port");
+    assert!(!error.message.contains("s3cret"), "{}", error.message);
+    assert!(
+        !file_name_for_url("http://a:s3cret@h/")
+            .unwrap_err()
+            .contains("s3cret")
+    );
+}

@@ -774,12 +774,14 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
     }
     let mut added = Vec::with_capacity(files.len());
     let mut url_credentials = None;
+    let mut url_hosts: Vec<String> = Vec::new();
     for mut new in files {
         let (remote_url, credentials) = properties::take_url_credentials(&new.remote_url)?;
         new.remote_url = remote_url;
         check_remote_url(&new.remote_url)?;
         if let Some(credentials) = credentials {
             merge_url_credentials(job, &mut url_credentials, credentials)?;
+            url_hosts.extend(server_of(&new.remote_url));
         }
         properties::check_local_path(&new.local_path)?;
         if new
@@ -839,11 +841,45 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
             validators: None,
         });
     }
+    // Credentials from a URL go to that URL's server only: no file of the job may be elsewhere.
+    let credential_host = match &url_credentials {
+        Some(_) => url_hosts.first().cloned(),
+        None => job.credentials_host.clone(),
+    };
+    if let Some(credential_host) = &credential_host {
+        let mut hosts = job
+            .files
+            .iter()
+            .chain(&added)
+            .map(|f| server_of(&f.remote_url));
+        if let Some(other) = hosts.find(|h| h.as_ref() != Some(credential_host)) {
+            return Err(BitsError::new(
+                ErrorCode::InvalidArg,
+                format!(
+                    "the job's user name and password came from a URL of {credential_host}, and a \
+                     file on {} would be sent them too: put files of other servers in another job \
+                     (or set credentials for the whole job)",
+                    other.unwrap_or_else(|| "another server".into())
+                ),
+            ));
+        }
+    }
     job.files.extend(added); // all or nothing; the state is unchanged (§2.4)
     if let Some((user, password)) = url_credentials {
         set_url_credentials(job, user, password);
+        job.credentials_host = credential_host;
     }
     Ok(())
+}
+
+/// `host:port` of a URL (the port its scheme implies when it names none).
+fn server_of(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}:{}",
+        parsed.host_str()?,
+        parsed.port_or_known_default()?
+    ))
 }
 
 /// Credentials from one more URL: they must agree with the job's and with the other URLs'.
@@ -897,6 +933,7 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
         PropertyChange::Credentials(credentials) => {
             job.credentials = credentials;
             job.credentials_dropped = false;
+            job.credentials_host = None; // set on the job: for all its files
         }
         PropertyChange::Proxy(proxy) => job.proxy = proxy,
         PropertyChange::RedirectPolicy(policy) => job.redirect_policy = policy,
@@ -931,9 +968,35 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
             }
             let (url, credentials) = properties::take_url_credentials(&url)?;
             file_mut(job, file)?; // refused before anything changes
+            let host = server_of(&url);
+            let required = match &credentials {
+                Some(_) => host.clone(),
+                None => job.credentials_host.clone(),
+            };
+            if let Some(required) = &required {
+                // Every file on the server of the URL credentials (see `credentials_host`).
+                let elsewhere = job
+                    .files
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| *index != file)
+                    .map(|(_, f)| server_of(&f.remote_url))
+                    .chain([host.clone()])
+                    .any(|h| h.as_ref() != Some(required));
+                if elsewhere {
+                    return Err(BitsError::new(
+                        ErrorCode::InvalidArg,
+                        format!(
+                            "the job's user name and password belong to {required}: a file of the \
+                             job on another server would be sent them; use another job"
+                        ),
+                    ));
+                }
+            }
             if let Some(credentials) = credentials {
                 merge_url_credentials(job, &mut None, credentials.clone())?;
                 set_url_credentials(job, credentials.0, credentials.1);
+                job.credentials_host = host;
             }
             file_mut(job, file)?.remote_url = url;
         }

@@ -79,9 +79,13 @@ impl Root {
     /// beside it (flushed, then renamed), so the destination never holds half a copy.
     pub fn copy_into(&self, from: &Path, relative: &Path, replace: bool) -> io::Result<u64> {
         let (dir, name) = self.parent_of(relative)?;
+        // A name of this copy's own (two uploads finishing to one destination at once must not
+        // write into one temp file), created exclusively.
+        static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut temp_name = b".".to_vec();
         temp_name.extend_from_slice(name.as_bytes());
-        temp_name.extend_from_slice(b".ferry-copy");
+        temp_name.extend_from_slice(format!(".{}-{n}.ferry-copy", std::process::id()).as_bytes());
         let temp = CString::new(temp_name)?;
         // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
         let fd = unsafe {

@@ -154,9 +154,16 @@ pub(crate) struct Served {
     authorized: Vec<String>,
     /// `https` with TLS, else `http`: how clients reach this server.
     scheme: &'static str,
+    /// The head timeout, also how long a body may stall (see [`ServeOptions::header_timeout`]).
+    idle_timeout: Duration,
 }
 
 impl Served {
+    /// How long a request body may stall before the fragment is taken as ended.
+    fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     fn lets_in(&self, headers: &HeaderMap) -> bool {
         if self.authorized.is_empty() {
             return true;
@@ -275,6 +282,7 @@ pub async fn run(
             .no_proxy()
             .build()?,
         scheme,
+        idle_timeout: options.header_timeout,
         authorized: options
             .users
             .iter()
@@ -440,8 +448,11 @@ async fn serve_connections(
                 ))
                 .layer(axum::Extension(ConnectInfo(peer)));
             let service = hyper_util::service::TowerToHyperService::new(app);
+            // HTTP/1.1 only: what BITS and download clients speak, and what the head timeout
+            // covers.
             let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .http1_only();
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -457,10 +468,16 @@ async fn serve_connections(
                         let _ = builder.serve_connection(io, service).await;
                     }
                     Some(acceptor) => {
-                        let tls = match acceptor.accept(stream).await {
-                            Ok(tls) => tls,
-                            Err(e) => {
+                        let handshake =
+                            tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                        let tls = match handshake.await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
                                 tracing::debug!("TLS handshake with {peer} failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake with {peer} timed out");
                                 return;
                             }
                         };

@@ -589,7 +589,8 @@ async fn fragment_into(
             "no body",
         );
     };
-    let written = match write_tail(&sessions.part(&session.id), body, first, next, last).await {
+    let part = sessions.part(&session.id);
+    let written = match write_tail(&part, body, first, next, last, served.idle_timeout()).await {
         Ok(written) => written,
         Err(e) => {
             // What arrived in full is kept; the client resends from `received`.
@@ -825,6 +826,7 @@ async fn write_tail(
     first: u64,
     next: u64,
     last: u64,
+    idle: Duration,
 ) -> Result<u64, (Option<std::io::Error>, u64)> {
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -844,8 +846,10 @@ async fn write_tail(
     let mut running: Option<(tokio::task::JoinHandle<std::io::Result<()>>, usize)> = None;
     let mut queued = 0u64;
     while wanted > 0 && !ended {
-        match stream.next().await {
-            Some(Ok(mut chunk)) => {
+        // A client that stops sending mid-body ends the fragment (what arrived counts), so that
+        // it holds neither the connection nor the session's lock.
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(mut chunk))) => {
                 let dropped = skip.min(chunk.len() as u64) as usize;
                 let _ = chunk.split_to(dropped);
                 skip -= dropped as u64;

@@ -250,6 +250,16 @@ async fn exit_codes_name_the_problem() {
             .code(),
         Some(2)
     );
+    // Defect: a huge idle exit panicked a task of the service.
+    let huge = home
+        .run(&[
+            "daemon",
+            "--foreground",
+            "--idle-exit",
+            "18446744073709551615",
+        ])
+        .await;
+    assert_eq!(huge.status.code(), Some(2), "{}", stderr(&huge));
     // 1: bad input, with the BITS name.
     let output = home.run(&["set", "x"]).await;
     assert_eq!(output.status.code(), Some(1));
