@@ -12,7 +12,7 @@ kills=${1:-20}
 files=${FILES:-6}
 uploads=${UPLOADS:-3}
 size_mb=${SIZE_MB:-24}
-ferry=${FERRY:-target/debug/ferry}
+ferry=${FERRY:-${CARGO_TARGET_DIR:-target}/debug/ferry}
 [ -x "$ferry" ] || cargo build --quiet
 ferry=$(realpath "$ferry")
 
