@@ -71,33 +71,19 @@ const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
 /// The largest config file read (a real one is under a kilobyte).
 const MAX_CONFIG_FILE: u64 = 1 << 20;
 
-/// Reads a config file: a regular file only (never blocks on a FIFO), at most
-/// [`MAX_CONFIG_FILE`] bytes, made private (0600) if it was not.
+/// Reads a config file: a regular file only (never blocks on a FIFO; a link to one, as dotfile
+/// managers make, is followed), at most [`MAX_CONFIG_FILE`] bytes, made private (0600).
 fn read_config_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other(
-            "it is not a regular file: replace it with a text file",
-        ));
-    }
-    if let Err(e) = crate::platform::private_file(&file) {
-        tracing::warn!(file = %path.display(), "cannot make the config file private: {e}");
-    }
-    if meta.len() > MAX_CONFIG_FILE {
-        return Err(std::io::Error::other(format!(
-            "it has {} bytes, more than a config file can need (1 MiB)",
-            meta.len()
-        )));
-    }
-    let mut text = String::new();
-    file.take(MAX_CONFIG_FILE).read_to_string(&mut text)?;
-    Ok(text)
+    use crate::platform::{SmallFileError, read_small_file};
+    read_small_file(path, MAX_CONFIG_FILE, true).map_err(|e| match e {
+        SmallFileError::Io(e) => e,
+        SmallFileError::NotRegular(kind) => std::io::Error::other(format!(
+            "it is not a regular file but a {kind}: replace it with a text file"
+        )),
+        SmallFileError::TooLarge(size) => std::io::Error::other(format!(
+            "it has {size} bytes, more than a config file can need (1 MiB)"
+        )),
+    })
 }
 
 /// A RON error with the field it is in: the last `name:` before the error's position.

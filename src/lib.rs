@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub(crate) mod content_range;
 pub mod engine;
 pub mod gui;
 pub mod job;

@@ -1,6 +1,8 @@
 //! Where Ferry keeps its data, and who the user is.
 
+use std::ffi::CStr;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 const NO_HOME: &str = "cannot find a home directory: set FERRY_HOME to a folder Ferry may use";
@@ -133,44 +135,47 @@ pub fn user_name(uid: u32) -> Option<String> {
 
 /// Renames `from` to `to`, failing if `to` exists unless `replace` (atomic either way).
 pub fn rename_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
-    if replace {
-        return std::fs::rename(from, to);
-    }
-    match rename_noreplace(from, to) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-            // File systems without RENAME_NOREPLACE: a hard link fails atomically if `to` exists.
-            std::fs::hard_link(from, to)?;
-            std::fs::remove_file(from)
-        }
-        other => other,
-    }
+    let (from, to) = (c_path(from)?, c_path(to)?);
+    rename_at(libc::AT_FDCWD, &from, libc::AT_FDCWD, &to, replace)
 }
 
-#[cfg(target_os = "linux")]
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
-    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
-    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(std::ffi::CString::new(path.as_os_str().as_bytes())?)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn rename_noreplace(_from: &Path, _to: &Path) -> io::Result<()> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+/// `renameat2` relative to folder descriptors (or `AT_FDCWD`), without replacing unless
+/// `replace`; on file systems without RENAME_NOREPLACE a hard link, which fails atomically if
+/// `to` exists.
+pub fn rename_at(
+    from_dir: RawFd,
+    from: &CStr,
+    to_dir: RawFd,
+    to: &CStr,
+    replace: bool,
+) -> io::Result<()> {
+    let flags = if replace { 0 } else { libc::RENAME_NOREPLACE };
+    // SAFETY: valid descriptors (or AT_FDCWD) and NUL-terminated names.
+    let rc = unsafe { libc::renameat2(from_dir, from.as_ptr(), to_dir, to.as_ptr(), flags) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if !replace
+        && matches!(
+            error.raw_os_error(),
+            Some(libc::EINVAL) | Some(libc::ENOSYS)
+        )
+    {
+        // SAFETY: as above.
+        if unsafe { libc::linkat(from_dir, from.as_ptr(), to_dir, to.as_ptr(), 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(from_dir, from.as_ptr(), 0) };
+        return Ok(());
+    }
+    Err(error)
 }
 
 /// Creates `dir` (and missing parents) and makes it private to its owner (0700), whatever the
@@ -210,14 +215,110 @@ pub fn open_private(path: &Path, options: &mut std::fs::OpenOptions) -> io::Resu
 pub fn copy_into_place(from: &Path, to: &Path, replace: bool) -> io::Result<u64> {
     let name = to
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = to.with_file_name(format!(".{name}.ferry-copy"));
-    let copied = std::fs::copy(from, &temp)
-        .and_then(|n| std::fs::File::open(&temp)?.sync_all().map(|()| n))
-        .and_then(|n| rename_into_place(&temp, to, replace).map(|()| n));
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let parent = match to.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::File::open(parent)?;
+    copy_into_dir(dir.as_raw_fd(), &c_path(Path::new(name))?, from, replace)
+}
+
+/// [`copy_into_place`] into the folder open as `dir`, under `name`: the temp file is this copy's
+/// own (created exclusively, so two copies to one name never write into one file).
+pub fn copy_into_dir(dir: RawFd, name: &CStr, from: &Path, replace: bool) -> io::Result<u64> {
+    use std::os::fd::FromRawFd;
+    static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut temp = b".".to_vec();
+    temp.extend_from_slice(name.to_bytes());
+    temp.extend_from_slice(format!(".{}-{n}.ferry-copy", std::process::id()).as_bytes());
+    let temp = std::ffi::CString::new(temp)?;
+    // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            temp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
+    let copied = std::fs::File::open(from)
+        .and_then(|mut source| io::copy(&mut source, &mut out))
+        .and_then(|n| out.sync_all().map(|()| n))
+        .and_then(|n| rename_at(dir, &temp, dir, name, replace).map(|()| n));
     if copied.is_err() {
-        let _ = std::fs::remove_file(&temp);
+        // SAFETY: valid descriptor and NUL-terminated name.
+        unsafe { libc::unlinkat(dir, temp.as_ptr(), 0) };
     }
     copied
+}
+
+/// Why [`read_small_file`] read nothing.
+#[derive(Debug)]
+pub enum SmallFileError {
+    Io(io::Error),
+    /// Not a regular file: a folder, a named pipe (which would block the reader), a device…
+    NotRegular(&'static str),
+    /// Larger than the caller's cap: its size.
+    TooLarge(u64),
+}
+
+/// Reads a small text file that a user or a crash may have replaced with anything: only a
+/// regular file (opened without blocking, so a FIFO cannot hang the reader), at most `max`
+/// bytes, and without following a symlink unless `follow_links`. Makes it private (0600) if it
+/// was not: what Ferry reads of its own may hold URLs, headers and paths.
+pub fn read_small_file(
+    path: &Path,
+    max: u64,
+    follow_links: bool,
+) -> Result<String, SmallFileError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let no_follow = if follow_links { 0 } else { libc::O_NOFOLLOW };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | no_follow)
+        .open(path)
+        .map_err(SmallFileError::Io)?;
+    let meta = file.metadata().map_err(SmallFileError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(SmallFileError::NotRegular(kind_of(&meta.file_type())));
+    }
+    if meta.len() > max {
+        return Err(SmallFileError::TooLarge(meta.len()));
+    }
+    if let Err(e) = private_file(&file) {
+        tracing::warn!(file = %path.display(), "cannot make the file private: {e}");
+    }
+    let mut text = String::new();
+    file.take(max.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(SmallFileError::Io)?;
+    if text.len() as u64 > max {
+        return Err(SmallFileError::TooLarge(text.len() as u64)); // it grew meanwhile
+    }
+    Ok(text)
+}
+
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "folder"
+    } else if kind.is_fifo() {
+        "named pipe"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else if kind.is_symlink() {
+        "symbolic link"
+    } else {
+        "special file"
+    }
 }

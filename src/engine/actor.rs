@@ -375,7 +375,7 @@ impl Actor {
     }
 
     /// Publishes QuotaExceeded when a call failed on a quota (spec §5), so the GUI can show it.
-    pub(super) fn note_quota(&self, error: &BitsError) {
+    fn note_quota(&self, error: &BitsError) {
         if error.code.is_quota() {
             self.emit(EngineEvent::QuotaExceeded {
                 code: error.code,
@@ -430,7 +430,7 @@ impl Actor {
         Ok(self.after_change(id, from, effects, persist).await)
     }
 
-    pub(super) async fn after_change(
+    async fn after_change(
         &mut self,
         id: JobId,
         from: JobState,
@@ -493,7 +493,7 @@ impl Actor {
         clean
     }
 
-    pub(super) fn notify(&mut self, id: JobId, notification: Notification) {
+    fn notify(&mut self, id: JobId, notification: Notification) {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
@@ -567,7 +567,7 @@ impl Actor {
         }
     }
 
-    pub(super) fn on_notify_exited(&mut self, exited: NotifyExited) {
+    fn on_notify_exited(&mut self, exited: NotifyExited) {
         let NotifyExited {
             job,
             state,
@@ -586,7 +586,7 @@ impl Actor {
 
     /// Upload-reply: picks a free reply file name beside the local file before the first Resume
     /// when none was set (spec §1), so that Complete does not run into an existing file.
-    pub(super) async fn name_reply_file(&mut self, id: JobId) -> Result<(), BitsError> {
+    async fn name_reply_file(&mut self, id: JobId) -> Result<(), BitsError> {
         let job = self.job(id)?;
         if job.job_type != JobType::UploadReply || job.reply.file_name.is_some() {
             return Ok(());
@@ -604,7 +604,7 @@ impl Actor {
         .map(|_| ())
     }
 
-    pub(super) async fn complete(&mut self, id: JobId) -> Result<CompleteOutcome, BitsError> {
+    async fn complete(&mut self, id: JobId) -> Result<CompleteOutcome, BitsError> {
         // Check legality before anything else; then stop the transfer so its last bytes count.
         job::apply(&mut self.job(id)?.clone(), Event::Complete, self.now())?;
         self.stop_worker(id).await;
@@ -664,7 +664,7 @@ impl Actor {
     }
 
     /// Starts and preempts jobs per spec §6.
-    pub(super) async fn schedule(&mut self) {
+    async fn schedule(&mut self) {
         if !self.network_up {
             // Jobs queued while the network is away wait for it (T14), not for a slot.
             let waiting: Vec<JobId> = self
@@ -700,7 +700,7 @@ impl Actor {
         }
     }
 
-    pub(super) async fn shutdown(&mut self) {
+    async fn shutdown(&mut self) {
         // Every worker told at once, so that they reach their checkpoints together.
         for worker in self.workers.values() {
             let _ = worker.stop.send(true);

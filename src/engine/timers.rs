@@ -39,7 +39,7 @@ impl Actor {
     }
 
     /// The earliest moment a Tick could change this job.
-    pub(super) fn job_deadline(&self, job: &Job) -> Option<Timestamp> {
+    fn job_deadline(&self, job: &Job) -> Option<Timestamp> {
         let policy = self.config.time_policy();
         let inactivity = job.inactivity_deadline(policy.inactivity_timeout);
         let mut deadline = inactivity;

@@ -216,7 +216,7 @@ impl Actor {
         }
     }
 
-    pub(super) async fn report_failed(&mut self, id: JobId, failure: Failure) {
+    async fn report_failed(&mut self, id: JobId, failure: Failure) {
         if let Err(e) = self.apply(id, Event::Failed(failure), Persist::Now).await {
             tracing::warn!(job = %id, "failure not applied: {e}");
         }
@@ -313,7 +313,7 @@ impl Actor {
         }
     }
 
-    pub(super) fn client(&mut self, key: ClientKey) -> Result<reqwest::Client, Failure> {
+    fn client(&mut self, key: ClientKey) -> Result<reqwest::Client, Failure> {
         if let Some(client) = self.clients.get(&key) {
             return Ok(client.clone());
         }
@@ -327,7 +327,7 @@ impl Actor {
         Ok(client)
     }
 
-    pub(super) fn spawn_worker(&mut self, id: JobId) -> Result<(), Failure> {
+    fn spawn_worker(&mut self, id: JobId) -> Result<(), Failure> {
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
@@ -345,11 +345,7 @@ impl Actor {
     }
 
     /// Starts a download worker for these files of the job, with the job's settings.
-    pub(super) fn start_download(
-        &mut self,
-        id: JobId,
-        files: Vec<transfer::FileWork>,
-    ) -> Result<(), Failure> {
+    fn start_download(&mut self, id: JobId, files: Vec<transfer::FileWork>) -> Result<(), Failure> {
         let Some(last_file) = files.last().map(|f| f.index) else {
             return Ok(());
         };
@@ -458,11 +454,7 @@ impl Actor {
         }
     }
 
-    pub(super) fn job_client(
-        &mut self,
-        id: JobId,
-        patient: bool,
-    ) -> Result<reqwest::Client, Failure> {
+    fn job_client(&mut self, id: JobId, patient: bool) -> Result<reqwest::Client, Failure> {
         let Some(job) = self.jobs.get(&id) else {
             return Err(Failure {
                 error: JobError::new(ErrorContext::GeneralQueueManager, ErrorCode::NotFound, None),
@@ -479,11 +471,7 @@ impl Actor {
     }
 
     /// The protocol side of an upload job's file, as its settings say.
-    pub(super) fn upload_for(
-        &mut self,
-        id: JobId,
-        url: String,
-    ) -> Result<bits_upload::Upload, Failure> {
+    fn upload_for(&mut self, id: JobId, url: String) -> Result<bits_upload::Upload, Failure> {
         let client = self.job_client(id, true)?;
         let job = self.job(id).map_err(|e| Failure {
             error: JobError::new(ErrorContext::GeneralQueueManager, e.code, None),
@@ -506,7 +494,7 @@ impl Actor {
 
     /// An upload job runs in two phases (see [`UploadPhase`]): the upload by an upload worker,
     /// then for upload-reply the reply, by a download worker with the reply as [`REPLY_FILE`].
-    pub(super) fn spawn_upload_worker(&mut self, id: JobId) -> Result<(), Failure> {
+    fn spawn_upload_worker(&mut self, id: JobId) -> Result<(), Failure> {
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
@@ -548,7 +536,7 @@ impl Actor {
 
     /// Upload-reply whose server sent no reply: the reply file is empty (spec §1). `None` when
     /// the job is not at that point.
-    pub(super) fn write_empty_reply(&self, id: JobId) -> Option<Result<(), Failure>> {
+    fn write_empty_reply(&self, id: JobId) -> Option<Result<(), Failure>> {
         let job = self.jobs.get(&id)?;
         if !matches!(upload_phase(job), UploadPhase::EmptyReply) {
             return None;

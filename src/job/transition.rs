@@ -847,22 +847,12 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
         None => job.credentials_host.clone(),
     };
     if let Some(credential_host) = &credential_host {
-        let mut hosts = job
+        let urls = job
             .files
             .iter()
             .chain(&added)
-            .map(|f| server_of(&f.remote_url));
-        if let Some(other) = hosts.find(|h| h.as_ref() != Some(credential_host)) {
-            return Err(BitsError::new(
-                ErrorCode::InvalidArg,
-                format!(
-                    "the job's user name and password came from a URL of {credential_host}, and a \
-                     file on {} would be sent them too: put files of other servers in another job \
-                     (or set credentials for the whole job)",
-                    other.unwrap_or_else(|| "another server".into())
-                ),
-            ));
-        }
+            .map(|f| f.remote_url.as_str());
+        only_on_server(credential_host, urls)?;
     }
     job.files.extend(added); // all or nothing; the state is unchanged (§2.4)
     if let Some((user, password)) = url_credentials {
@@ -870,6 +860,29 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
         job.credentials_host = credential_host;
     }
     Ok(())
+}
+
+/// URL credentials go to their server only (see `Job::credentials_host`): refuses if one of
+/// `urls` is on another.
+fn only_on_server<'a>(
+    server: &str,
+    mut urls: impl Iterator<Item = &'a str>,
+) -> Result<(), BitsError> {
+    match urls.find_map(|url| {
+        let other = server_of(url);
+        (other.as_deref() != Some(server)).then_some(other)
+    }) {
+        None => Ok(()),
+        Some(other) => Err(BitsError::new(
+            ErrorCode::InvalidArg,
+            format!(
+                "the job's user name and password came from a URL of {server}, and a file on {} \
+                 would be sent them too: put files of other servers in another job (or set \
+                 credentials for the whole job)",
+                other.unwrap_or_else(|| "another server".into())
+            ),
+        )),
+    }
 }
 
 /// `host:port` of a URL (the port its scheme implies when it names none).
@@ -974,24 +987,11 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
                 None => job.credentials_host.clone(),
             };
             if let Some(required) = &required {
-                // Every file on the server of the URL credentials (see `credentials_host`).
-                let elsewhere = job
-                    .files
-                    .iter()
-                    .enumerate()
-                    .filter(|(index, _)| *index != file)
-                    .map(|(_, f)| server_of(&f.remote_url))
-                    .chain([host.clone()])
-                    .any(|h| h.as_ref() != Some(required));
-                if elsewhere {
-                    return Err(BitsError::new(
-                        ErrorCode::InvalidArg,
-                        format!(
-                            "the job's user name and password belong to {required}: a file of the \
-                             job on another server would be sent them; use another job"
-                        ),
-                    ));
-                }
+                let others = job.files.iter().enumerate().filter(|(i, _)| *i != file);
+                let urls = others
+                    .map(|(_, f)| f.remote_url.as_str())
+                    .chain([url.as_str()]);
+                only_on_server(required, urls)?;
             }
             if let Some(credentials) = credentials {
                 merge_url_credentials(job, &mut None, credentials.clone())?;

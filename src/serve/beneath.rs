@@ -72,46 +72,14 @@ impl Root {
     pub fn rename_into(&self, from: &Path, relative: &Path, replace: bool) -> io::Result<()> {
         let (dir, name) = self.parent_of(relative)?;
         let from = CString::new(from.as_os_str().as_bytes())?;
-        rename_at(libc::AT_FDCWD, &from, dir.as_raw_fd(), &name, replace)
+        crate::platform::rename_at(libc::AT_FDCWD, &from, dir.as_raw_fd(), &name, replace)
     }
 
     /// Copies the file at `from` to `relative` inside the folder through a hidden temp file
     /// beside it (flushed, then renamed), so the destination never holds half a copy.
     pub fn copy_into(&self, from: &Path, relative: &Path, replace: bool) -> io::Result<u64> {
         let (dir, name) = self.parent_of(relative)?;
-        // A name of this copy's own (two uploads finishing to one destination at once must not
-        // write into one temp file), created exclusively.
-        static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut temp_name = b".".to_vec();
-        temp_name.extend_from_slice(name.as_bytes());
-        temp_name.extend_from_slice(format!(".{}-{n}.ferry-copy", std::process::id()).as_bytes());
-        let temp = CString::new(temp_name)?;
-        // SAFETY: valid descriptor and NUL-terminated name; the result is checked.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                temp.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o644 as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor owned by nobody else.
-        let mut out = unsafe { File::from_raw_fd(fd) };
-        let copied = File::open(from)
-            .and_then(|mut source| io::copy(&mut source, &mut out))
-            .and_then(|n| out.sync_all().map(|()| n))
-            .and_then(|n| {
-                rename_at(dir.as_raw_fd(), &temp, dir.as_raw_fd(), &name, replace).map(|()| n)
-            });
-        if copied.is_err() {
-            // SAFETY: valid descriptor and NUL-terminated name.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), temp.as_ptr(), 0) };
-        }
-        copied
+        crate::platform::copy_into_dir(dir.as_raw_fd(), &name, from, replace)
     }
 }
 
@@ -192,39 +160,6 @@ fn walk_without_links(
         current = Some(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     current.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an empty path"))
-}
-
-/// renameat2 without replacing (unless `replace`); a hard link where the file system lacks
-/// RENAME_NOREPLACE.
-fn rename_at(
-    from_dir: RawFd,
-    from: &CString,
-    to_dir: RawFd,
-    to: &CString,
-    replace: bool,
-) -> io::Result<()> {
-    let flags = if replace { 0 } else { libc::RENAME_NOREPLACE };
-    // SAFETY: valid descriptors (or AT_FDCWD) and NUL-terminated names.
-    let rc = unsafe { libc::renameat2(from_dir, from.as_ptr(), to_dir, to.as_ptr(), flags) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    if !replace
-        && matches!(
-            error.raw_os_error(),
-            Some(libc::EINVAL) | Some(libc::ENOSYS)
-        )
-    {
-        // SAFETY: as above; linkat fails atomically if `to` exists.
-        if unsafe { libc::linkat(from_dir, from.as_ptr(), to_dir, to.as_ptr(), 0) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: as above.
-        unsafe { libc::unlinkat(from_dir, from.as_ptr(), 0) };
-        return Ok(());
-    }
-    Err(error)
 }
 
 #[cfg(test)]

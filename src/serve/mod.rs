@@ -159,11 +159,6 @@ pub(crate) struct Served {
 }
 
 impl Served {
-    /// How long a request body may stall before the fragment is taken as ended.
-    fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
-    }
-
     fn lets_in(&self, headers: &HeaderMap) -> bool {
         if self.authorized.is_empty() {
             return true;

@@ -462,15 +462,14 @@ fn local_error(e: &std::io::Error, session: Option<&str>) -> Response {
 
 /// `bytes FIRST-LAST/TOTAL`, inclusive, FIRST ≤ LAST < TOTAL.
 fn content_range(value: &str) -> Option<(u64, u64, u64)> {
-    let rest = value.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (first, last) = range.split_once('-')?;
-    let (first, last, total): (u64, u64, u64) = (
-        first.trim().parse().ok()?,
-        last.trim().parse().ok()?,
-        total.trim().parse().ok()?,
-    );
-    (first <= last && last < total).then_some((first, last, total))
+    match crate::content_range::ContentRange::parse(value)? {
+        crate::content_range::ContentRange::Bytes {
+            first,
+            last,
+            total: Some(total),
+        } if last < total => Some((first, last, total)),
+        _ => None,
+    }
 }
 
 /// A fragment whose body is not written is still read (up to [`DRAIN_LIMIT`]) before the answer,
@@ -590,7 +589,7 @@ async fn fragment_into(
         );
     };
     let part = sessions.part(&session.id);
-    let written = match write_tail(&part, body, first, next, last, served.idle_timeout()).await {
+    let written = match write_tail(&part, body, first, next, last, served.idle_timeout).await {
         Ok(written) => written,
         Err(e) => {
             // What arrived in full is kept; the client resends from `received`.

@@ -203,43 +203,20 @@ impl Store {
 }
 
 /// Reads a job file: only a regular file (a FIFO or device named `*.ron` must not block the
-/// service, which holds the store lock meanwhile), opened without following a link and without
-/// blocking, at most [`MAX_JOB_FILE`] bytes. Makes it private if it was not.
+/// service, which holds the store lock meanwhile), not through a link, at most
+/// [`MAX_JOB_FILE`] bytes; made private if it was not.
 fn read_job(path: &Path) -> Result<Job, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| format!("unreadable: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("unreadable: {e}"))?;
-    if !meta.file_type().is_file() {
-        return Err(format!(
-            "not a regular file (a {}); job files are plain files",
-            kind_of(&meta.file_type())
-        ));
-    }
-    if meta.len() > MAX_JOB_FILE {
-        return Err(format!(
-            "{} bytes, larger than any job file can be ({} MiB at most)",
-            meta.len(),
+    use crate::platform::{SmallFileError, read_small_file};
+    let text = read_small_file(path, MAX_JOB_FILE, false).map_err(|e| match e {
+        SmallFileError::Io(e) => format!("unreadable: {e}"),
+        SmallFileError::NotRegular(kind) => {
+            format!("not a regular file (a {kind}); job files are plain files")
+        }
+        SmallFileError::TooLarge(size) => format!(
+            "{size} bytes, larger than any job file can be ({} MiB at most)",
             MAX_JOB_FILE >> 20
-        ));
-    }
-    if let Err(e) = crate::platform::private_file(&file) {
-        tracing::warn!(file = %path.display(), "cannot make the job file private: {e}");
-    }
-    let mut text = String::new();
-    file.take(MAX_JOB_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("unreadable: {e}"))?;
-    if text.len() as u64 > MAX_JOB_FILE {
-        return Err(format!(
-            "larger than any job file can be ({} MiB at most)",
-            MAX_JOB_FILE >> 20
-        ));
-    }
+        ),
+    })?;
     let record: JobRecord =
         ron::from_str(&text).map_err(|e| format!("not a valid job record: {e}"))?;
     if record.format != FORMAT {
@@ -281,23 +258,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()?;
     fs::rename(&temp, path)?;
     sync_dir(dir)
-}
-
-fn kind_of(kind: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_dir() {
-        "folder"
-    } else if kind.is_fifo() {
-        "named pipe"
-    } else if kind.is_socket() {
-        "socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "device"
-    } else if kind.is_symlink() {
-        "symbolic link"
-    } else {
-        "special file"
-    }
 }
 
 /// fsync a directory so that a rename or removal in it is durable.

@@ -84,29 +84,20 @@ impl Harness {
     }
 
     pub async fn with_config(config: Config) -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("out")).expect("out dir");
-        let clock = Arc::new(ManualClock::new(start_time()));
-        let (engine, _) =
-            Harness::start_engine(dir.path(), &config, clock.clone()).expect("engine starts");
-        let events = engine.subscribe();
-        Harness {
-            dir,
-            clock,
-            engine,
-            events,
-            config,
-        }
+        Harness::build(config, None)
     }
 
     /// A harness whose engine injects `faults` into its workers.
     pub async fn with_faults(faults: ferry::engine::FaultInjection) -> Harness {
+        Harness::build(test_config(), Some(faults))
+    }
+
+    fn build(config: Config, faults: Option<ferry::engine::FaultInjection>) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("out")).expect("out dir");
         let clock = Arc::new(ManualClock::new(start_time()));
-        let config = test_config();
         let (engine, _) = ferry::engine::start(EngineOptions {
-            fault_injection: Some(faults),
+            fault_injection: faults,
             ..Harness::options(dir.path(), &config, clock.clone())
         })
         .expect("engine starts");
