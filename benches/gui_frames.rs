@@ -83,6 +83,9 @@ fn main() {
                     settings_path: None,
                     system_integration: false,
                     pickers: Box::new(NoPickers),
+                    activations: None,
+                    wake: Default::default(),
+                    urls: Vec::new(),
                 },
             )
         });

@@ -60,7 +60,7 @@ print([i for p, i in ids if p < at][-1] if at >= 0 else -1)" "$1"
     dbus-send --session --print-reply --dest="$item" /StatusNotifierItem \
       org.freedesktop.DBus.Properties.Get string:org.kde.StatusNotifierItem string:ToolTip
   }
-  until_true "tooltip | grep -q \"no active transfer\"" "the tooltip does not sum the jobs"
+  until_true "tooltip | grep -q \"No active transfer\"" "the tooltip does not sum the jobs"
   until_true "layout | grep -q \"tray-check — SUSPENDED\"" "the menu does not list the job"
   echo "ok: tooltip and the latest jobs in the menu"
   click "Resume all"

@@ -59,8 +59,12 @@ pub enum Command {
     /// Open the window: the job table, details, the Stale view, settings, and the tray icon.
     ///
     /// Transfers run in the service, which the window starts when none runs; closing the window
-    /// (or quitting from the tray) never stops them.
-    Gui,
+    /// (or quitting from the tray) never stops them. One window per session: a second `ferry
+    /// gui` brings the open one forward and hands it its URLs.
+    Gui {
+        /// URLs to open in the New download dialog.
+        urls: Vec<String>,
+    },
     /// Download URLs now, as one FOREGROUND job, and wait for it.
     ///
     /// The files are named after the last segment of each URL's path. Transient errors are
@@ -570,12 +574,12 @@ pub fn main() -> u8 {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let command = cli.command.unwrap_or(Command::Gui);
+    let command = cli.command.unwrap_or(Command::Gui { urls: Vec::new() });
     // SIGPIPE stays ignored (Rust's default) for every command: a server that writes to a socket
     // its client closed must get EPIPE, not die, and a command whose reader goes away
     // (`ferry list | head`) ends quietly with exit 0 through `say!` rather than by a signal.
     match command {
-        Command::Gui => match crate::gui::run(crate::gui::GuiOptions::desktop()) {
+        Command::Gui { urls } => match crate::gui::run(crate::gui::GuiOptions::desktop(), urls) {
             Ok(()) => exit::OK,
             Err(e) => fail(e),
         },
@@ -634,7 +638,7 @@ async fn client_command(command: Command) -> u8 {
         Command::Monitor(args) => jobs::monitor(&client, args).await,
         Command::Daemon(_)
         | Command::Serve(_)
-        | Command::Gui
+        | Command::Gui { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => exit::USAGE,
     }

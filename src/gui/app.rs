@@ -3,18 +3,18 @@
 //! desktop notifications and the tray's look. It never waits on the service.
 
 use super::bridge::{Action, Bridge, Connect, Failure, Reply, Request};
-use super::desktop::{Desktop, Note};
+use super::desktop::Desktop;
 use super::dialogs::{Dialog, DownloadForm, UploadForm};
-use super::format;
 use super::model::{Jobs, Now, ViewSpec};
-use super::rules;
-use super::settings::{GuiSettings, Theme};
-use super::toasts::{Level, ToastAction, Toasts};
+use super::notices::{self, DesktopCommand, GroupKey, Member, Notifier};
+use super::rules::{self, Availability};
+use super::settings::{GuiSettings, Layout, Theme};
+use super::toasts::{Clicked, Level, ToastAction, Toasts};
 use super::tray::{Tray, TrayCommand, TrayView};
 use crate::engine::{Clock, EngineEvent};
-use crate::job::{ErrorCode, Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
+use crate::job::{Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
 use crate::service::api::Status;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -96,6 +96,12 @@ pub struct GuiOptions {
     /// Tray icon and desktop notifications (off in tests).
     pub system_integration: bool,
     pub pickers: Box<dyn Pickers>,
+    /// Later launches asking this window to come forward (single instance).
+    pub activations: Option<mpsc::Receiver<super::instance::Activation>>,
+    /// Filled with the window's context once it exists, so other threads can wake it.
+    pub wake: Arc<std::sync::OnceLock<egui::Context>>,
+    /// URLs to open in a new download when the window starts.
+    pub urls: Vec<String>,
 }
 
 impl GuiOptions {
@@ -110,6 +116,9 @@ impl GuiOptions {
                 .and_then(|config| Some(config.parent()?.join(GuiSettings::FILE_NAME))),
             system_integration: true,
             pickers: Box::new(NativePickers),
+            activations: None,
+            wake: Arc::default(),
+            urls: Vec::new(),
         }
     }
 }
@@ -133,6 +142,8 @@ enum Inbound {
     Picked(PickKind, Option<PathBuf>),
     Notification(ToastAction),
     Tray(TrayCommand),
+    /// Another launch asked this window to come forward.
+    Activate(super::instance::Activation),
 }
 
 pub struct FerryApp {
@@ -147,8 +158,14 @@ pub struct FerryApp {
     pub(super) page: Page,
     pub(super) spec: ViewSpec,
     pub(super) selection: BTreeSet<JobId>,
-    /// The row the keyboard is on; Shift+click and Shift+arrow extend from here.
+    /// The row the keyboard is on.
     pub(super) cursor: Option<JobId>,
+    /// Where a range selection starts: Shift+click and Shift+arrow select from here.
+    pub(super) anchor: Option<JobId>,
+    /// Window size, panel width, sort and filter, saved in gui.ron when they change.
+    pub(super) layout: Layout,
+    /// The layout changed at this time and is not saved yet.
+    layout_dirty_since: Option<f64>,
     pub(super) dialog: Option<Dialog>,
     pub(super) toasts: Toasts,
     pub(super) settings: GuiSettings,
@@ -172,8 +189,12 @@ pub struct FerryApp {
     quitting: bool,
     /// How often the window is drawn (logged at debug level; scripts/bench-gui.sh reads it).
     frames: FrameRate,
-    /// Jobs whose near-timeout warning was shown, with the activity time it was about.
-    warned: HashSet<(JobId, Timestamp)>,
+    /// The grouped job notices behind the toasts and the desktop notifications.
+    pub(super) notifier: Notifier,
+    /// Where the notifier's memory of sent warnings is kept (beside gui.ron).
+    notified_path: Option<PathBuf>,
+    /// The notification centre is open.
+    pub(super) centre_open: bool,
     applied_theme: Option<Theme>,
     pub(super) scroll_to_cursor: bool,
 }
@@ -181,6 +202,7 @@ pub struct FerryApp {
 impl FerryApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: GuiOptions) -> FerryApp {
         let ctx = cc.egui_ctx.clone();
+        let _ = options.wake.set(ctx.clone());
         let wake = {
             let ctx = ctx.clone();
             move || ctx.request_repaint()
@@ -219,6 +241,10 @@ impl FerryApp {
         } else {
             (None, None)
         };
+        let notified_path = options
+            .settings_path
+            .as_deref()
+            .map(|p| p.with_file_name(NOTIFIED_FILE));
         let mut app = FerryApp {
             bridge,
             stashed: Vec::new(),
@@ -231,6 +257,9 @@ impl FerryApp {
             spec: ViewSpec::default(),
             selection: BTreeSet::new(),
             cursor: None,
+            anchor: None,
+            layout: settings.layout.clone(),
+            layout_dirty_since: None,
             dialog: None,
             toasts: Toasts::default(),
             settings_draft: settings.clone(),
@@ -249,13 +278,40 @@ impl FerryApp {
             window_visible: true,
             quitting: false,
             frames: FrameRate::default(),
-            warned: HashSet::new(),
+            notifier: Notifier::with_memory(
+                notified_path
+                    .as_deref()
+                    .map(load_notified)
+                    .unwrap_or_default(),
+            ),
+            notified_path,
+            centre_open: false,
             applied_theme: None,
             scroll_to_cursor: false,
         };
         app.spec.stale_after = app.stale_after();
+        app.spec.sort = app.layout.sort;
+        app.spec.ascending = app.layout.ascending;
+        app.spec.text = app.layout.filter.clone();
+        app.spec.states = app.layout.states;
         if let Some(message) = settings_error {
             app.toast(Level::Warning, "Settings not loaded", message, vec![], None);
+        }
+        if let Some(activations) = options.activations {
+            let (tx, ctx) = (app.inbound_tx.clone(), ctx.clone());
+            let _ = std::thread::Builder::new()
+                .name("ferry-activations".into())
+                .spawn(move || {
+                    for activation in activations {
+                        if tx.send(Inbound::Activate(activation)).is_err() {
+                            break;
+                        }
+                        ctx.request_repaint();
+                    }
+                });
+        }
+        if !options.urls.is_empty() {
+            app.open_new_download(options.urls.join("\n"));
         }
         app
     }
@@ -343,8 +399,8 @@ impl FerryApp {
 
     pub(super) fn name_of(&self, id: JobId) -> String {
         self.job(&id)
-            .map(|j| j.display_name.clone())
-            .unwrap_or_else(|| id.to_string())
+            .map(notices::job_label)
+            .unwrap_or_else(|| notices::short_id(id))
     }
 
     pub(super) fn toast(
@@ -356,39 +412,140 @@ impl FerryApp {
         seconds: Option<f64>,
     ) {
         let now = self.mono();
-        self.toasts.push(level, title, body, actions, seconds, now);
+        let wall = self.clock.now();
+        self.toasts
+            .push(level, title, body, actions, seconds, now, wall);
     }
 
-    /// A toast, and the same as a desktop notification when the settings (and, for job events,
-    /// the job's notify flags) allow.
-    fn announce(
-        &mut self,
-        level: Level,
-        title: String,
-        body: String,
-        actions: Vec<ToastAction>,
-        flag: Option<(JobId, u32)>,
-    ) {
-        let seconds = if actions.is_empty() {
-            Some(TOAST_SECONDS)
-        } else {
-            None
-        };
-        let wanted = match flag {
-            None => true,
-            Some((id, flag)) => self.job(&id).is_none_or(|j| {
-                !j.notify_flags.wants(NotifyFlags::DISABLE) && j.notify_flags.wants(flag)
-            }),
-        };
-        if let (Some(desktop), true, true) = (&self.desktop, self.settings.notifications, wanted) {
-            desktop.notify(Note {
-                title: title.clone(),
-                body: body.clone(),
-                actions: actions.clone(),
-                urgent: level == Level::Error,
-            });
+    /// Whether the job asks for notices of `flag` (its BITS notify flags).
+    fn job_wants(&self, id: JobId, flag: u32) -> bool {
+        self.job(&id).is_none_or(|j| {
+            !j.notify_flags.wants(NotifyFlags::DISABLE) && j.notify_flags.wants(flag)
+        })
+    }
+
+    fn member(&self, id: JobId, detail: String) -> Member {
+        let job = self.job(&id);
+        Member {
+            name: self.name_of(id),
+            job_type: job
+                .map(|j| j.job_type)
+                .unwrap_or(crate::job::JobType::Download),
+            deadline: job.map(|j| j.inactivity_deadline(self.inactivity_timeout())),
+            detail,
+            can_complete: job.is_some_and(|j| crate::job::check_complete(j).is_ok()),
         }
-        self.toast(level, title, body, actions, seconds);
+    }
+
+    /// Puts a job in a notice group and writes the event in the notification centre.
+    fn notice(&mut self, key: GroupKey, id: JobId, detail: String) {
+        let member = self.member(id, detail);
+        let (title, body) = match key {
+            GroupKey::Expiring => (
+                format!("“{}” expires soon", member.name),
+                format!(
+                    "Cancelled at {} unless something happens.",
+                    member
+                        .deadline
+                        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+                        .unwrap_or_default()
+                ),
+            ),
+            GroupKey::Cancelled => (
+                format!("“{}” was cancelled by the inactivity timeout", member.name),
+                String::new(),
+            ),
+            GroupKey::Transferred => (format!("“{}” is transferred", member.name), String::new()),
+            GroupKey::Failed => (format!("“{}” failed", member.name), member.detail.clone()),
+            GroupKey::Quota => ("Quota reached".into(), member.detail.clone()),
+        };
+        let wall = self.clock.now();
+        self.toasts.record(wall, key.level(), &title, &body);
+        let mono = self.mono();
+        self.notifier.add(key, id, member, mono);
+    }
+
+    /// Keeps the notice groups true to the job as the service last reported it: a job leaves
+    /// the expiry warning when kept, the error notice when it runs again, every notice when it
+    /// ends; a job the service warns about joins the warning (also the ones listed at start).
+    fn sync_notices(&mut self, id: JobId) {
+        let Some(job) = self.job(&id) else {
+            self.notifier.resolve_everywhere(id);
+            return;
+        };
+        if job.state.is_final() {
+            self.notifier.resolve_everywhere(id);
+            self.toasts.forget_job(id);
+            return;
+        }
+        let (warned, state) = (job.inactivity_warned, job.state);
+        if !warned {
+            self.notifier.resolve(GroupKey::Expiring, id);
+        } else if !self.notifier.is_member(GroupKey::Expiring, id) {
+            self.notice(GroupKey::Expiring, id, String::new());
+        }
+        if !matches!(state, JobState::Error | JobState::TransientError) {
+            self.notifier.resolve(GroupKey::Failed, id);
+        }
+        if state != JobState::Transferred {
+            self.notifier.resolve(GroupKey::Transferred, id);
+        }
+    }
+
+    /// Sends the desktop notifications that are due, saves the memory of sent warnings, and
+    /// asks to be called again when the next one is due. Runs in `logic`, also while hidden.
+    fn poll_notices(&mut self, ctx: &egui::Context) {
+        let (commands, next) = self.notifier.poll(self.mono(), self.clock.now());
+        if let Some(desktop) = &self.desktop {
+            for command in commands {
+                if self.settings.notifications || matches!(command, DesktopCommand::Close(_)) {
+                    desktop.send(command);
+                }
+            }
+        }
+        if let Some(at) = next {
+            ctx.request_repaint_after(Duration::from_secs_f64((at - self.mono()).max(0.05)));
+        }
+        if let Some(memory) = self.notifier.take_memory_change()
+            && let Some(path) = &self.notified_path
+        {
+            let memory: Vec<(JobId, Timestamp)> = memory.iter().copied().collect();
+            let saved = ron::to_string(&memory)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    crate::store::write_atomically(path, text.as_bytes()).map_err(|e| e.to_string())
+                });
+            if let Err(e) = saved {
+                tracing::warn!("cannot save {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// The grouped notices as toasts, redrawn from the notifier (live countdowns).
+    pub(super) fn group_toasts(&mut self) -> Vec<(GroupKey, usize)> {
+        let wall = self.clock.now();
+        let contents: Vec<(notices::Content, usize)> = self
+            .notifier
+            .contents(wall)
+            .into_iter()
+            .map(|c| {
+                let size = self.notifier.members(c.key).count();
+                (c, size)
+            })
+            .collect();
+        self.toasts.sync_groups(&contents);
+        contents.into_iter().map(|(c, n)| (c.key, n)).collect()
+    }
+
+    pub(super) fn toast_clicked(&mut self, clicked: Clicked) {
+        match clicked {
+            Clicked::Action(action) => self.toast_action(action),
+            // Information only: seen once dismissed. The others stay until resolved.
+            Clicked::Dismissed(key @ (GroupKey::Cancelled | GroupKey::Quota)) => {
+                self.notifier.clear(key)
+            }
+            Clicked::Dismissed(_) => {}
+        }
     }
 
     // ---- requests ------------------------------------------------------------------------
@@ -399,52 +556,91 @@ impl FerryApp {
         }
     }
 
-    /// Complete the selection, through the partial-complete confirmation when files would be lost.
+    /// Complete the suitable jobs of the selection, through the partial-complete confirmation
+    /// when files would be lost; the others are named as skipped.
     pub(super) fn request_complete(&mut self) {
         let jobs = self.selected_jobs();
-        if !rules::complete(&jobs).is_enabled() {
+        let split = rules::complete(&jobs);
+        if split.ok.is_empty() {
             return;
         }
-        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-        match rules::complete_confirmation(&jobs) {
+        let skipped = split.skipped_text();
+        let ids = split.ids();
+        match rules::complete_confirmation(&split.ok) {
             Some(text) => {
                 self.dialog = Some(Dialog::Confirm {
                     action: Action::Complete,
                     ids,
                     text,
+                    skipped,
                 })
             }
-            None => self.act(Action::Complete, ids),
+            None => {
+                if let Some(skipped) = skipped {
+                    self.toast(
+                        Level::Warning,
+                        "Complete: some jobs skipped",
+                        skipped,
+                        vec![],
+                        Some(TOAST_SECONDS),
+                    );
+                }
+                self.act(Action::Complete, ids)
+            }
         }
     }
 
-    /// Cancel the selection, always through a confirmation that says what is deleted.
+    /// Cancel the suitable jobs of the selection, always through a confirmation that says what
+    /// is deleted and what is skipped.
     pub(super) fn request_cancel(&mut self) {
         let jobs = self.selected_jobs();
-        if !rules::cancel(&jobs).is_enabled() {
+        let split = rules::cancel(&jobs);
+        if split.ok.is_empty() {
+            if let Availability::Disabled(why) = split.availability() {
+                self.toast(
+                    Level::Warning,
+                    "Nothing to cancel",
+                    why,
+                    vec![],
+                    Some(TOAST_SECONDS),
+                );
+            }
             return;
         }
-        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-        let text = rules::cancel_confirmation(&jobs);
+        let text = rules::cancel_confirmation(&split.ok);
         self.dialog = Some(Dialog::Confirm {
             action: Action::Cancel,
-            ids,
+            ids: split.ids(),
             text,
+            skipped: split.skipped_text(),
         });
     }
 
-    /// Space: resume when every selected job is suspended (or waiting in ERROR), else suspend.
+    /// Resume or Suspend the suitable jobs of the selection; say what was skipped.
+    pub(super) fn resume_or_suspend(&mut self, action: Action) {
+        let jobs = self.selected_jobs();
+        let split = match action {
+            Action::Resume => rules::resume(&jobs),
+            _ => rules::suspend(&jobs),
+        };
+        let (ids, skipped) = (split.ids(), split.skipped_text());
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(skipped) = skipped {
+            let title = format!("{}: some jobs skipped", action.verb());
+            self.toast(Level::Warning, title, skipped, vec![], Some(TOAST_SECONDS));
+        }
+        self.act(action, ids);
+    }
+
+    /// Space: resume when the selection has jobs waiting to be resumed, else suspend.
     pub(super) fn toggle_suspend(&mut self) {
         let jobs = self.selected_jobs();
-        let resume = !jobs.is_empty()
-            && jobs
-                .iter()
-                .all(|j| matches!(j.state, JobState::Suspended | JobState::Error));
-        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-        if resume && rules::resume(&jobs).is_enabled() {
-            self.act(Action::Resume, ids);
-        } else if !resume && rules::suspend(&jobs).is_enabled() {
-            self.act(Action::Suspend, ids);
+        if !rules::resume(&jobs).ok.is_empty() {
+            self.resume_or_suspend(Action::Resume);
+        } else {
+            self.resume_or_suspend(Action::Suspend);
         }
     }
 
@@ -506,7 +702,47 @@ impl FerryApp {
         self.send(Request::SaveConfig(Box::new(draft)));
     }
 
+    /// Follows the window's size, the panel, sort and filter; saves them in gui.ron a second
+    /// after they stop changing (a drag of the window's edge is one save, not hundreds).
+    fn track_layout(&mut self, ctx: &egui::Context) {
+        let size = ctx.input(|i| i.viewport().inner_rect.map(|r| [r.width(), r.height()]));
+        let mut layout = self.layout.clone();
+        if let Some(size) = size
+            && self.window_visible
+        {
+            layout.window_size = Some([size[0].round(), size[1].round()]);
+        }
+        layout.sort = self.spec.sort;
+        layout.ascending = self.spec.ascending;
+        layout.filter.clone_from(&self.spec.text);
+        layout.states = self.spec.states;
+        let now = self.mono();
+        if layout != self.layout {
+            self.layout = layout;
+            self.layout_dirty_since = Some(now);
+        }
+        if let Some(since) = self.layout_dirty_since {
+            if now - since >= 1.0 {
+                self.save_layout();
+            } else {
+                ctx.request_repaint_after(Duration::from_secs_f64(1.0 - (now - since)));
+            }
+        }
+    }
+
+    fn save_layout(&mut self) {
+        self.layout_dirty_since = None;
+        self.settings.layout = self.layout.clone();
+        self.settings_draft.layout = self.layout.clone();
+        if let Some(path) = &self.settings_path
+            && let Err(e) = self.settings.save(path)
+        {
+            tracing::warn!("{e}");
+        }
+    }
+
     pub(super) fn save_settings(&mut self) {
+        self.settings_draft.layout = self.layout.clone();
         if let Err(e) = self.settings_draft.validate() {
             self.settings_error = Some(e);
             return;
@@ -541,23 +777,23 @@ impl FerryApp {
                         self.selection.remove(&id);
                     }
                 }
-                self.warn_near_timeout_all();
+                let ids: Vec<JobId> = self.jobs.iter().map(|e| e.job.id).collect();
+                for id in ids {
+                    self.sync_notices(id);
+                }
+                let jobs = &self.jobs;
+                self.notifier.prune_memory(|id| jobs.get(&id).is_some());
             }
             Reply::Job(job) => {
                 let id = job.id;
-                let warned = job.inactivity_warned && !job.state.is_final();
-                if job.state.is_final() {
-                    self.toasts.forget_job(id);
-                }
                 self.jobs.update(*job, mono);
-                if warned {
-                    self.warn_near_timeout(id);
-                }
+                self.sync_notices(id);
             }
             Reply::Gone(id) => {
                 self.jobs.remove(id);
                 self.selection.remove(&id);
                 self.toasts.forget_job(id);
+                self.notifier.resolve_everywhere(id);
             }
             Reply::Event(event) => self.handle_event(event),
             Reply::Done { action, results } => self.handle_done(action, results),
@@ -591,118 +827,48 @@ impl FerryApp {
 
     fn handle_event(&mut self, event: EngineEvent) {
         match event {
-            EngineEvent::InactivityWarning { job, .. } => self.warn_near_timeout(job),
+            EngineEvent::InactivityWarning { job, .. } => self.sync_notices(job),
             EngineEvent::InactivityCancelled { job } => {
+                self.notifier.resolve_everywhere(job);
                 self.toasts.forget_job(job);
-                let days = self.inactivity_timeout().as_secs() / 86_400;
-                self.announce(
-                    Level::Error,
-                    format!("“{}” was cancelled", self.name_of(job)),
-                    format!(
-                        "Nothing happened to it for {}: the inactivity timeout cancelled it and \
-                         deleted its temporary files.",
-                        if days > 0 {
-                            format!("{days} days")
-                        } else {
-                            format::span(self.inactivity_timeout())
-                        }
-                    ),
-                    vec![],
-                    None,
-                );
+                self.notice(GroupKey::Cancelled, job, String::new());
             }
-            EngineEvent::QuotaExceeded { code, message } => self.quota_toast(code, &message),
-            EngineEvent::JobTransferred { job } => {
-                let mut actions = vec![];
-                if self
-                    .job(&job)
-                    .is_some_and(|j| crate::job::check_complete(j).is_ok())
-                {
-                    actions.push(ToastAction::Complete(job));
-                }
-                self.announce(
-                    Level::Success,
-                    format!("“{}” is transferred", self.name_of(job)),
-                    "Complete it to move its files to their names.".into(),
-                    actions,
-                    Some((job, NotifyFlags::JOB_TRANSFERRED)),
-                );
+            EngineEvent::QuotaExceeded { code, message } => {
+                let text = format!("{} {}: {message}", code.name(), code.hresult_text());
+                let wall = self.clock.now();
+                self.toasts
+                    .record(wall, Level::Error, "Quota reached", &text);
+                let mono = self.mono();
+                self.notifier.refused(text, mono);
+            }
+            EngineEvent::JobTransferred { job }
+                if self.job_wants(job, NotifyFlags::JOB_TRANSFERRED) =>
+            {
+                self.notice(GroupKey::Transferred, job, String::new());
             }
             EngineEvent::JobError { job, error } => {
+                if !self.job_wants(job, NotifyFlags::JOB_ERROR) {
+                    return;
+                }
                 let file = error
                     .file
                     .and_then(|i| self.job(&job).and_then(|j| j.files.get(i)))
-                    .map(|f| format!("\nFile: {}", f.remote_url))
+                    .map(|f| format!("\nFile: {}", crate::job::redact_url(&f.remote_url)))
                     .unwrap_or_default();
-                self.announce(
-                    Level::Error,
-                    format!("“{}” failed", self.name_of(job)),
-                    format!(
-                        "{} {} ({}): {}{file}\n{}",
-                        error.code.name(),
-                        error.code.hresult_text(),
-                        error.context.name(),
-                        if error.description.is_empty() {
-                            error.code.advice()
-                        } else {
-                            error.description.clone()
-                        },
-                        error.code.advice()
-                    ),
-                    vec![],
-                    Some((job, NotifyFlags::JOB_ERROR)),
+                let what = if error.description.is_empty() {
+                    error.code.advice().to_string()
+                } else {
+                    error.description.clone()
+                };
+                let detail = format!(
+                    "{} {}: {what}{file}",
+                    error.code.name(),
+                    error.code.hresult_text(),
                 );
+                self.notice(GroupKey::Failed, job, detail);
             }
             _ => {}
         }
-    }
-
-    fn quota_toast(&mut self, code: ErrorCode, message: &str) {
-        self.announce(
-            Level::Error,
-            format!("Quota reached: {} {}", code.name(), code.hresult_text()),
-            format!("{message}\nThe Stale view lists the jobs waiting for you."),
-            vec![ToastAction::OpenStale],
-            None,
-        );
-    }
-
-    fn warn_near_timeout_all(&mut self) {
-        let ids: Vec<JobId> = self
-            .jobs
-            .iter()
-            .filter(|e| e.job.inactivity_warned && !e.job.state.is_final())
-            .map(|e| e.job.id)
-            .collect();
-        for id in ids {
-            self.warn_near_timeout(id);
-        }
-    }
-
-    /// The near-timeout warning, once per job and idle period.
-    fn warn_near_timeout(&mut self, id: JobId) {
-        let Some(job) = self.jobs.get(&id).map(|e| &e.job) else {
-            return;
-        };
-        if job.state.is_final() || !self.warned.insert((id, job.times.modified)) {
-            return;
-        }
-        let now = self.now();
-        let deadline = job.inactivity_deadline(now.inactivity_timeout);
-        let left = format::between(now.wall, deadline);
-        let mut actions = vec![ToastAction::Keep(id)];
-        if crate::job::check_complete(job).is_ok() {
-            actions.push(ToastAction::Complete(id));
-        }
-        actions.push(ToastAction::Cancel(id));
-        let title = format!("“{}” expires in {}", job.display_name, format::span(left));
-        let body = format!(
-            "No activity since {}. Ferry cancels it at {} unless something happens: Keep counts \
-             as activity.",
-            job.times.modified.format("%Y-%m-%d %H:%M"),
-            deadline.format("%Y-%m-%d %H:%M UTC"),
-        );
-        self.announce(Level::Warning, title, body, actions, None);
     }
 
     fn handle_done(
@@ -719,18 +885,14 @@ impl FerryApp {
                     self.toast(Level::Warning, title, info, vec![], Some(TOAST_SECONDS));
                 }
                 Err(failure) => {
-                    if let Some(code) = failure.code.filter(|c| c.is_quota()) {
-                        self.quota_toast(code, &failure.text);
-                    } else {
-                        let title = format!("{action} failed: “{}”", self.name_of(id));
-                        self.toast(
-                            Level::Error,
-                            title,
-                            failure.text,
-                            vec![],
-                            Some(TOAST_SECONDS),
-                        );
-                    }
+                    let title = format!("{action} failed: “{}”", self.name_of(id));
+                    self.toast(
+                        Level::Error,
+                        title,
+                        failure.text,
+                        vec![],
+                        Some(TOAST_SECONDS),
+                    );
                 }
             }
         }
@@ -761,10 +923,8 @@ impl FerryApp {
                 self.scroll_to_cursor = true;
                 self.page = Page::Jobs;
             }
+            // A quota refusal also comes as the service's QuotaExceeded event: one notice.
             Err(failure) => {
-                if let Some(code) = failure.code.filter(|c| c.is_quota()) {
-                    self.quota_toast(code, &failure.text);
-                }
                 if let Some(dialog) = &mut self.dialog {
                     dialog.failed(failure.text);
                 }
@@ -787,6 +947,15 @@ impl FerryApp {
             }
             Inbound::Notification(action) => self.toast_action(action),
             Inbound::Tray(command) => self.tray_command(command, ctx),
+            Inbound::Activate(activation) => {
+                self.set_window_visible(true, ctx);
+                ctx.send_viewport_cmd(egui::ViewportCommand::RequestUserAttention(
+                    egui::UserAttentionType::Informational,
+                ));
+                if !activation.urls.is_empty() {
+                    self.open_new_download(activation.urls.join("\n"));
+                }
+            }
         }
     }
 
@@ -804,6 +973,25 @@ impl FerryApp {
             ToastAction::OpenStale => {
                 self.page = Page::Stale;
                 self.selection.clear();
+            }
+            ToastAction::Review => {
+                self.page = Page::Stale;
+                self.selection = GroupKey::ALL
+                    .iter()
+                    .filter(|k| **k != GroupKey::Cancelled)
+                    .flat_map(|k| self.notifier.members(*k).map(|(id, _)| *id))
+                    .filter(|id| self.job(id).is_some())
+                    .collect();
+            }
+            ToastAction::KeepAll => {
+                let ids: Vec<JobId> = self
+                    .notifier
+                    .members(GroupKey::Expiring)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !ids.is_empty() {
+                    self.send(Request::Set(ids, PropertyChange::Touch));
+                }
             }
         }
     }
@@ -850,6 +1038,11 @@ impl FerryApp {
                 self.set_window_visible(true, ctx)
             }
             TrayCommand::HostChanged(_) => {}
+            TrayCommand::Reregister => {
+                if let Some(tray) = &mut self.tray {
+                    tray.rebuild();
+                }
+            }
         }
     }
 
@@ -908,7 +1101,15 @@ impl eframe::App for FerryApp {
                 tray.show(view);
             }
         }
+        self.poll_notices(ctx);
+        self.track_layout(ctx);
         self.apply_theme(ctx);
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        if self.layout_dirty_since.is_some() {
+            self.save_layout();
+        }
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
@@ -950,5 +1151,26 @@ impl FrameRate {
             self.since = Instant::now();
             self.first_pass = pass;
         }
+    }
+}
+
+/// Where the memory of sent expiry warnings is kept, beside gui.ron.
+const NOTIFIED_FILE: &str = "gui-notified.ron";
+
+/// The expiry warnings sent by an earlier run of the window. A damaged file only means that
+/// some warnings may be sent again: it is logged and ignored.
+fn load_notified(path: &Path) -> BTreeSet<(JobId, Timestamp)> {
+    match crate::platform::read_small_file(path, 4 << 20, false) {
+        Ok(text) => match ron::from_str::<Vec<(JobId, Timestamp)>>(&text) {
+            Ok(list) => list.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "ignoring {} ({e}): some warnings may show again",
+                    path.display()
+                );
+                BTreeSet::new()
+            }
+        },
+        Err(_) => BTreeSet::new(),
     }
 }

@@ -2,6 +2,7 @@
 
 use super::app::{FerryApp, PickKind};
 use super::bridge::{Action, Request};
+use super::rules::{self, Confirmation};
 use crate::engine::JobSpec;
 use crate::job::{FileRange, JobType, NewFile, Priority};
 use egui::{Id, Modal, RichText};
@@ -13,7 +14,9 @@ pub enum Dialog {
     Confirm {
         action: Action,
         ids: Vec<crate::job::JobId>,
-        text: String,
+        text: Confirmation,
+        /// The selected jobs the action leaves out, and why.
+        skipped: Option<String>,
     },
 }
 
@@ -59,6 +62,8 @@ pub struct DownloadForm {
     pub start: bool,
     pub error: Option<String>,
     pub busy: bool,
+    /// The URL field takes the keyboard when the dialog opens.
+    focus_urls: bool,
 }
 
 impl DownloadForm {
@@ -72,6 +77,7 @@ impl DownloadForm {
             start: true,
             error: None,
             busy: false,
+            focus_urls: true,
         }
     }
 
@@ -230,6 +236,20 @@ impl UploadForm {
     }
 }
 
+fn submit_download(app: &mut FerryApp, form: &mut DownloadForm) {
+    match form.spec() {
+        Ok(spec) => {
+            form.busy = true;
+            form.error = None;
+            app.send(Request::Create {
+                spec,
+                start: form.start,
+            });
+        }
+        Err(e) => form.error = Some(e),
+    }
+}
+
 fn priority_combo(ui: &mut egui::Ui, id: &str, priority: &mut Priority) {
     egui::ComboBox::new(id, "Priority")
         .selected_text(priority.name())
@@ -254,16 +274,32 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
     let mut keep = true;
     let mut pick = None;
     let modal = Modal::new(Id::unique("ferry-dialog")).show(ctx, |ui| {
-        ui.set_width(560.0);
+        // Narrower than the window, whatever its size.
+        ui.set_width((ctx.content_rect().width() - 60.0).clamp(280.0, 560.0));
         match &mut dialog {
             Dialog::NewDownload(form) => {
                 ui.heading("New download");
                 let label = ui.label("URLs, one per line:");
+                // Enter submits; it is taken before the field would turn it into a new line.
+                let submit = ui.input_mut(|i| {
+                    !i.modifiers.shift && i.consume_key(egui::Modifiers::NONE, egui::Key::Enter)
+                }) && !form.busy;
                 let urls = egui::TextEdit::multiline(&mut form.urls)
                     .desired_rows(4)
                     .desired_width(f32::INFINITY)
                     .hint_text("https://example.org/file.iso");
-                ui.add(urls).labelled_by(label.id);
+                let urls = ui.add(urls).labelled_by(label.id);
+                if std::mem::take(&mut form.focus_urls) {
+                    urls.request_focus();
+                }
+                ui.label(
+                    RichText::new("Enter creates the download; Shift+Enter starts a new line.")
+                        .small()
+                        .weak(),
+                );
+                if submit {
+                    submit_download(app, form);
+                }
                 egui::Grid::new("download-form")
                     .num_columns(2)
                     .show(ui, |ui| {
@@ -308,17 +344,7 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                 ui.horizontal(|ui| {
                     let create = ui.add_enabled(!form.busy, egui::Button::new("Create download"));
                     if create.clicked() {
-                        match form.spec() {
-                            Ok(spec) => {
-                                form.busy = true;
-                                form.error = None;
-                                app.send(Request::Create {
-                                    spec,
-                                    start: form.start,
-                                });
-                            }
-                            Err(e) => form.error = Some(e),
-                        }
+                        submit_download(app, form);
                     }
                     if ui.button("Close").clicked() {
                         keep = false;
@@ -389,12 +415,42 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                     }
                 });
             }
-            Dialog::Confirm { action, ids, text } => {
-                ui.heading(match action {
-                    Action::Complete => "Complete with files missing?",
-                    _ => "Cancel these jobs?",
+            Dialog::Confirm {
+                action,
+                ids,
+                text,
+                skipped,
+            } => {
+                ui.heading(match (&*action, ids.len()) {
+                    (Action::Complete, _) => "Complete with files missing?".to_string(),
+                    (_, 1) => "Cancel this job?".to_string(),
+                    (_, n) => format!("Cancel {n} jobs?"),
                 });
-                ui.label(text.as_str());
+                ui.add(egui::Label::new(RichText::new(&text.summary).strong()).wrap());
+                // However many jobs: the list scrolls and the buttons stay on screen.
+                let room = (ctx.content_rect().height() - 260.0).max(80.0);
+                egui::ScrollArea::vertical()
+                    .max_height(room)
+                    .auto_shrink([false, true])
+                    .show(ui, |ui| {
+                        for line in text.lines.iter().take(rules::LISTED) {
+                            ui.add(egui::Label::new(line.as_str()).wrap());
+                        }
+                        if text.lines.len() > rules::LISTED {
+                            ui.label(
+                                RichText::new(format!(
+                                    "… and {} more",
+                                    text.lines.len() - rules::LISTED
+                                ))
+                                .weak(),
+                            );
+                        }
+                        if let Some(skipped) = skipped {
+                            ui.separator();
+                            ui.add(egui::Label::new(RichText::new(skipped.as_str()).weak()).wrap());
+                        }
+                    });
+                ui.label(&text.footer);
                 ui.separator();
                 ui.horizontal(|ui| {
                     let (yes, no) = match action {

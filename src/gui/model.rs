@@ -62,7 +62,7 @@ pub struct Entry {
 }
 
 /// The columns of the job table, which are also the sort keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Column {
     Name,
     Type,

@@ -18,12 +18,28 @@ impl Availability {
     }
 }
 
+fn label(job: &Job) -> String {
+    super::notices::job_label(job)
+}
+
+/// What a confirmation says: one sentence that sums it up, the jobs one line each (the dialog
+/// lists the first [`LISTED`] and counts the rest), and the last word.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Confirmation {
+    pub summary: String,
+    pub lines: Vec<String>,
+    pub footer: String,
+}
+
+/// Jobs a confirmation lists one by one; the rest are counted.
+pub const LISTED: usize = 10;
+
 const NOTHING_SELECTED: &str = "Select one or more jobs first.";
 
 fn refusal(job: &Job, error: &BitsError) -> String {
     format!(
         "“{}” is {}: {} ({} {}).",
-        job.display_name,
+        label(job),
         job.state,
         why(job, error),
         error.code.name(),
@@ -45,44 +61,112 @@ fn why(job: &Job, error: &BitsError) -> String {
         .to_string()
 }
 
-fn every(jobs: &[&Job], check: impl Fn(&Job) -> Result<(), BitsError>) -> Availability {
-    if jobs.is_empty() {
-        return Availability::Disabled(NOTHING_SELECTED.into());
+/// The selected jobs an action applies to, and the ones it leaves out with the reason. A bulk
+/// action on a mixed selection acts on the suitable jobs and says what it skipped.
+pub struct Split<'a> {
+    pub ok: Vec<&'a Job>,
+    pub skipped: Vec<(&'a Job, String)>,
+}
+
+impl<'a> Split<'a> {
+    /// `check` gives the sentence saying why a job is left out.
+    pub fn of(jobs: &[&'a Job], check: impl Fn(&Job) -> Result<(), String>) -> Split<'a> {
+        let mut split = Split {
+            ok: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for job in jobs {
+            match check(job) {
+                Ok(()) => split.ok.push(job),
+                Err(why) => split.skipped.push((job, why)),
+            }
+        }
+        split
     }
-    for job in jobs {
-        if let Err(error) = check(job) {
-            return Availability::Disabled(refusal(job, &error));
+
+    /// Enabled when at least one job is suitable; otherwise the first refusal, word for word.
+    pub fn availability(&self) -> Availability {
+        match (self.ok.is_empty(), self.skipped.first()) {
+            (false, _) => Availability::Enabled,
+            (true, Some((_, why))) => Availability::Disabled(why.clone()),
+            (true, None) => Availability::Disabled(NOTHING_SELECTED.into()),
         }
     }
-    Availability::Enabled
+
+    pub fn ids(&self) -> Vec<job::JobId> {
+        self.ok.iter().map(|j| j.id).collect()
+    }
+
+    /// "2 skipped: “a” is ACKNOWLEDGED…; “b” …" or nothing.
+    pub fn skipped_text(&self) -> Option<String> {
+        const SHOWN: usize = 3;
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let mut text = format!("{} skipped: ", self.skipped.len());
+        let reasons: Vec<&str> = self
+            .skipped
+            .iter()
+            .take(SHOWN)
+            .map(|(_, why)| why.as_str())
+            .collect();
+        text.push_str(&reasons.join(" "));
+        if self.skipped.len() > SHOWN {
+            text.push_str(&format!(" And {} more.", self.skipped.len() - SHOWN));
+        }
+        Some(text)
+    }
 }
 
-/// Complete (spec §3.4): every selected job must allow it.
-pub fn complete(jobs: &[&Job]) -> Availability {
-    every(jobs, job::check_complete)
+/// The model's rule as a sentence: what the service would answer.
+fn model(job: &Job, rule: fn(&Job) -> Result<(), BitsError>) -> Result<(), String> {
+    rule(job).map_err(|error| refusal(job, &error))
 }
 
-/// Cancel (spec §3.5): every selected job must allow it.
-pub fn cancel(jobs: &[&Job]) -> Availability {
-    every(jobs, job::check_cancel)
+/// Complete (spec §3.4): the selected jobs that allow it.
+pub fn complete<'a>(jobs: &[&'a Job]) -> Split<'a> {
+    Split::of(jobs, |j| model(j, job::check_complete))
 }
 
-/// Resume: any non-final job with at least one file (BG_E_EMPTY otherwise).
-pub fn resume(jobs: &[&Job]) -> Availability {
-    every(jobs, |job| {
-        if job.state.is_final() {
-            job::check_cancel(job)
-        } else if job.files.is_empty() {
-            Err(BitsError::from_code(job::ErrorCode::Empty))
+/// Cancel (spec §3.5): the selected jobs that allow it (not the finished ones).
+pub fn cancel<'a>(jobs: &[&'a Job]) -> Split<'a> {
+    Split::of(jobs, |j| model(j, job::check_cancel))
+}
+
+/// Resume: the jobs that wait for it: SUSPENDED, or in ERROR / TRANSIENT_ERROR (retry now), with
+/// at least one file (BG_E_EMPTY otherwise).
+pub fn resume<'a>(jobs: &[&'a Job]) -> Split<'a> {
+    Split::of(jobs, |j| {
+        if j.state.is_final() {
+            model(j, job::check_cancel)
+        } else if j.files.is_empty() {
+            Err(refusal(j, &BitsError::from_code(job::ErrorCode::Empty)))
+        } else if !matches!(
+            j.state,
+            JobState::Suspended | JobState::Error | JobState::TransientError
+        ) {
+            Err(format!("“{}” is {}: it runs already.", label(j), j.state))
         } else {
             Ok(())
         }
     })
 }
 
-/// Suspend and the property changes: any non-final job.
-pub fn suspend(jobs: &[&Job]) -> Availability {
-    every(jobs, job::check_cancel)
+/// Suspend: the jobs not finished and not already SUSPENDED.
+pub fn suspend<'a>(jobs: &[&'a Job]) -> Split<'a> {
+    Split::of(jobs, |j| {
+        model(j, job::check_cancel)?;
+        if j.state == JobState::Suspended {
+            Err(format!("“{}” is SUSPENDED already.", label(j)))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// The property changes (priority, Keep…): any non-final job.
+pub fn change<'a>(jobs: &[&'a Job]) -> Split<'a> {
+    Split::of(jobs, |j| model(j, job::check_cancel))
 }
 
 fn file_name(file: &JobFile) -> String {
@@ -103,7 +187,7 @@ fn names(files: &[&JobFile]) -> String {
 
 /// The confirmation a Complete needs, or `None` when nothing is lost: a download whose files are
 /// not all transferred keeps only the transferred ones and deletes the rest (spec §3.4).
-pub fn complete_confirmation(jobs: &[&Job]) -> Option<String> {
+pub fn complete_confirmation(jobs: &[&Job]) -> Option<Confirmation> {
     let mut lines = Vec::new();
     for job in jobs {
         let pending: Vec<&JobFile> = job
@@ -127,7 +211,7 @@ pub fn complete_confirmation(jobs: &[&Job]) -> Option<String> {
         };
         lines.push(format!(
             "“{}”: not every file is transferred.\n  {kept_text}.\n  Discarded ({}, {} downloaded so far): {}.",
-            job.display_name,
+            label(job),
             pending.len(),
             format::bytes(partial),
             names(&pending)
@@ -136,24 +220,34 @@ pub fn complete_confirmation(jobs: &[&Job]) -> Option<String> {
     if lines.is_empty() {
         return None;
     }
-    lines.push("Complete anyway? Discarded files are deleted and cannot be resumed.".into());
-    Some(lines.join("\n"))
+    Some(Confirmation {
+        summary: format!(
+            "{} of the {} job(s) to complete have files that are not transferred.{}",
+            lines.len(),
+            jobs.len(),
+            listed(lines.len())
+        ),
+        lines,
+        footer: "Complete anyway? Discarded files are deleted and cannot be resumed.".into(),
+    })
 }
 
 /// What a Cancel deletes (spec §3.5), one paragraph per job.
-pub fn cancel_confirmation(jobs: &[&Job]) -> String {
+pub fn cancel_confirmation(jobs: &[&Job]) -> Confirmation {
     let mut lines = Vec::new();
+    let mut deleted = 0u64;
     for job in jobs {
         let line = match job.job_type {
             JobType::Download => {
                 let doomed: Vec<&JobFile> = job.files.iter().filter(|f| !f.completed).collect();
                 let bytes: u64 = doomed.iter().map(|f| f.bytes_transferred).sum();
+                deleted = deleted.saturating_add(bytes);
                 if doomed.is_empty() {
-                    format!("“{}”: no file is deleted.", job.display_name)
+                    format!("“{}”: no file is deleted.", label(job))
                 } else {
                     format!(
                         "“{}”: the temporary files of {} file(s) are deleted ({} downloaded): {}.",
-                        job.display_name,
+                        label(job),
                         doomed.len(),
                         format::bytes(bytes),
                         names(&doomed)
@@ -162,25 +256,45 @@ pub fn cancel_confirmation(jobs: &[&Job]) -> String {
             }
             JobType::Upload if job.state == JobState::Transferred => format!(
                 "“{}”: the upload is finished; the file on the server stays.",
-                job.display_name
+                label(job)
             ),
             JobType::Upload => format!(
                 "“{}”: the partial upload on the server is discarded.",
-                job.display_name
+                label(job)
             ),
             JobType::UploadReply if job.state == JobState::Transferred => format!(
                 "“{}”: the upload is finished; only the reply is discarded.",
-                job.display_name
+                label(job)
             ),
             JobType::UploadReply => format!(
                 "“{}”: the partial upload on the server and the reply are discarded.",
-                job.display_name
+                label(job)
             ),
         };
         lines.push(line);
     }
-    lines.push("Cancel cannot be undone.".into());
-    lines.join("\n")
+    let summary = match jobs {
+        [_] => format!("{} downloaded so far is deleted.", format::bytes(deleted)),
+        _ => format!(
+            "{} jobs, {} downloaded so far is deleted.{}",
+            jobs.len(),
+            format::bytes(deleted),
+            listed(lines.len())
+        ),
+    };
+    Confirmation {
+        summary,
+        lines,
+        footer: "Cancel cannot be undone.".into(),
+    }
+}
+
+fn listed(count: usize) -> String {
+    if count > LISTED {
+        format!(" The first {LISTED} are listed.")
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]
@@ -193,31 +307,83 @@ mod tests {
         let mut upload = job("report", JobState::Queued, 0, 10, 0);
         upload.job_type = JobType::Upload;
         assert_eq!(
-            complete(&[&upload]),
+            complete(&[&upload]).availability(),
             Availability::Disabled(
                 "“report” is QUEUED: an upload job can be completed only when it is TRANSFERRED \
                  (BG_E_INVALID_STATE 0x80200002)."
                     .into()
             )
         );
-        assert_eq!(resume(&[&upload]), Availability::Enabled);
-        let mut empty = upload.clone();
+        // Resume and Suspend follow the state: a QUEUED job can only be suspended.
+        assert_eq!(
+            resume(&[&upload]).availability(),
+            Availability::Disabled("“report” is QUEUED: it runs already.".into())
+        );
+        assert!(suspend(&[&upload]).availability().is_enabled());
+        let mut paused = upload.clone();
+        paused.state = JobState::Suspended;
+        assert!(resume(&[&paused]).availability().is_enabled());
+        assert!(!suspend(&[&paused]).availability().is_enabled());
+        let mut empty = paused.clone();
         empty.files.clear();
         assert!(
-            matches!(resume(&[&empty]), Availability::Disabled(why) if why.contains("BG_E_EMPTY"))
+            matches!(resume(&[&empty]).availability(), Availability::Disabled(why) if why.contains("BG_E_EMPTY"))
         );
         let done = job("old", JobState::Acknowledged, 10, 10, 0);
         assert!(
-            matches!(cancel(&[&done]), Availability::Disabled(why) if why.contains("a finished job"))
+            matches!(cancel(&[&done]).availability(), Availability::Disabled(why) if why.contains("a finished job"))
         );
         assert_eq!(
-            complete(&[]),
+            complete(&[]).availability(),
             Availability::Disabled("Select one or more jobs first.".into())
         );
-        // One refusing job disables the button for the whole selection.
+    }
+
+    #[test]
+    fn bulk_actions_take_the_suitable_jobs_and_name_the_rest() {
         let ok = job("fine", JobState::Transferred, 10, 10, 0);
-        assert!(complete(&[&ok]).is_enabled());
-        assert!(!complete(&[&ok, &upload]).is_enabled());
+        let done = job("old", JobState::Acknowledged, 10, 10, 0);
+        let gone = job("gone", JobState::Cancelled, 0, 10, 0);
+        let split = cancel(&[&ok, &done, &gone]);
+        assert!(split.availability().is_enabled());
+        assert_eq!(split.ids(), [ok.id]);
+        let text = split.skipped_text().expect("two skipped");
+        assert!(
+            text.starts_with("2 skipped: “old” is ACKNOWLEDGED"),
+            "{text}"
+        );
+        assert!(cancel(&[&ok]).skipped_text().is_none());
+        // Unnamed jobs are called by their file, never by a raw id.
+        let mut unnamed = job("", JobState::Suspended, 0, 10, 0);
+        unnamed.files[0].local_path = "/tmp/report.pdf".into();
+        assert!(
+            cancel_confirmation(&[&unnamed]).lines[0].starts_with("“report.pdf”"),
+            "{:?}",
+            cancel_confirmation(&[&unnamed])
+        );
+    }
+
+    #[test]
+    fn a_confirmation_for_hundreds_of_jobs_sums_up() {
+        let jobs: Vec<Job> = (0..203)
+            .map(|i| {
+                job(
+                    &format!("j{i}"),
+                    JobState::Suspended,
+                    20_000_000,
+                    40_000_000,
+                    i,
+                )
+            })
+            .collect();
+        let refs: Vec<&Job> = jobs.iter().collect();
+        let text = cancel_confirmation(&refs);
+        assert_eq!(
+            text.summary,
+            "203 jobs, 4.1 GB downloaded so far is deleted. The first 10 are listed."
+        );
+        assert_eq!(text.lines.len(), 203);
+        assert_eq!(text.footer, "Cancel cannot be undone.");
     }
 
     #[test]
@@ -229,7 +395,10 @@ mod tests {
         second.bytes_transferred = 1500;
         second.bytes_total = Some(3000);
         partial.files.push(second);
-        let text = complete_confirmation(&[&partial]).expect("files would be lost");
+        let text = complete_confirmation(&[&partial])
+            .expect("files would be lost")
+            .lines
+            .join("\n");
         assert!(text.contains("Kept (1): f."), "{text}");
         assert!(
             text.contains("Discarded (1, 1.5 kB downloaded so far): second.bin."),
@@ -237,13 +406,13 @@ mod tests {
         );
         let whole = job("whole", JobState::Transferred, 10, 10, 0);
         assert_eq!(complete_confirmation(&[&whole]), None);
-        let text = cancel_confirmation(&[&partial]);
+        let text = cancel_confirmation(&[&partial]).lines.join("\n");
         assert!(
             text.contains("the temporary files of 2 file(s) are deleted"),
             "{text}"
         );
         let mut upload = job("up", JobState::Transferred, 10, 10, 0);
         upload.job_type = JobType::UploadReply;
-        assert!(cancel_confirmation(&[&upload]).contains("only the reply is discarded"));
+        assert!(cancel_confirmation(&[&upload]).lines[0].contains("only the reply is discarded"));
     }
 }

@@ -1,6 +1,7 @@
 //! The GUI's own settings (`gui.ron` beside `config.ron` in the config directory). The service's
 //! limits and timeouts live in its config file and are edited through the service (Settings page).
 
+use super::model::Column;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,67 @@ pub struct GuiSettings {
     pub theme: Theme,
     /// The Stale view lists jobs with no activity for this many days.
     pub stale_after_days: u32,
+    /// How the window was left: size, panel, sort and filter. Written by the window itself.
+    pub layout: Layout,
+}
+
+/// The window as the user left it, restored at the next start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Layout {
+    /// The window's inner size in points.
+    pub window_size: Option<[f32; 2]>,
+    /// The details panel's width in points.
+    pub details_width: f32,
+    pub sort: Column,
+    pub ascending: bool,
+    /// The filter text and the states shown (in `JobState::ALL` order).
+    pub filter: String,
+    pub states: [bool; 9],
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            window_size: None,
+            details_width: Layout::DETAILS_WIDTH,
+            sort: Column::Name,
+            ascending: true,
+            filter: String::new(),
+            states: [true; 9],
+        }
+    }
+}
+
+impl Layout {
+    pub const DETAILS_WIDTH: f32 = 340.0;
+    /// The smallest window the layout is made for (the window cannot be made smaller).
+    pub const MIN_WINDOW: [f32; 2] = [640.0, 420.0];
+    pub const DEFAULT_WINDOW: [f32; 2] = [1280.0, 760.0];
+
+    /// A size to open the window at: the saved one if it makes sense, else the default.
+    pub fn window_size(&self) -> [f32; 2] {
+        match self.window_size {
+            Some([w, h])
+                if w.is_finite()
+                    && h.is_finite()
+                    && (Layout::MIN_WINDOW[0]..=16_384.0).contains(&w)
+                    && (Layout::MIN_WINDOW[1]..=16_384.0).contains(&h) =>
+            {
+                [w, h]
+            }
+            _ => Layout::DEFAULT_WINDOW,
+        }
+    }
+
+    /// The saved panel width, or the default when it is not a sensible number.
+    pub fn details_width(&self) -> f32 {
+        if self.details_width.is_finite() && (200.0..=4000.0).contains(&self.details_width) {
+            self.details_width
+        } else {
+            Layout::DETAILS_WIDTH
+        }
+    }
 }
 
 impl Default for GuiSettings {
@@ -34,6 +96,7 @@ impl Default for GuiSettings {
             close_to_tray: true,
             theme: Theme::System,
             stale_after_days: 7,
+            layout: Layout::default(),
         }
     }
 }
@@ -110,6 +173,14 @@ mod tests {
             close_to_tray: false,
             theme: Theme::Dark,
             stale_after_days: 3,
+            layout: Layout {
+                window_size: Some([900.0, 600.0]),
+                details_width: 300.0,
+                sort: Column::ExpiresIn,
+                ascending: false,
+                filter: "iso".into(),
+                states: [false; 9],
+            },
         };
         settings.save(&path).expect("save");
         assert_eq!(GuiSettings::load(&path), (settings.clone(), None));

@@ -19,6 +19,9 @@ pub enum TrayCommand {
     Quit,
     /// A tray host (StatusNotifierWatcher with a host) appeared (`true`) or went away.
     HostChanged(bool),
+    /// A host is there but Ferry's icon is not registered with it (the host started after
+    /// Ferry and the item missed it): build the icon again.
+    Reregister,
 }
 
 /// The aggregate state the icon shows.
@@ -55,6 +58,9 @@ impl Tray {
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Option<Tray> {
         let commands_for_host = commands.clone();
+        let commands_for_click = commands.clone();
+        let wake = Arc::new(wake);
+        let wake_for_click = wake.clone();
         MenuEvent::set_event_handler(Some(move |event: MenuEvent| {
             tracing::debug!("tray menu: {:?}", event.id);
             if let Some(command) = parse_id(event.id.as_ref()) {
@@ -62,15 +68,21 @@ impl Tray {
                 wake();
             }
         }));
+        // A left click on the icon (the host's Activate) shows or hides the window.
+        tray_icon::TrayIconEvent::set_event_handler(Some(
+            move |event: tray_icon::TrayIconEvent| {
+                if let tray_icon::TrayIconEvent::Click {
+                    button: tray_icon::MouseButton::Left,
+                    ..
+                } = event
+                {
+                    let _ = commands_for_click.send(TrayCommand::ToggleWindow);
+                    wake_for_click();
+                }
+            },
+        ));
         let host = Arc::new(AtomicBool::new(false));
-        let mut builder = TrayIconBuilder::new()
-            .with_id("ferry")
-            .with_title("Ferry")
-            .with_tooltip("Ferry");
-        if let Some(idle) = icon(Look::Idle) {
-            builder = builder.with_icon(idle);
-        }
-        match builder.build() {
+        match build() {
             Ok(icon) => {
                 watch_host(host.clone(), commands_for_host);
                 Some(Tray {
@@ -83,6 +95,21 @@ impl Tray {
                 tracing::warn!("no tray icon ({e}); Ferry works without it");
                 None
             }
+        }
+    }
+
+    /// Builds the icon again (it registers with the watcher as it starts) and shows the last
+    /// view on it.
+    pub fn rebuild(&mut self) {
+        match build() {
+            Ok(icon) => {
+                tracing::info!("tray icon registered again with the tray host");
+                self.icon = icon;
+                if let Some(view) = self.shown.take() {
+                    self.show(view);
+                }
+            }
+            Err(e) => tracing::warn!("cannot build the tray icon again: {e}"),
         }
     }
 
@@ -104,6 +131,17 @@ impl Tray {
     }
 }
 
+fn build() -> tray_icon::Result<TrayIcon> {
+    let mut builder = TrayIconBuilder::new()
+        .with_id("ferry")
+        .with_title("Ferry")
+        .with_tooltip("Ferry");
+    if let Some(idle) = icon(Look::Idle) {
+        builder = builder.with_icon(idle);
+    }
+    builder.build()
+}
+
 /// How often the host is looked for. A D-Bus property read (well under a millisecond) on a
 /// thread of its own: the UI does not wake for it unless the answer changes.
 const HOST_POLL: Duration = Duration::from_secs(3);
@@ -122,12 +160,33 @@ fn watch_host(host: Arc<AtomicBool>, changes: mpsc::Sender<TrayCommand>) {
                 }
             };
             let mut logged = false;
+            // Polls in a row that found a host without Ferry's icon registered with it.
+            let mut missing = 0;
+            let mut attempts = 0;
+            let own = format!("StatusNotifierItem-{}-", std::process::id());
             loop {
+                // Shown: a host runs and Ferry's icon is registered with it (or the watcher
+                // does not say). Closing to the tray needs both, else the window is lost.
                 let present = host_registered(&connection);
-                if present != host.swap(present, Ordering::Relaxed)
-                    && changes.send(TrayCommand::HostChanged(present)).is_err()
+                let listed = registered(&connection, &own);
+                let shown = present && listed != Some(false);
+                if shown != host.swap(shown, Ordering::Relaxed)
+                    && changes.send(TrayCommand::HostChanged(shown)).is_err()
                 {
                     return; // the window is gone
+                }
+                missing = match (present, listed) {
+                    (true, Some(false)) => missing + 1,
+                    _ => 0,
+                };
+                // Two polls: the item registers itself a moment after a host appears. A few
+                // attempts only: a host that lists items under other names would loop.
+                if missing >= 2 && attempts < 3 {
+                    missing = 0;
+                    attempts += 1;
+                    if changes.send(TrayCommand::Reregister).is_err() {
+                        return;
+                    }
                 }
                 if !present && !logged {
                     tracing::warn!(
@@ -155,6 +214,19 @@ fn host_registered(connection: &zbus::blocking::Connection) -> bool {
     proxy
         .and_then(|proxy| proxy.get_property::<bool>("IsStatusNotifierHostRegistered"))
         .unwrap_or(false)
+}
+
+/// Whether one of this process's items is registered with the watcher (`None`: cannot tell).
+fn registered(connection: &zbus::blocking::Connection, own: &str) -> Option<bool> {
+    let proxy = zbus::blocking::proxy::Builder::<zbus::blocking::Proxy>::new(connection)
+        .destination("org.kde.StatusNotifierWatcher")
+        .and_then(|b| b.path("/StatusNotifierWatcher"))
+        .and_then(|b| b.interface("org.kde.StatusNotifierWatcher"))
+        .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
+        .and_then(|b| b.build())
+        .ok()?;
+    let items: Vec<String> = proxy.get_property("RegisteredStatusNotifierItems").ok()?;
+    Some(items.iter().any(|item| item.contains(own)))
 }
 
 /// What the tray shows for these jobs: ERROR wins over transferring, which wins over idle; the
@@ -185,10 +257,11 @@ pub fn summarize<'a>(jobs: impl Iterator<Item = &'a Job>, window_visible: bool) 
     } else {
         Look::Idle
     };
+    // The host shows the title ("Ferry") above this: no "Ferry:" again.
     let mut tooltip = match active {
-        0 => "Ferry: no active transfer".to_string(),
+        0 => "No active transfer".to_string(),
         n => format!(
-            "Ferry: {n} active, {} of {} ({}%)",
+            "{n} active, {} of {} ({}%)",
             format::bytes(done),
             format::bytes(total),
             (done * 100).checked_div(total).unwrap_or(0)
@@ -332,7 +405,7 @@ pub(crate) mod tests {
         let view = summarize(idle.iter(), true);
         assert_eq!(
             (view.look, view.tooltip.as_str()),
-            (Look::Idle, "Ferry: no active transfer")
+            (Look::Idle, "No active transfer")
         );
 
         let busy = [
@@ -342,7 +415,7 @@ pub(crate) mod tests {
         ];
         let view = summarize(busy.iter(), false);
         assert_eq!(view.look, Look::Transferring);
-        assert_eq!(view.tooltip, "Ferry: 2 active, 250 B of 2.0 kB (12%)");
+        assert_eq!(view.tooltip, "2 active, 250 B of 2.0 kB (12%)");
         assert_eq!(
             view.recent[0].1, "c — ACKNOWLEDGED",
             "latest activity first"

@@ -7,26 +7,39 @@ use super::format;
 use super::model::{self, Column, Now};
 use super::rules::{self, Availability};
 use super::settings::Theme;
+use super::theme;
 use crate::job::{Job, JobId, JobState, JobType, Priority};
 use egui::{Color32, Key, Modifiers, RichText};
 use egui_extras::{Column as Width, TableBuilder};
 use std::collections::BTreeSet;
 
 const ROW_HEIGHT: f32 = 22.0;
+/// The narrowest the details panel gets.
+const DETAILS_MIN: f32 = 260.0;
+/// Below this width the toolbar folds the job actions into a menu.
+const WIDE_TOOLBAR: f32 = 1060.0;
+
+fn level_colour(level: super::toasts::Level) -> Color32 {
+    match level {
+        super::toasts::Level::Success => theme::SUCCESS,
+        super::toasts::Level::Warning => theme::WARNING,
+        super::toasts::Level::Error => theme::ERROR,
+    }
+}
 
 /// The colour and icon of a state, and its BITS name.
 pub fn state_look(state: JobState, job_type: JobType) -> (&'static str, Color32) {
     match state {
-        JobState::Queued => ("⏳", Color32::from_rgb(120, 140, 170)),
-        JobState::Connecting => ("🔌", Color32::from_rgb(90, 170, 230)),
-        JobState::Transferring if job_type.is_upload() => ("⬆", Color32::from_rgb(50, 130, 240)),
-        JobState::Transferring => ("⬇", Color32::from_rgb(50, 130, 240)),
-        JobState::Suspended => ("⏸", Color32::from_rgb(150, 150, 150)),
-        JobState::Error => ("⛔", Color32::from_rgb(220, 60, 50)),
-        JobState::TransientError => ("⚠", Color32::from_rgb(230, 150, 30)),
-        JobState::Transferred => ("✔", Color32::from_rgb(60, 170, 80)),
-        JobState::Acknowledged => ("☑", Color32::from_rgb(40, 120, 60)),
-        JobState::Cancelled => ("✖", Color32::from_rgb(110, 110, 110)),
+        JobState::Queued => ("⏳", theme::QUEUED),
+        JobState::Connecting => ("🔌", theme::CONNECTING),
+        JobState::Transferring if job_type.is_upload() => ("⬆", theme::TRANSFERRING),
+        JobState::Transferring => ("⬇", theme::TRANSFERRING),
+        JobState::Suspended => ("⏸", theme::SUSPENDED),
+        JobState::Error => ("⛔", theme::FAILED),
+        JobState::TransientError => ("⚠", theme::TRANSIENT),
+        JobState::Transferred => ("✔", theme::TRANSFERRED),
+        JobState::Acknowledged => ("☑", theme::ACKNOWLEDGED),
+        JobState::Cancelled => ("✖", theme::CANCELLED),
     }
 }
 
@@ -43,6 +56,7 @@ impl FerryApp {
     pub(super) fn draw(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
         self.keyboard(&ctx);
+        self.prune_selection();
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
         let detail = (self.page != Page::Settings && self.selection.len() == 1)
@@ -51,21 +65,112 @@ impl FerryApp {
         if let Some(id) = detail
             && self.job(&id).is_some()
         {
-            egui::Panel::right("details")
+            // Bounded: at most half the window, so the table always keeps room; long text wraps.
+            let most = (ui.available_width() * 0.5).max(DETAILS_MIN);
+            let panel = egui::Panel::right("details")
                 .resizable(true)
-                .default_size(340.0)
+                .default_size(self.layout.details_width().min(most))
+                .size_range(DETAILS_MIN..=most)
                 .show(ui, |ui| {
-                    egui::ScrollArea::vertical().show(ui, |ui| self.details(ui, id));
+                    egui::ScrollArea::vertical()
+                        .auto_shrink([false, false])
+                        .show(ui, |ui| self.details(ui, id));
                 });
+            let width = panel.response.rect.width();
+            if (width - self.layout.details_width).abs() >= 1.0 {
+                self.layout.details_width = width;
+            }
         }
         egui::CentralPanel::default().show(ui, |ui| match self.page {
             Page::Settings => self.settings_page(ui),
             Page::Jobs | Page::Stale => self.table(ui),
         });
         super::dialogs::show(self, &ctx);
-        if let Some(action) = self.toasts.show(&ctx, self.mono()) {
-            self.toast_action(action);
+        self.centre(&ctx);
+        let groups = self.group_toasts();
+        if let Some(clicked) = self.toasts.show(&ctx, self.mono(), &groups) {
+            self.toast_clicked(clicked);
         }
+    }
+
+    /// The selection is what the user sees selected: rows that left the view (filtered out,
+    /// removed, another page) leave it, so that no action reaches a job the user cannot see.
+    fn prune_selection(&mut self) {
+        if self.selection.is_empty() || self.page == Page::Settings {
+            return;
+        }
+        let now = self.now();
+        self.spec.stale_only = self.page == Page::Stale;
+        let visible: std::collections::HashSet<JobId> =
+            self.jobs.rows(&self.spec, &now).iter().copied().collect();
+        // A job just created is selected before the service reports it: it stays.
+        let jobs = &self.jobs;
+        self.selection
+            .retain(|id| visible.contains(id) || jobs.get(id).is_none());
+    }
+
+    /// The notification centre: everything told this session, newest first.
+    fn centre(&mut self, ctx: &egui::Context) {
+        if !self.centre_open {
+            return;
+        }
+        let mut open = true;
+        let mut clear = false;
+        let size = ctx.content_rect().size();
+        egui::Window::new("Notifications")
+            .open(&mut open)
+            .collapsible(false)
+            .default_size([420.0_f32.min(size.x - 40.0), size.y * 0.6])
+            .max_height(size.y - 80.0)
+            .anchor(egui::Align2::RIGHT_TOP, [-8.0, 40.0])
+            .show(ctx, |ui| {
+                let history = self.toasts.history();
+                ui.horizontal(|ui| {
+                    ui.label(format!("{} this session", history.len()));
+                    if ui.button("Clear").clicked() {
+                        clear = true;
+                    }
+                });
+                ui.separator();
+                if history.is_empty() {
+                    ui.label("Nothing yet.");
+                }
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .show_rows(ui, 36.0, history.len(), |ui, range| {
+                        for record in history.iter().rev().skip(range.start).take(range.len()) {
+                            ui.horizontal_top(|ui| {
+                                ui.label(
+                                    RichText::new(record.at.format("%H:%M:%S").to_string())
+                                        .weak()
+                                        .monospace(),
+                                );
+                                ui.vertical(|ui| {
+                                    ui.add(
+                                        egui::Label::new(
+                                            RichText::new(&record.title)
+                                                .strong()
+                                                .color(level_colour(record.level)),
+                                        )
+                                        .truncate(),
+                                    );
+                                    if !record.body.is_empty() {
+                                        ui.add(
+                                            egui::Label::new(RichText::new(&record.body).small())
+                                                .truncate(),
+                                        )
+                                        .on_hover_text(&record.body);
+                                    }
+                                });
+                            });
+                        }
+                    });
+            });
+        self.toasts.mark_seen();
+        if clear {
+            self.toasts.clear_history();
+        }
+        self.centre_open = open;
     }
 
     fn keyboard(&mut self, ctx: &egui::Context) {
@@ -129,14 +234,15 @@ impl FerryApp {
             self.selection = self.jobs.rows(&self.spec, &now).iter().copied().collect();
         } else if pressed(Modifiers::NONE, Key::Escape) {
             self.selection.clear();
-        } else if pressed(Modifiers::NONE, Key::ArrowDown) {
-            self.move_cursor(1, false);
-        } else if pressed(Modifiers::NONE, Key::ArrowUp) {
-            self.move_cursor(-1, false);
+        // Shift first: `consume_key` ignores an extra Shift, so the plain arrow would take it.
         } else if pressed(Modifiers::SHIFT, Key::ArrowDown) {
             self.move_cursor(1, true);
         } else if pressed(Modifiers::SHIFT, Key::ArrowUp) {
             self.move_cursor(-1, true);
+        } else if pressed(Modifiers::NONE, Key::ArrowDown) {
+            self.move_cursor(1, false);
+        } else if pressed(Modifiers::NONE, Key::ArrowUp) {
+            self.move_cursor(-1, false);
         }
     }
 
@@ -152,17 +258,29 @@ impl FerryApp {
             .map(|i| (i as isize + step).clamp(0, rows.len() as isize - 1) as usize)
             .unwrap_or(0);
         let id = rows[at];
-        self.cursor = Some(id);
         if extend {
-            self.selection.insert(id);
+            // Shift+arrow extends from the anchor (where the plain move or click began) to the
+            // new row, and shrinks again when the user comes back.
+            let anchor = self
+                .anchor
+                .and_then(|a| rows.iter().position(|r| *r == a))
+                .unwrap_or(at);
+            let (from, to) = (anchor.min(at), anchor.max(at));
+            self.selection = rows[from..=to].iter().copied().collect();
+            self.anchor = Some(rows[anchor]);
         } else {
             self.selection = BTreeSet::from([id]);
+            self.anchor = Some(id);
         }
+        self.cursor = Some(id);
         self.scroll_to_cursor = true;
     }
 
+    /// One row at any width: below [`WIDE_TOOLBAR`] the job actions fold into an "Actions"
+    /// menu, and the filter field takes what room is left.
     fn toolbar(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal_wrapped(|ui| {
+        let wide = ui.available_width() >= WIDE_TOOLBAR;
+        ui.horizontal(|ui| {
             for (page, label) in [
                 (Page::Jobs, "Jobs"),
                 (Page::Stale, "Stale"),
@@ -186,77 +304,121 @@ impl FerryApp {
             {
                 self.open_new_download(String::new());
             }
-            if ui.button("New upload").clicked() {
+            if wide && ui.button("New upload").clicked() {
                 self.open_new_upload(None);
             }
             ui.separator();
-            let jobs = self.selected_jobs();
-            let resume = rules::resume(&jobs);
-            let suspend = rules::suspend(&jobs);
-            let complete = rules::complete(&jobs);
-            let cancel = rules::cancel(&jobs);
-            let priority = suspend.clone();
-            let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-            let current_priority = jobs.first().map(|j| j.priority);
-            if action_button(ui, "Resume", &resume, "Space toggles Resume and Suspend") {
-                self.act(Action::Resume, ids.clone());
-            }
-            if action_button(ui, "Suspend", &suspend, "Space toggles Resume and Suspend") {
-                self.act(Action::Suspend, ids.clone());
-            }
-            if action_button(
-                ui,
-                "Complete",
-                &complete,
-                "Ctrl+Enter: commit the transferred files to their names",
-            ) {
-                self.request_complete();
-            }
-            if action_button(
-                ui,
-                "Cancel",
-                &cancel,
-                "Delete: remove the jobs and their temporary files",
-            ) {
-                self.request_cancel();
-            }
-            ui.add_enabled_ui(priority.is_enabled(), |ui| {
-                let mut chosen = None;
-                egui::ComboBox::new("priority", "Priority")
-                    .selected_text(current_priority.map(|p| p.name()).unwrap_or("—"))
-                    .show_ui(ui, |ui| {
-                        for p in Priority::ALL {
-                            if ui
-                                .selectable_label(current_priority == Some(p), p.name())
-                                .clicked()
-                            {
-                                chosen = Some(p);
-                            }
-                        }
-                    });
-                if let Some(p) = chosen {
-                    self.set_priority(p);
-                }
-            });
-            if self.page != Page::Settings {
-                ui.separator();
-                let filter = ui.label("Filter");
-                ui.add(
-                    egui::TextEdit::singleline(&mut self.spec.text)
-                        .hint_text("name, description or URL")
-                        .desired_width(180.0),
-                )
-                .labelled_by(filter.id);
-                ui.menu_button("States", |ui| {
-                    for (i, state) in JobState::ALL.iter().enumerate() {
-                        ui.checkbox(&mut self.spec.states[i], state.name());
+            if wide {
+                self.job_actions(ui);
+            } else {
+                ui.menu_button("Actions ⏷", |ui| {
+                    if ui.button("New upload").clicked() {
+                        self.open_new_upload(None);
                     }
-                    if ui.button("All").clicked() {
-                        self.spec.states = [true; 9];
-                    }
+                    ui.separator();
+                    self.job_actions(ui);
                 });
             }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let unseen = self.toasts.unseen();
+                let bell = if unseen > 0 {
+                    format!("🔔 {unseen}")
+                } else {
+                    "🔔".to_string()
+                };
+                if ui
+                    .selectable_label(self.centre_open, bell)
+                    .on_hover_text("Notifications of this session")
+                    .clicked()
+                {
+                    self.centre_open = !self.centre_open;
+                }
+                if self.page != Page::Settings {
+                    ui.menu_button("States", |ui| {
+                        for (i, state) in JobState::ALL.iter().enumerate() {
+                            ui.checkbox(&mut self.spec.states[i], state.name());
+                        }
+                        if ui.button("All").clicked() {
+                            self.spec.states = [true; 9];
+                        }
+                    });
+                    let width = (ui.available_width() - 50.0).clamp(60.0, 220.0);
+                    // Right to left: the field, then its label on its left.
+                    let field = ui.add(
+                        egui::TextEdit::singleline(&mut self.spec.text)
+                            .hint_text("name, description or URL")
+                            .desired_width(width),
+                    );
+                    let label = ui.label("Filter");
+                    field.labelled_by(label.id);
+                }
+            });
         });
+    }
+
+    /// Resume, Suspend, Complete, Cancel and Priority for the selection: in the toolbar when it
+    /// is wide, in its Actions menu when not. Each acts on the suitable selected jobs.
+    fn job_actions(&mut self, ui: &mut egui::Ui) {
+        let jobs = self.selected_jobs();
+        let resume = rules::resume(&jobs).availability();
+        let suspend = rules::suspend(&jobs).availability();
+        let complete = rules::complete(&jobs).availability();
+        let cancel = rules::cancel(&jobs).availability();
+        let priority = rules::change(&jobs).availability();
+        let current_priority = jobs.first().map(|j| j.priority);
+        let mut clicked = None;
+        if action_button(ui, "Resume", &resume, "Space toggles Resume and Suspend") {
+            clicked = Some(Action::Resume);
+        }
+        if action_button(ui, "Suspend", &suspend, "Space toggles Resume and Suspend") {
+            clicked = Some(Action::Suspend);
+        }
+        let complete_hint = if jobs.iter().all(|j| j.job_type.is_upload()) && !jobs.is_empty() {
+            "Ctrl+Enter: finish the uploads (and save the replies)"
+        } else {
+            "Ctrl+Enter: move the transferred files to their names"
+        };
+        if action_button(ui, "Complete", &complete, complete_hint) {
+            clicked = Some(Action::Complete);
+        }
+        if action_button(
+            ui,
+            "Cancel",
+            &cancel,
+            "Delete: remove the jobs and their temporary files",
+        ) {
+            clicked = Some(Action::Cancel);
+        }
+        let mut chosen = None;
+        ui.add_enabled_ui(priority.is_enabled(), |ui| {
+            let text = format!(
+                "Priority: {} ⏷",
+                current_priority.map(|p| p.name()).unwrap_or("—")
+            );
+            let menu = ui.menu_button(text, |ui| {
+                for p in Priority::ALL {
+                    if ui
+                        .selectable_label(current_priority == Some(p), p.name())
+                        .clicked()
+                    {
+                        chosen = Some(p);
+                        ui.close();
+                    }
+                }
+            });
+            if let Availability::Disabled(why) = &priority {
+                menu.response.on_disabled_hover_text(why);
+            }
+        });
+        if let Some(p) = chosen {
+            self.set_priority(p);
+        }
+        match clicked {
+            Some(Action::Complete) => self.request_complete(),
+            Some(Action::Cancel) => self.request_cancel(),
+            Some(action) => self.resume_or_suspend(action),
+            None => {}
+        }
     }
 
     fn status_bar(&mut self, ui: &mut egui::Ui) {
@@ -332,25 +494,26 @@ impl FerryApp {
         self.scroll_to_cursor = false;
         // Selectable text would take the clicks that select rows.
         ui.style_mut().interaction.selectable_labels = false;
+        let columns = visible_columns(ui.available_width());
+        let mask = columns.iter().fold(0u32, |m, c| m | 1 << (*c as u32));
+        // Each set of columns keeps its own widths; the Name column takes what is left.
         let mut builder = TableBuilder::new(ui)
-            .id_salt(self.page == Page::Stale)
+            .id_salt((self.page == Page::Stale, mask))
             .striped(true)
             .resizable(true)
             .sense(egui::Sense::click())
-            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-            // Sized so that every column, "Expires in" included, fits beside the details panel
-            // in a 1440-pixel window. (A resizable table keeps its widths once laid out, so a
-            // remainder column would not give space back when the details panel opens.)
-            .column(Width::initial(170.0).at_least(80.0).clip(true))
-            .column(Width::initial(62.0).clip(true))
-            .column(Width::initial(124.0).clip(true))
-            .column(Width::initial(140.0).at_least(90.0))
-            .column(Width::initial(66.0).clip(true))
-            .column(Width::initial(66.0).clip(true))
-            .column(Width::initial(84.0).clip(true))
-            .column(Width::initial(36.0).clip(true))
-            .column(Width::initial(84.0).clip(true))
-            .column(Width::remainder().at_least(70.0).clip(true));
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center));
+        for column in &columns {
+            builder = builder.column(match column {
+                Column::Name => Width::remainder()
+                    .at_least(NAME_MIN)
+                    .resizable(false)
+                    .clip(true),
+                other => Width::initial(column_width(*other))
+                    .at_least(30.0)
+                    .clip(true),
+            });
+        }
         if let Some(row) = scroll_to {
             builder = builder.scroll_to_row(row, None);
         }
@@ -358,7 +521,7 @@ impl FerryApp {
         let mut sort_by = None;
         builder
             .header(ROW_HEIGHT, |mut header| {
-                for column in Column::ALL {
+                for column in columns.iter().copied() {
                     header.col(|ui| {
                         let arrow = match (self.spec.sort == column, self.spec.ascending) {
                             _ if self.page == Page::Stale => "",
@@ -380,7 +543,7 @@ impl FerryApp {
                         return;
                     };
                     row.set_selected(self.selection.contains(&id));
-                    row_cells(&mut row, entry, &now);
+                    row_cells(&mut row, entry, &now, &columns);
                     let response = row.response();
                     if response.clicked() {
                         clicked = Some((id, response.ctx.input(|i| i.modifiers)));
@@ -406,16 +569,21 @@ impl FerryApp {
                 self.selection.insert(id);
             }
         } else if modifiers.shift
-            && let Some(anchor) = self.cursor.and_then(|c| rows.iter().position(|r| *r == c))
+            && let Some(anchor) = self
+                .anchor
+                .or(self.cursor)
+                .and_then(|c| rows.iter().position(|r| *r == c))
             && let Some(at) = rows.iter().position(|r| *r == id)
         {
             let (from, to) = (anchor.min(at), anchor.max(at));
-            self.selection.extend(rows[from..=to].iter().copied());
+            self.selection = rows[from..=to].iter().copied().collect();
+            self.cursor = Some(id);
             return;
         } else {
             self.selection = BTreeSet::from([id]);
         }
         self.cursor = Some(id);
+        self.anchor = Some(id);
     }
 
     fn details(&mut self, ui: &mut egui::Ui, id: JobId) {
@@ -425,7 +593,7 @@ impl FerryApp {
         };
         let job = &entry.job;
         let (icon, colour) = state_look(job.state, job.job_type);
-        ui.heading(&job.display_name);
+        ui.add(egui::Label::new(RichText::new(super::notices::job_label(job)).heading()).wrap());
         ui.label(
             RichText::new(format!("{icon} {}", job.state))
                 .color(colour)
@@ -435,29 +603,37 @@ impl FerryApp {
             && matches!(job.state, JobState::Error | JobState::TransientError)
         {
             ui.separator();
-            ui.label(RichText::new("Error").strong());
-            egui::Grid::new("error").num_columns(2).show(ui, |ui| {
-                let mut row = |k: &str, v: String| {
-                    ui.label(k);
-                    ui.label(v);
-                    ui.end_row();
-                };
-                row(
-                    "Code",
-                    format!("{} {}", error.code.name(), error.code.hresult_text()),
+            ui.label(
+                RichText::new(format!(
+                    "{} {} · {}",
+                    error.code.name(),
+                    error.code.hresult_text(),
+                    error.context.name()
+                ))
+                .strong()
+                .color(colour),
+            );
+            // The message once; the advice only when it adds something.
+            let advice = error.code.advice();
+            if !error.description.is_empty() {
+                ui.add(egui::Label::new(&error.description).wrap());
+            }
+            if error.description.is_empty() || !error.description.contains(advice.as_str()) {
+                ui.add(egui::Label::new(RichText::new(advice).italics()).wrap());
+            }
+            if let Some(file) = error.file.and_then(|i| job.files.get(i)) {
+                ui.add(
+                    egui::Label::new(
+                        RichText::new(crate::job::redact_url(&file.remote_url))
+                            .small()
+                            .weak(),
+                    )
+                    .wrap(),
                 );
-                row("Context", error.context.name().to_string());
-                if !error.description.is_empty() {
-                    row("Message", error.description.clone());
-                }
-                if let Some(file) = error.file.and_then(|i| job.files.get(i)) {
-                    row("File", file.remote_url.clone());
-                }
-                row("What to do", error.code.advice());
-                if let Some(at) = job.retry.next_retry_at {
-                    row("Next retry", at.format("%Y-%m-%d %H:%M:%S UTC").to_string());
-                }
-            });
+            }
+            if let Some(at) = job.retry.next_retry_at {
+                ui.label(format!("Next retry {}", at.format("%Y-%m-%d %H:%M:%S UTC")));
+            }
         }
         ui.separator();
         egui::CollapsingHeader::new("Properties")
@@ -475,7 +651,7 @@ impl FerryApp {
             .y_axis_formatter(|mark, _| format::rate(mark.value))
             .x_axis_formatter(|_, _| String::new())
             .show(ui, |plot| {
-                plot.line(egui_plot::Line::new("bytes/s", points));
+                plot.line(egui_plot::Line::new("bytes/s", points).color(theme::SPEED_LINE));
             });
         ui.separator();
         ui.label(RichText::new(format!("Files ({})", job.files.len())).strong());
@@ -503,11 +679,14 @@ impl FerryApp {
                 format::bytes(file.bytes_transferred),
                 file.bytes_total.map(format::bytes).unwrap_or_else(|| "?".into())
             )));
-            ui.label(RichText::new(&file.remote_url).small().weak());
-            ui.label(
-                RichText::new(file.local_path.display().to_string())
-                    .small()
-                    .weak(),
+            ui.add(egui::Label::new(RichText::new(&file.remote_url).small().weak()).wrap());
+            ui.add(
+                egui::Label::new(
+                    RichText::new(file.local_path.display().to_string())
+                        .small()
+                        .weak(),
+                )
+                .wrap(),
             );
         }
         if let Some(session) = &job.upload_session {
@@ -741,79 +920,137 @@ impl FerryApp {
     }
 }
 
-fn row_cells(row: &mut egui_extras::TableRow<'_, '_>, entry: &model::Entry, now: &Now) {
+/// The Name column is never narrower than this; other columns give way first.
+const NAME_MIN: f32 = 150.0;
+
+fn column_width(column: Column) -> f32 {
+    match column {
+        Column::Name => NAME_MIN,
+        Column::Type => 62.0,
+        Column::State => 124.0,
+        Column::Progress => 150.0,
+        Column::Speed => 70.0,
+        Column::Eta => 62.0,
+        Column::Priority => 84.0,
+        Column::Files => 40.0,
+        Column::LastActivity => 84.0,
+        Column::ExpiresIn => 80.0,
+    }
+}
+
+/// The columns that fit in `width`: the least needed go first (Type, Files, Priority, ETA,
+/// Last activity), so that a narrow window or an open details panel never cuts the table.
+pub fn visible_columns(width: f32) -> Vec<Column> {
+    const GIVE_WAY: [Column; 5] = [
+        Column::Type,
+        Column::Files,
+        Column::Priority,
+        Column::Eta,
+        Column::LastActivity,
+    ];
+    let mut columns = Column::ALL.to_vec();
+    let need =
+        |columns: &[Column]| -> f32 { columns.iter().map(|c| column_width(*c) + 8.0).sum::<f32>() };
+    for column in GIVE_WAY {
+        if need(&columns) <= width {
+            break;
+        }
+        columns.retain(|c| *c != column);
+    }
+    columns
+}
+
+fn row_cells(
+    row: &mut egui_extras::TableRow<'_, '_>,
+    entry: &model::Entry,
+    now: &Now,
+    columns: &[Column],
+) {
     let job = &entry.job;
     let progress = job.progress();
-    row.col(|ui| {
-        ui.label(&job.display_name);
-    });
-    row.col(|ui| {
-        ui.label(match job.job_type {
-            JobType::Download => "Download",
-            JobType::Upload => "Upload",
-            JobType::UploadReply => "Upl.-reply",
+    for column in columns {
+        row.col(|ui| match column {
+            Column::Name => {
+                ui.label(super::notices::job_label(job));
+            }
+            Column::Type => {
+                ui.label(match job.job_type {
+                    JobType::Download => "Download",
+                    JobType::Upload => "Upload",
+                    JobType::UploadReply => "Upl.-reply",
+                });
+            }
+            Column::State => {
+                let (icon, colour) = state_look(job.state, job.job_type);
+                ui.label(RichText::new(format!("{icon} {}", job.state)).color(colour));
+            }
+            Column::Progress => {
+                let total = progress
+                    .bytes_total
+                    .map(format::bytes)
+                    .unwrap_or_else(|| "?".into());
+                let done = format::bytes(progress.bytes_transferred);
+                // A cancelled job has nothing left to show progress of.
+                if job.state == JobState::Cancelled {
+                    ui.label(RichText::new(format!("{done} of {total}")).weak());
+                    return;
+                }
+                let fraction = model::fraction(job);
+                let text = match fraction {
+                    Some(f) => format!("{:.0}% · {done} / {total}", f * 100.0),
+                    None => format!("{done} / {total}"),
+                };
+                ui.add(
+                    progress_bar(fraction.unwrap_or(0.0))
+                        .text(text)
+                        .desired_height(ROW_HEIGHT - 6.0),
+                );
+            }
+            Column::Speed => {
+                let rate = entry.speed.rate(now.mono);
+                if job.state.is_running() && rate > 0.0 {
+                    ui.label(format::rate(rate));
+                }
+            }
+            Column::Eta => {
+                if let Some(eta) = model::eta(entry, now) {
+                    ui.label(format::span(eta));
+                }
+            }
+            Column::Priority => {
+                ui.label(job.priority.name());
+            }
+            Column::Files => {
+                ui.label(format!(
+                    "{}/{}",
+                    progress.files_transferred, progress.files_total
+                ));
+            }
+            Column::LastActivity => {
+                ui.label(format!(
+                    "{} ago",
+                    format::span(format::between(job.times.modified, now.wall))
+                ));
+            }
+            Column::ExpiresIn => {
+                if let Some(left) = model::expires_in(job, now) {
+                    ui.label(format::span(left));
+                }
+            }
         });
-    });
-    row.col(|ui| {
-        let (icon, colour) = state_look(job.state, job.job_type);
-        ui.label(RichText::new(format!("{icon} {}", job.state)).color(colour));
-    });
-    row.col(|ui| {
-        let text = format!(
-            "{} / {}",
-            format::bytes(progress.bytes_transferred),
-            progress
-                .bytes_total
-                .map(format::bytes)
-                .unwrap_or_else(|| "?".into())
-        );
-        ui.add(
-            progress_bar(model::fraction(job).unwrap_or(0.0))
-                .text(text)
-                .desired_height(ROW_HEIGHT - 6.0),
-        );
-    });
-    row.col(|ui| {
-        let rate = entry.speed.rate(now.mono);
-        if job.state.is_running() && rate > 0.0 {
-            ui.label(format::rate(rate));
-        }
-    });
-    row.col(|ui| {
-        if let Some(eta) = model::eta(entry, now) {
-            ui.label(format::span(eta));
-        }
-    });
-    row.col(|ui| {
-        ui.label(job.priority.name());
-    });
-    row.col(|ui| {
-        ui.label(format!(
-            "{}/{}",
-            progress.files_transferred, progress.files_total
-        ));
-    });
-    row.col(|ui| {
-        ui.label(format!(
-            "{} ago",
-            format::span(format::between(job.times.modified, now.wall))
-        ));
-    });
-    row.col(|ui| {
-        if let Some(left) = model::expires_in(job, now) {
-            ui.label(format::span(left));
-        }
-    });
+    }
 }
 
 fn properties(ui: &mut egui::Ui, job: &Job, now: &Now) {
+    let value_width = (ui.available_width() - 130.0).max(80.0);
     egui::Grid::new("properties")
         .num_columns(2)
         .striped(true)
+        .max_col_width(value_width)
         .show(ui, |ui| {
             let mut row = |k: &str, v: String| {
                 ui.label(k);
-                ui.label(v);
+                ui.add(egui::Label::new(v).wrap());
                 ui.end_row();
             };
             let time = |t: &crate::job::Timestamp| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
@@ -880,11 +1117,13 @@ fn properties(ui: &mut egui::Ui, job: &Job, now: &Now) {
         });
 }
 
-/// egui draws an empty bar with a dot of fill (its rounded end); nothing done shows no fill.
+/// Progress in the theme's colour (egui's default is the selection colour, invisible on a
+/// selected row). egui draws an empty bar with a dot of fill (its rounded end); nothing done
+/// shows no fill.
 fn progress_bar(fraction: f32) -> egui::ProgressBar {
     let bar = egui::ProgressBar::new(fraction);
     if fraction > 0.0 {
-        bar
+        bar.fill(theme::PROGRESS)
     } else {
         bar.fill(egui::Color32::TRANSPARENT)
     }
