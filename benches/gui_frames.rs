@@ -17,8 +17,14 @@ use std::time::{Duration, Instant};
 struct NoPickers;
 
 impl Pickers for NoPickers {
-    fn pick(&mut self, _: PickKind, _: &Path, reply: Box<dyn FnOnce(Option<PathBuf>) + Send>) {
+    fn pick(
+        &mut self,
+        _: PickKind,
+        _: &Path,
+        reply: Box<dyn FnOnce(Option<PathBuf>) + Send>,
+    ) -> bool {
         reply(None);
+        true
     }
 }
 

@@ -7,7 +7,8 @@
 # Runs apt-get only when something is missing, so it is cheap to call again.
 set -euo pipefail
 # The build needs only a C compiler; the window loads X11/Wayland, GL and D-Bus at run time.
-packages=(build-essential pkg-config ca-certificates python3
+# dbus-daemon: the single-window test starts a private session bus.
+packages=(build-essential pkg-config ca-certificates python3 dbus-daemon
   libx11-6 libx11-xcb1 libxcursor1 libxi6 libxrandr2 libxkbcommon-x11-0 libwayland-client0
   libwayland-egl1 libfontconfig1 libdbus-1-3 libgl1 libegl1 libgl1-mesa-dri)
 for option in "$@"; do

@@ -5,6 +5,7 @@
 use super::bridge::{Action, Bridge, Connect, Failure, Reply, Request};
 use super::desktop::Desktop;
 use super::dialogs::{Dialog, DownloadForm, UploadForm};
+use super::format;
 use super::model::{Jobs, Now, ViewSpec};
 use super::notices::{self, DesktopCommand, GroupKey, Member, Notifier};
 use super::rules::{self, Availability};
@@ -25,18 +26,22 @@ use std::time::{Duration, Instant};
 pub const LIVE_REPAINT: Duration = Duration::from_millis(250);
 /// With nothing moving, the clocks on screen ("expires in") are refreshed this often.
 const IDLE_REPAINT: Duration = Duration::from_secs(30);
+/// The layout is saved once it has not changed for this long.
+const LAYOUT_SAVE_DELAY: Duration = Duration::from_secs(1);
 /// How long an ordinary toast stays.
 const TOAST_SECONDS: f64 = 8.0;
 
 /// The file dialogs, behind a seam so that tests answer them without a desktop portal.
 pub trait Pickers: Send {
     /// Opens a dialog of `kind`; the answer goes to `reply` (`None`: the user closed it).
+    /// Returns `false`, without calling `reply`, when this desktop has no dialog to open: the
+    /// window then shows its own.
     fn pick(
         &mut self,
         kind: PickKind,
         start: &Path,
         reply: Box<dyn FnOnce(Option<PathBuf>) + Send>,
-    );
+    ) -> bool;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,13 +60,46 @@ pub enum PickKind {
 /// window keeps painting while the dialog is open.
 pub struct NativePickers;
 
+/// Whether rfd has a dialog to show: the desktop portal (running or D-Bus-activatable) or
+/// zenity. Without either rfd returns "closed" at once, and Browse… would seem to do nothing.
+fn native_dialogs_available() -> bool {
+    let zenity = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("zenity").is_file()));
+    zenity || portal_on_session_bus()
+}
+
+fn portal_on_session_bus() -> bool {
+    const PORTAL: &str = "org.freedesktop.portal.Desktop";
+    let Ok(connection) = zbus::blocking::Connection::session() else {
+        return false;
+    };
+    ["ListNames", "ListActivatableNames"].iter().any(|method| {
+        connection
+            .call_method(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                Some("org.freedesktop.DBus"),
+                *method,
+                &(),
+            )
+            .ok()
+            .and_then(|reply| reply.body().deserialize::<Vec<String>>().ok())
+            .is_some_and(|names| names.iter().any(|n| n == PORTAL))
+    })
+}
+
 impl Pickers for NativePickers {
     fn pick(
         &mut self,
         kind: PickKind,
         start: &Path,
         reply: Box<dyn FnOnce(Option<PathBuf>) + Send>,
-    ) {
+    ) -> bool {
+        // Looked up at each click (a bus call, well under a millisecond): a portal may start later.
+        if !native_dialogs_available() {
+            tracing::info!("no desktop portal and no zenity: using Ferry's own file dialog");
+            return false;
+        }
         let start = start.to_path_buf();
         let spawned = std::thread::Builder::new()
             .name("ferry-file-dialog".into())
@@ -81,8 +119,12 @@ impl Pickers for NativePickers {
                 };
                 reply(answer);
             });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot open the file dialog: {e}");
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("cannot open the desktop's file dialog ({e}): using Ferry's own");
+                false
+            }
         }
     }
 }
@@ -142,6 +184,8 @@ enum Inbound {
     Picked(PickKind, Option<PathBuf>),
     Notification(ToastAction),
     Tray(TrayCommand),
+    /// The notification server's id for a group's notification (`None`: it closed).
+    NotificationId(GroupKey, Option<u32>),
     /// Another launch asked this window to come forward.
     Activate(super::instance::Activation),
 }
@@ -164,8 +208,8 @@ pub struct FerryApp {
     pub(super) anchor: Option<JobId>,
     /// Window size, panel width, sort and filter, saved in gui.ron when they change.
     pub(super) layout: Layout,
-    /// The layout changed at this time and is not saved yet.
-    layout_dirty_since: Option<f64>,
+    /// The layout changed at this time (the injected clock) and is not saved yet.
+    layout_dirty_since: Option<Timestamp>,
     pub(super) dialog: Option<Dialog>,
     pub(super) toasts: Toasts,
     pub(super) settings: GuiSettings,
@@ -191,10 +235,16 @@ pub struct FerryApp {
     frames: FrameRate,
     /// The grouped job notices behind the toasts and the desktop notifications.
     pub(super) notifier: Notifier,
+    /// The service's first listing came: until then no group is known to be resolved.
+    listed: bool,
     /// Where the notifier's memory of sent warnings is kept (beside gui.ron).
     notified_path: Option<PathBuf>,
     /// The notification centre is open.
     pub(super) centre_open: bool,
+    /// Text to put on the clipboard at the next frame (Copy URL).
+    pub(super) copy_text: Option<String>,
+    /// Ferry's own file dialog, open where the desktop has none.
+    pub(super) builtin_picker: Option<super::dialogs::BuiltinPicker>,
     applied_theme: Option<Theme>,
     pub(super) scroll_to_cursor: bool,
 }
@@ -216,13 +266,28 @@ impl FerryApp {
             Some(path) => GuiSettings::load(path),
             None => (GuiSettings::default(), None),
         };
+        let notified_path = options
+            .settings_path
+            .as_deref()
+            .map(|p| p.with_file_name(NOTIFIED_FILE));
+        let memory = notified_path
+            .as_deref()
+            .map(load_notified)
+            .unwrap_or_default();
         let (desktop, tray) = if options.system_integration {
-            let tx = inbound_tx.clone();
-            let wake_n = wake.clone();
-            let desktop = Desktop::start(move |action| {
-                let _ = tx.send(Inbound::Notification(action));
-                wake_n();
-            });
+            let (tx, tx_ids) = (inbound_tx.clone(), inbound_tx.clone());
+            let (wake_n, wake_ids) = (wake.clone(), wake.clone());
+            let desktop = Desktop::start(
+                move |action| {
+                    let _ = tx.send(Inbound::Notification(action));
+                    wake_n();
+                },
+                memory.shown.clone(),
+                move |key, id| {
+                    let _ = tx_ids.send(Inbound::NotificationId(key, id));
+                    wake_ids();
+                },
+            );
             let (tray_tx, tray_rx) = mpsc::channel();
             let tx = inbound_tx.clone();
             let wake_t = wake.clone();
@@ -241,10 +306,6 @@ impl FerryApp {
         } else {
             (None, None)
         };
-        let notified_path = options
-            .settings_path
-            .as_deref()
-            .map(|p| p.with_file_name(NOTIFIED_FILE));
         let mut app = FerryApp {
             bridge,
             stashed: Vec::new(),
@@ -278,14 +339,12 @@ impl FerryApp {
             window_visible: true,
             quitting: false,
             frames: FrameRate::default(),
-            notifier: Notifier::with_memory(
-                notified_path
-                    .as_deref()
-                    .map(load_notified)
-                    .unwrap_or_default(),
-            ),
+            notifier: Notifier::with_memory(memory),
+            listed: false,
             notified_path,
             centre_open: false,
+            builtin_picker: None,
+            copy_text: None,
             applied_theme: None,
             scroll_to_cursor: false,
         };
@@ -330,6 +389,16 @@ impl FerryApp {
 
     pub fn page(&self) -> Page {
         self.page
+    }
+
+    /// The window's layout as it will be saved (size, panel width, sort, filter).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The ids of the selected jobs.
+    pub fn selection(&self) -> Vec<JobId> {
+        self.selection.iter().copied().collect()
     }
 
     pub fn connection(&self) -> &Connection {
@@ -495,6 +564,9 @@ impl FerryApp {
     /// Sends the desktop notifications that are due, saves the memory of sent warnings, and
     /// asks to be called again when the next one is due. Runs in `logic`, also while hidden.
     fn poll_notices(&mut self, ctx: &egui::Context) {
+        if !self.listed {
+            return;
+        }
         let (commands, next) = self.notifier.poll(self.mono(), self.clock.now());
         if let Some(desktop) = &self.desktop {
             for command in commands {
@@ -509,8 +581,7 @@ impl FerryApp {
         if let Some(memory) = self.notifier.take_memory_change()
             && let Some(path) = &self.notified_path
         {
-            let memory: Vec<(JobId, Timestamp)> = memory.iter().copied().collect();
-            let saved = ron::to_string(&memory)
+            let saved = ron::to_string(memory)
                 .map_err(|e| e.to_string())
                 .and_then(|text| {
                     crate::store::write_atomically(path, text.as_bytes()).map_err(|e| e.to_string())
@@ -644,6 +715,74 @@ impl FerryApp {
         }
     }
 
+    /// Double-click on a row: a completed download opens its file; any other job shows its
+    /// details (it is selected by the click).
+    pub(super) fn open_job(&mut self, id: JobId) {
+        if let Some(file) = self.job(&id).and_then(super::view::openable_file) {
+            let file = file.to_path_buf();
+            self.open_path(&file);
+        }
+    }
+
+    /// Opens a file or folder with the desktop's application for it (xdg-open).
+    pub(super) fn open_path(&mut self, path: &Path) {
+        let spawned = std::process::Command::new("xdg-open")
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            // Reaped on its own thread: xdg-open may wait for the application.
+            Ok(mut child) => {
+                let _ = std::thread::Builder::new()
+                    .name("ferry-open".into())
+                    .spawn(move || child.wait());
+            }
+            Err(e) => self.toast(
+                Level::Error,
+                format!("Cannot open {}", path.display()),
+                format!("xdg-open did not start ({e}): install xdg-utils."),
+                vec![],
+                Some(TOAST_SECONDS),
+            ),
+        }
+    }
+
+    pub(super) fn row_action(&mut self, action: super::view::RowAction) {
+        use super::view::RowAction;
+        match action {
+            RowAction::OpenFile(path) | RowAction::OpenFolder(path) => self.open_path(&path),
+            RowAction::CopyUrls(text) => self.copy_text = Some(text),
+            RowAction::Act(action, ids) => self.act(action, ids),
+            RowAction::Complete(ids) => {
+                self.selection = ids.into_iter().collect();
+                self.request_complete();
+            }
+            RowAction::Cancel(ids) => {
+                self.selection = ids.into_iter().collect();
+                self.request_cancel();
+            }
+            RowAction::Priority(ids, priority) => {
+                self.send(Request::Set(ids, PropertyChange::Priority(priority)))
+            }
+            RowAction::Keep(ids) => self.send(Request::Set(ids, PropertyChange::Touch)),
+            RowAction::EditUrl(id, file) => {
+                let url = self
+                    .job(&id)
+                    .and_then(|j| j.files.get(file))
+                    .map(|f| crate::job::redact_url(&f.remote_url))
+                    .unwrap_or_default();
+                self.dialog = Some(Dialog::EditUrl {
+                    id,
+                    file,
+                    url,
+                    error: None,
+                });
+            }
+        }
+    }
+
     pub(super) fn set_priority(&mut self, priority: crate::job::Priority) {
         let ids: Vec<JobId> = self.selection.iter().copied().collect();
         if !ids.is_empty() {
@@ -665,15 +804,35 @@ impl FerryApp {
 
     pub(super) fn pick(&mut self, kind: PickKind, start: &Path, ctx: &egui::Context) {
         let tx = self.inbound_tx.clone();
-        let ctx = ctx.clone();
-        self.pickers.pick(
+        let wake = ctx.clone();
+        let native = self.pickers.pick(
             kind,
             start,
             Box::new(move |answer| {
                 let _ = tx.send(Inbound::Picked(kind, answer));
-                ctx.request_repaint();
+                wake.request_repaint();
             }),
         );
+        if !native {
+            self.builtin_picker = Some(super::dialogs::BuiltinPicker::open(kind, start));
+        }
+    }
+
+    /// Ferry's own file dialog, where the desktop has none; the form it serves waits hidden.
+    pub(super) fn show_builtin_picker(&mut self, ctx: &egui::Context) -> bool {
+        let Some(picker) = &mut self.builtin_picker else {
+            return false;
+        };
+        match picker.show(ctx) {
+            None => true,
+            Some(answer) => {
+                let kind = picker.kind;
+                self.builtin_picker = None;
+                let _ = self.inbound_tx.send(Inbound::Picked(kind, answer));
+                ctx.request_repaint();
+                false
+            }
+        }
     }
 
     pub(super) fn send(&self, request: Request) {
@@ -716,16 +875,18 @@ impl FerryApp {
         layout.ascending = self.spec.ascending;
         layout.filter.clone_from(&self.spec.text);
         layout.states = self.spec.states;
-        let now = self.mono();
+        // The injected clock: tests move it instead of waiting.
+        let now = self.clock.now();
         if layout != self.layout {
             self.layout = layout;
             self.layout_dirty_since = Some(now);
         }
         if let Some(since) = self.layout_dirty_since {
-            if now - since >= 1.0 {
+            let waited = format::between(since, now);
+            if waited >= LAYOUT_SAVE_DELAY {
                 self.save_layout();
             } else {
-                ctx.request_repaint_after(Duration::from_secs_f64(1.0 - (now - since)));
+                ctx.request_repaint_after(LAYOUT_SAVE_DELAY - waited);
             }
         }
     }
@@ -770,6 +931,7 @@ impl FerryApp {
             }
             Reply::Disconnected(why) => self.connection = Connection::Down(why),
             Reply::Jobs(jobs) => {
+                self.listed = true;
                 self.jobs.replace_all(jobs, mono);
                 let known: Vec<JobId> = self.selection.iter().copied().collect();
                 for id in known {
@@ -946,6 +1108,7 @@ impl FerryApp {
                 }
             }
             Inbound::Notification(action) => self.toast_action(action),
+            Inbound::NotificationId(key, id) => self.notifier.set_shown_id(key, id),
             Inbound::Tray(command) => self.tray_command(command, ctx),
             Inbound::Activate(activation) => {
                 self.set_window_visible(true, ctx);
@@ -1157,20 +1320,17 @@ impl FrameRate {
 /// Where the memory of sent expiry warnings is kept, beside gui.ron.
 const NOTIFIED_FILE: &str = "gui-notified.ron";
 
-/// The expiry warnings sent by an earlier run of the window. A damaged file only means that
-/// some warnings may be sent again: it is logged and ignored.
-fn load_notified(path: &Path) -> BTreeSet<(JobId, Timestamp)> {
+/// What an earlier run of the window notified. A damaged file only means that some warnings
+/// may be sent again: it is logged and ignored.
+fn load_notified(path: &Path) -> notices::Memory {
     match crate::platform::read_small_file(path, 4 << 20, false) {
-        Ok(text) => match ron::from_str::<Vec<(JobId, Timestamp)>>(&text) {
-            Ok(list) => list.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(
-                    "ignoring {} ({e}): some warnings may show again",
-                    path.display()
-                );
-                BTreeSet::new()
-            }
-        },
-        Err(_) => BTreeSet::new(),
+        Ok(text) => ron::from_str::<notices::Memory>(&text).unwrap_or_else(|e| {
+            tracing::warn!(
+                "ignoring {} ({e}): some warnings may show again",
+                path.display()
+            );
+            notices::Memory::default()
+        }),
+        Err(_) => notices::Memory::default(),
     }
 }

@@ -7,7 +7,7 @@
 
 use super::notices::{DesktopCommand, GroupKey};
 use super::toasts::ToastAction;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, mpsc};
 use zbus::zvariant::Value;
 
@@ -27,11 +27,17 @@ struct Shown {
 }
 
 impl Desktop {
-    pub fn start(on_action: impl Fn(ToastAction) + Send + Sync + 'static) -> Desktop {
+    /// `shown`: the notifications an earlier window left on screen; `on_id` hears of each
+    /// change of a group's notification id (to remember them for the next window).
+    pub fn start(
+        on_action: impl Fn(ToastAction) + Send + Sync + 'static,
+        shown: BTreeMap<GroupKey, u32>,
+        on_id: impl Fn(GroupKey, Option<u32>) + Send + Sync + 'static,
+    ) -> Desktop {
         let (tx, rx) = mpsc::channel::<DesktopCommand>();
         let spawned = std::thread::Builder::new()
             .name("ferry-notifications".into())
-            .spawn(move || run(rx, on_action));
+            .spawn(move || run(rx, on_action, shown, on_id));
         if let Err(e) = spawned {
             tracing::warn!("desktop notifications are off: cannot start their thread: {e}");
         }
@@ -46,6 +52,8 @@ impl Desktop {
 fn run(
     rx: mpsc::Receiver<DesktopCommand>,
     on_action: impl Fn(ToastAction) + Send + Sync + 'static,
+    shown_before: BTreeMap<GroupKey, u32>,
+    on_id: impl Fn(GroupKey, Option<u32>) + Send + Sync + 'static,
 ) {
     let connection = match zbus::blocking::Connection::session() {
         Ok(connection) => connection,
@@ -55,8 +63,12 @@ fn run(
             return;
         }
     };
-    let shown = Arc::new(Mutex::new(Shown::default()));
-    listen(&connection, shown.clone(), on_action);
+    let shown = Arc::new(Mutex::new(Shown {
+        ids: shown_before.into_iter().collect(),
+        actions: HashMap::new(),
+    }));
+    let on_id = Arc::new(on_id);
+    listen(&connection, shown.clone(), on_action, on_id.clone());
     let mut failed = false;
     for command in rx {
         let result = match command {
@@ -84,6 +96,7 @@ fn run(
                 match id {
                     Some(id) => {
                         lock(&shown).actions.remove(&id);
+                        on_id(key, None);
                         connection
                             .call_method(
                                 Some(SERVICE),
@@ -165,6 +178,7 @@ fn listen(
     connection: &zbus::blocking::Connection,
     shown: Arc<Mutex<Shown>>,
     on_action: impl Fn(ToastAction) + Send + Sync + 'static,
+    on_id: Arc<impl Fn(GroupKey, Option<u32>) + Send + Sync + 'static>,
 ) {
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
@@ -206,7 +220,17 @@ fn listen(
                         };
                         let mut shown = lock(&shown);
                         shown.actions.remove(&id);
+                        let closed: Vec<GroupKey> = shown
+                            .ids
+                            .iter()
+                            .filter(|(_, shown_id)| **shown_id == id)
+                            .map(|(key, _)| *key)
+                            .collect();
                         shown.ids.retain(|_, shown_id| *shown_id != id);
+                        drop(shown);
+                        for key in closed {
+                            on_id(key, None);
+                        }
                     }
                     _ => {}
                 }

@@ -11,6 +11,13 @@ use std::path::{Path, PathBuf};
 pub enum Dialog {
     NewDownload(DownloadForm),
     NewUpload(UploadForm),
+    /// SetRemoteName: a new address for one file of a download job, then Resume.
+    EditUrl {
+        id: crate::job::JobId,
+        file: usize,
+        url: String,
+        error: Option<String>,
+    },
     Confirm {
         action: Action,
         ids: Vec<crate::job::JobId>,
@@ -32,6 +39,7 @@ impl Dialog {
                 form.busy = false;
                 form.error = Some(why);
             }
+            Dialog::EditUrl { error, .. } => *error = Some(why),
             Dialog::Confirm { .. } => {}
         }
     }
@@ -48,6 +56,220 @@ impl Dialog {
             _ => {}
         }
     }
+}
+
+/// Ferry's own file dialog, for desktops without a portal or zenity: a folder's entries, Up,
+/// a Location field, Choose and Cancel, every widget labelled for screen readers. The folder is
+/// read on a thread of its own (a slow mount never stalls the window).
+pub struct BuiltinPicker {
+    pub kind: PickKind,
+    dir: PathBuf,
+    location: String,
+    /// The folder's entries, folders first; `None` while being read.
+    entries: Option<Listing>,
+    listing: Option<std::sync::mpsc::Receiver<Listing>>,
+    selected: Option<String>,
+}
+
+/// A folder's entries, (name, is a folder), or why it cannot be read.
+type Listing = Result<Vec<(String, bool)>, String>;
+
+/// Entries listed of one folder at most.
+const PICKER_ENTRIES: usize = 5000;
+
+impl BuiltinPicker {
+    pub fn open(kind: PickKind, start: &Path) -> BuiltinPicker {
+        // A start that is not a folder (a file, or nothing typed yet): its folder, or home.
+        let dir = if start.is_dir() {
+            start.to_path_buf()
+        } else {
+            start
+                .parent()
+                .filter(|p| p.is_dir())
+                .map(Path::to_path_buf)
+                .or_else(|| directories::UserDirs::new().map(|d| d.home_dir().to_path_buf()))
+                .unwrap_or_else(|| PathBuf::from("/"))
+        };
+        let mut picker = BuiltinPicker {
+            kind,
+            location: dir.display().to_string(),
+            dir,
+            entries: None,
+            listing: None,
+            selected: None,
+        };
+        picker.read(picker.dir.clone());
+        picker
+    }
+
+    fn wants_folder(&self) -> bool {
+        matches!(
+            self.kind,
+            PickKind::DownloadFolder | PickKind::DefaultFolder
+        )
+    }
+
+    fn title(&self) -> &'static str {
+        match self.kind {
+            PickKind::DownloadFolder | PickKind::DefaultFolder => "Choose the destination folder",
+            PickKind::UrlList => "Import a list of URLs",
+            PickKind::UploadFile => "Choose the file to upload",
+        }
+    }
+
+    /// Starts reading `dir` (the list shows when it is read).
+    fn read(&mut self, dir: PathBuf) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let folders_only = self.wants_folder();
+        let spawned = std::thread::Builder::new()
+            .name("ferry-picker".into())
+            .spawn({
+                let dir = dir.clone();
+                move || {
+                    let _ = tx.send(list_folder(&dir, folders_only));
+                }
+            });
+        self.location = dir.display().to_string();
+        self.dir = dir;
+        self.selected = None;
+        match spawned {
+            Ok(_) => {
+                self.entries = None;
+                self.listing = Some(rx);
+            }
+            Err(e) => self.entries = Some(Err(format!("cannot read the folder: {e}"))),
+        }
+    }
+
+    /// Draws the dialog; `Some(answer)` once the user chose (`Some(path)`) or closed it (`None`).
+    pub fn show(&mut self, ctx: &egui::Context) -> Option<Option<PathBuf>> {
+        if let Some(rx) = &self.listing {
+            match rx.try_recv() {
+                Ok(entries) => {
+                    self.entries = Some(entries);
+                    self.listing = None;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    ctx.request_repaint_after(std::time::Duration::from_millis(50))
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.entries = Some(Err("cannot read the folder".into()));
+                    self.listing = None;
+                }
+            }
+        }
+        let mut answer = None;
+        let mut go_to = None;
+        let modal = Modal::new(Id::unique("ferry-picker")).show(ctx, |ui| {
+            ui.set_width((ctx.content_rect().width() - 60.0).clamp(280.0, 560.0));
+            ui.heading(self.title());
+            ui.horizontal(|ui| {
+                if ui
+                    .add_enabled(self.dir.parent().is_some(), egui::Button::new("⬆ Up"))
+                    .on_hover_text("The parent folder")
+                    .clicked()
+                {
+                    go_to = self.dir.parent().map(Path::to_path_buf);
+                }
+                let label = ui.label("Location");
+                let field = ui
+                    .add(
+                        egui::TextEdit::singleline(&mut self.location).desired_width(f32::INFINITY),
+                    )
+                    .labelled_by(label.id);
+                if field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                    go_to = Some(PathBuf::from(self.location.trim()));
+                }
+            });
+            let room = (ctx.content_rect().height() - 220.0).max(80.0);
+            egui::ScrollArea::vertical()
+                .max_height(room)
+                .auto_shrink([false, true])
+                .show(ui, |ui| match &self.entries {
+                    None => {
+                        ui.label("Reading the folder…");
+                    }
+                    Some(Err(e)) => {
+                        ui.label(RichText::new(e).color(ui.visuals().error_fg_color));
+                    }
+                    Some(Ok(entries)) if entries.is_empty() => {
+                        ui.label(RichText::new("Nothing here.").weak());
+                    }
+                    Some(Ok(entries)) => {
+                        for (name, is_dir) in entries {
+                            let text = if *is_dir {
+                                format!("🗀 {name}")
+                            } else {
+                                format!("📄 {name}")
+                            };
+                            let response =
+                                ui.selectable_label(self.selected.as_ref() == Some(name), text);
+                            if response.clicked() {
+                                self.selected = Some(name.clone());
+                            }
+                            if response.double_clicked() {
+                                if *is_dir {
+                                    go_to = Some(self.dir.join(name));
+                                } else {
+                                    answer = Some(Some(self.dir.join(name)));
+                                }
+                            }
+                        }
+                    }
+                });
+            let chosen = match (&self.selected, self.wants_folder()) {
+                (Some(name), _) => Some(self.dir.join(name)),
+                (None, true) => Some(self.dir.clone()),
+                (None, false) => None,
+            };
+            ui.label(
+                RichText::new(match &chosen {
+                    Some(path) => format!("Chooses {}", path.display()),
+                    None => "Select a file.".into(),
+                })
+                .small()
+                .weak(),
+            );
+            ui.separator();
+            ui.horizontal(|ui| {
+                let choose = ui.add_enabled(chosen.is_some(), egui::Button::new("Choose"));
+                if choose.clicked() {
+                    // A file where a folder is wanted (or the reverse) is refused by the form.
+                    answer = Some(chosen.clone());
+                }
+                if ui.button("Cancel").clicked() {
+                    answer = Some(None);
+                }
+            });
+        });
+        if modal.should_close() && answer.is_none() {
+            answer = Some(None);
+        }
+        if let Some(dir) = go_to {
+            self.read(dir);
+        }
+        answer
+    }
+}
+
+/// The entries of `dir`, folders first, then by name; hidden ones (".name") left out.
+fn list_folder(dir: &Path, folders_only: bool) -> Listing {
+    let read = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut entries: Vec<(String, bool)> = read
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Follows links: a link to a folder is a folder to the user.
+            let is_dir = entry.path().is_dir();
+            (!name.starts_with('.') && (is_dir || !folders_only)).then_some((name, is_dir))
+        })
+        .take(PICKER_ENTRIES)
+        .collect();
+    entries.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| a.0.to_lowercase().cmp(&b.0.to_lowercase()))
+    });
+    Ok(entries)
 }
 
 #[derive(Clone, Debug)]
@@ -408,6 +630,46 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                                 app.send(Request::Create { spec, start });
                             }
                             Err(e) => form.error = Some(e),
+                        }
+                    }
+                    if ui.button("Close").clicked() {
+                        keep = false;
+                    }
+                });
+            }
+            Dialog::EditUrl {
+                id,
+                file,
+                url,
+                error,
+            } => {
+                ui.heading("Edit URL");
+                ui.label(
+                    "The file is downloaded from this address from now on; what is already \
+                     downloaded is kept when the new server has the same file.",
+                );
+                let label = ui.label("URL");
+                let field = ui
+                    .add(egui::TextEdit::singleline(url).desired_width(f32::INFINITY))
+                    .labelled_by(label.id);
+                let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                error_line(ui, error);
+                ui.separator();
+                ui.horizontal(|ui| {
+                    if ui.button("Save and retry").clicked() || enter {
+                        match crate::job::check_remote_url(url.trim()) {
+                            Ok(()) => {
+                                app.send(Request::Set(
+                                    vec![*id],
+                                    crate::job::PropertyChange::RemoteName {
+                                        file: *file,
+                                        url: url.trim().to_string(),
+                                    },
+                                ));
+                                app.act(Action::Resume, vec![*id]);
+                                keep = false;
+                            }
+                            Err(e) => *error = Some(e.message),
                         }
                     }
                     if ui.button("Close").clicked() {

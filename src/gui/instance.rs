@@ -56,7 +56,7 @@ impl Window {
 
 /// Claims the window for this process on `connection`'s bus, or raises the one that has it.
 /// `wake` is called (on a bus thread) after an activation is queued.
-pub fn claim(
+fn claim(
     connection: zbus::blocking::Connection,
     urls: &[String],
     wake: impl Fn() + Send + Sync + 'static,
@@ -70,15 +70,22 @@ pub fn claim(
             wake: Box::new(wake),
         },
     )?;
-    let reply = connection
-        .request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())?;
-    if reply == zbus::fdo::RequestNameReply::PrimaryOwner {
-        return Ok(Claim::First(
-            Instance {
-                _connection: connection,
-            },
-            rx,
-        ));
+    // zbus reports a name another peer owns as `NameTaken` (DoNotQueue: no waiting in line).
+    match connection
+        .request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DoNotQueue.into())
+    {
+        Ok(
+            zbus::fdo::RequestNameReply::PrimaryOwner | zbus::fdo::RequestNameReply::AlreadyOwner,
+        ) => {
+            return Ok(Claim::First(
+                Instance {
+                    _connection: connection,
+                },
+                rx,
+            ));
+        }
+        Ok(_) | Err(zbus::Error::NameTaken) => {}
+        Err(e) => return Err(e),
     }
     connection.call_method(
         Some(BUS_NAME),
@@ -88,6 +95,18 @@ pub fn claim(
         &(urls.to_vec(),),
     )?;
     Ok(Claim::Raised)
+}
+
+/// [`claim`] on the bus at `address` (a D-Bus address, as in DBUS_SESSION_BUS_ADDRESS).
+pub fn claim_on_bus(
+    address: &str,
+    urls: &[String],
+    wake: impl Fn() + Send + Sync + 'static,
+) -> Result<Claim, String> {
+    zbus::blocking::connection::Builder::address(address)
+        .and_then(|b| b.build())
+        .and_then(|c| claim(c, urls, wake))
+        .map_err(|e| e.to_string())
 }
 
 /// [`claim`] on the session bus; `None` when there is none (each launch is then its own window).

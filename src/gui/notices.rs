@@ -7,7 +7,7 @@
 //! are gathered for [`GATHER`] and shown as one notification; a group is notified again at most
 //! every [`MIN_INTERVAL`], and only when it grew; a group whose jobs are all resolved (kept,
 //! completed, cancelled, resumed) is withdrawn. An expiry warning is sent once per job and
-//! deadline, also across restarts of the window ([`Notifier::remembered`]).
+//! deadline, also across restarts of the window ([`Memory`]).
 
 use super::format;
 use super::toasts::{Level, ToastAction};
@@ -23,7 +23,9 @@ pub const MIN_INTERVAL: f64 = 60.0;
 const NAMES_LISTED: usize = 3;
 
 /// The kinds of notice; one desktop notification and one toast per kind at a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum GroupKey {
     /// Jobs near their inactivity timeout.
     Expiring,
@@ -103,12 +105,22 @@ struct Group {
     pending_since: Option<f64>,
 }
 
+/// What the notifier remembers across restarts of the window (gui-notified.ron).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Memory {
+    /// Expiry warnings already sent: (job, deadline).
+    pub warned: BTreeSet<(JobId, Timestamp)>,
+    /// The desktop notifications on screen, by group: the next window replaces or withdraws
+    /// them instead of leaving them with buttons nobody listens to.
+    pub shown: BTreeMap<GroupKey, u32>,
+}
+
 #[derive(Default)]
 pub struct Notifier {
     groups: BTreeMap<GroupKey, Group>,
-    /// Expiry warnings already sent: (job, deadline). Saved by the app across restarts.
-    remembered: BTreeSet<(JobId, Timestamp)>,
-    remembered_changed: bool,
+    memory: Memory,
+    memory_changed: bool,
 }
 
 /// A short name for a job: its name, else its first file's, else the start of its id.
@@ -130,19 +142,43 @@ pub fn short_id(id: JobId) -> String {
 }
 
 impl Notifier {
-    pub fn with_memory(remembered: BTreeSet<(JobId, Timestamp)>) -> Notifier {
-        Notifier {
-            remembered,
-            ..Default::default()
+    pub fn with_memory(memory: Memory) -> Notifier {
+        let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
+        for key in memory.shown.keys() {
+            // On screen from an earlier window: withdrawn if its jobs turn out resolved.
+            groups.entry(*key).or_default().shown = true;
         }
+        Notifier {
+            groups,
+            memory,
+            memory_changed: false,
+        }
+    }
+
+    /// The notification server's id of a group's notification (`None`: it was closed).
+    pub fn set_shown_id(&mut self, key: GroupKey, id: Option<u32>) {
+        let before = match id {
+            Some(id) => self.memory.shown.insert(key, id),
+            None => self.memory.shown.remove(&key),
+        };
+        self.memory_changed |= before != id;
+        if id.is_none()
+            && let Some(group) = self.groups.get_mut(&key)
+        {
+            group.shown = false;
+        }
+    }
+
+    pub fn shown_ids(&self) -> &BTreeMap<GroupKey, u32> {
+        &self.memory.shown
     }
 
     /// Puts `job` in `key`'s group. `now` is the GUI's monotonic clock in seconds.
     pub fn add(&mut self, key: GroupKey, job: JobId, member: Member, now: f64) {
         let fresh = match (key, member.deadline) {
             (GroupKey::Expiring, Some(deadline)) => {
-                let new = self.remembered.insert((job, deadline));
-                self.remembered_changed |= new;
+                let new = self.memory.warned.insert((job, deadline));
+                self.memory_changed |= new;
                 new
             }
             _ => true,
@@ -208,16 +244,16 @@ impl Notifier {
             .is_some_and(|g| g.members.contains_key(&job))
     }
 
-    /// The memory of sent warnings, when it changed since the last call (to be saved).
-    pub fn take_memory_change(&mut self) -> Option<&BTreeSet<(JobId, Timestamp)>> {
-        std::mem::take(&mut self.remembered_changed).then_some(&self.remembered)
+    /// The memory, when it changed since the last call (to be saved).
+    pub fn take_memory_change(&mut self) -> Option<&Memory> {
+        std::mem::take(&mut self.memory_changed).then_some(&self.memory)
     }
 
     /// Forgets warnings about jobs that no longer exist, so the memory does not grow forever.
     pub fn prune_memory(&mut self, exists: impl Fn(JobId) -> bool) {
-        let before = self.remembered.len();
-        self.remembered.retain(|(id, _)| exists(*id));
-        self.remembered_changed |= self.remembered.len() != before;
+        let before = self.memory.warned.len();
+        self.memory.warned.retain(|(id, _)| exists(*id));
+        self.memory_changed |= self.memory.warned.len() != before;
     }
 
     /// What each non-empty group says now (the toasts redraw from this every frame, so their
@@ -509,6 +545,10 @@ mod tests {
         assert_eq!(shows(&first.poll(2.0, at(2)).0).len(), 1);
         let memory = first.take_memory_change().expect("changed").clone();
         assert!(first.take_memory_change().is_none());
+        assert!(
+            memory.shown.is_empty(),
+            "the desktop reports the ids, not the notifier"
+        );
 
         let mut second = Notifier::with_memory(memory.clone());
         second.add(GroupKey::Expiring, id, member("a", 500), 0.0);
@@ -522,7 +562,35 @@ mod tests {
         third.add(GroupKey::Expiring, id, member("a", 900), 0.0);
         assert_eq!(shows(&third.poll(2.0, at(2)).0).len(), 1);
         third.prune_memory(|_| false);
-        assert!(third.take_memory_change().expect("pruned").is_empty());
+        assert!(
+            third
+                .take_memory_change()
+                .expect("pruned")
+                .warned
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_notification_left_by_an_earlier_window_is_withdrawn_when_resolved() {
+        let memory = Memory {
+            shown: BTreeMap::from([(GroupKey::Expiring, 7)]),
+            ..Memory::default()
+        };
+        let mut notifier = Notifier::with_memory(memory);
+        // Its jobs were kept while no window ran: the group is empty, the notification goes.
+        assert_eq!(
+            notifier.poll(0.0, at(0)).0,
+            [DesktopCommand::Close(GroupKey::Expiring)]
+        );
+        notifier.set_shown_id(GroupKey::Expiring, None);
+        assert!(
+            notifier
+                .take_memory_change()
+                .expect("changed")
+                .shown
+                .is_empty()
+        );
     }
 
     #[test]
@@ -533,6 +601,29 @@ mod tests {
         let title = |w| notifier.content(GroupKey::Expiring, w).expect("one").title;
         assert_eq!(title(at(0)), "“a” expires in 1 h 0 min");
         assert_eq!(title(at(1800)), "“a” expires in 30 min 0 s");
+    }
+
+    #[test]
+    fn uploads_get_upload_words_and_unnamed_jobs_a_name() {
+        let mut notifier = Notifier::default();
+        let mut upload = member("report.pdf", 0);
+        upload.job_type = JobType::Upload;
+        notifier.add(GroupKey::Transferred, JobId::new_random(), upload, 0.0);
+        let text = notifier.content(GroupKey::Transferred, at(0)).expect("one");
+        assert_eq!(text.title, "“report.pdf” is transferred");
+        assert!(
+            text.body.contains("The server has every byte"),
+            "{}",
+            text.body
+        );
+        assert!(!text.body.contains("move its files"));
+
+        let mut job = crate::gui::tray::tests::job("", crate::job::JobState::Error, 0, 1, 0);
+        assert_eq!(job_label(&job), "f", "its file's name");
+        job.files.clear();
+        let label = job_label(&job);
+        assert!(label.starts_with("job ") && label.len() == 12, "{label}");
+        assert!(!label.contains('{') && !label.contains('-'));
     }
 
     #[test]

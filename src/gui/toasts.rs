@@ -306,6 +306,7 @@ fn draw(
                     egui::vec2(title_width, 0.0),
                     egui::Layout::top_down(egui::Align::Min),
                     |ui| {
+                        ui.set_min_width(title_width);
                         ui.set_max_width(title_width);
                         ui.add(
                             egui::Label::new(

@@ -55,6 +55,9 @@ fn action_button(ui: &mut egui::Ui, label: &str, availability: &Availability, hi
 impl FerryApp {
     pub(super) fn draw(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
+        if let Some(text) = self.copy_text.take() {
+            ctx.copy_text(text);
+        }
         self.keyboard(&ctx);
         self.prune_selection();
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
@@ -85,7 +88,9 @@ impl FerryApp {
             Page::Settings => self.settings_page(ui),
             Page::Jobs | Page::Stale => self.table(ui),
         });
-        super::dialogs::show(self, &ctx);
+        if !self.show_builtin_picker(&ctx) {
+            super::dialogs::show(self, &ctx);
+        }
         self.centre(&ctx);
         let groups = self.group_toasts();
         if let Some(clicked) = self.toasts.show(&ctx, self.mono(), &groups) {
@@ -468,10 +473,23 @@ impl FerryApp {
                      the next to expire first.",
                     self.settings.stale_after_days
                 ));
+                let mut spec = self.spec.clone();
+                spec.stale_only = true;
                 if ui.button("Select all").clicked() {
-                    let mut spec = self.spec.clone();
-                    spec.stale_only = true;
                     self.selection = self.jobs.rows(&spec, &now).iter().copied().collect();
+                }
+                if ui
+                    .button("Keep all")
+                    .on_hover_text("Counts as activity for every job listed here: their inactivity timers start again")
+                    .clicked()
+                {
+                    let ids: Vec<JobId> = self.jobs.rows(&spec, &now).to_vec();
+                    if !ids.is_empty() {
+                        self.send(super::bridge::Request::Set(
+                            ids,
+                            crate::job::PropertyChange::Touch,
+                        ));
+                    }
                 }
             });
         }
@@ -518,6 +536,9 @@ impl FerryApp {
             builder = builder.scroll_to_row(row, None);
         }
         let mut clicked: Option<(JobId, Modifiers)> = None;
+        let mut double_clicked: Option<JobId> = None;
+        let mut right_clicked: Option<JobId> = None;
+        let mut menu_action: Option<RowAction> = None;
         let mut sort_by = None;
         builder
             .header(ROW_HEIGHT, |mut header| {
@@ -542,14 +563,48 @@ impl FerryApp {
                     let Some(entry) = self.jobs.get(&id) else {
                         return;
                     };
-                    row.set_selected(self.selection.contains(&id));
+                    let selected = self.selection.contains(&id);
+                    row.set_selected(selected);
                     row_cells(&mut row, entry, &now, &columns);
                     let response = row.response();
                     if response.clicked() {
                         clicked = Some((id, response.ctx.input(|i| i.modifiers)));
                     }
+                    if response.double_clicked() {
+                        double_clicked = Some(id);
+                    }
+                    if response.secondary_clicked() && !selected {
+                        // A right click on a row outside the selection acts on that row alone.
+                        right_clicked = Some(id);
+                    }
+                    // The menu acts on the selection when the row is in it, else on the row.
+                    let targets: Vec<&Job> = if selected {
+                        self.selection
+                            .iter()
+                            .filter_map(|id| self.jobs.get(id).map(|e| &e.job))
+                            .collect()
+                    } else {
+                        vec![&entry.job]
+                    };
+                    response.context_menu(|ui| {
+                        if let Some(action) = row_menu(ui, &targets) {
+                            menu_action = Some(action);
+                            ui.close();
+                        }
+                    });
                 });
             });
+        if let Some(id) = right_clicked {
+            self.selection = BTreeSet::from([id]);
+            self.cursor = Some(id);
+            self.anchor = Some(id);
+        }
+        if let Some(id) = double_clicked {
+            self.open_job(id);
+        }
+        if let Some(action) = menu_action {
+            self.row_action(action);
+        }
         if let Some(column) = sort_by {
             if self.spec.sort == column {
                 self.spec.ascending = !self.spec.ascending;
@@ -918,6 +973,133 @@ impl FerryApp {
             self.save_service_config();
         }
     }
+}
+
+/// What a row's context menu asks for.
+pub(super) enum RowAction {
+    OpenFile(std::path::PathBuf),
+    OpenFolder(std::path::PathBuf),
+    CopyUrls(String),
+    Act(Action, Vec<JobId>),
+    Complete(Vec<JobId>),
+    Cancel(Vec<JobId>),
+    Priority(Vec<JobId>, Priority),
+    Keep(Vec<JobId>),
+    EditUrl(JobId, usize),
+}
+
+/// The downloaded file a job's row opens: its only file, once committed (ACKNOWLEDGED).
+pub(super) fn openable_file(job: &Job) -> Option<&std::path::Path> {
+    match (job.state, job.job_type, job.files.as_slice()) {
+        (JobState::Acknowledged, JobType::Download, [file]) => Some(&file.local_path),
+        _ => None,
+    }
+}
+
+/// The context menu of a row: the file and its folder, the URL, and the job actions, each
+/// enabled by the state of the jobs it acts on (as the toolbar's buttons).
+fn row_menu(ui: &mut egui::Ui, jobs: &[&Job]) -> Option<RowAction> {
+    let mut action = None;
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let single = (jobs.len() == 1).then(|| jobs[0]);
+    if let Some(job) = single {
+        let file = openable_file(job);
+        if ui
+            .add_enabled(file.is_some(), egui::Button::new("Open file"))
+            .on_disabled_hover_text("Once the job is completed (its file is at its name)")
+            .clicked()
+            && let Some(file) = file
+        {
+            action = Some(RowAction::OpenFile(file.to_path_buf()));
+        }
+        let folder = job
+            .files
+            .first()
+            .and_then(|f| f.local_path.parent())
+            .map(std::path::Path::to_path_buf);
+        if ui
+            .add_enabled(folder.is_some(), egui::Button::new("Open folder"))
+            .clicked()
+            && let Some(folder) = folder
+        {
+            action = Some(RowAction::OpenFolder(folder));
+        }
+    }
+    let urls: Vec<String> = jobs
+        .iter()
+        .flat_map(|j| {
+            j.files
+                .iter()
+                .map(|f| crate::job::redact_url(&f.remote_url))
+        })
+        .collect();
+    if ui
+        .add_enabled(!urls.is_empty(), egui::Button::new("Copy URL"))
+        .clicked()
+    {
+        action = Some(RowAction::CopyUrls(urls.join("\n")));
+    }
+    ui.separator();
+    let retry = jobs
+        .iter()
+        .any(|j| matches!(j.state, JobState::Error | JobState::TransientError));
+    let resume = rules::resume(jobs);
+    let label = if retry { "Retry" } else { "Resume" };
+    if menu_item(ui, label, &resume.availability()) {
+        action = Some(RowAction::Act(Action::Resume, resume.ids()));
+    }
+    let suspend = rules::suspend(jobs);
+    if menu_item(ui, "Suspend", &suspend.availability()) {
+        action = Some(RowAction::Act(Action::Suspend, suspend.ids()));
+    }
+    if menu_item(ui, "Complete", &rules::complete(jobs).availability()) {
+        action = Some(RowAction::Complete(ids.clone()));
+    }
+    if menu_item(ui, "Cancel…", &rules::cancel(jobs).availability()) {
+        action = Some(RowAction::Cancel(ids.clone()));
+    }
+    let change = rules::change(jobs);
+    ui.add_enabled_ui(change.availability().is_enabled(), |ui| {
+        ui.menu_button("Priority", |ui| {
+            for p in Priority::ALL {
+                if ui.button(p.name()).clicked() {
+                    action = Some(RowAction::Priority(change.ids(), p));
+                }
+            }
+        });
+    });
+    if menu_item(ui, "Keep", &change.availability()) {
+        action = Some(RowAction::Keep(change.ids()));
+    }
+    if let Some(job) = single
+        && job.job_type == JobType::Download
+        && !job.state.is_final()
+    {
+        // The file that failed, else the first.
+        let file = job
+            .error
+            .as_ref()
+            .and_then(|e| e.file)
+            .filter(|i| *i < job.files.len())
+            .unwrap_or(0);
+        if ui
+            .add_enabled(!job.files.is_empty(), egui::Button::new("Edit URL…"))
+            .on_hover_text("Give the file a new address (SetRemoteName) and retry")
+            .clicked()
+        {
+            action = Some(RowAction::EditUrl(job.id, file));
+        }
+    }
+    action
+}
+
+fn menu_item(ui: &mut egui::Ui, label: &str, availability: &Availability) -> bool {
+    let response = ui.add_enabled(availability.is_enabled(), egui::Button::new(label));
+    let response = match availability {
+        Availability::Enabled => response,
+        Availability::Disabled(why) => response.on_disabled_hover_text(why),
+    };
+    response.clicked()
 }
 
 /// The Name column is never narrower than this; other columns give way first.

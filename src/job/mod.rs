@@ -17,7 +17,7 @@ pub use error::{
 pub use properties::{
     AuthScheme, Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand,
     NotifyFlags, PropertyChange, ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy,
-    check_local_path, redact_url, url_without_credentials, validate_ranges,
+    check_local_path, check_remote_url, redact_url, url_without_credentials, validate_ranges,
 };
 pub use transition::{
     CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,

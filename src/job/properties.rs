@@ -274,7 +274,7 @@ pub(crate) fn check_length(text: &str, max: usize, what: &str) -> Result<(), Bit
 }
 
 /// A remote URL Ferry can transfer: http or https, legal characters, at most 2,200 characters.
-pub(crate) fn check_remote_url(url: &str) -> Result<(), BitsError> {
+pub fn check_remote_url(url: &str) -> Result<(), BitsError> {
     check_length(url, super::MAX_URL, "remote URL")?;
     let shown = redact_url(url);
     let parsed = url::Url::parse(url).map_err(|e| {

@@ -33,8 +33,20 @@ impl egui::DroppedFile for Dropped {
 struct Answer(Option<PathBuf>);
 
 impl Pickers for Answer {
-    fn pick(&mut self, _: PickKind, _: &Path, reply: Box<dyn FnOnce(Option<PathBuf>) + Send>) {
-        reply(self.0.clone());
+    fn pick(
+        &mut self,
+        _: PickKind,
+        _: &Path,
+        reply: Box<dyn FnOnce(Option<PathBuf>) + Send>,
+    ) -> bool {
+        match &self.0 {
+            Some(path) => {
+                reply(Some(path.clone()));
+                true
+            }
+            // A desktop with no portal and no zenity: the window shows its own dialog.
+            None => false,
+        }
     }
 }
 
@@ -71,6 +83,24 @@ impl Setup {
         )
     }
 
+    fn window_with(&self, look: Look) -> Harness<'static, FerryApp> {
+        window_with(
+            Connect::Socket(self.home.socket()),
+            Some(self.out.path().to_path_buf()),
+            look,
+        )
+    }
+
+    /// `count` SUSPENDED jobs named `prefix-N`, each of one file `/prefix-N.bin`.
+    fn jobs(&self, prefix: &str, count: usize) -> Vec<JobId> {
+        (0..count)
+            .map(|i| {
+                let path = format!("/{prefix}-{i}.bin");
+                self.job(&format!("{prefix}-{i}"), &[path.as_str()])
+            })
+            .collect()
+    }
+
     /// A SUSPENDED download job of `paths` (served by the test server) into the out folder.
     fn job(&self, name: &str, paths: &[&str]) -> JobId {
         let mut spec = JobSpec::new(name, JobType::Download);
@@ -96,15 +126,40 @@ impl Setup {
 }
 
 fn window(connect: Connect, answer: Option<PathBuf>) -> Harness<'static, FerryApp> {
+    window_with(connect, answer, Look::default())
+}
+
+/// How a test's window is made: its size, where its gui.ron is, and its clock.
+struct Look {
+    size: [f32; 2],
+    settings_path: Option<PathBuf>,
+    clock: Arc<dyn ferry::engine::Clock>,
+}
+
+impl Default for Look {
+    fn default() -> Look {
+        Look {
+            size: [1400.0, 800.0],
+            settings_path: None,
+            clock: Arc::new(SystemClock::default()),
+        }
+    }
+}
+
+fn window_with(
+    connect: Connect,
+    answer: Option<PathBuf>,
+    look: Look,
+) -> Harness<'static, FerryApp> {
     Harness::builder()
-        .with_size([1400.0, 800.0])
+        .with_size(look.size)
         .build_eframe(move |cc| {
             FerryApp::new(
                 cc,
                 GuiOptions {
                     connect,
-                    clock: Arc::new(SystemClock::default()),
-                    settings_path: None,
+                    clock: look.clock,
+                    settings_path: look.settings_path,
                     system_integration: false,
                     pickers: Box::new(Answer(answer)),
                     activations: None,
@@ -604,4 +659,370 @@ fn everything_is_reachable_from_the_keyboard() {
     window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
     window.run_ok();
     assert!(shows(&window, "URLs, one per line:"));
+}
+
+/// The titles of the toasts shown now.
+fn toasts_with(window: &Harness<'static, FerryApp>, text: &str) -> usize {
+    window
+        .state()
+        .toast_titles()
+        .iter()
+        .filter(|t| t.contains(text))
+        .count()
+}
+
+/// The table cell showing `text` (the leftmost node with that label: the details panel and the
+/// toasts are to its right).
+fn row_cell<'a>(window: &'a Harness<'static, FerryApp>, text: &'a str) -> egui_kittest::Node<'a> {
+    window
+        .get_all_by_label(text)
+        .min_by(|a, b| a.rect().min.x.total_cmp(&b.rect().min.x))
+        .unwrap_or_else(|| panic!("no cell {text:?}"))
+}
+
+/// Focuses the field labelled `label` and types `text` into it.
+fn type_into(window: &mut Harness<'static, FerryApp>, label: &str, text: &str) {
+    window.get_by_label(label).focus();
+    window.run_ok();
+    window.get_by_label(label).type_text(text);
+    window.run_ok();
+}
+
+fn inside(window: &Harness<'static, FerryApp>, node: &egui_kittest::Node<'_>) -> bool {
+    let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, window.ctx.content_rect().size());
+    screen.contains_rect(node.rect())
+}
+
+#[test]
+fn a_storm_of_expiry_warnings_is_one_toast_and_keep_all_keeps_them() {
+    // Every job is "near" its timeout a second after its last activity.
+    let setup = Setup::new(
+        "job_inactivity_timeout_secs: 3600, inactivity_warning_secs: 3599, max_jobs_per_user: 300",
+    );
+    let ids = setup.jobs("idle", 150);
+    let before: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            setup
+                .runtime
+                .block_on(setup.home.client().job(*id))
+                .expect("job")
+                .times
+                .modified
+        })
+        .collect();
+    let mut window = setup.window();
+    wait_until(&mut window, "the grouped warning", |w| {
+        shows(w, "150 jobs expire within 59 min")
+    });
+    assert_eq!(toasts_with(&window, "expire"), 1, "one toast for 150 jobs");
+    // Soonest deadline first: the first created.
+    assert!(shows(&window, "“idle-0”, “idle-1”, “idle-2” and 147 more"));
+    // Nothing is dropped: the centre has a line per job.
+    click(&mut window, "🔔 150");
+    assert!(shows(&window, "150 this session"));
+    click(&mut window, "Keep all");
+    wait_until(&mut window, "every job kept", |w| {
+        ids.iter()
+            .zip(&before)
+            .all(|(id, then)| w.state().job(id).is_some_and(|j| j.times.modified > *then))
+    });
+}
+
+#[test]
+fn a_small_window_with_hundreds_of_jobs_stays_usable() {
+    let setup = Setup::new("max_jobs_per_user: 300");
+    let ids = setup.jobs("bulk", 203);
+    // Three finished jobs in the mix: Cancel skips them and says so.
+    for id in &ids[..3] {
+        setup
+            .runtime
+            .block_on(setup.home.client().cancel(*id))
+            .expect("cancel");
+    }
+    let mut window = setup.window_with(Look {
+        size: [800.0, 500.0],
+        ..Look::default()
+    });
+    wait_until(&mut window, "203 jobs", |w| w.state().job_count() == 203);
+    // The toolbar is one row: the job actions fold into a menu, the filter stays on screen.
+    assert!(
+        window
+            .query_all_by_role_and_label(Role::Button, "Resume")
+            .next()
+            .is_none(),
+        "Resume is in the Actions menu"
+    );
+    let actions = window.get_by_label("Actions ⏷");
+    assert!(inside(&window, &actions));
+    let filter = window.get_by_label("Filter");
+    assert!(inside(&window, &filter), "the filter field is on screen");
+    assert!(actions.rect().max.y < 60.0, "the toolbar is one row");
+
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    window.run_ok();
+    assert_eq!(window.state().selection().len(), 203);
+    window.key_press(egui::Key::Delete);
+    window.run_ok();
+    assert!(shows(&window, "Cancel 200 jobs?"));
+    assert!(shows(
+        &window,
+        "200 jobs, 0 B downloaded so far is deleted. The first 10 are listed."
+    ));
+    assert!(shows(&window, "… and 190 more"));
+    assert!(shows(&window, "3 skipped: “bulk-"));
+    assert!(shows(
+        &window,
+        "is CANCELLED: a finished job cannot be changed"
+    ));
+    let yes = button(&window, "Cancel jobs");
+    assert!(
+        inside(&window, &yes),
+        "the answer is on screen: {:?}",
+        yes.rect()
+    );
+    assert!(inside(&window, &button(&window, "Keep jobs")));
+    click(&mut window, "Cancel jobs");
+    wait_until(&mut window, "all cancelled", |w| {
+        ids.iter()
+            .all(|id| matches!(job_state(w, *id), None | Some(JobState::Cancelled)))
+    });
+    // A cancelled row shows what was downloaded, no progress bar.
+    assert_eq!(window.query_all_by_role(Role::ProgressIndicator).count(), 0);
+}
+
+#[test]
+fn the_details_panel_stays_bounded_and_the_selection_follows_the_view() {
+    let setup = Setup::new("");
+    let long = setup.job("long", &["/long.bin"]);
+    let other = setup.job("other", &["/other.bin"]);
+    let text = "a very long description without a break ".repeat(24);
+    setup
+        .runtime
+        .block_on(setup.home.client().set(
+            long,
+            &[ferry::job::PropertyChange::Description(text.clone())],
+        ))
+        .expect("set");
+    let mut window = setup.window();
+    wait_until(&mut window, "the jobs", |w| w.state().job_count() == 2);
+    window.key_press(egui::Key::ArrowDown);
+    window.run_ok();
+    window.run_ok();
+    let selected = window.state().selection();
+    assert_eq!(selected.len(), 1);
+    // Sorted by name: "long" is the first row.
+    assert_eq!(window.state().selection(), [long]);
+    window.run_ok();
+    assert!(shows(&window, "a very long description"));
+    let width = window.state().layout().details_width;
+    assert!(
+        width <= 700.0,
+        "the panel is at most half the window: {width}"
+    );
+    assert!(
+        inside(&window, &window.get_by_label("Name ⏶")),
+        "the table keeps its first column"
+    );
+
+    // Shift+Down extends the selection, Shift+Up shrinks it back.
+    window.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::ArrowDown);
+    window.run_ok();
+    assert_eq!(window.state().selection().len(), 2);
+    window.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::ArrowUp);
+    window.run_ok();
+    assert_eq!(window.state().selection(), [long]);
+    window.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::ArrowDown);
+    window.run_ok();
+    assert!(shows(&window, "2 selected"));
+    // Filtered out of view: out of the selection (and of "N selected").
+    type_into(&mut window, "Filter", "other");
+    window.run_ok();
+    window.run_ok();
+    assert_eq!(window.state().selection(), [other]);
+    assert!(!shows(&window, "2 selected"));
+}
+
+#[test]
+fn ctrl_n_takes_typing_and_enter_creates() {
+    let setup = Setup::new("");
+    setup.server.put("/typed.bin", content(5000, 40));
+    let mut window = setup.window();
+    wait_until(&mut window, "the connection", |w| {
+        w.state().connection() == &Connection::Up
+    });
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
+    window.run_ok();
+    window.run_ok();
+    let urls = window.get_by_label("URLs, one per line:");
+    assert!(urls.is_focused(), "the URL field has the keyboard");
+    type_into(
+        &mut window,
+        "URLs, one per line:",
+        &setup.server.url("/typed.bin"),
+    );
+    click(&mut window, "Browse…"); // the test's folder
+    window.get_by_label("URLs, one per line:").focus();
+    window.run_ok();
+    window.key_press(egui::Key::Enter);
+    window.run_ok();
+    wait_until(&mut window, "the typed job", |w| w.state().job_count() == 1);
+    assert!(!shows(&window, "URLs, one per line:"), "the dialog closed");
+}
+
+#[test]
+fn the_layout_is_remembered_in_gui_ron() {
+    let setup = Setup::new("");
+    setup.job("remembered", &["/r.bin"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("gui.ron");
+    let clock = Arc::new(ferry::engine::ManualClock::new(chrono::Utc::now()));
+    let mut window = setup.window_with(Look {
+        settings_path: Some(path.clone()),
+        clock: clock.clone(),
+        ..Look::default()
+    });
+    wait_until(&mut window, "the job", |w| w.state().job_count() == 1);
+    click(&mut window, "Last activity");
+    type_into(&mut window, "Filter", "rem");
+    window.run_ok();
+    assert!(!path.exists(), "not saved while it changes");
+    clock.advance(Duration::from_secs(2));
+    window.run_ok();
+    let saved = std::fs::read_to_string(&path).expect("saved");
+    assert!(
+        saved.contains("sort: LastActivity") && saved.contains("filter: \"rem\""),
+        "{saved}"
+    );
+    drop(window);
+
+    let window = setup.window_with(Look {
+        settings_path: Some(path),
+        ..Look::default()
+    });
+    let layout = window.state().layout();
+    assert_eq!(layout.filter, "rem");
+    assert_eq!(layout.sort, ferry::gui::model::Column::LastActivity);
+}
+
+#[test]
+fn a_second_launch_raises_the_first_window_with_its_urls() {
+    let bus = crate::home::SessionBus::start();
+    let first = ferry::gui::instance::claim_on_bus(bus.address(), &[], || {}).expect("claim");
+    let ferry::gui::instance::Claim::First(_instance, activations) = first else {
+        panic!("the first launch owns the window");
+    };
+    let urls = vec!["http://127.0.0.1:1/a.iso".to_string()];
+    let second = ferry::gui::instance::claim_on_bus(bus.address(), &urls, || {}).expect("claim");
+    assert!(matches!(second, ferry::gui::instance::Claim::Raised));
+    let activation = activations.recv_timeout(PATIENCE).expect("activated");
+    assert_eq!(activation.urls, urls);
+}
+
+#[test]
+fn without_a_desktop_file_dialog_the_window_shows_its_own() {
+    let setup = Setup::new("");
+    let picked = setup.out.path().join("picked");
+    std::fs::create_dir(&picked).expect("folder");
+    let settings = tempfile::tempdir().expect("dir");
+    let path = settings.path().join("gui.ron");
+    std::fs::write(
+        &path,
+        format!(
+            "(default_folder: {:?})",
+            setup.out.path().display().to_string()
+        ),
+    )
+    .expect("gui.ron");
+    // No portal, no zenity: the pickers say so.
+    let mut window = window_with(
+        Connect::Socket(setup.home.socket()),
+        None,
+        Look {
+            settings_path: Some(path),
+            ..Look::default()
+        },
+    );
+    wait_until(&mut window, "the connection", |w| {
+        w.state().connection() == &Connection::Up
+    });
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
+    window.run_ok();
+    click(&mut window, "Browse…");
+    assert!(
+        shows(&window, "Choose the destination folder"),
+        "Ferry's own dialog"
+    );
+    wait_until(&mut window, "the folder's entries", |w| {
+        shows(w, "🗀 picked")
+    });
+    window.get_by_label("🗀 picked").click();
+    window.run_ok();
+    click(&mut window, "Choose");
+    window.run_ok();
+    assert!(!shows(&window, "Choose the destination folder"), "closed");
+    assert_eq!(
+        window.get_by_label("Folder").value().as_deref(),
+        Some(picked.to_str().expect("utf-8 path"))
+    );
+}
+
+#[test]
+fn the_context_menu_edits_the_url_of_a_failed_job_and_retries() {
+    let setup = Setup::new("");
+    let data = content(30_000, 50);
+    setup.server.put("/moved.bin", data.clone());
+    // Nothing at /gone.bin: the job goes to ERROR (404).
+    let id = setup.job("moved", &["/gone.bin"]);
+    setup
+        .runtime
+        .block_on(setup.home.client().resume(id))
+        .expect("resume");
+    let mut window = setup.window();
+    wait_until(&mut window, "ERROR", |w| {
+        job_state(w, id) == Some(JobState::Error)
+    });
+    row_cell(&window, "moved").click_secondary();
+    window.run_ok();
+    assert_eq!(
+        window.state().selection(),
+        [id],
+        "the right click selects the row"
+    );
+    assert!(!is_disabled(&window, "Retry"), "Retry for a job in ERROR");
+    assert!(is_disabled(&window, "Open file"), "nothing to open yet");
+    assert!(!is_disabled(&window, "Copy URL"));
+    click(&mut window, "Edit URL…");
+    assert!(shows(&window, "Edit URL"));
+    let field = window.get_by_label("URL");
+    assert_eq!(
+        field.value().as_deref(),
+        Some(setup.server.url("/gone.bin").as_str())
+    );
+    // Replace the text: select all, then type.
+    field.focus();
+    window.run_ok();
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    window.run_ok();
+    window
+        .get_by_label("URL")
+        .type_text(&setup.server.url("/moved.bin"));
+    window.run_ok();
+    click(&mut window, "Save and retry");
+    wait_until(&mut window, "TRANSFERRED from the new URL", |w| {
+        job_state(w, id) == Some(JobState::Transferred)
+    });
+    let job = window.state().job(&id).expect("job").clone();
+    assert_eq!(job.files[0].remote_url, setup.server.url("/moved.bin"));
+    // Complete from the menu, then the file opens on a double click (not run here: xdg-open).
+    row_cell(&window, "moved").click_secondary();
+    window.run_ok();
+    click(&mut window, "Complete");
+    wait_until(&mut window, "ACKNOWLEDGED", |w| {
+        job_state(w, id) == Some(JobState::Acknowledged)
+    });
+    assert_eq!(
+        std::fs::read(setup.out.path().join("gone.bin")).expect("file"),
+        data
+    );
 }

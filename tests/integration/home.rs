@@ -168,3 +168,48 @@ pub async fn wait_exit(pid: i32) {
     let exited = tokio::time::timeout(crate::PATIENCE, async_fd.readable()).await;
     assert!(exited.is_ok(), "process {pid} did not exit");
 }
+
+/// A private session bus (dbus-daemon) for the test, stopped when dropped.
+pub struct SessionBus {
+    daemon: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SessionBus {
+    pub fn start() -> SessionBus {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut daemon = Command::new("dbus-daemon")
+            .arg("--session")
+            .arg("--nofork")
+            .arg("--print-address=1")
+            .arg(format!(
+                "--address=unix:path={}",
+                dir.path().join("bus").display()
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (scripts/setup.sh installs it)");
+        let mut line = String::new();
+        let stdout = daemon.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("the bus address");
+        SessionBus {
+            daemon,
+            address: line.trim().to_string(),
+            _dir: dir,
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
