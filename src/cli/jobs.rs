@@ -363,6 +363,9 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
     if let Some(replace) = args.replace_existing {
         changes.push(PropertyChange::ReplaceExisting(replace));
     }
+    if let Some(on) = args.complete_when_transferred {
+        changes.push(PropertyChange::CompleteWhenTransferred(on));
+    }
     if let Some((scheme, user)) = &args.credentials {
         let password = read_password(user)
             .map_err(|e| invalid(format!("cannot read the password from standard input: {e}")))?;

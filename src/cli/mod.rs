@@ -293,6 +293,10 @@ pub struct SetArgs {
     /// Allow (true) or forbid (false) Complete to replace existing destination files.
     #[arg(long, value_name = "BOOL")]
     pub replace_existing: Option<bool>,
+    /// The service completes the job as soon as it is TRANSFERRED (true), or the job waits for
+    /// `ferry complete` (false, the BITS rule and the default for jobs made here).
+    #[arg(long, value_name = "BOOL")]
+    pub complete_when_transferred: Option<bool>,
     /// Server credentials, `basic:USER` or `digest:USER`; the password is read from standard
     /// input (asked for, without echo, on a terminal). Kept in the service's memory only: set
     /// them again after the service restarts.

@@ -67,6 +67,7 @@ pub struct Details {
     pub allow_https_to_http: bool,
     pub dynamic_content: bool,
     pub replace_existing: bool,
+    pub complete_when_transferred: bool,
     pub credentials_dropped: bool,
     pub error: Option<ErrorView>,
     pub error_count: u32,
@@ -168,6 +169,7 @@ impl Details {
             allow_https_to_http: job.redirect_policy.allow_https_to_http,
             dynamic_content: job.dynamic_content,
             replace_existing: job.replace_existing,
+            complete_when_transferred: job.complete_when_transferred,
             credentials_dropped: job.credentials_dropped,
             error: job.current_error().ok().map(|e| ErrorView {
                 context: e.context.name(),
@@ -373,6 +375,10 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
     line("CUSTOM HEADERS", d.custom_headers.join("; "));
     line("DYNAMIC CONTENT", d.dynamic_content.to_string());
     line("REPLACE EXISTING", d.replace_existing.to_string());
+    line(
+        "COMPLETE WHEN TRANSFERRED",
+        d.complete_when_transferred.to_string(),
+    );
     if d.credentials_dropped {
         line(
             "CREDENTIALS",

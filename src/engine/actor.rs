@@ -55,6 +55,8 @@ pub(super) struct Actor {
     pub(super) jobs: HashMap<JobId, Job>,
     /// The last jobs that reached a final state, oldest first (see [`FINISHED_KEPT`]).
     pub(super) finished: VecDeque<Job>,
+    /// Jobs that became TRANSFERRED with "complete when transferred": completed next round.
+    pub(super) to_complete: Vec<JobId>,
     pub(super) store: Saver,
     pub(super) user: User,
     pub(super) config: Config,
@@ -104,6 +106,7 @@ impl Actor {
     ) {
         loop {
             self.on_time().await;
+            self.complete_transferred().await;
             self.schedule().await;
             self.flush(false).await;
             self.publish_modifications(false);
@@ -273,9 +276,34 @@ impl Actor {
             job::apply(&mut probe, Event::Set(change.clone()), self.now())?;
             files::check_destination(&probe, path)?;
         }
-        self.apply(job, Event::Set(change), Persist::Now)
-            .await
-            .map(drop)
+        let now_on = matches!(change, PropertyChange::CompleteWhenTransferred(true));
+        self.apply(job, Event::Set(change), Persist::Now).await?;
+        if now_on && self.job(job)?.state == JobState::Transferred {
+            self.to_complete.push(job);
+        }
+        Ok(())
+    }
+
+    /// Completes the jobs that asked for it once TRANSFERRED. A refusal (a file in the way, a
+    /// folder gone) leaves the job TRANSFERRED and is told to the user; it is not retried.
+    async fn complete_transferred(&mut self) {
+        for id in std::mem::take(&mut self.to_complete) {
+            let wanted = self
+                .jobs
+                .get(&id)
+                .is_some_and(|j| j.state == JobState::Transferred && j.complete_when_transferred);
+            if !wanted {
+                continue;
+            }
+            if let Err(error) = self.complete(id).await {
+                tracing::info!(job = %id, "complete when transferred: {}", error.message);
+                self.emit(EngineEvent::CompleteFailed {
+                    job: id,
+                    code: error.code,
+                    message: error.message,
+                });
+            }
+        }
     }
 
     /// Where the reply is: its temp file in TRANSFERRED, its file after Complete (D11).
@@ -315,7 +343,7 @@ impl Actor {
         Ok((path, size))
     }
 
-    async fn create(&mut self, spec: JobSpec) -> Result<JobId, BitsError> {
+    async fn create(&mut self, mut spec: JobSpec) -> Result<JobId, BitsError> {
         let limits = self.config.limits(self.user.is_admin());
         if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
             self.note_quota(&e);
@@ -344,6 +372,13 @@ impl Actor {
             Event::Set(PropertyChange::ReplaceExisting(spec.replace_existing)),
             now,
         )?;
+        job::apply(
+            &mut job,
+            Event::Set(PropertyChange::CompleteWhenTransferred(
+                spec.complete_when_transferred,
+            )),
+            now,
+        )?;
         if let Some(reply) = spec.reply_file {
             job::apply(
                 &mut job,
@@ -351,6 +386,9 @@ impl Actor {
                 now,
             )?;
             files::check_destination(&job, &reply)?;
+        }
+        if spec.rename_existing {
+            files::rename_taken(&mut spec.files);
         }
         if !spec.files.is_empty() {
             files::check_new_files(&job, &spec.files)?;
@@ -462,6 +500,9 @@ impl Actor {
         let to = job.state;
         if to != from {
             self.emit(EngineEvent::StateChanged { job: id, from, to });
+        }
+        if to == JobState::Transferred && from != to && job.complete_when_transferred {
+            self.to_complete.push(id);
         }
         // JobModification is not raised for transitions into ERROR or TRANSFERRED (spec §7.5).
         if !(to != from && matches!(to, JobState::Error | JobState::Transferred)) {

@@ -72,6 +72,13 @@ pub enum EngineEvent {
         code: ErrorCode,
         message: String,
     },
+    /// A job set to complete when transferred could not be completed (a file is in the way,
+    /// the folder is gone…): it stays TRANSFERRED for the user to decide.
+    CompleteFailed {
+        job: JobId,
+        code: ErrorCode,
+        message: String,
+    },
     /// The job's notify command line failed; it runs again at `retry_at` if the job is still in
     /// the same state (spec §7.6).
     NotifyCommandFailed {
@@ -137,6 +144,13 @@ pub struct JobSpec {
     /// Upload-reply jobs: where Complete puts the reply (default: beside the local file).
     #[serde(default)]
     pub reply_file: Option<PathBuf>,
+    /// The service completes the job once it is TRANSFERRED (Ferry's extension; off: BITS).
+    #[serde(default)]
+    pub complete_when_transferred: bool,
+    /// A file whose name is taken is saved under the first free "name (1).ext" instead of
+    /// being refused (the GUI's Rename at a name conflict).
+    #[serde(default)]
+    pub rename_existing: bool,
 }
 
 impl JobSpec {
@@ -149,6 +163,8 @@ impl JobSpec {
             replace_existing: false,
             files: Vec::new(),
             reply_file: None,
+            complete_when_transferred: false,
+            rename_existing: false,
         }
     }
 }

@@ -195,6 +195,33 @@ pub(crate) fn commit(job: &Job, plan: &CompletePlan) -> (CommitReport, bool) {
 }
 
 /// `base` if no file has that name, else the first free `base-2`, `base-3`, …
+/// Gives each file whose name is taken (on disk, or by an earlier file of the list) the first
+/// free "name (1).ext", "name (2).ext"… in the same folder.
+pub(crate) fn rename_taken(files: &mut [crate::job::NewFile]) {
+    let mut chosen: Vec<PathBuf> = Vec::with_capacity(files.len());
+    for file in files.iter_mut() {
+        let taken = |p: &Path| p.exists() || chosen.iter().any(|c| c == p);
+        if taken(&file.local_path) {
+            let path = &file.local_path;
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let ext = path
+                .extension()
+                .map(|e| format!(".{}", e.to_string_lossy()))
+                .unwrap_or_default();
+            if let Some(free) = (1..10_000)
+                .map(|n| path.with_file_name(format!("{stem} ({n}){ext}")))
+                .find(|candidate| !taken(candidate))
+            {
+                file.local_path = free;
+            }
+        }
+        chosen.push(file.local_path.clone());
+    }
+}
+
 pub(crate) fn free_name(base: &Path) -> PathBuf {
     if !base.exists() {
         return base.to_path_buf();

@@ -91,6 +91,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         notify_retry: HashMap::new(),
         network_up: true,
         finished: VecDeque::new(),
+        to_complete: Vec::new(),
     };
     let watch_network = actor.config.watch_network;
     let weak = commands_tx.downgrade();

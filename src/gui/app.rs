@@ -527,6 +527,14 @@ impl FerryApp {
             GroupKey::Transferred => (format!("“{}” is transferred", member.name), String::new()),
             GroupKey::Failed => (format!("“{}” failed", member.name), member.detail.clone()),
             GroupKey::Quota => ("Quota reached".into(), member.detail.clone()),
+            GroupKey::Completed => (
+                format!("“{}” is downloaded", member.name),
+                member.detail.clone(),
+            ),
+            GroupKey::CompleteFailed => (
+                format!("“{}” could not be completed", member.name),
+                member.detail.clone(),
+            ),
         };
         let wall = self.clock.now();
         self.toasts.record(wall, key.level(), &title, &body);
@@ -558,6 +566,7 @@ impl FerryApp {
         }
         if state != JobState::Transferred {
             self.notifier.resolve(GroupKey::Transferred, id);
+            self.notifier.resolve(GroupKey::CompleteFailed, id);
         }
     }
 
@@ -593,7 +602,14 @@ impl FerryApp {
     }
 
     /// The grouped notices as toasts, redrawn from the notifier (live countdowns).
-    pub(super) fn group_toasts(&mut self) -> Vec<(GroupKey, usize)> {
+    pub(super) fn group_toasts(&mut self, ctx: &egui::Context) -> Vec<(GroupKey, usize)> {
+        // "Downloaded" fades like an ordinary toast; the other notices wait for the user.
+        if let Some(at) = self
+            .notifier
+            .fade(GroupKey::Completed, self.mono(), TOAST_SECONDS)
+        {
+            ctx.request_repaint_after(Duration::from_secs_f64((at - self.mono()).max(0.05)));
+        }
         let wall = self.clock.now();
         let contents: Vec<(notices::Content, usize)> = self
             .notifier
@@ -612,9 +628,9 @@ impl FerryApp {
         match clicked {
             Clicked::Action(action) => self.toast_action(action),
             // Information only: seen once dismissed. The others stay until resolved.
-            Clicked::Dismissed(key @ (GroupKey::Cancelled | GroupKey::Quota)) => {
-                self.notifier.clear(key)
-            }
+            Clicked::Dismissed(
+                key @ (GroupKey::Cancelled | GroupKey::Quota | GroupKey::Completed),
+            ) => self.notifier.clear(key),
             Clicked::Dismissed(_) => {}
         }
     }
@@ -948,8 +964,25 @@ impl FerryApp {
             }
             Reply::Job(job) => {
                 let id = job.id;
+                let was_final = self.job(&id).is_none_or(|j| j.state.is_final());
+                let completed_itself = job.state == JobState::Acknowledged
+                    && job.complete_when_transferred
+                    && job.job_type == crate::job::JobType::Download;
                 self.jobs.update(*job, mono);
                 self.sync_notices(id);
+                if completed_itself
+                    && !was_final
+                    && self.job_wants(id, NotifyFlags::JOB_TRANSFERRED)
+                {
+                    let detail = self
+                        .job(&id)
+                        .map(|j| match j.files.as_slice() {
+                            [file] => format!("Saved as {}", file.local_path.display()),
+                            files => format!("{} files saved", files.len()),
+                        })
+                        .unwrap_or_default();
+                    self.notice(GroupKey::Completed, id, detail);
+                }
             }
             Reply::Gone(id) => {
                 self.jobs.remove(id);
@@ -1003,10 +1036,16 @@ impl FerryApp {
                 let mono = self.mono();
                 self.notifier.refused(text, mono);
             }
+            // A job that completes by itself is told about once its files are in place.
             EngineEvent::JobTransferred { job }
-                if self.job_wants(job, NotifyFlags::JOB_TRANSFERRED) =>
+                if self.job_wants(job, NotifyFlags::JOB_TRANSFERRED)
+                    && !self.job(&job).is_some_and(|j| j.complete_when_transferred) =>
             {
                 self.notice(GroupKey::Transferred, job, String::new());
+            }
+            EngineEvent::CompleteFailed { job, code, message } => {
+                let detail = format!("{} {}: {message}", code.name(), code.hresult_text());
+                self.notice(GroupKey::CompleteFailed, job, detail);
             }
             EngineEvent::JobError { job, error } => {
                 if !self.job_wants(job, NotifyFlags::JOB_ERROR) {
@@ -1088,7 +1127,7 @@ impl FerryApp {
             // A quota refusal also comes as the service's QuotaExceeded event: one notice.
             Err(failure) => {
                 if let Some(dialog) = &mut self.dialog {
-                    dialog.failed(failure.text);
+                    dialog.failed(failure.text, failure.code);
                 }
             }
         }
@@ -1145,6 +1184,29 @@ impl FerryApp {
                     .flat_map(|k| self.notifier.members(*k).map(|(id, _)| *id))
                     .filter(|id| self.job(id).is_some())
                     .collect();
+            }
+            ToastAction::OpenFile(id) => {
+                if let Some(path) = self.job(&id).and_then(super::view::openable_file) {
+                    let path = path.to_path_buf();
+                    self.open_path(&path);
+                }
+            }
+            ToastAction::OpenFolder(id) => {
+                let folder = self
+                    .job(&id)
+                    .and_then(|j| j.files.first())
+                    .and_then(|f| f.local_path.parent())
+                    .map(Path::to_path_buf);
+                if let Some(folder) = folder {
+                    self.open_path(&folder);
+                }
+            }
+            ToastAction::Replace(id) => {
+                self.send(Request::Set(
+                    vec![id],
+                    PropertyChange::ReplaceExisting(true),
+                ));
+                self.act(Action::Complete, vec![id]);
             }
             ToastAction::KeepAll => {
                 let ids: Vec<JobId> = self

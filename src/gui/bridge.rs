@@ -187,7 +187,8 @@ fn job_of(event: &EngineEvent) -> Option<JobId> {
         | EngineEvent::InactivityCancelled { job }
         | EngineEvent::NotifyCommandFailed { job, .. }
         | EngineEvent::ProgressSaved { job, .. }
-        | EngineEvent::UploadSessionEnded { job, .. } => Some(*job),
+        | EngineEvent::UploadSessionEnded { job, .. }
+        | EngineEvent::CompleteFailed { job, .. } => Some(*job),
         EngineEvent::QuotaExceeded { .. } => None,
     }
 }
@@ -210,6 +211,7 @@ fn is_notable(event: &EngineEvent) -> bool {
             | EngineEvent::InactivityWarning { .. }
             | EngineEvent::InactivityCancelled { .. }
             | EngineEvent::QuotaExceeded { .. }
+            | EngineEvent::CompleteFailed { .. }
     )
 }
 

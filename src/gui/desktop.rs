@@ -89,6 +89,8 @@ fn run(
                     }
                     shown.ids.insert(content.key, id);
                     shown.actions.insert(id, content.actions);
+                    drop(shown);
+                    on_id(content.key, Some(id));
                 })
             }
             DesktopCommand::Close(key) => {

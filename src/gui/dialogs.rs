@@ -28,12 +28,14 @@ pub enum Dialog {
 }
 
 impl Dialog {
-    /// The service refused the job: say why in the form, which stays open.
-    pub fn failed(&mut self, why: String) {
+    /// The service refused the job: say why in the form, which stays open. A name conflict
+    /// offers Rename and Replace.
+    pub fn failed(&mut self, why: String, code: Option<crate::job::ErrorCode>) {
         match self {
             Dialog::NewDownload(form) => {
                 form.busy = false;
                 form.error = Some(why);
+                form.conflict = code == Some(crate::job::ErrorCode::FileExists);
             }
             Dialog::NewUpload(form) => {
                 form.busy = false;
@@ -282,10 +284,17 @@ pub struct DownloadForm {
     pub ranges: String,
     /// Resume the job at once (BITS creates jobs SUSPENDED; a click on Download means "go").
     pub start: bool,
+    /// The service completes the job once transferred: the file simply appears at its name.
+    pub complete_when_transferred: bool,
     pub error: Option<String>,
     pub busy: bool,
     /// The URL field takes the keyboard when the dialog opens.
     focus_urls: bool,
+    /// The service refused a name that is taken: the form offers Rename and Replace.
+    pub conflict: bool,
+    /// The answer to a conflict: a free "name (1).ext", or replace what is there.
+    pub rename_existing: bool,
+    pub replace_existing: bool,
 }
 
 impl DownloadForm {
@@ -297,9 +306,13 @@ impl DownloadForm {
             priority: Priority::Normal,
             ranges: String::new(),
             start: true,
+            complete_when_transferred: true,
             error: None,
             busy: false,
             focus_urls: true,
+            conflict: false,
+            rename_existing: false,
+            replace_existing: false,
         }
     }
 
@@ -380,6 +393,9 @@ impl DownloadForm {
         let mut spec = JobSpec::new(&name, JobType::Download);
         spec.priority = Some(self.priority);
         spec.files = files;
+        spec.complete_when_transferred = self.complete_when_transferred;
+        spec.rename_existing = self.rename_existing;
+        spec.replace_existing = self.replace_existing;
         Ok(spec)
     }
 }
@@ -463,6 +479,7 @@ fn submit_download(app: &mut FerryApp, form: &mut DownloadForm) {
         Ok(spec) => {
             form.busy = true;
             form.error = None;
+            form.conflict = false;
             app.send(Request::Create {
                 spec,
                 start: form.start,
@@ -554,14 +571,45 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                         .labelled_by(label.id);
                         ui.end_row();
                     });
-                ui.horizontal(|ui| {
+                ui.horizontal_wrapped(|ui| {
                     priority_combo(ui, "download-priority", &mut form.priority);
                     ui.checkbox(&mut form.start, "Start now");
+                    ui.checkbox(
+                        &mut form.complete_when_transferred,
+                        "Complete when transferred",
+                    )
+                    .on_hover_text(
+                        "The files are moved to their names as soon as every byte is here. \
+                             Off: the job waits in TRANSFERRED for Complete (the BITS way).",
+                    );
                     if ui.button("Import URL list…").clicked() {
                         pick = Some((PickKind::UrlList, PathBuf::from(&form.folder)));
                     }
                 });
                 error_line(ui, &form.error);
+                if form.conflict && !form.busy {
+                    ui.horizontal_wrapped(|ui| {
+                        ui.label("A file of that name is there already:");
+                        if ui
+                            .button("Rename")
+                            .on_hover_text("Save as the first free “name (1).ext”")
+                            .clicked()
+                        {
+                            form.rename_existing = true;
+                            form.replace_existing = false;
+                            submit_download(app, form);
+                        }
+                        if ui
+                            .button("Replace")
+                            .on_hover_text("Complete replaces the file that is there")
+                            .clicked()
+                        {
+                            form.replace_existing = true;
+                            form.rename_existing = false;
+                            submit_download(app, form);
+                        }
+                    });
+                }
                 ui.separator();
                 ui.horizontal(|ui| {
                     let create = ui.add_enabled(!form.busy, egui::Button::new("Create download"));

@@ -37,21 +37,27 @@ pub enum GroupKey {
     Failed,
     /// A quota refused a job.
     Quota,
+    /// Jobs the service completed by themselves ("complete when transferred"): files in place.
+    Completed,
+    /// Jobs that could not complete by themselves (a file in the way): still TRANSFERRED.
+    CompleteFailed,
 }
 
 impl GroupKey {
-    pub const ALL: [GroupKey; 5] = [
+    pub const ALL: [GroupKey; 7] = [
         GroupKey::Expiring,
         GroupKey::Cancelled,
         GroupKey::Transferred,
         GroupKey::Failed,
         GroupKey::Quota,
+        GroupKey::Completed,
+        GroupKey::CompleteFailed,
     ];
 
     pub fn level(self) -> Level {
         match self {
-            GroupKey::Expiring | GroupKey::Cancelled => Level::Warning,
-            GroupKey::Transferred => Level::Success,
+            GroupKey::Expiring | GroupKey::Cancelled | GroupKey::CompleteFailed => Level::Warning,
+            GroupKey::Transferred | GroupKey::Completed => Level::Success,
             GroupKey::Failed | GroupKey::Quota => Level::Error,
         }
     }
@@ -103,6 +109,8 @@ struct Group {
     last_sent: Option<f64>,
     /// Grew since it was last sent, at this time.
     pending_since: Option<f64>,
+    /// The last time a job joined.
+    grew_at: f64,
 }
 
 /// What the notifier remembers across restarts of the window (gui-notified.ron).
@@ -185,6 +193,9 @@ impl Notifier {
         };
         let group = self.groups.entry(key).or_default();
         let grew = group.members.insert(job, member).is_none();
+        if grew {
+            group.grew_at = now;
+        }
         if grew && fresh {
             group.pending_since.get_or_insert(now);
         }
@@ -214,12 +225,28 @@ impl Notifier {
         }
     }
 
-    /// `job` is gone or finished: out of every group but the record of cancellations.
+    /// `job` is gone or finished: out of every group but the records of what happened to it
+    /// (cancelled, completed), which stay until seen.
     pub fn resolve_everywhere(&mut self, job: JobId) {
         for (key, group) in &mut self.groups {
-            if *key != GroupKey::Cancelled {
+            if !matches!(key, GroupKey::Cancelled | GroupKey::Completed) {
                 group.members.remove(&job);
             }
+        }
+    }
+
+    /// Empties `key`'s group when nothing joined it for `after` seconds (news that fades, like
+    /// "downloaded"); returns when to look again.
+    pub fn fade(&mut self, key: GroupKey, now: f64, after: f64) -> Option<f64> {
+        let group = self.groups.get_mut(&key)?;
+        if group.members.is_empty() {
+            return None;
+        }
+        if now - group.grew_at >= after {
+            group.members.clear();
+            None
+        } else {
+            Some(group.grew_at + after)
         }
     }
 
@@ -414,6 +441,29 @@ fn render(key: GroupKey, group: &Group, wall: Timestamp) -> Content {
         (GroupKey::Failed, _) => (
             format!("{count} jobs failed"),
             format!("{names}. The Stale view lists them with their errors."),
+            vec![ToastAction::Review],
+        ),
+        (GroupKey::Completed, Some((id, m))) => (
+            format!("“{}” is downloaded", m.name),
+            m.detail.clone(),
+            vec![ToastAction::OpenFile(*id), ToastAction::OpenFolder(*id)],
+        ),
+        (GroupKey::Completed, _) => (
+            format!("{count} downloads are complete"),
+            format!("{names}: their files are at their names."),
+            vec![],
+        ),
+        (GroupKey::CompleteFailed, Some((id, m))) => (
+            format!("“{}” is transferred but not completed", m.name),
+            format!(
+                "{}\nReplace what is there, or deal with it and complete the job later.",
+                m.detail
+            ),
+            vec![ToastAction::Replace(*id), ToastAction::Review],
+        ),
+        (GroupKey::CompleteFailed, _) => (
+            format!("{count} jobs could not be completed"),
+            format!("{names}: something is in the way of their files. The Stale view lists them."),
             vec![ToastAction::Review],
         ),
         (GroupKey::Quota, _) => {

@@ -20,6 +20,11 @@ pub enum ToastAction {
     Review,
     /// Keep every job the expiry notice is about.
     KeepAll,
+    /// Open a completed download's file, or its folder.
+    OpenFile(JobId),
+    OpenFolder(JobId),
+    /// Complete a job whose files are in the way of existing ones, replacing them.
+    Replace(JobId),
 }
 
 impl ToastAction {
@@ -31,6 +36,9 @@ impl ToastAction {
             ToastAction::OpenStale => "Open Stale view",
             ToastAction::Review => "Review",
             ToastAction::KeepAll => "Keep all",
+            ToastAction::OpenFile(_) => "Open",
+            ToastAction::OpenFolder(_) => "Open folder",
+            ToastAction::Replace(_) => "Replace",
         }
     }
 
@@ -43,6 +51,9 @@ impl ToastAction {
             ToastAction::OpenStale => "stale",
             ToastAction::Review => "review",
             ToastAction::KeepAll => "keep-all",
+            ToastAction::OpenFile(_) => "open",
+            ToastAction::OpenFolder(_) => "open-folder",
+            ToastAction::Replace(_) => "replace",
         }
     }
 }

@@ -92,7 +92,7 @@ impl FerryApp {
             super::dialogs::show(self, &ctx);
         }
         self.centre(&ctx);
-        let groups = self.group_toasts();
+        let groups = self.group_toasts(&ctx);
         if let Some(clicked) = self.toasts.show(&ctx, self.mono(), &groups) {
             self.toast_clicked(clicked);
         }
@@ -643,6 +643,7 @@ impl FerryApp {
 
     fn details(&mut self, ui: &mut egui::Ui, id: JobId) {
         let now = self.now();
+        let mut complete_change = None;
         let Some(entry) = self.jobs.get(&id) else {
             return;
         };
@@ -691,6 +692,19 @@ impl FerryApp {
             }
         }
         ui.separator();
+        if !job.state.is_final() {
+            let mut on = job.complete_when_transferred;
+            if ui
+                .checkbox(&mut on, "Complete when transferred")
+                .on_hover_text(
+                    "The service moves the files to their names as soon as every byte is here, \
+                     also with the window closed. Off: the job waits in TRANSFERRED for Complete.",
+                )
+                .changed()
+            {
+                complete_change = Some(on);
+            }
+        }
         egui::CollapsingHeader::new("Properties")
             .default_open(true)
             .show(ui, |ui| properties(ui, job, &now));
@@ -784,6 +798,12 @@ impl FerryApp {
                     .small()
                     .weak(),
             );
+        }
+        if let Some(on) = complete_change {
+            self.send(super::bridge::Request::Set(
+                vec![id],
+                crate::job::PropertyChange::CompleteWhenTransferred(on),
+            ));
         }
     }
 

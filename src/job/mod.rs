@@ -298,6 +298,11 @@ pub struct Job {
     pub dynamic_content: bool,
     /// Ferry rule: Complete may replace an existing destination file only when this is set.
     pub replace_existing: bool,
+    /// Ferry's extension: the service completes the job as soon as it is TRANSFERRED, as other
+    /// download managers do (off for jobs from the API and `ferry create`: the BITS rule, where
+    /// the application calls Complete). Set by the window's New download by default.
+    #[serde(default)]
+    pub complete_when_transferred: bool,
     pub files: Vec<JobFile>,
     pub times: JobTimes,
     pub error: Option<JobError>,
@@ -443,6 +448,7 @@ impl Job {
             redirect_policy: RedirectPolicy::default(),
             dynamic_content: false,
             replace_existing: false,
+            complete_when_transferred: false,
             files: Vec::new(),
             times: JobTimes {
                 created: now,

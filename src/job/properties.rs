@@ -250,6 +250,8 @@ pub enum PropertyChange {
     /// Only before the first Resume, download jobs only, not with ranges.
     DynamicContent(bool),
     ReplaceExisting(bool),
+    /// Ferry's extension: complete the job by itself once it is TRANSFERRED.
+    CompleteWhenTransferred(bool),
     /// SetRemoteName for one file of a download job.
     RemoteName {
         file: usize,

@@ -972,6 +972,7 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
             job.dynamic_content = on;
         }
         PropertyChange::ReplaceExisting(on) => job.replace_existing = on,
+        PropertyChange::CompleteWhenTransferred(on) => job.complete_when_transferred = on,
         PropertyChange::RemoteName { file, url } => {
             if job.job_type != JobType::Download {
                 return Err(BitsError::new(

@@ -1657,3 +1657,71 @@ async fn a_panicking_or_stuck_worker_fails_its_job_and_frees_its_slot() {
     );
     assert!(faults.lock().expect("faults").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_when_transferred_puts_the_files_in_place_by_itself() {
+    let server = TestServer::start().await;
+    let data = content(50_000, 71);
+    server.put("/auto.bin", data.clone());
+    server.put("/blocked.bin", content(2000, 72));
+    let mut h = Harness::new().await;
+    let mut observer = h.engine.subscribe();
+    let id = h
+        .download(
+            Priority::Foreground,
+            &[(&server.url("/auto.bin"), "auto.bin")],
+        )
+        .await;
+    h.engine
+        .set(id, PropertyChange::CompleteWhenTransferred(true))
+        .await
+        .expect("set");
+    h.engine.resume(id).await.expect("resume");
+    let job = h.wait_state(id, JobState::Acknowledged).await;
+    assert!(job.complete_when_transferred);
+    assert_eq!(std::fs::read(h.out("auto.bin")).expect("file"), data);
+    assert!(hidden_files(&h.out_dir()).is_empty(), "no temp file left");
+
+    // A file in the way: the job stays TRANSFERRED and the refusal is told, not retried.
+    let blocked = h
+        .download(
+            Priority::Foreground,
+            &[(&server.url("/blocked.bin"), "blocked.bin")],
+        )
+        .await;
+    h.engine
+        .set(blocked, PropertyChange::CompleteWhenTransferred(true))
+        .await
+        .expect("set");
+    std::fs::write(h.out("blocked.bin"), b"mine").expect("write");
+    h.engine.resume(blocked).await.expect("resume");
+    let failed = loop {
+        match observer.recv().await.expect("events") {
+            EngineEvent::CompleteFailed { job, code, message } if job == blocked => {
+                break (code, message);
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(failed.0, ErrorCode::FileExists);
+    assert!(failed.1.contains("already exists"), "{}", failed.1);
+    assert_eq!(
+        h.engine.job(blocked).await.expect("job").state,
+        JobState::Transferred
+    );
+    assert_eq!(std::fs::read(h.out("blocked.bin")).expect("file"), b"mine");
+    // The user lets it replace and asks again: turning the option on completes it at once.
+    h.engine
+        .set(blocked, PropertyChange::ReplaceExisting(true))
+        .await
+        .expect("set");
+    h.engine
+        .set(blocked, PropertyChange::CompleteWhenTransferred(true))
+        .await
+        .expect("set");
+    h.wait_state(blocked, JobState::Acknowledged).await;
+    assert_eq!(
+        std::fs::read(h.out("blocked.bin")).expect("file"),
+        content(2000, 72)
+    );
+}

@@ -345,17 +345,18 @@ fn new_download_dialog_and_paste_create_jobs() {
         window.get_by_label("Folder").value().as_deref(),
         Some(setup.out.path().to_str().expect("utf-8 path"))
     );
+    // "Complete when transferred" is on for downloads made here: the file simply appears.
+    assert!(shows(&window, "Complete when transferred"));
     click(&mut window, "Create download");
-    wait_until(&mut window, "the new job TRANSFERRED", |w| {
-        w.state().job_count() == 1 && shows(w, &state_cell(JobState::Transferred))
+    wait_until(&mut window, "the new job completed by itself", |w| {
+        w.state().job_count() == 1 && shows(w, &state_cell(JobState::Acknowledged))
     });
     assert!(!shows(&window, "URLs, one per line:"), "the dialog closed");
-    // The new job is selected: its details show.
-    assert!(shows(&window, "new.iso"));
-    click(&mut window, "Complete");
-    wait_until(&mut window, "ACKNOWLEDGED", |w| {
-        shows(w, &state_cell(JobState::Acknowledged))
+    wait_until(&mut window, "the downloaded toast", |w| {
+        shows(w, "“new.iso” is downloaded")
     });
+    assert!(shows(&window, "Saved as "));
+    assert!(!is_disabled(&window, "Open folder"));
     assert_eq!(
         std::fs::read(setup.out.path().join("new.iso")).expect("file"),
         data
@@ -1025,4 +1026,41 @@ fn the_context_menu_edits_the_url_of_a_failed_job_and_retries() {
         std::fs::read(setup.out.path().join("gone.bin")).expect("file"),
         data
     );
+}
+
+#[test]
+fn a_name_conflict_offers_rename_and_replace() {
+    let setup = Setup::new("");
+    let data = content(8000, 60);
+    setup.server.put("/conflict.bin", data.clone());
+    let taken = setup.out.path().join("conflict.bin");
+    std::fs::write(&taken, b"mine").expect("write");
+    let mut window = setup.window();
+    wait_until(&mut window, "the connection", |w| {
+        w.state().connection() == &Connection::Up
+    });
+    let ask = |window: &mut Harness<'static, FerryApp>| {
+        window.event(egui::Event::Paste(setup.server.url("/conflict.bin")));
+        window.run_ok();
+        click(window, "Browse…");
+        click(window, "Create download");
+        wait_until(window, "the conflict", |w| {
+            shows(w, "A file of that name is there already")
+        });
+        assert!(shows(window, "already exists"));
+    };
+    ask(&mut window);
+    click(&mut window, "Rename");
+    let renamed = setup.out.path().join("conflict (1).bin");
+    wait_until(&mut window, "the renamed download", |w| {
+        w.state().job_count() == 1 && renamed.exists()
+    });
+    assert_eq!(std::fs::read(&renamed).expect("file"), data);
+    assert_eq!(std::fs::read(&taken).expect("file"), b"mine", "untouched");
+
+    ask(&mut window);
+    click(&mut window, "Replace");
+    wait_until(&mut window, "the file replaced", |w| {
+        w.state().job_count() == 2 && std::fs::read(&taken).is_ok_and(|d| d == data)
+    });
 }

@@ -234,6 +234,16 @@ async fn names_resolve_and_ambiguity_lists_the_candidates() {
     assert_eq!(info["id"], second.as_str());
     let info = parse_json(&home.ok(&["info", "one", "--json"]).await);
     assert_eq!(info["id"], first.as_str());
+    // Jobs made here keep the BITS rule until asked otherwise.
+    assert_eq!(info["complete_when_transferred"], false);
+    home.ok(&["set", "one", "--complete-when-transferred", "true"])
+        .await;
+    let info = home.ok(&["info", "one"]).await;
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("COMPLETE WHEN TRANSFERRED") && l.ends_with("true")),
+        "{info}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
