@@ -47,9 +47,17 @@ fn action_button(ui: &mut egui::Ui, label: &str, availability: &Availability, hi
     let response = ui.add_enabled(availability.is_enabled(), egui::Button::new(label));
     let response = match availability {
         Availability::Enabled => response.on_hover_text(hint),
-        Availability::Disabled(why) => response.on_disabled_hover_text(why),
+        Availability::Disabled(why) => disabled_because(response, why),
     };
     response.clicked()
+}
+
+/// A disabled widget says why: in its tooltip, and to screen readers as its description.
+fn disabled_because(response: egui::Response, why: &str) -> egui::Response {
+    response.ctx.accesskit_node_builder(response.id, |node| {
+        node.set_description(why.to_string());
+    });
+    response.on_disabled_hover_text(why)
 }
 
 impl FerryApp {
@@ -412,7 +420,7 @@ impl FerryApp {
                 }
             });
             if let Availability::Disabled(why) = &priority {
-                menu.response.on_disabled_hover_text(why);
+                disabled_because(menu.response, why);
             }
         });
         if let Some(p) = chosen {
@@ -567,6 +575,13 @@ impl FerryApp {
                     row.set_selected(selected);
                     row_cells(&mut row, entry, &now, &columns);
                     let response = row.response();
+                    // To screen readers, a row of the table with its selected state and what
+                    // it shows in one line.
+                    response.ctx.accesskit_node_builder(response.id, |node| {
+                        node.set_role(egui::accesskit::Role::Row);
+                        node.set_label(row_summary(entry, &now));
+                        node.set_selected(selected);
+                    });
                     if response.clicked() {
                         clicked = Some((id, response.ctx.input(|i| i.modifiers)));
                     }
@@ -1117,7 +1132,7 @@ fn menu_item(ui: &mut egui::Ui, label: &str, availability: &Availability) -> boo
     let response = ui.add_enabled(availability.is_enabled(), egui::Button::new(label));
     let response = match availability {
         Availability::Enabled => response,
-        Availability::Disabled(why) => response.on_disabled_hover_text(why),
+        Availability::Disabled(why) => disabled_because(response, why),
     };
     response.clicked()
 }
@@ -1160,6 +1175,26 @@ pub fn visible_columns(width: f32) -> Vec<Column> {
         columns.retain(|c| *c != column);
     }
     columns
+}
+
+/// A row read aloud: name, state, progress, and when it expires.
+fn row_summary(entry: &model::Entry, now: &Now) -> String {
+    let job = &entry.job;
+    let progress = job.progress();
+    let mut text = format!(
+        "{}, {}, {} of {}",
+        super::notices::job_label(job),
+        job.state,
+        format::bytes(progress.bytes_transferred),
+        progress
+            .bytes_total
+            .map(format::bytes)
+            .unwrap_or_else(|| "unknown size".into())
+    );
+    if let Some(left) = model::expires_in(job, now) {
+        text.push_str(&format!(", expires in {}", format::span(left)));
+    }
+    text
 }
 
 fn row_cells(

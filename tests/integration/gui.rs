@@ -1064,3 +1064,42 @@ fn a_name_conflict_offers_rename_and_replace() {
         w.state().job_count() == 2 && std::fs::read(&taken).is_ok_and(|d| d == data)
     });
 }
+
+#[test]
+fn screen_readers_get_rows_with_their_state_and_the_reasons_of_disabled_buttons() {
+    let setup = Setup::new("");
+    let ids = setup.jobs("row", 3);
+    let mut window = setup.window();
+    wait_until(&mut window, "the jobs", |w| w.state().job_count() == 3);
+    let rows: Vec<_> = window.query_all_by_role(Role::Row).collect();
+    assert_eq!(rows.len(), 3, "one row per job");
+    let first = rows[0].accesskit_node();
+    let label = first.label().unwrap_or_default();
+    assert!(
+        label.starts_with("row-0, SUSPENDED, 0 B of unknown size"),
+        "{label}"
+    );
+    assert!(!first.is_selected().unwrap_or(false));
+    // Nothing selected: Complete says why, to the pointer and to the screen reader.
+    let complete = button(&window, "Complete");
+    assert_eq!(
+        complete.accesskit_node().description().as_deref(),
+        Some("Select one or more jobs first.")
+    );
+    window.key_press(egui::Key::ArrowDown);
+    window.run_ok();
+    let selected: Vec<bool> = window
+        .query_all_by_role(Role::Row)
+        .map(|r| r.accesskit_node().is_selected().unwrap_or(false))
+        .collect();
+    assert_eq!(selected, [true, false, false]);
+    assert_eq!(window.state().selection(), [ids[0]]);
+    // Suspend follows the state: nothing to suspend in a SUSPENDED job.
+    let suspend = button(&window, "Suspend");
+    assert!(suspend.accesskit_node().is_disabled());
+    assert_eq!(
+        suspend.accesskit_node().description().as_deref(),
+        Some("“row-0” is SUSPENDED already.")
+    );
+    assert!(!is_disabled(&window, "Resume"));
+}
