@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU time the real window uses, under Xvfb with a session bus and a notification daemon, as on a
-# desktop: first idle (jobs present, none running) for SECONDS, then with one job transferring
+# desktop, with 10,000 jobs: first idle (none running) for SECONDS, then with one job transferring
 # (the window repaints 4 times a second to show live progress). Then the frame time of the
 # table with 10,000 jobs (benches/gui_frames.rs).
 #   scripts/bench-gui.sh [SECONDS]     (default 60; installs Xvfb & co. like screenshots.sh)
@@ -18,11 +18,16 @@ pids+=($!)
 until [ -s "$work/port" ]; do sleep 0.1; done
 base="http://127.0.0.1:$(head -1 "$work/port")"
 
+# 10,000 jobs (room for them in the quotas), 50 of them with a file on the throttled server.
+echo "(service_idle_exit_secs: 0, watch_network: false, max_jobs_per_user: 20000, max_jobs_per_machine: 20000)" \
+  >"$FERRY_HOME/config.ron"
 "$ferry" daemon >/dev/null 2>&1
 for i in $(seq 1 50); do
   "$ferry" create "idle-$i.bin" >/dev/null
   "$ferry" add "idle-$i.bin" "$base/slow/idle-$i.bin?size=100000000" "$work/downloads/idle-$i.bin" >/dev/null 2>&1
 done
+python3 scripts/seed_jobs.py "$FERRY_HOME/run/ferry.sock" 9950 "$base/slow" "$work/downloads"
+echo "jobs: $("$ferry" list | tail -n +2 | wc -l)"
 
 start_xvfb 1440x860
 # The window logs its frame rate every 10 s at debug level.
@@ -46,7 +51,7 @@ measure() { # LABEL
     'BEGIN { printf "%-34s CPU %.2f s in %d s (%.2f %%)\n", l, (a - b) / t, s, 100 * (a - b) / t / s }'
   { grep -o 'frames: .*' "$work/gui.log" || echo 'no frame logged'; } | tail -1 | sed 's/^/  last frame rate: /'
 }
-measure "idle window (50 jobs, none running)"
+measure "idle window (10,000 jobs, none running)"
 "$ferry" resume idle-1.bin >/dev/null
 measure "one job transferring"
 "$ferry" suspend idle-1.bin >/dev/null

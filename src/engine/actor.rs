@@ -57,6 +57,8 @@ pub(super) struct Actor {
     pub(super) finished: VecDeque<Job>,
     /// Jobs that became TRANSFERRED with "complete when transferred": completed next round.
     pub(super) to_complete: Vec<JobId>,
+    /// Finished jobs, oldest first, at most `store::HISTORY_KEPT`; kept on disk too.
+    pub(super) history: VecDeque<crate::store::HistoryEntry>,
     pub(super) store: Saver,
     pub(super) user: User,
     pub(super) config: Config,
@@ -218,6 +220,19 @@ impl Actor {
             }
             Command::Count(reply) => {
                 let _ = reply.send(Ok(self.jobs.len()));
+            }
+            Command::History(reply) => {
+                let _ = reply.send(Ok(self.history.iter().rev().cloned().collect()));
+            }
+            Command::ClearHistory(ids, reply) => {
+                match &ids {
+                    Some(ids) => self.history.retain(|e| !ids.contains(&e.id)),
+                    None => self.history.clear(),
+                }
+                let done = Saver::done(self.store.forget(ids)).await.map_err(|e| {
+                    BitsError::new(ErrorCode::LocalIo, format!("cannot clear the history: {e}"))
+                });
+                let _ = reply.send(done);
             }
             Command::Network { up, reply } => {
                 self.network_up = up;
@@ -509,6 +524,15 @@ impl Actor {
             self.modifications.entry(id).or_default().pending = true;
         }
         if to.is_final() {
+            let entry = crate::store::HistoryEntry::of(job, self.now());
+            self.store.record(entry.clone());
+            if self.history.len() >= crate::store::HISTORY_KEPT
+                && let Some(old) = self.history.pop_front()
+            {
+                // Not awaited: the deletion is queued in order; its result matters to no one.
+                drop(self.store.forget(Some(vec![old.id])));
+            }
+            self.history.push_back(entry);
             if let Err(e) = Saver::done(self.store.remove(id)).await {
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
             }

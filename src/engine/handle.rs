@@ -26,6 +26,10 @@ pub(super) enum Command {
         reply: Reply<Vec<Job>>,
     },
     Count(Reply<usize>),
+    /// The finished jobs, newest first.
+    History(Reply<Vec<crate::store::HistoryEntry>>),
+    /// Forget history entries (`None`: all).
+    ClearHistory(Option<Vec<JobId>>, Reply<()>),
     Network {
         up: bool,
         reply: Reply<()>,
@@ -124,6 +128,16 @@ impl EngineHandle {
     /// Every job still in the queue (final jobs leave it), oldest first.
     pub async fn jobs(&self) -> Result<Vec<Job>, BitsError> {
         self.list(false).await
+    }
+
+    /// The finished jobs (ACKNOWLEDGED, CANCELLED), newest first; kept across restarts.
+    pub async fn history(&self) -> Result<Vec<crate::store::HistoryEntry>, BitsError> {
+        self.call(Command::History).await
+    }
+
+    /// Forgets history entries (`None`: all of them). The jobs' files are not touched.
+    pub async fn clear_history(&self, ids: Option<Vec<JobId>>) -> Result<(), BitsError> {
+        self.call(|reply| Command::ClearHistory(ids, reply)).await
     }
 
     /// How many jobs are in the queue (without copying them).

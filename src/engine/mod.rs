@@ -42,6 +42,15 @@ use tokio::time::Instant;
 pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), EngineError> {
     let store = Store::open(&options.data_dir)?;
     let (loaded, quarantined) = store.load()?;
+    let mut history: VecDeque<crate::store::HistoryEntry> = store.load_history()?.into();
+    // An entry of a job that is still live (a crash between the record and the removal of the
+    // job file) is not history.
+    let live: HashSet<job::JobId> = loaded
+        .iter()
+        .filter(|j| !j.state.is_final())
+        .map(|j| j.id)
+        .collect();
+    history.retain(|e| !live.contains(&e.id));
     let (commands_tx, commands) = mpsc::channel(64);
     let (events, _) = broadcast::channel(4096);
     let (reports_tx, reports) = mpsc::unbounded_channel();
@@ -92,6 +101,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         network_up: true,
         finished: VecDeque::new(),
         to_complete: Vec::new(),
+        history,
     };
     let watch_network = actor.config.watch_network;
     let weak = commands_tx.downgrade();

@@ -4,12 +4,14 @@
 //! made them, and the actor awaits each that must be durable before it answers or reports.
 
 use crate::job::{Job, JobId};
-use crate::store::{Store, StoreError};
+use crate::store::{HistoryEntry, Store, StoreError};
 use tokio::sync::oneshot;
 
 enum Write {
     Save(Box<Job>, oneshot::Sender<Result<(), StoreError>>),
     Remove(JobId, oneshot::Sender<Result<(), StoreError>>),
+    Record(Box<HistoryEntry>),
+    Forget(Option<Vec<JobId>>, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// The way to the store's thread. Dropping it lets the thread finish what is queued and release
@@ -41,6 +43,14 @@ impl Saver {
                         Write::Remove(id, done) => {
                             let _ = done.send(store.remove(id));
                         }
+                        Write::Record(entry) => {
+                            if let Err(e) = store.record(&entry) {
+                                tracing::warn!("cannot write the history entry: {e}");
+                            }
+                        }
+                        Write::Forget(ids, done) => {
+                            let _ = done.send(store.forget(ids.as_deref()));
+                        }
                     }
                 }
                 drop(store); // releases the lock
@@ -63,6 +73,21 @@ impl Saver {
     pub(super) fn remove(&self, id: JobId) -> oneshot::Receiver<Result<(), StoreError>> {
         let (done, result) = oneshot::channel();
         let _ = self.queue.send(Write::Remove(id, done));
+        result
+    }
+
+    /// Queues a history entry (not awaited: a lost entry loses no data).
+    pub(super) fn record(&self, entry: HistoryEntry) {
+        let _ = self.queue.send(Write::Record(Box::new(entry)));
+    }
+
+    /// Queues the deletion of history entries (`None`: all).
+    pub(super) fn forget(
+        &self,
+        ids: Option<Vec<JobId>>,
+    ) -> oneshot::Receiver<Result<(), StoreError>> {
+        let (done, result) = oneshot::channel();
+        let _ = self.queue.send(Write::Forget(ids, done));
         result
     }
 

@@ -176,6 +176,8 @@ pub enum Connection {
 pub enum Page {
     Jobs,
     Stale,
+    /// The finished jobs, kept by the service across restarts.
+    History,
     Settings,
 }
 
@@ -241,6 +243,10 @@ pub struct FerryApp {
     notified_path: Option<PathBuf>,
     /// The notification centre is open.
     pub(super) centre_open: bool,
+    /// The service's history of finished jobs, as last read (`Err`: why it could not be).
+    pub(super) history: Option<Result<Vec<crate::store::HistoryEntry>, String>>,
+    /// A job finished since the history was read: read it again while the page shows.
+    pub(super) history_stale: bool,
     /// Text to put on the clipboard at the next frame (Copy URL).
     pub(super) copy_text: Option<String>,
     /// Ferry's own file dialog, open where the desktop has none.
@@ -345,6 +351,8 @@ impl FerryApp {
             centre_open: false,
             builtin_picker: None,
             copy_text: None,
+            history: None,
+            history_stale: false,
             applied_theme: None,
             scroll_to_cursor: false,
         };
@@ -392,6 +400,14 @@ impl FerryApp {
     }
 
     /// The window's layout as it will be saved (size, panel width, sort, filter).
+    /// The history of finished jobs as the window last read it.
+    pub fn history(&self) -> Option<&[crate::store::HistoryEntry]> {
+        self.history
+            .as_ref()
+            .and_then(|h| h.as_ref().ok())
+            .map(Vec::as_slice)
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
@@ -968,8 +984,12 @@ impl FerryApp {
                 let completed_itself = job.state == JobState::Acknowledged
                     && job.complete_when_transferred
                     && job.job_type == crate::job::JobType::Download;
+                let now_final = job.state.is_final();
                 self.jobs.update(*job, mono);
                 self.sync_notices(id);
+                if now_final && !was_final {
+                    self.history_stale = true;
+                }
                 if completed_itself
                     && !was_final
                     && self.job_wants(id, NotifyFlags::JOB_TRANSFERRED)
@@ -983,6 +1003,10 @@ impl FerryApp {
                         .unwrap_or_default();
                     self.notice(GroupKey::Completed, id, detail);
                 }
+            }
+            Reply::History(result) => {
+                self.history = Some(result.map_err(|f| f.text));
+                self.history_stale = false;
             }
             Reply::Gone(id) => {
                 self.jobs.remove(id);

@@ -63,6 +63,10 @@ pub enum Request {
     LoadConfig,
     /// Validate, save and apply a configuration.
     SaveConfig(Box<Config>),
+    /// Read the history of finished jobs.
+    LoadHistory,
+    /// Forget the whole history.
+    ClearHistory,
 }
 
 /// An error as the GUI shows it: BITS name and code (when there is one) and a message.
@@ -105,6 +109,7 @@ pub enum Reply {
     Created(Result<JobId, Failure>),
     Config(Result<Box<Config>, Failure>),
     ConfigSaved(Result<Box<ConfigSaved>, Failure>),
+    History(Result<Vec<crate::store::HistoryEntry>, Failure>),
 }
 
 /// The UI's end: send requests, drain replies.
@@ -334,6 +339,7 @@ fn refuse(request: Request, why: &str, out: &Outbox) {
         Request::Create { .. } => out.send(Reply::Created(Err(failure))),
         Request::LoadConfig => out.send(Reply::Config(Err(failure))),
         Request::SaveConfig(_) => out.send(Reply::ConfigSaved(Err(failure))),
+        Request::LoadHistory | Request::ClearHistory => out.send(Reply::History(Err(failure))),
     }
 }
 
@@ -395,6 +401,17 @@ async fn handle(client: &Client, request: Request, out: &Outbox) {
         Request::LoadConfig => {
             let config = client.config().await.map(Box::new);
             out.send(Reply::Config(config.map_err(Failure::from)));
+        }
+        Request::LoadHistory => {
+            let history = client.history().await;
+            out.send(Reply::History(history.map_err(Failure::from)));
+        }
+        Request::ClearHistory => {
+            let history = match client.clear_history().await {
+                Ok(()) => client.history().await,
+                Err(e) => Err(e),
+            };
+            out.send(Reply::History(history.map_err(Failure::from)));
         }
         Request::SaveConfig(config) => {
             let saved = client.set_config(&config).await.map(Box::new);

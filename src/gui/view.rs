@@ -17,7 +17,7 @@ const ROW_HEIGHT: f32 = 22.0;
 /// The narrowest the details panel gets.
 const DETAILS_MIN: f32 = 260.0;
 /// Below this width the toolbar folds the job actions into a menu.
-const WIDE_TOOLBAR: f32 = 1060.0;
+const WIDE_TOOLBAR: f32 = 1120.0;
 
 fn level_colour(level: super::toasts::Level) -> Color32 {
     match level {
@@ -70,7 +70,7 @@ impl FerryApp {
         self.prune_selection();
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
-        let detail = (self.page != Page::Settings && self.selection.len() == 1)
+        let detail = (matches!(self.page, Page::Jobs | Page::Stale) && self.selection.len() == 1)
             .then(|| self.selection.first().copied())
             .flatten();
         if let Some(id) = detail
@@ -95,6 +95,7 @@ impl FerryApp {
         egui::CentralPanel::default().show(ui, |ui| match self.page {
             Page::Settings => self.settings_page(ui),
             Page::Jobs | Page::Stale => self.table(ui),
+            Page::History => self.history_page(ui),
         });
         if !self.show_builtin_picker(&ctx) {
             super::dialogs::show(self, &ctx);
@@ -109,7 +110,12 @@ impl FerryApp {
     /// The selection is what the user sees selected: rows that left the view (filtered out,
     /// removed, another page) leave it, so that no action reaches a job the user cannot see.
     fn prune_selection(&mut self) {
-        if self.selection.is_empty() || self.page == Page::Settings {
+        if !matches!(self.page, Page::Jobs | Page::Stale) {
+            // No job rows on this page: nothing may stay selected behind it.
+            self.selection.clear();
+            return;
+        }
+        if self.selection.is_empty() {
             return;
         }
         let now = self.now();
@@ -120,6 +126,137 @@ impl FerryApp {
         let jobs = &self.jobs;
         self.selection
             .retain(|id| visible.contains(id) || jobs.get(id).is_none());
+    }
+
+    /// The finished jobs (the service keeps the newest 1000 across restarts), newest first: what
+    /// was downloaded where, with Open, Open folder, Copy URL and Download again.
+    fn history_page(&mut self, ui: &mut egui::Ui) {
+        if self.history_stale {
+            // A job finished meanwhile; read again (one request: the flag waits for its answer).
+            self.history_stale = false;
+            self.send(super::bridge::Request::LoadHistory);
+        }
+        let entries: Vec<crate::store::HistoryEntry> = match &self.history {
+            None => {
+                ui.label("Reading the history…");
+                return;
+            }
+            Some(Err(e)) => {
+                ui.label(RichText::new(e).color(ui.visuals().error_fg_color));
+                return;
+            }
+            Some(Ok(entries)) => {
+                let text = self.spec.text.to_lowercase();
+                entries
+                    .iter()
+                    .filter(|e| {
+                        text.is_empty()
+                            || e.name.to_lowercase().contains(&text)
+                            || e.files
+                                .iter()
+                                .any(|f| f.remote_url.to_lowercase().contains(&text))
+                    })
+                    .cloned()
+                    .collect()
+            }
+        };
+        ui.horizontal(|ui| {
+            ui.label(format!(
+                "{} finished job(s), newest first; the service keeps the last 1000.",
+                entries.len()
+            ));
+            if ui
+                .button("Clear history")
+                .on_hover_text("Forgets the list; the files stay where they are")
+                .clicked()
+            {
+                self.send(super::bridge::Request::ClearHistory);
+            }
+        });
+        if entries.is_empty() {
+            ui.centered_and_justified(|ui| {
+                ui.label("Nothing finished yet: completed and cancelled jobs are listed here.");
+            });
+            return;
+        }
+        ui.style_mut().interaction.selectable_labels = false;
+        let mut chosen: Option<HistoryAction> = None;
+        TableBuilder::new(ui)
+            .id_salt("history")
+            .striped(true)
+            .resizable(true)
+            .sense(egui::Sense::click())
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(
+                Width::remainder()
+                    .at_least(NAME_MIN)
+                    .resizable(false)
+                    .clip(true),
+            )
+            .column(Width::initial(124.0).clip(true))
+            .column(Width::initial(80.0).clip(true))
+            .column(Width::initial(150.0).clip(true))
+            .column(Width::initial(260.0).at_least(80.0).clip(true))
+            .header(ROW_HEIGHT, |mut header| {
+                for title in ["Name", "State", "Size", "Finished", "Saved to"] {
+                    header.col(|ui| {
+                        ui.label(RichText::new(title).strong());
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(ROW_HEIGHT, entries.len(), |mut row| {
+                    let entry = &entries[row.index()];
+                    row.col(|ui| {
+                        ui.label(&entry.name);
+                    });
+                    row.col(|ui| {
+                        let (icon, colour) = state_look(entry.state, entry.job_type);
+                        ui.label(RichText::new(format!("{icon} {}", entry.state)).color(colour));
+                    });
+                    row.col(|ui| {
+                        ui.label(format::bytes(entry.bytes));
+                    });
+                    row.col(|ui| {
+                        ui.label(entry.finished.format("%Y-%m-%d %H:%M").to_string());
+                    });
+                    row.col(|ui| {
+                        let place = match entry.files.as_slice() {
+                            [file] => file.local_path.display().to_string(),
+                            files => format!("{} files", files.len()),
+                        };
+                        ui.label(place);
+                    });
+                    let response = row.response();
+                    response.ctx.accesskit_node_builder(response.id, |node| {
+                        node.set_role(egui::accesskit::Role::Row);
+                        node.set_label(format!(
+                            "{}, {}, {}",
+                            entry.name,
+                            entry.state,
+                            format::bytes(entry.bytes)
+                        ));
+                    });
+                    if response.double_clicked()
+                        && entry.state == JobState::Acknowledged
+                        && let [file] = entry.files.as_slice()
+                    {
+                        chosen = Some(HistoryAction::Open(file.local_path.clone()));
+                    }
+                    response.context_menu(|ui| {
+                        if let Some(action) = history_menu(ui, entry) {
+                            chosen = Some(action);
+                            ui.close();
+                        }
+                    });
+                });
+            });
+        match chosen {
+            Some(HistoryAction::Open(path)) => self.open_path(&path),
+            Some(HistoryAction::Copy(text)) => self.copy_text = Some(text),
+            Some(HistoryAction::Again(urls)) => self.open_new_download(urls),
+            None => {}
+        }
     }
 
     /// The notification centre: everything told this session, newest first.
@@ -232,10 +369,13 @@ impl FerryApp {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
+        let jobs_page = matches!(self.page, Page::Jobs | Page::Stale);
         let pressed =
             |modifiers: Modifiers, key: Key| ctx.input_mut(|i| i.consume_key(modifiers, key));
         if pressed(Modifiers::COMMAND, Key::N) {
             self.open_new_download(String::new());
+        } else if !jobs_page {
+            // The job keys below act on job rows, which only the Jobs and Stale pages show.
         } else if pressed(Modifiers::COMMAND, Key::Enter) {
             self.request_complete();
         } else if pressed(Modifiers::NONE, Key::Delete) {
@@ -297,6 +437,7 @@ impl FerryApp {
             for (page, label) in [
                 (Page::Jobs, "Jobs"),
                 (Page::Stale, "Stale"),
+                (Page::History, "History"),
                 (Page::Settings, "Settings"),
             ] {
                 if ui.selectable_label(self.page == page, label).clicked() && self.page != page {
@@ -306,6 +447,9 @@ impl FerryApp {
                     if page == Page::Settings {
                         self.service_message = None;
                         self.send(super::bridge::Request::LoadConfig);
+                    }
+                    if page == Page::History {
+                        self.send(super::bridge::Request::LoadHistory);
                     }
                 }
             }
@@ -346,7 +490,7 @@ impl FerryApp {
                 {
                     self.centre_open = !self.centre_open;
                 }
-                if self.page != Page::Settings {
+                if matches!(self.page, Page::Jobs | Page::Stale) {
                     ui.menu_button("States", |ui| {
                         for (i, state) in JobState::ALL.iter().enumerate() {
                             ui.checkbox(&mut self.spec.states[i], state.name());
@@ -1008,6 +1152,46 @@ impl FerryApp {
             self.save_service_config();
         }
     }
+}
+
+/// What a history row's context menu asks for.
+enum HistoryAction {
+    Open(std::path::PathBuf),
+    Copy(String),
+    /// New download of these URLs (one per line).
+    Again(String),
+}
+
+fn history_menu(ui: &mut egui::Ui, entry: &crate::store::HistoryEntry) -> Option<HistoryAction> {
+    let mut action = None;
+    let single = match entry.files.as_slice() {
+        [file] => Some(file),
+        _ => None,
+    };
+    let completed = entry.state == JobState::Acknowledged && entry.job_type == JobType::Download;
+    if ui
+        .add_enabled(
+            completed && single.is_some(),
+            egui::Button::new("Open file"),
+        )
+        .clicked()
+        && let Some(file) = single
+    {
+        action = Some(HistoryAction::Open(file.local_path.clone()));
+    }
+    if let Some(folder) = entry.files.first().and_then(|f| f.local_path.parent())
+        && ui.button("Open folder").clicked()
+    {
+        action = Some(HistoryAction::Open(folder.to_path_buf()));
+    }
+    let urls: Vec<&str> = entry.files.iter().map(|f| f.remote_url.as_str()).collect();
+    if ui.button("Copy URL").clicked() {
+        action = Some(HistoryAction::Copy(urls.join("\n")));
+    }
+    if entry.job_type == JobType::Download && ui.button("Download again").clicked() {
+        action = Some(HistoryAction::Again(urls.join("\n")));
+    }
+    action
 }
 
 /// What a row's context menu asks for.

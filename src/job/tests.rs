@@ -1819,3 +1819,26 @@ fn urls_are_printed_without_their_password() {
             .contains("s3cret")
     );
 }
+
+/// Found by the property test: the empty reply of an upload-reply job, transferred, then a late
+/// FileInfo for it made a transferred file's size unknown. A transferred file keeps its size.
+#[test]
+fn a_transferred_file_keeps_its_size_and_bytes() {
+    let mut job = job_in(JobState::Connecting, JobType::UploadReply);
+    ok(&mut job, Event::ReplyLocated { url: None });
+    ok(&mut job, Event::FileTransferred { file: REPLY_FILE });
+    let before = job.clone();
+    let info = Event::FileInfo {
+        file: REPLY_FILE,
+        bytes_total: None,
+        validators: Default::default(),
+    };
+    assert_eq!(refused(&mut job, info), ErrorCode::InvalidState);
+    let progress = Event::Progress {
+        file: REPLY_FILE,
+        transferred: 5,
+        checkpointed: 5,
+    };
+    assert_eq!(refused(&mut job, progress), ErrorCode::InvalidState);
+    assert_eq!(job, before, "refused without a change");
+}

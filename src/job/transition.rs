@@ -378,6 +378,11 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         } => {
             expect_running(job)?;
             let entry = file_mut(job, file)?;
+            // A transferred file keeps the size it was checked against (found by the property
+            // test: a late FileInfo of the reply made a transferred file's size unknown).
+            if entry.transferred {
+                return Err(transferred_already(file));
+            }
             entry.bytes_total = bytes_total;
             entry.validators = Some(validators);
         }
@@ -392,6 +397,9 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         } => {
             expect_running(job)?;
             let entry = file_mut(job, file)?;
+            if entry.transferred && transferred != entry.bytes_transferred {
+                return Err(transferred_already(file));
+            }
             let advanced = transferred > entry.bytes_transferred;
             entry.bytes_transferred = transferred;
             entry.bytes_checkpointed = checkpointed.min(transferred);
@@ -538,6 +546,13 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         }
     }
     Ok(effects)
+}
+
+fn transferred_already(file: usize) -> BitsError {
+    BitsError::new(
+        ErrorCode::InvalidState,
+        format!("file {file} is transferred already: its size and bytes cannot change"),
+    )
 }
 
 /// Cancel (and the inactivity timeout, which acts like it): temp files go, and an upload the

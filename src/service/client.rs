@@ -174,6 +174,17 @@ impl Client {
             .await
     }
 
+    /// The finished jobs, newest first.
+    pub async fn history(&self) -> Result<Vec<crate::store::HistoryEntry>, ClientError> {
+        self.call(Method::GET, "/history", None::<&()>).await
+    }
+
+    /// Forgets the whole history.
+    pub async fn clear_history(&self) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.call(Method::DELETE, "/history", None::<&()>).await?;
+        Ok(())
+    }
+
     pub async fn create(&self, spec: &JobSpec) -> Result<JobId, ClientError> {
         let created: Created = self.call(Method::POST, "/jobs", Some(spec)).await?;
         Ok(created.id)

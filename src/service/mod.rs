@@ -290,6 +290,7 @@ fn router(state: AppState) -> Router {
         .route(&p("/jobs/{id}/validation"), post(validate))
         .route(&p("/jobs/{id}/reply"), get(reply_data).post(save_reply))
         .route(&p("/events"), get(events))
+        .route(&p("/history"), get(history).delete(clear_history))
         .route(&p("/config"), get(get_config).put(put_config))
         .route(&p("/shutdown"), post(shutdown))
         .fallback(no_route)
@@ -649,6 +650,22 @@ async fn put_config(State(state): State<AppState>, bytes: Bytes) -> Response {
     }
     .await;
     reply(result)
+}
+
+/// The finished jobs, newest first (kept across restarts).
+async fn history(State(state): State<AppState>) -> Response {
+    reply(state.engine.history().await)
+}
+
+/// Forgets the whole history (the files stay where they are).
+async fn clear_history(State(state): State<AppState>) -> Response {
+    reply(
+        state
+            .engine
+            .clear_history(None)
+            .await
+            .map(|()| serde_json::json!({ "cleared": true })),
+    )
 }
 
 async fn shutdown(State(state): State<AppState>) -> Response {

@@ -6,7 +6,7 @@
 //! be read is moved to `quarantine/` and reported; the other jobs load. One engine per data
 //! directory: [`Store::open`] takes an exclusive lock on `lock`.
 
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, JobState, JobType, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -23,6 +23,53 @@ struct JobRecord {
     format: u32,
     job: Job,
 }
+
+/// What the history keeps of a finished job (ACKNOWLEDGED or CANCELLED): enough to find its
+/// files and to download them again, nothing secret (URLs carry no credentials).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub id: JobId,
+    pub name: String,
+    pub job_type: JobType,
+    pub state: JobState,
+    pub created: Timestamp,
+    pub finished: Timestamp,
+    pub bytes: u64,
+    pub files: Vec<HistoryFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryFile {
+    pub remote_url: String,
+    pub local_path: PathBuf,
+}
+
+impl HistoryEntry {
+    pub fn of(job: &Job, finished: Timestamp) -> HistoryEntry {
+        HistoryEntry {
+            id: job.id,
+            name: job.display_name.clone(),
+            job_type: job.job_type,
+            state: job.state,
+            created: job.times.created,
+            finished,
+            bytes: job.progress().bytes_transferred,
+            files: job
+                .files
+                .iter()
+                .map(|f| HistoryFile {
+                    remote_url: crate::job::redact_url(&f.remote_url),
+                    local_path: f.local_path.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The history keeps this many finished jobs; older entries are deleted.
+pub const HISTORY_KEPT: usize = 1000;
+/// The largest history file read (an entry of a 200-file job is well under this).
+const MAX_HISTORY_FILE: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,6 +101,7 @@ pub struct Quarantined {
 pub struct Store {
     jobs_dir: PathBuf,
     quarantine_dir: PathBuf,
+    history_dir: PathBuf,
     /// Held for the life of the store: the lock is released when the file is closed.
     _lock: File,
 }
@@ -63,8 +111,9 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let jobs_dir = data_dir.join("jobs");
         let quarantine_dir = data_dir.join("quarantine");
+        let history_dir = data_dir.join("history");
         // Private whatever the umask or an earlier mode: job files hold URLs and custom headers.
-        for dir in [data_dir, &jobs_dir, &quarantine_dir] {
+        for dir in [data_dir, &jobs_dir, &quarantine_dir, &history_dir] {
             crate::platform::private_dir(dir).map_err(io_err(dir))?;
         }
         let lock_path = data_dir.join("lock");
@@ -100,6 +149,7 @@ impl Store {
         Ok(Store {
             jobs_dir,
             quarantine_dir,
+            history_dir,
             _lock: lock,
         })
     }
@@ -189,6 +239,70 @@ impl Store {
         )?;
         let path = self.path_of(job.id);
         write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
+    }
+
+    /// The history, oldest first, at most [`HISTORY_KEPT`] entries (older files are deleted). A
+    /// damaged entry is skipped and deleted: it is a record, not a job, and nothing depends on it.
+    pub fn load_history(&self) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut entries = Vec::new();
+        let dir = fs::read_dir(&self.history_dir).map_err(io_err(&self.history_dir))?;
+        for entry in dir {
+            let path = entry.map_err(io_err(&self.history_dir))?.path();
+            if path.extension().is_none_or(|e| e != "ron") {
+                let _ = fs::remove_file(&path); // a temp file of a cut write
+                continue;
+            }
+            let read = crate::platform::read_small_file(&path, MAX_HISTORY_FILE, false)
+                .map_err(|_| ())
+                .and_then(|text| ron::from_str::<HistoryEntry>(&text).map_err(|_| ()));
+            match read {
+                Ok(entry) => entries.push(entry),
+                Err(()) => {
+                    tracing::warn!(file = %path.display(), "damaged history entry deleted");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        entries.sort_by_key(|e| (e.finished, e.id));
+        let excess = entries.len().saturating_sub(HISTORY_KEPT);
+        for old in entries.drain(..excess) {
+            let _ = fs::remove_file(self.history_path(old.id));
+        }
+        Ok(entries)
+    }
+
+    fn history_path(&self, id: JobId) -> PathBuf {
+        self.history_dir.join(format!("{}.ron", id.0))
+    }
+
+    /// Writes a history entry (atomically; the history is a record, so no directory fsync is
+    /// waited for beyond `write_atomically`'s).
+    pub fn record(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let path = self.history_path(entry.id);
+        let text = ron::to_string(entry).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Deletes history entries (`None`: all of them).
+    pub fn forget(&self, ids: Option<&[JobId]>) -> Result<(), StoreError> {
+        let paths: Vec<PathBuf> = match ids {
+            Some(ids) => ids.iter().map(|id| self.history_path(*id)).collect(),
+            None => fs::read_dir(&self.history_dir)
+                .map_err(io_err(&self.history_dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect(),
+        };
+        for path in paths {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io { path, source: e }),
+            }
+        }
+        sync_dir(&self.history_dir).map_err(io_err(&self.history_dir))
     }
 
     /// Removes a job that reached a final state.

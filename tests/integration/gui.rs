@@ -1103,3 +1103,45 @@ fn screen_readers_get_rows_with_their_state_and_the_reasons_of_disabled_buttons(
     );
     assert!(!is_disabled(&window, "Resume"));
 }
+
+#[test]
+fn the_history_page_lists_finished_jobs_and_downloads_again() {
+    let setup = Setup::new("");
+    setup.server.put("/old.bin", content(3000, 90));
+    let id = setup.job("old", &["/old.bin"]);
+    let client = setup.home.client();
+    setup.runtime.block_on(async {
+        client.resume(id).await.expect("resume");
+    });
+    let mut window = setup.window();
+    wait_until(&mut window, "TRANSFERRED", |w| {
+        job_state(w, id) == Some(JobState::Transferred)
+    });
+    row_cell(&window, "old").click();
+    window.run_ok();
+    click(&mut window, "Complete");
+    wait_until(&mut window, "ACKNOWLEDGED", |w| {
+        job_state(w, id) == Some(JobState::Acknowledged)
+    });
+    click(&mut window, "History");
+    wait_until(&mut window, "the history", |w| {
+        w.state().history().is_some_and(|h| h.len() == 1)
+    });
+    assert!(shows(&window, "1 finished job(s)"));
+    let rows: Vec<_> = window.query_all_by_role(Role::Row).collect();
+    assert_eq!(rows.len(), 1);
+    row_cell(&window, "old").click_secondary();
+    window.run_ok();
+    click(&mut window, "Download again");
+    let urls = window.get_by_label("URLs, one per line:");
+    assert_eq!(
+        urls.value().as_deref(),
+        Some(setup.server.url("/old.bin").as_str())
+    );
+    click(&mut window, "Close");
+    click(&mut window, "Clear history");
+    wait_until(&mut window, "an empty history", |w| {
+        w.state().history().is_some_and(<[_]>::is_empty)
+    });
+    assert!(shows(&window, "Nothing finished yet"));
+}

@@ -1002,3 +1002,49 @@ async fn local_paths_are_checked_with_clear_errors() {
         assert!(!answer.contains("replac"), "{answer}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_of_finished_jobs_survives_a_restart_and_can_be_cleared() {
+    let server = TestServer::start().await;
+    server.put("/kept.bin", content(4000, 81));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let dest = out.path().join("kept.bin");
+    let dest_text = dest.to_str().expect("utf-8 path");
+    home.ok(&["create", "kept"]).await;
+    home.ok(&["add", "kept", &server.url("/kept.bin"), dest_text])
+        .await;
+    home.ok(&["resume", "kept"]).await;
+    home.ok(&["wait", "kept"]).await;
+    home.ok(&["complete", "kept"]).await;
+    home.ok(&["create", "dropped"]).await;
+    home.ok(&["cancel", "dropped"]).await;
+    let client = home.client();
+    let history = client.history().await.expect("history");
+    let names: Vec<&str> = history.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["dropped", "kept"], "newest first");
+    assert_eq!(history[1].state, ferry::job::JobState::Acknowledged);
+    assert_eq!(history[1].bytes, 4000);
+    assert_eq!(history[1].files[0].local_path, dest);
+    assert_eq!(history[0].state, ferry::job::JobState::Cancelled);
+
+    let pid = home.service_pid().expect("service runs");
+    home.ok(&["daemon", "--stop"]).await;
+    wait_exit(pid).await;
+    home.ok(&["list"]).await; // starts the service again
+    let again = home
+        .client()
+        .history()
+        .await
+        .expect("history after restart");
+    assert_eq!(again, history, "kept across the restart");
+
+    home.client().clear_history().await.expect("clear");
+    assert!(home.client().history().await.expect("history").is_empty());
+    assert!(dest.exists(), "clearing the history leaves the files");
+    let pid = home.service_pid().expect("service runs");
+    home.ok(&["daemon", "--stop"]).await;
+    wait_exit(pid).await;
+    home.ok(&["list"]).await;
+    assert!(home.client().history().await.expect("history").is_empty());
+}
