@@ -225,13 +225,18 @@ impl Actor {
                 let _ = reply.send(Ok(self.history.iter().rev().cloned().collect()));
             }
             Command::ClearHistory(ids, reply) => {
-                match &ids {
-                    Some(ids) => self.history.retain(|e| !ids.contains(&e.id)),
-                    None => self.history.clear(),
+                // Forgotten in memory only once gone from the disk: a failed clear shows.
+                let done = Saver::done(self.store.forget(ids.clone()))
+                    .await
+                    .map_err(|e| {
+                        BitsError::new(ErrorCode::LocalIo, format!("cannot clear the history: {e}"))
+                    });
+                if done.is_ok() {
+                    match &ids {
+                        Some(ids) => self.history.retain(|e| !ids.contains(&e.id)),
+                        None => self.history.clear(),
+                    }
                 }
-                let done = Saver::done(self.store.forget(ids)).await.map_err(|e| {
-                    BitsError::new(ErrorCode::LocalIo, format!("cannot clear the history: {e}"))
-                });
                 let _ = reply.send(done);
             }
             Command::Network { up, reply } => {
@@ -402,7 +407,8 @@ impl Actor {
             )?;
             files::check_destination(&job, &reply)?;
         }
-        if spec.rename_existing {
+        // Only downloads: an upload's local file is its source, which exists.
+        if spec.rename_existing && spec.job_type == JobType::Download {
             files::rename_taken(&mut spec.files);
         }
         if !spec.files.is_empty() {

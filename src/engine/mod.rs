@@ -42,7 +42,14 @@ use tokio::time::Instant;
 pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), EngineError> {
     let store = Store::open(&options.data_dir)?;
     let (loaded, quarantined) = store.load()?;
-    let mut history: VecDeque<crate::store::HistoryEntry> = store.load_history()?.into();
+    // The history is a record: one that cannot be read does not keep the service from starting.
+    let mut history: VecDeque<crate::store::HistoryEntry> = store
+        .load_history()
+        .unwrap_or_else(|e| {
+            tracing::warn!("the history is not available: {e}");
+            Vec::new()
+        })
+        .into();
     // An entry of a job that is still live (a crash between the record and the removal of the
     // job file) is not history.
     let live: HashSet<job::JobId> = loaded
@@ -100,9 +107,17 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         notify_retry: HashMap::new(),
         network_up: true,
         finished: VecDeque::new(),
+        // Jobs that became TRANSFERRED just before a stop are completed at start.
         to_complete: Vec::new(),
         history,
     };
+    let mut actor = actor;
+    actor.to_complete = actor
+        .jobs
+        .values()
+        .filter(|j| j.state == job::JobState::Transferred && j.complete_when_transferred)
+        .map(|j| j.id)
+        .collect();
     let watch_network = actor.config.watch_network;
     let weak = commands_tx.downgrade();
     tokio::spawn(actor.run(commands, reports, notify_exits));

@@ -247,6 +247,8 @@ pub struct FerryApp {
     pub(super) history: Option<Result<Vec<crate::store::HistoryEntry>, String>>,
     /// A job finished since the history was read: read it again while the page shows.
     pub(super) history_stale: bool,
+    /// URLs handed over by another launch while a dialog was open.
+    pending_urls: Option<String>,
     /// Text to put on the clipboard at the next frame (Copy URL).
     pub(super) copy_text: Option<String>,
     /// Ferry's own file dialog, open where the desktop has none.
@@ -276,10 +278,12 @@ impl FerryApp {
             .settings_path
             .as_deref()
             .map(|p| p.with_file_name(NOTIFIED_FILE));
+        let session = std::env::var("DBUS_SESSION_BUS_ADDRESS").unwrap_or_default();
         let memory = notified_path
             .as_deref()
             .map(load_notified)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .for_session(&session);
         let (desktop, tray) = if options.system_integration {
             let (tx, tx_ids) = (inbound_tx.clone(), inbound_tx.clone());
             let (wake_n, wake_ids) = (wake.clone(), wake.clone());
@@ -351,6 +355,7 @@ impl FerryApp {
             centre_open: false,
             builtin_picker: None,
             copy_text: None,
+            pending_urls: None,
             history: None,
             history_stale: false,
             applied_theme: None,
@@ -823,6 +828,31 @@ impl FerryApp {
         }
     }
 
+    /// URLs from another launch: added to an open New download, else opened in one — but an
+    /// open confirmation or form is never replaced: they wait until it is closed.
+    fn receive_urls(&mut self, urls: String) {
+        match &mut self.dialog {
+            None => self.open_new_download(urls),
+            Some(Dialog::NewDownload(form)) => form.add_urls(&urls),
+            Some(_) => match &mut self.pending_urls {
+                Some(pending) => {
+                    pending.push('\n');
+                    pending.push_str(&urls);
+                }
+                None => self.pending_urls = Some(urls),
+            },
+        }
+    }
+
+    /// Opens the URLs that waited for a dialog to close.
+    pub(super) fn open_pending_urls(&mut self) {
+        if self.dialog.is_none()
+            && let Some(urls) = self.pending_urls.take()
+        {
+            self.open_new_download(urls);
+        }
+    }
+
     pub(super) fn open_new_download(&mut self, urls: String) {
         self.dialog = Some(Dialog::NewDownload(DownloadForm::new(
             urls,
@@ -980,7 +1010,9 @@ impl FerryApp {
             }
             Reply::Job(job) => {
                 let id = job.id;
-                let was_final = self.job(&id).is_none_or(|j| j.state.is_final());
+                // A job first seen now (it may have started and finished within one batch)
+                // counts as not finished before.
+                let was_final = self.job(&id).is_some_and(|j| j.state.is_final());
                 let completed_itself = job.state == JobState::Acknowledged
                     && job.complete_when_transferred
                     && job.job_type == crate::job::JobType::Download;
@@ -1179,7 +1211,7 @@ impl FerryApp {
                     egui::UserAttentionType::Informational,
                 ));
                 if !activation.urls.is_empty() {
-                    self.open_new_download(activation.urls.join("\n"));
+                    self.receive_urls(activation.urls.join("\n"));
                 }
             }
         }
@@ -1225,13 +1257,10 @@ impl FerryApp {
                     self.open_path(&folder);
                 }
             }
-            ToastAction::Replace(id) => {
-                self.send(Request::Set(
-                    vec![id],
-                    PropertyChange::ReplaceExisting(true),
-                ));
-                self.act(Action::Complete, vec![id]);
-            }
+            ToastAction::Replace(id) => self.send(Request::InOrder(vec![
+                Request::Set(vec![id], PropertyChange::ReplaceExisting(true)),
+                Request::Act(Action::Complete, vec![id]),
+            ])),
             ToastAction::KeepAll => {
                 let ids: Vec<JobId> = self
                     .notifier

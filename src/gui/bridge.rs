@@ -63,6 +63,9 @@ pub enum Request {
     LoadConfig,
     /// Validate, save and apply a configuration.
     SaveConfig(Box<Config>),
+    /// These requests one after the other, each after the previous one's answer (requests are
+    /// otherwise answered concurrently): Set then Complete, SetRemoteName then Resume.
+    InOrder(Vec<Request>),
     /// Read the history of finished jobs.
     LoadHistory,
     /// Forget the whole history.
@@ -264,7 +267,16 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
                         // The user acted: what changes next answers them, so show it at once.
                         urgent = true;
                         let (client, out) = (client.clone(), out.clone());
-                        tokio::spawn(async move { handle(&client, request, &out).await });
+                        tokio::spawn(async move {
+                            match request {
+                                Request::InOrder(requests) => {
+                                    for request in requests {
+                                        handle(&client, request, &out).await;
+                                    }
+                                }
+                                request => handle(&client, request, &out).await,
+                            }
+                        });
                     }
                 },
                 event = events.next() => match event {
@@ -340,11 +352,22 @@ fn refuse(request: Request, why: &str, out: &Outbox) {
         Request::LoadConfig => out.send(Reply::Config(Err(failure))),
         Request::SaveConfig(_) => out.send(Reply::ConfigSaved(Err(failure))),
         Request::LoadHistory | Request::ClearHistory => out.send(Reply::History(Err(failure))),
+        Request::InOrder(requests) => {
+            for request in requests {
+                refuse(request, why, out);
+            }
+        }
     }
 }
 
 async fn handle(client: &Client, request: Request, out: &Outbox) {
     match request {
+        // Nested sequences are flattened by the caller (run); one here runs in order too.
+        Request::InOrder(requests) => {
+            for request in requests {
+                Box::pin(handle(client, request, out)).await;
+            }
+        }
         Request::Act(action, ids) => {
             let mut results = Vec::with_capacity(ids.len());
             for id in ids {

@@ -316,6 +316,14 @@ impl DownloadForm {
         }
     }
 
+    /// Appends URLs (one per line) to the ones in the form.
+    pub fn add_urls(&mut self, urls: &str) {
+        if !self.urls.trim().is_empty() && !self.urls.ends_with('\n') {
+            self.urls.push('\n');
+        }
+        self.urls.push_str(urls);
+    }
+
     /// Appends the URLs of a list file (one per line; `#` starts a comment).
     fn import(&mut self, path: &Path) {
         match std::fs::read_to_string(path) {
@@ -707,14 +715,17 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                     if ui.button("Save and retry").clicked() || enter {
                         match crate::job::check_remote_url(url.trim()) {
                             Ok(()) => {
-                                app.send(Request::Set(
-                                    vec![*id],
-                                    crate::job::PropertyChange::RemoteName {
-                                        file: *file,
-                                        url: url.trim().to_string(),
-                                    },
-                                ));
-                                app.act(Action::Resume, vec![*id]);
+                                // In order: the new URL first, then the retry.
+                                app.send(Request::InOrder(vec![
+                                    Request::Set(
+                                        vec![*id],
+                                        crate::job::PropertyChange::RemoteName {
+                                            file: *file,
+                                            url: url.trim().to_string(),
+                                        },
+                                    ),
+                                    Request::Act(Action::Resume, vec![*id]),
+                                ]));
                                 keep = false;
                             }
                             Err(e) => *error = Some(e.message),

@@ -122,6 +122,20 @@ pub struct Memory {
     /// The desktop notifications on screen, by group: the next window replaces or withdraws
     /// them instead of leaving them with buttons nobody listens to.
     pub shown: BTreeMap<GroupKey, u32>,
+    /// The session bus the ids belong to: after a new login the notification server numbers
+    /// from 1 again, and an old id would name another application's notification.
+    pub session: String,
+}
+
+impl Memory {
+    /// The memory for `session`: the shown ids of another session are dropped.
+    pub fn for_session(mut self, session: &str) -> Memory {
+        if self.session != session {
+            self.shown.clear();
+            self.session = session.to_string();
+        }
+        self
+    }
 }
 
 #[derive(Default)]
@@ -641,6 +655,18 @@ mod tests {
                 .shown
                 .is_empty()
         );
+        // Another login: the ids of the old notification server mean nothing.
+        let old = Memory {
+            shown: BTreeMap::from([(GroupKey::Failed, 3)]),
+            session: "unix:path=/run/user/1000/bus,guid=1".into(),
+            ..Memory::default()
+        };
+        let elsewhere = old
+            .clone()
+            .for_session("unix:path=/run/user/1000/bus,guid=2");
+        assert!(elsewhere.shown.is_empty());
+        let same = old.session.clone();
+        assert_eq!(old.for_session(&same).shown.len(), 1);
     }
 
     #[test]

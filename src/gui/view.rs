@@ -100,6 +100,7 @@ impl FerryApp {
         if !self.show_builtin_picker(&ctx) {
             super::dialogs::show(self, &ctx);
         }
+        self.open_pending_urls();
         self.centre(&ctx);
         let groups = self.group_toasts(&ctx);
         if let Some(clicked) = self.toasts.show(&ctx, self.mono(), &groups) {
@@ -499,6 +500,9 @@ impl FerryApp {
                             self.spec.states = [true; 9];
                         }
                     });
+                }
+                // The History page is filtered by the same text.
+                if self.page != Page::Settings {
                     let width = (ui.available_width() - 50.0).clamp(60.0, 220.0);
                     // Right to left: the field, then its label on its left.
                     let field = ui.add(
