@@ -56,6 +56,22 @@ pub enum PickKind {
     UploadFile,
 }
 
+impl PickKind {
+    /// A folder is chosen (else a file).
+    pub fn wants_folder(self) -> bool {
+        matches!(self, PickKind::DownloadFolder | PickKind::DefaultFolder)
+    }
+
+    /// The dialog's title, the desktop's or Ferry's own.
+    pub fn title(self) -> &'static str {
+        match self {
+            PickKind::DownloadFolder | PickKind::DefaultFolder => "Choose the destination folder",
+            PickKind::UrlList => "Import a list of URLs",
+            PickKind::UploadFile => "Choose the file to upload",
+        }
+    }
+}
+
 /// rfd's dialogs (the desktop portal, or zenity), each on a thread of its own so that the
 /// window keeps painting while the dialog is open.
 pub struct NativePickers;
@@ -104,18 +120,15 @@ impl Pickers for NativePickers {
         let spawned = std::thread::Builder::new()
             .name("ferry-file-dialog".into())
             .spawn(move || {
-                let dialog = rfd::FileDialog::new().set_directory(&start);
+                let dialog = rfd::FileDialog::new()
+                    .set_directory(&start)
+                    .set_title(kind.title());
                 let answer = match kind {
-                    PickKind::DownloadFolder | PickKind::DefaultFolder => dialog
-                        .set_title("Choose the destination folder")
-                        .pick_folder(),
+                    _ if kind.wants_folder() => dialog.pick_folder(),
                     PickKind::UrlList => dialog
-                        .set_title("Import a list of URLs")
                         .add_filter("Text", &["txt", "list", "urls"])
                         .pick_file(),
-                    PickKind::UploadFile => {
-                        dialog.set_title("Choose the file to upload").pick_file()
-                    }
+                    _ => dialog.pick_file(),
                 };
                 reply(answer);
             });
@@ -299,19 +312,16 @@ impl FerryApp {
                 },
             );
             let (tray_tx, tray_rx) = mpsc::channel();
-            let tx = inbound_tx.clone();
-            let wake_t = wake.clone();
-            // Forward tray commands into the one inbound channel.
-            let _ = std::thread::Builder::new()
-                .name("ferry-tray-forward".into())
-                .spawn(move || {
-                    for command in tray_rx {
-                        if tx.send(Inbound::Tray(command)).is_err() {
-                            break;
-                        }
-                        wake_t();
-                    }
-                });
+            forward(
+                "ferry-tray-forward",
+                tray_rx,
+                inbound_tx.clone(),
+                Inbound::Tray,
+                {
+                    let wake = wake.clone();
+                    move || wake()
+                },
+            );
             (Some(desktop), Tray::start(tray_tx, wake))
         } else {
             (None, None)
@@ -370,17 +380,14 @@ impl FerryApp {
             app.toast(Level::Warning, "Settings not loaded", message, vec![], None);
         }
         if let Some(activations) = options.activations {
-            let (tx, ctx) = (app.inbound_tx.clone(), ctx.clone());
-            let _ = std::thread::Builder::new()
-                .name("ferry-activations".into())
-                .spawn(move || {
-                    for activation in activations {
-                        if tx.send(Inbound::Activate(activation)).is_err() {
-                            break;
-                        }
-                        ctx.request_repaint();
-                    }
-                });
+            let ctx = ctx.clone();
+            forward(
+                "ferry-activations",
+                activations,
+                app.inbound_tx.clone(),
+                Inbound::Activate,
+                move || ctx.request_repaint(),
+            );
         }
         if !options.urls.is_empty() {
             app.open_new_download(options.urls.join("\n"));
@@ -1250,8 +1257,7 @@ impl FerryApp {
             ToastAction::OpenFolder(id) => {
                 let folder = self
                     .job(&id)
-                    .and_then(|j| j.files.first())
-                    .and_then(|f| f.local_path.parent())
+                    .and_then(super::view::job_folder)
                     .map(Path::to_path_buf);
                 if let Some(folder) = folder {
                     self.open_path(&folder);
@@ -1429,6 +1435,30 @@ impl FrameRate {
             self.since = Instant::now();
             self.first_pass = pass;
         }
+    }
+}
+
+/// Moves what another thread sends on `from` into the window's one inbound channel, waking the
+/// window after each; ends when either side is gone.
+fn forward<T: Send + 'static>(
+    name: &str,
+    from: mpsc::Receiver<T>,
+    into: mpsc::Sender<Inbound>,
+    wrap: fn(T) -> Inbound,
+    wake: impl Fn() + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for message in from {
+                if into.send(wrap(message)).is_err() {
+                    break;
+                }
+                wake();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start {name}: {e}");
     }
 }
 

@@ -104,25 +104,10 @@ impl BuiltinPicker {
         picker
     }
 
-    fn wants_folder(&self) -> bool {
-        matches!(
-            self.kind,
-            PickKind::DownloadFolder | PickKind::DefaultFolder
-        )
-    }
-
-    fn title(&self) -> &'static str {
-        match self.kind {
-            PickKind::DownloadFolder | PickKind::DefaultFolder => "Choose the destination folder",
-            PickKind::UrlList => "Import a list of URLs",
-            PickKind::UploadFile => "Choose the file to upload",
-        }
-    }
-
     /// Starts reading `dir` (the list shows when it is read).
     fn read(&mut self, dir: PathBuf) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let folders_only = self.wants_folder();
+        let folders_only = self.kind.wants_folder();
         let spawned = std::thread::Builder::new()
             .name("ferry-picker".into())
             .spawn({
@@ -164,7 +149,7 @@ impl BuiltinPicker {
         let mut go_to = None;
         let modal = Modal::new(Id::unique("ferry-picker")).show(ctx, |ui| {
             ui.set_width((ctx.content_rect().width() - 60.0).clamp(280.0, 560.0));
-            ui.heading(self.title());
+            ui.heading(self.kind.title());
             ui.horizontal(|ui| {
                 if ui
                     .add_enabled(self.dir.parent().is_some(), egui::Button::new("⬆ Up"))
@@ -219,7 +204,7 @@ impl BuiltinPicker {
                         }
                     }
                 });
-            let chosen = match (&self.selected, self.wants_folder()) {
+            let chosen = match (&self.selected, self.kind.wants_folder()) {
                 (Some(name), _) => Some(self.dir.join(name)),
                 (None, true) => Some(self.dir.clone()),
                 (None, false) => None,

@@ -66,7 +66,7 @@ pub enum Level {
 }
 
 impl Level {
-    fn colour(self) -> Color32 {
+    pub fn colour(self) -> Color32 {
         match self {
             Level::Success => super::theme::SUCCESS,
             Level::Warning => super::theme::WARNING,

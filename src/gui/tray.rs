@@ -204,28 +204,30 @@ fn watch_host(host: Arc<AtomicBool>, changes: mpsc::Sender<TrayCommand>) {
     }
 }
 
-fn host_registered(connection: &zbus::blocking::Connection) -> bool {
-    let proxy = zbus::blocking::proxy::Builder::<zbus::blocking::Proxy>::new(connection)
+/// The StatusNotifierWatcher, read afresh at each call (no property cache).
+fn watcher(
+    connection: &zbus::blocking::Connection,
+) -> zbus::Result<zbus::blocking::Proxy<'static>> {
+    zbus::blocking::proxy::Builder::<zbus::blocking::Proxy>::new(connection)
         .destination("org.kde.StatusNotifierWatcher")
         .and_then(|b| b.path("/StatusNotifierWatcher"))
         .and_then(|b| b.interface("org.kde.StatusNotifierWatcher"))
         .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
-        .and_then(|b| b.build());
-    proxy
+        .and_then(|b| b.build())
+}
+
+fn host_registered(connection: &zbus::blocking::Connection) -> bool {
+    watcher(connection)
         .and_then(|proxy| proxy.get_property::<bool>("IsStatusNotifierHostRegistered"))
         .unwrap_or(false)
 }
 
 /// Whether one of this process's items is registered with the watcher (`None`: cannot tell).
 fn registered(connection: &zbus::blocking::Connection, own: &str) -> Option<bool> {
-    let proxy = zbus::blocking::proxy::Builder::<zbus::blocking::Proxy>::new(connection)
-        .destination("org.kde.StatusNotifierWatcher")
-        .and_then(|b| b.path("/StatusNotifierWatcher"))
-        .and_then(|b| b.interface("org.kde.StatusNotifierWatcher"))
-        .map(|b| b.cache_properties(zbus::proxy::CacheProperties::No))
-        .and_then(|b| b.build())
+    let items: Vec<String> = watcher(connection)
+        .ok()?
+        .get_property("RegisteredStatusNotifierItems")
         .ok()?;
-    let items: Vec<String> = proxy.get_property("RegisteredStatusNotifierItems").ok()?;
     Some(items.iter().any(|item| item.contains(own)))
 }
 

@@ -19,14 +19,6 @@ const DETAILS_MIN: f32 = 260.0;
 /// Below this width the toolbar folds the job actions into a menu.
 const WIDE_TOOLBAR: f32 = 1120.0;
 
-fn level_colour(level: super::toasts::Level) -> Color32 {
-    match level {
-        super::toasts::Level::Success => theme::SUCCESS,
-        super::toasts::Level::Warning => theme::WARNING,
-        super::toasts::Level::Error => theme::ERROR,
-    }
-}
-
 /// The colour and icon of a state, and its BITS name.
 pub fn state_look(state: JobState, job_type: JobType) -> (&'static str, Color32) {
     match state {
@@ -301,7 +293,7 @@ impl FerryApp {
                                         egui::Label::new(
                                             RichText::new(&record.title)
                                                 .strong()
-                                                .color(level_colour(record.level)),
+                                                .color(record.level.colour()),
                                         )
                                         .truncate(),
                                     );
@@ -1219,6 +1211,11 @@ pub(super) fn openable_file(job: &Job) -> Option<&std::path::Path> {
     }
 }
 
+/// The folder a job's files go to (its first file's).
+pub(super) fn job_folder(job: &Job) -> Option<&std::path::Path> {
+    job.files.first().and_then(|f| f.local_path.parent())
+}
+
 /// The context menu of a row: the file and its folder, the URL, and the job actions, each
 /// enabled by the state of the jobs it acts on (as the toolbar's buttons).
 fn row_menu(ui: &mut egui::Ui, jobs: &[&Job]) -> Option<RowAction> {
@@ -1235,11 +1232,7 @@ fn row_menu(ui: &mut egui::Ui, jobs: &[&Job]) -> Option<RowAction> {
         {
             action = Some(RowAction::OpenFile(file.to_path_buf()));
         }
-        let folder = job
-            .files
-            .first()
-            .and_then(|f| f.local_path.parent())
-            .map(std::path::Path::to_path_buf);
+        let folder = job_folder(job).map(std::path::Path::to_path_buf);
         if ui
             .add_enabled(folder.is_some(), egui::Button::new("Open folder"))
             .clicked()
