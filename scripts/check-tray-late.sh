@@ -27,7 +27,7 @@ dbus-run-session -- bash -euo pipefail -c '
   }
   visible() { xdotool search --onlyvisible --name "^Ferry$" 2>/dev/null | wc -l; }
   "$FERRY" gui >"$WORK/gui.log" 2>&1 &
-  until_true "[ \$(visible) = 1 ]" "no window"
+  until_true "[ \$(visible) = 1 ]" "no window" 60
   sleep 4 # the window has looked for a host and found none
   echo "ok: the window runs with no tray host"
   status-notifier-watcher >"$WORK/watcher.log" 2>&1 &
