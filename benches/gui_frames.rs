@@ -1,5 +1,7 @@
-//! Frame time of the GUI with many jobs: the real `FerryApp` in an egui_kittest harness (egui's
-//! layout and tessellation on the CPU, no GPU), fed 10,000 jobs, scrolled and re-sorted.
+//! Frame time of the GUI with many jobs: the real `FerryApp` fed 10,000 jobs, scrolled and
+//! updated. Twice: in an egui_kittest harness, which keeps AccessKit on (as with a screen reader;
+//! the checks query its tree), and on a bare egui context as the window runs without a screen
+//! reader (AccessKit off), with the tessellation of each frame counted. No GPU either way.
 //!   cargo bench --bench gui_frames [-- JOBS]
 
 // Tests and benchmarks may stop at the first surprise: the no-unwrap rule is for the product.
@@ -73,6 +75,103 @@ fn summary(name: &str, mut times: Vec<Duration>) {
     );
 }
 
+fn options() -> GuiOptions {
+    GuiOptions {
+        connect: Connect::Socket(PathBuf::from("/nonexistent/ferry.sock")),
+        clock: Arc::new(SystemClock::default()),
+        settings_path: None,
+        system_integration: false,
+        pickers: Box::new(NoPickers),
+        activations: None,
+        wake: Default::default(),
+        urls: Vec::new(),
+    }
+}
+
+/// The window without a screen reader: egui's own pass and its tessellation, AccessKit off.
+fn bare(count: usize, frames: usize) {
+    use eframe::App;
+    let ctx = egui::Context::default();
+    let mut app = FerryApp::new(
+        &eframe::CreationContext::_new_kittest(ctx.clone()),
+        options(),
+    );
+    let mut frame = eframe::Frame::_new_kittest();
+    app.load_jobs(jobs(count));
+    let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1440.0, 860.0));
+    let mut time = 0.0;
+    // Whether the last frame painted a text containing this (the scrolling check).
+    let mut painted: Vec<String> = Vec::new();
+    let mut pass =
+        |events: Vec<egui::Event>, app: &mut FerryApp, painted: &mut Vec<String>| -> Duration {
+            time += 1.0 / 60.0;
+            let input = egui::RawInput {
+                screen_rect: Some(screen),
+                time: Some(time),
+                events,
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let output = ctx.run_ui(input, |ui| {
+                app.logic(ui.ctx(), &mut frame);
+                app.ui(ui, &mut frame);
+            });
+            painted.clear();
+            for clipped in &output.shapes {
+                if let egui::Shape::Text(text) = &clipped.shape {
+                    painted.push(text.galley.text().to_string());
+                }
+            }
+            let primitives = ctx.tessellate(output.shapes, output.pixels_per_point);
+            let took = start.elapsed();
+            assert!(!primitives.is_empty(), "the frame drew nothing");
+            took
+        };
+    pass(vec![], &mut app, &mut painted);
+    let times = (0..frames)
+        .map(|_| pass(vec![], &mut app, &mut painted))
+        .collect();
+    summary("no AccessKit: steady", times);
+    assert!(
+        painted.iter().any(|t| t == "file-00000.bin"),
+        "the first row is painted"
+    );
+    let times = (0..frames)
+        .map(|i| {
+            let delta = if i < frames / 2 { -120.0 } else { 120.0 };
+            let events = vec![
+                egui::Event::PointerMoved(egui::pos2(700.0, 300.0)),
+                egui::Event::MouseWheel {
+                    unit: egui::MouseWheelUnit::Point,
+                    delta: egui::vec2(0.0, delta),
+                    phase: egui::TouchPhase::Move,
+                    modifiers: egui::Modifiers::NONE,
+                    source: egui::MouseWheelSource::Wheel,
+                },
+            ];
+            let took = pass(events, &mut app, &mut painted);
+            if i + 1 == frames / 2 {
+                assert!(
+                    !painted.iter().any(|t| t == "file-00000.bin"),
+                    "the wheel did not scroll the table"
+                );
+            }
+            took
+        })
+        .collect();
+    summary("no AccessKit: scrolling", times);
+    let update = jobs(1);
+    let times = (0..frames)
+        .map(|i| {
+            let mut job = update[0].clone();
+            job.files[0].bytes_transferred = i as u64 * 1000;
+            app.load_jobs_update(job);
+            pass(vec![], &mut app, &mut painted)
+        })
+        .collect();
+    summary("no AccessKit: a job update every frame", times);
+}
+
 fn main() {
     let count: usize = std::env::args()
         .skip(1)
@@ -80,21 +179,7 @@ fn main() {
         .unwrap_or(10_000);
     let mut window = Harness::builder()
         .with_size([1440.0, 860.0])
-        .build_eframe(|cc| {
-            FerryApp::new(
-                cc,
-                GuiOptions {
-                    connect: Connect::Socket(PathBuf::from("/nonexistent/ferry.sock")),
-                    clock: Arc::new(SystemClock::default()),
-                    settings_path: None,
-                    system_integration: false,
-                    pickers: Box::new(NoPickers),
-                    activations: None,
-                    wake: Default::default(),
-                    urls: Vec::new(),
-                },
-            )
-        });
+        .build_eframe(|cc| FerryApp::new(cc, options()));
     let loaded = Instant::now();
     window.state_mut().load_jobs(jobs(count));
     window.step();
@@ -141,7 +226,7 @@ fn main() {
     let mut times = Vec::with_capacity(frames);
     let update = jobs(1);
     for i in 0..frames {
-        // A progress update re-sorts and re-filters the 10,000 rows.
+        // A progress update moves one row to its place among the 10,000.
         let mut job = update[0].clone();
         job.files[0].bytes_transferred = i as u64 * 1000;
         window.state_mut().load_jobs_update(job);
@@ -150,4 +235,5 @@ fn main() {
         times.push(start.elapsed());
     }
     summary("a job update every frame", times);
+    bare(count, frames);
 }

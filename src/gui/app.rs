@@ -6,16 +6,17 @@ use super::bridge::{Action, Bridge, Connect, Failure, Reply, Request};
 use super::desktop::Desktop;
 use super::dialogs::{Dialog, DownloadForm, UploadForm};
 use super::format;
-use super::model::{Jobs, Now, ViewSpec};
+use super::jobs_view::{Command, JobsView};
+use super::model::{Jobs, Now};
 use super::notices::{self, DesktopCommand, GroupKey, Member, Notifier};
 use super::rules::{self, Availability};
+use super::saver::Saver;
 use super::settings::{GuiSettings, Layout, Theme};
 use super::toasts::{Clicked, Level, ToastAction, Toasts};
 use super::tray::{Tray, TrayCommand, TrayView};
 use crate::engine::{Clock, EngineEvent};
 use crate::job::{Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
 use crate::service::api::Status;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -74,7 +75,38 @@ impl PickKind {
 
 /// rfd's dialogs (the desktop portal, or zenity), each on a thread of its own so that the
 /// window keeps painting while the dialog is open.
-pub struct NativePickers;
+pub struct NativePickers {
+    /// Whether the desktop has a dialog, as last looked up on a thread (the lookup is a D-Bus
+    /// round trip, kept out of the click's frame): 0 not known yet, 1 yes, 2 no.
+    available: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl NativePickers {
+    /// Starts looking up whether the desktop has file dialogs.
+    pub fn new() -> NativePickers {
+        let pickers = NativePickers {
+            available: Arc::default(),
+        };
+        pickers.look_up();
+        pickers
+    }
+
+    fn look_up(&self) {
+        let available = Arc::clone(&self.available);
+        let _ = std::thread::Builder::new()
+            .name("ferry-portal-check".into())
+            .spawn(move || {
+                let found = if native_dialogs_available() { 1 } else { 2 };
+                available.store(found, std::sync::atomic::Ordering::Relaxed);
+            });
+    }
+}
+
+impl Default for NativePickers {
+    fn default() -> Self {
+        NativePickers::new()
+    }
+}
 
 /// Whether rfd has a dialog to show: the desktop portal (running or D-Bus-activatable) or
 /// zenity. Without either rfd returns "closed" at once, and Browse… would seem to do nothing.
@@ -111,8 +143,14 @@ impl Pickers for NativePickers {
         start: &Path,
         reply: Box<dyn FnOnce(Option<PathBuf>) + Send>,
     ) -> bool {
-        // Looked up at each click (a bus call, well under a millisecond): a portal may start later.
-        if !native_dialogs_available() {
+        // The last lookup's answer (or, before it came, a lookup now); looked up again after
+        // each click, for a portal that starts later.
+        let available = match self.available.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => native_dialogs_available(),
+            known => known == 1,
+        };
+        self.look_up();
+        if !available {
             tracing::info!("no desktop portal and no zenity: using Ferry's own file dialog");
             return false;
         }
@@ -170,7 +208,7 @@ impl GuiOptions {
                 .ok()
                 .and_then(|config| Some(config.parent()?.join(GuiSettings::FILE_NAME))),
             system_integration: true,
-            pickers: Box::new(NativePickers),
+            pickers: Box::new(NativePickers::new()),
             activations: None,
             wake: Arc::default(),
             urls: Vec::new(),
@@ -215,12 +253,8 @@ pub struct FerryApp {
     pub(super) clock: Arc<dyn Clock>,
     started: Instant,
     pub(super) page: Page,
-    pub(super) spec: ViewSpec,
-    pub(super) selection: BTreeSet<JobId>,
-    /// The row the keyboard is on.
-    pub(super) cursor: Option<JobId>,
-    /// Where a range selection starts: Shift+click and Shift+arrow select from here.
-    pub(super) anchor: Option<JobId>,
+    /// The Jobs and Stale pages' table: filter, sort, selection, keyboard cursor.
+    pub(super) jobs_view: JobsView,
     /// Window size, panel width, sort and filter, saved in gui.ron when they change.
     pub(super) layout: Layout,
     /// The layout changed at this time (the injected clock) and is not saved yet.
@@ -267,7 +301,8 @@ pub struct FerryApp {
     /// Ferry's own file dialog, open where the desktop has none.
     pub(super) builtin_picker: Option<super::dialogs::BuiltinPicker>,
     applied_theme: Option<Theme>,
-    pub(super) scroll_to_cursor: bool,
+    /// Writes gui.ron and gui-notified.ron off the frame.
+    saver: Saver,
 }
 
 impl FerryApp {
@@ -335,10 +370,8 @@ impl FerryApp {
             clock: options.clock,
             started: Instant::now(),
             page: Page::Jobs,
-            spec: ViewSpec::default(),
-            selection: BTreeSet::new(),
-            cursor: None,
-            anchor: None,
+            jobs_view: JobsView::default(),
+            saver: Saver::spawn(),
             layout: settings.layout.clone(),
             layout_dirty_since: None,
             dialog: None,
@@ -369,13 +402,14 @@ impl FerryApp {
             history: None,
             history_stale: false,
             applied_theme: None,
-            scroll_to_cursor: false,
         };
-        app.spec.stale_after = app.stale_after();
-        app.spec.sort = app.layout.sort;
-        app.spec.ascending = app.layout.ascending;
-        app.spec.text = app.layout.filter.clone();
-        app.spec.states = app.layout.states;
+        let stale_after = app.stale_after();
+        let spec = &mut app.jobs_view.spec;
+        spec.stale_after = stale_after;
+        spec.sort = app.layout.sort;
+        spec.ascending = app.layout.ascending;
+        spec.text = app.layout.filter.clone();
+        spec.states = app.layout.states;
         if let Some(message) = settings_error {
             app.toast(Level::Warning, "Settings not loaded", message, vec![], None);
         }
@@ -426,7 +460,7 @@ impl FerryApp {
 
     /// The ids of the selected jobs.
     pub fn selection(&self) -> Vec<JobId> {
-        self.selection.iter().copied().collect()
+        self.jobs_view.selection().iter().copied().collect()
     }
 
     pub fn connection(&self) -> &Connection {
@@ -487,11 +521,8 @@ impl FerryApp {
         Duration::from_secs(u64::from(self.settings.stale_after_days.max(1)) * 86_400)
     }
 
-    pub(super) fn selected_jobs(&self) -> Vec<&Job> {
-        self.selection
-            .iter()
-            .filter_map(|id| self.job(id))
-            .collect()
+    fn jobs_of(&self, ids: &[JobId]) -> Vec<&Job> {
+        ids.iter().filter_map(|id| self.job(id)).collect()
     }
 
     pub(super) fn name_of(&self, id: JobId) -> String {
@@ -618,13 +649,9 @@ impl FerryApp {
         if let Some(memory) = self.notifier.take_memory_change()
             && let Some(path) = &self.notified_path
         {
-            let saved = ron::to_string(memory)
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    crate::store::write_atomically(path, text.as_bytes()).map_err(|e| e.to_string())
-                });
-            if let Err(e) = saved {
-                tracing::warn!("cannot save {}: {e}", path.display());
+            match ron::to_string(memory) {
+                Ok(text) => self.saver.save(path.clone(), text.into_bytes()),
+                Err(e) => tracing::warn!("cannot save {}: {e}", path.display()),
             }
         }
     }
@@ -673,8 +700,8 @@ impl FerryApp {
 
     /// Complete the suitable jobs of the selection, through the partial-complete confirmation
     /// when files would be lost; the others are named as skipped.
-    pub(super) fn request_complete(&mut self) {
-        let jobs = self.selected_jobs();
+    pub(super) fn request_complete(&mut self, ids: Vec<JobId>) {
+        let jobs = self.jobs_of(&ids);
         let split = rules::complete(&jobs);
         if split.ok.is_empty() {
             return;
@@ -707,8 +734,8 @@ impl FerryApp {
 
     /// Cancel the suitable jobs of the selection, always through a confirmation that says what
     /// is deleted and what is skipped.
-    pub(super) fn request_cancel(&mut self) {
-        let jobs = self.selected_jobs();
+    pub(super) fn request_cancel(&mut self, ids: Vec<JobId>) {
+        let jobs = self.jobs_of(&ids);
         let split = rules::cancel(&jobs);
         if split.ok.is_empty() {
             if let Availability::Disabled(why) = split.availability() {
@@ -732,8 +759,8 @@ impl FerryApp {
     }
 
     /// Resume or Suspend the suitable jobs of the selection; say what was skipped.
-    pub(super) fn resume_or_suspend(&mut self, action: Action) {
-        let jobs = self.selected_jobs();
+    pub(super) fn resume_or_suspend(&mut self, action: Action, ids: Vec<JobId>) {
+        let jobs = self.jobs_of(&ids);
         let split = match action {
             Action::Resume => rules::resume(&jobs),
             _ => rules::suspend(&jobs),
@@ -747,25 +774,6 @@ impl FerryApp {
             self.toast(Level::Warning, title, skipped, vec![], Some(TOAST_SECONDS));
         }
         self.act(action, ids);
-    }
-
-    /// Space: resume when the selection has jobs waiting to be resumed, else suspend.
-    pub(super) fn toggle_suspend(&mut self) {
-        let jobs = self.selected_jobs();
-        if !rules::resume(&jobs).ok.is_empty() {
-            self.resume_or_suspend(Action::Resume);
-        } else {
-            self.resume_or_suspend(Action::Suspend);
-        }
-    }
-
-    /// Double-click on a row: a completed download opens its file; any other job shows its
-    /// details (it is selected by the click).
-    pub(super) fn open_job(&mut self, id: JobId) {
-        if let Some(file) = self.job(&id).and_then(super::view::openable_file) {
-            let file = file.to_path_buf();
-            self.open_path(&file);
-        }
     }
 
     /// Opens a file or folder with the desktop's application for it (xdg-open).
@@ -793,25 +801,17 @@ impl FerryApp {
         }
     }
 
-    pub(super) fn row_action(&mut self, action: super::view::RowAction) {
-        use super::view::RowAction;
-        match action {
-            RowAction::OpenFile(path) | RowAction::OpenFolder(path) => self.open_path(&path),
-            RowAction::CopyUrls(text) => self.copy_text = Some(text),
-            RowAction::Act(action, ids) => self.act(action, ids),
-            RowAction::Complete(ids) => {
-                self.selection = ids.into_iter().collect();
-                self.request_complete();
-            }
-            RowAction::Cancel(ids) => {
-                self.selection = ids.into_iter().collect();
-                self.request_cancel();
-            }
-            RowAction::Priority(ids, priority) => {
-                self.send(Request::Set(ids, PropertyChange::Priority(priority)))
-            }
-            RowAction::Keep(ids) => self.send(Request::Set(ids, PropertyChange::Touch)),
-            RowAction::EditUrl(id, file) => {
+    /// Carries out what a view asked for.
+    pub(super) fn command(&mut self, command: Command) {
+        match command {
+            Command::Request(request) => self.send(request),
+            Command::Ask(Action::Complete, ids) => self.request_complete(ids),
+            Command::Ask(Action::Cancel, ids) => self.request_cancel(ids),
+            Command::Ask(action, ids) => self.resume_or_suspend(action, ids),
+            Command::Open(path) => self.open_path(&path),
+            Command::Copy(text) => self.copy_text = Some(text),
+            Command::NewDownload(urls) => self.open_new_download(urls),
+            Command::EditUrl(id, file) => {
                 let url = self
                     .job(&id)
                     .and_then(|j| j.files.get(file))
@@ -824,14 +824,6 @@ impl FerryApp {
                     error: None,
                 });
             }
-        }
-    }
-
-    pub(super) fn set_priority(&mut self, priority: crate::job::Priority) {
-        let ids: Vec<JobId> = self.selection.iter().copied().collect();
-        if !ids.is_empty() {
-            self.bridge
-                .send(Request::Set(ids, PropertyChange::Priority(priority)));
         }
     }
 
@@ -940,10 +932,11 @@ impl FerryApp {
         {
             layout.window_size = Some([size[0].round(), size[1].round()]);
         }
-        layout.sort = self.spec.sort;
-        layout.ascending = self.spec.ascending;
-        layout.filter.clone_from(&self.spec.text);
-        layout.states = self.spec.states;
+        let spec = &self.jobs_view.spec;
+        layout.sort = spec.sort;
+        layout.ascending = spec.ascending;
+        layout.filter.clone_from(&spec.text);
+        layout.states = spec.states;
         // The injected clock: tests move it instead of waiting.
         let now = self.clock.now();
         if layout != self.layout {
@@ -964,11 +957,18 @@ impl FerryApp {
         self.layout_dirty_since = None;
         self.settings.layout = self.layout.clone();
         self.settings_draft.layout = self.layout.clone();
-        if let Some(path) = &self.settings_path
-            && let Err(e) = self.settings.save(path)
-        {
-            tracing::warn!("{e}");
+        if let Some(path) = &self.settings_path {
+            // On the saver's thread: the fsync stays out of the frame.
+            match self.settings.text() {
+                Ok(text) => self.saver.save(path.clone(), text.into_bytes()),
+                Err(e) => tracing::warn!("cannot save {}: {e}", path.display()),
+            }
         }
+    }
+
+    /// Waits until the window's own files (layout, notices' memory) are written (tests).
+    pub fn flush_saves(&self) {
+        self.saver.flush();
     }
 
     pub(super) fn save_settings(&mut self) {
@@ -985,7 +985,7 @@ impl FerryApp {
         }
         self.settings_error = None;
         self.settings = self.settings_draft.clone();
-        self.spec.stale_after = self.stale_after();
+        self.jobs_view.spec.stale_after = self.stale_after();
         self.toast(Level::Success, "Settings saved", "", vec![], Some(3.0));
     }
 
@@ -1002,10 +1002,10 @@ impl FerryApp {
             Reply::Jobs(jobs) => {
                 self.listed = true;
                 self.jobs.replace_all(jobs, mono);
-                let known: Vec<JobId> = self.selection.iter().copied().collect();
+                let known: Vec<JobId> = self.jobs_view.selection().iter().copied().collect();
                 for id in known {
                     if self.jobs.get(&id).is_none() {
-                        self.selection.remove(&id);
+                        self.jobs_view.forget(&id);
                     }
                 }
                 let ids: Vec<JobId> = self.jobs.iter().map(|e| e.job.id).collect();
@@ -1049,7 +1049,7 @@ impl FerryApp {
             }
             Reply::Gone(id) => {
                 self.jobs.remove(id);
-                self.selection.remove(&id);
+                self.jobs_view.forget(&id);
                 self.toasts.forget_job(id);
                 self.notifier.resolve_everywhere(id);
             }
@@ -1182,9 +1182,7 @@ impl FerryApp {
         match result {
             Ok(id) => {
                 self.dialog = None;
-                self.selection = BTreeSet::from([id]);
-                self.cursor = Some(id);
-                self.scroll_to_cursor = true;
+                self.jobs_view.focus(id);
                 self.page = Page::Jobs;
             }
             // A quota refusal also comes as the service's QuotaExceeded event: one notice.
@@ -1227,29 +1225,24 @@ impl FerryApp {
     pub(super) fn toast_action(&mut self, action: ToastAction) {
         match action {
             ToastAction::Keep(id) => self.send(Request::Set(vec![id], PropertyChange::Touch)),
-            ToastAction::Complete(id) => {
-                self.selection = BTreeSet::from([id]);
-                self.request_complete();
-            }
-            ToastAction::Cancel(id) => {
-                self.selection = BTreeSet::from([id]);
-                self.request_cancel();
-            }
+            ToastAction::Complete(id) => self.request_complete(vec![id]),
+            ToastAction::Cancel(id) => self.request_cancel(vec![id]),
             ToastAction::OpenStale => {
                 self.page = Page::Stale;
-                self.selection.clear();
+                self.jobs_view.clear_selection();
             }
             ToastAction::Review => {
                 self.page = Page::Stale;
-                self.selection = GroupKey::ALL
+                let ids: Vec<JobId> = GroupKey::ALL
                     .iter()
                     .filter(|k| **k != GroupKey::Cancelled)
                     .flat_map(|k| self.notifier.members(*k).map(|(id, _)| *id))
                     .filter(|id| self.job(id).is_some())
                     .collect();
+                self.jobs_view.select(ids);
             }
             ToastAction::OpenFile(id) => {
-                if let Some(path) = self.job(&id).and_then(super::view::openable_file) {
+                if let Some(path) = self.job(&id).and_then(super::jobs_view::openable_file) {
                     let path = path.to_path_buf();
                     self.open_path(&path);
                 }
@@ -1257,7 +1250,7 @@ impl FerryApp {
             ToastAction::OpenFolder(id) => {
                 let folder = self
                     .job(&id)
-                    .and_then(super::view::job_folder)
+                    .and_then(super::jobs_view::job_folder)
                     .map(Path::to_path_buf);
                 if let Some(folder) = folder {
                     self.open_path(&folder);
@@ -1308,9 +1301,7 @@ impl FerryApp {
             }
             TrayCommand::ShowJob(id) => {
                 self.page = Page::Jobs;
-                self.selection = BTreeSet::from([id]);
-                self.cursor = Some(id);
-                self.scroll_to_cursor = true;
+                self.jobs_view.focus(id);
                 self.set_window_visible(true, ctx);
             }
             TrayCommand::Quit => {

@@ -8,9 +8,11 @@ mod desktop;
 mod dialogs;
 pub mod format;
 pub mod instance;
+pub mod jobs_view;
 pub mod model;
 pub mod notices;
 pub mod rules;
+mod saver;
 mod settings;
 mod theme;
 mod toasts;
@@ -18,9 +20,10 @@ mod tray;
 mod view;
 
 pub use app::{Connection, FerryApp, GuiOptions, NativePickers, Page, PickKind, Pickers};
-pub use bridge::Connect;
+pub use bridge::{Action, Connect, Request};
+pub use jobs_view::{Command, JobsView, state_look, visible_columns};
 pub use settings::{GuiSettings, Layout, Theme};
-pub use view::{state_look, visible_columns};
+pub use view::history_table;
 
 /// Opens the window and runs until it closes (the service keeps running). When a window is
 /// open already, brings it forward with `urls` instead and returns.

@@ -5,6 +5,7 @@
 use super::format;
 use crate::job::{Job, JobId, JobState, Priority, Timestamp};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Points kept for the speed graph (one per update, at most a few per second).
@@ -183,9 +184,12 @@ pub fn fraction(job: &Job) -> Option<f32> {
 #[derive(Default)]
 pub struct Jobs {
     entries: HashMap<JobId, Entry>,
-    rows: Vec<JobId>,
-    /// The spec and second the rows were computed for; `None` after a change of the jobs.
-    rows_for: Option<(ViewSpec, i64)>,
+    /// Shared with the table being drawn (no copy of every id each frame).
+    rows: Arc<Vec<JobId>>,
+    /// The spec, second and time the rows were computed for; `None` after a listing.
+    rows_for: Option<(ViewSpec, i64, Now)>,
+    /// Counts the changes of `rows`: a view re-checks its selection only when it moved.
+    rows_version: u64,
 }
 
 impl Jobs {
@@ -216,12 +220,41 @@ impl Jobs {
             job.state.is_running(),
         );
         entry.job = job;
-        self.rows_for = None;
+        let id = entry.job.id;
+        self.reposition(id);
+    }
+
+    /// Moves one changed job to its place in the cached rows (or out of them), as a full
+    /// recompute for the same spec and time would: a progress update every frame then costs a
+    /// binary search, not a sort of every row (10,000 rows: ~2 ms a frame).
+    fn reposition(&mut self, id: JobId) {
+        let Some((spec, _, now)) = &self.rows_for else {
+            return;
+        };
+        self.rows_version += 1;
+        let rows = Arc::make_mut(&mut self.rows);
+        if let Some(at) = rows.iter().position(|r| *r == id) {
+            rows.remove(at);
+        }
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
+        if !shown(entry, spec, &spec.text.to_lowercase(), now) {
+            return;
+        }
+        let entries = &self.entries;
+        let at = rows.partition_point(|other| {
+            entries
+                .get(other)
+                .is_some_and(|o| row_order(o, entry, spec, now).is_lt())
+        });
+        rows.insert(at, id);
     }
 
     pub fn remove(&mut self, id: JobId) {
         if self.entries.remove(&id).is_some() {
-            self.rows_for = None;
+            self.rows_version += 1;
+            Arc::make_mut(&mut self.rows).retain(|r| *r != id);
         }
     }
 
@@ -242,14 +275,20 @@ impl Jobs {
     }
 
     /// The visible rows for `spec`, recomputed only when the jobs, the spec or the second changed.
-    pub fn rows(&mut self, spec: &ViewSpec, now: &Now) -> &[JobId] {
+    pub fn rows(&mut self, spec: &ViewSpec, now: &Now) -> Arc<Vec<JobId>> {
         let second = now.wall.timestamp();
-        let fresh = matches!(&self.rows_for, Some((s, t)) if s == spec && *t == second);
+        let fresh = matches!(&self.rows_for, Some((s, t, _)) if s == spec && *t == second);
         if !fresh {
-            self.rows = self.compute_rows(spec, now);
-            self.rows_for = Some((spec.clone(), second));
+            self.rows = Arc::new(self.compute_rows(spec, now));
+            self.rows_for = Some((spec.clone(), second, *now));
+            self.rows_version += 1;
         }
-        &self.rows
+        Arc::clone(&self.rows)
+    }
+
+    /// Changes whenever the rows may have changed.
+    pub fn rows_version(&self) -> u64 {
+        self.rows_version
     }
 
     fn compute_rows(&self, spec: &ViewSpec, now: &Now) -> Vec<JobId> {
@@ -257,36 +296,40 @@ impl Jobs {
         let mut rows: Vec<&Entry> = self
             .entries
             .values()
-            .filter(|e| {
-                let state_index = JobState::ALL
-                    .iter()
-                    .position(|s| *s == e.job.state)
-                    .unwrap_or(0);
-                spec.states[state_index]
-            })
-            .filter(|e| !spec.stale_only || is_stale(&e.job, now.wall, spec.stale_after))
-            .filter(|e| needle.is_empty() || matches_text(&e.job, &needle))
+            .filter(|e| shown(e, spec, &needle, now))
             .collect();
-        if spec.stale_only {
-            // Oldest activity first: the next to expire at the top.
-            rows.sort_by_key(|e| (e.job.times.modified, e.job.id));
-        } else if spec.sort == Column::Name {
-            // Lower-cased once per row, not twice per comparison (10,000 rows: ~6× faster).
+        if !spec.stale_only && spec.sort == Column::Name {
+            // Lower-cased once per row, not twice per comparison (10,000 rows: ~6× faster);
+            // the same order as `row_order`.
             rows.sort_by_cached_key(|e| (e.job.display_name.to_lowercase(), e.job.id));
             if !spec.ascending {
                 rows.reverse();
             }
         } else {
-            rows.sort_by(|a, b| {
-                let order = compare(a, b, spec.sort, now).then_with(|| a.job.id.cmp(&b.job.id));
-                if spec.ascending {
-                    order
-                } else {
-                    order.reverse()
-                }
-            });
+            rows.sort_by(|a, b| row_order(a, b, spec, now));
         }
         rows.into_iter().map(|e| e.job.id).collect()
+    }
+}
+
+/// The row passes the spec's filter (`needle`: its text, lower-cased).
+fn shown(entry: &Entry, spec: &ViewSpec, needle: &str, now: &Now) -> bool {
+    spec.states[state_order(entry.job.state)]
+        && (!spec.stale_only || is_stale(&entry.job, now.wall, spec.stale_after))
+        && (needle.is_empty() || matches_text(&entry.job, needle))
+}
+
+/// The order of the rows: the sort column, then the id, so that no two rows tie; the Stale view
+/// shows the oldest activity first (the next to expire at the top).
+fn row_order(a: &Entry, b: &Entry, spec: &ViewSpec, now: &Now) -> std::cmp::Ordering {
+    if spec.stale_only {
+        return (a.job.times.modified, a.job.id).cmp(&(b.job.times.modified, b.job.id));
+    }
+    let order = compare(a, b, spec.sort, now).then_with(|| a.job.id.cmp(&b.job.id));
+    if spec.ascending {
+        order
+    } else {
+        order.reverse()
     }
 }
 
@@ -357,6 +400,50 @@ mod tests {
         rows.iter()
             .map(|id| jobs.get(id).expect("row").job.display_name.clone())
             .collect()
+    }
+
+    proptest::proptest! {
+        /// A job update moves its row where a full recompute would put it, for every sort
+        /// column and direction, the Stale view and a text filter.
+        #[test]
+        fn an_update_puts_the_row_where_a_full_sort_would(
+            updates in proptest::collection::vec(
+                (0usize..12, 0usize..9, 0u64..=100, 0i64..30_000, proptest::bool::ANY),
+                1..40,
+            ),
+            column in 0usize..Column::ALL.len(),
+            ascending in proptest::bool::ANY,
+            stale_only in proptest::bool::ANY,
+            filtered in proptest::bool::ANY,
+        ) {
+            let mut base: Vec<Job> = (0..12)
+                .map(|i| job(&format!("job {}", i % 5), JobState::ALL[i % 9], 10, 100, i as i64))
+                .collect();
+            let mut jobs = Jobs::default();
+            jobs.replace_all(base.clone(), 0.0);
+            let spec = ViewSpec {
+                sort: Column::ALL[column],
+                ascending,
+                text: if filtered { "3".into() } else { String::new() },
+                stale_only,
+                ..ViewSpec::default()
+            };
+            let now = now_at(30_000);
+            jobs.rows(&spec, &now);
+            for (step, (index, state, done, minute, rename)) in updates.into_iter().enumerate() {
+                let job = &mut base[index];
+                job.state = JobState::ALL[state];
+                job.files[0].bytes_transferred = done;
+                job.times.modified =
+                    chrono::DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).expect("time");
+                if rename {
+                    job.display_name = format!("Job {}", step % 7);
+                }
+                jobs.update(job.clone(), step as f64);
+                let kept = jobs.rows(&spec, &now).to_vec();
+                proptest::prop_assert_eq!(&kept, &jobs.compute_rows(&spec, &now));
+            }
+        }
     }
 
     #[test]

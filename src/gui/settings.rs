@@ -137,10 +137,14 @@ impl GuiSettings {
 
     /// Writes `path` whole or not at all (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .map_err(|e| e.to_string())?;
-        crate::store::write_atomically(path, text.as_bytes())
+        crate::store::write_atomically(path, self.text()?.as_bytes())
             .map_err(|e| format!("cannot save {}: {e}", path.display()))
+    }
+
+    /// The file's text.
+    pub fn text(&self) -> Result<String, String> {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .map_err(|e| e.to_string())
     }
 
     /// Checks what the form lets a user type.

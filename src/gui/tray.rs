@@ -228,7 +228,29 @@ fn registered(connection: &zbus::blocking::Connection, own: &str) -> Option<bool
         .ok()?
         .get_property("RegisteredStatusNotifierItems")
         .ok()?;
-    Some(items.iter().any(|item| item.contains(own)))
+    // Items are listed by well-known name (".../StatusNotifierItem-PID-N") or, by some
+    // watchers, by unique name (":1.42/..."): then the bus says whose connection that is.
+    Some(items.iter().any(|item| {
+        let name = item.split('/').next().unwrap_or(item);
+        item.contains(own)
+            || (name.starts_with(':') && pid_of(connection, name) == Some(std::process::id()))
+    }))
+}
+
+/// The process owning a bus connection.
+fn pid_of(connection: &zbus::blocking::Connection, name: &str) -> Option<u32> {
+    connection
+        .call_method(
+            Some("org.freedesktop.DBus"),
+            "/org/freedesktop/DBus",
+            Some("org.freedesktop.DBus"),
+            "GetConnectionUnixProcessID",
+            &(name,),
+        )
+        .ok()?
+        .body()
+        .deserialize::<u32>()
+        .ok()
 }
 
 /// What the tray shows for these jobs: ERROR wins over transferring, which wins over idle; the

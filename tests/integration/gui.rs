@@ -890,6 +890,7 @@ fn the_layout_is_remembered_in_gui_ron() {
     assert!(!path.exists(), "not saved while it changes");
     clock.advance(Duration::from_secs(2));
     window.run_ok();
+    window.state().flush_saves();
     let saved = std::fs::read_to_string(&path).expect("saved");
     assert!(
         saved.contains("sort: LastActivity") && saved.contains("filter: \"rem\""),

@@ -15,6 +15,7 @@ mod service;
 mod tls;
 mod upload;
 mod upload_jobs;
+mod views;
 
 use ferry::config::Config;
 use ferry::engine::{EngineEvent, EngineHandle, EngineOptions, ManualClock};
