@@ -143,11 +143,12 @@ impl Pickers for NativePickers {
         start: &Path,
         reply: Box<dyn FnOnce(Option<PathBuf>) + Send>,
     ) -> bool {
-        // The last lookup's answer (or, before it came, a lookup now); looked up again after
-        // each click, for a portal that starts later.
+        // A dialog known to be there is trusted (looked up again on a thread after each
+        // click); "none" or "not known yet" is looked up now, so that a portal started since
+        // is used at once — that round trip is only paid on desktops without one.
         let available = match self.available.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => native_dialogs_available(),
-            known => known == 1,
+            1 => true,
+            _ => native_dialogs_available(),
         };
         self.look_up();
         if !available {
@@ -977,6 +978,10 @@ impl FerryApp {
             self.settings_error = Some(e);
             return;
         }
+        // Written here, on the user's Save, to say at once if it failed; but only after the
+        // saver's queued layouts, which share the file (and its temp file) and would otherwise
+        // race this write or overwrite it with the settings before.
+        self.saver.flush();
         if let Some(path) = &self.settings_path
             && let Err(e) = self.settings_draft.save(path)
         {

@@ -1,6 +1,7 @@
 //! The Jobs and Stale pages: the job table with its selection and keyboard cursor, the job
-//! actions, the row menu and the details of one job. The view reads the jobs (`&Jobs`) and says
-//! what the user asked for as [`Command`]s; the window carries them out (asks, sends, opens).
+//! actions, the row menu and the details of one job. The view reads the jobs (`Jobs`, borrowed
+//! mutably only for its cache of sorted rows) and says what the user asked for as [`Command`]s;
+//! the window carries them out (asks, sends, opens).
 //! So it can be drawn and tested on a seeded `Jobs`, without a service.
 
 use super::bridge::{Action, Request};

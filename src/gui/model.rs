@@ -165,15 +165,18 @@ pub fn expires_in(job: &Job, now: &Now) -> Option<Duration> {
         .then(|| format::between(now.wall, job.inactivity_deadline(now.inactivity_timeout)))
 }
 
-/// Seconds to go at the current rate; `None` when unknown.
+/// Seconds to go at the current rate; `None` when unknown (or beyond what a `Duration` holds:
+/// a rate that decayed towards zero while the job made no progress).
 pub fn eta(entry: &Entry, now: &Now) -> Option<Duration> {
     let progress = entry.job.progress();
     let left = progress
         .bytes_total?
         .checked_sub(progress.bytes_transferred)?;
     let rate = entry.speed.rate(now.mono);
-    (rate > 0.0 && entry.job.state.is_running())
-        .then(|| Duration::from_secs_f64(left as f64 / rate))
+    if !(rate > 0.0 && entry.job.state.is_running()) {
+        return None;
+    }
+    Duration::try_from_secs_f64(left as f64 / rate).ok()
 }
 
 /// Share done, 0..=1; `None` while the total is unknown.
@@ -282,7 +285,8 @@ impl Jobs {
         self.entries.values()
     }
 
-    /// The visible rows for `spec`, recomputed only when the jobs, the spec or the second changed.
+    /// The visible rows for `spec`: computed again for a new listing or another spec, and each
+    /// second where [`ViewSpec::depends_on_time`]; a changed job is moved to its place.
     pub fn rows(&mut self, spec: &ViewSpec, now: &Now) -> Arc<Vec<JobId>> {
         let second = now.wall.timestamp();
         // Computed again each second only where the time changes the rows (10,000 rows: a
@@ -450,7 +454,9 @@ mod tests {
                 if rename {
                     job.display_name = format!("Job {}", step % 7);
                 }
-                jobs.update(job.clone(), step as f64);
+                // Within the last second before `now` (mono 100): the rates are live, so that
+                // Speed and ETA sort on real values.
+                jobs.update(job.clone(), 99.0 + step as f64 * 0.02);
                 let kept = jobs.rows(&spec, &now).to_vec();
                 proptest::prop_assert_eq!(&kept, &jobs.compute_rows(&spec, &now));
             }
@@ -571,5 +577,32 @@ mod tests {
         j.state = JobState::Suspended;
         jobs.update(j.clone(), 2.0);
         assert_eq!(jobs.get(&j.id).expect("entry").speed.rate(2.0), 0.0);
+    }
+
+    #[test]
+    fn a_running_job_that_stops_moving_has_no_eta_rather_than_a_panic() {
+        let mut jobs = Jobs::default();
+        let mut j = job("stuck", JobState::Transferring, 0, 10_000_000, 0);
+        jobs.update(j.clone(), 0.0);
+        j.files[0].bytes_transferred = 1_000_000;
+        jobs.update(j.clone(), 1.0);
+        // The service keeps reporting it running with no new byte: the rate decays each time.
+        for i in 1..=100 {
+            jobs.update(j.clone(), 1.0 + f64::from(i) * 0.3);
+        }
+        let now = Now {
+            mono: 31.1,
+            ..now_at(0)
+        };
+        let entry = jobs.get(&j.id).expect("entry");
+        assert!(
+            entry.speed.rate(now.mono) > 0.0,
+            "a rate that is tiny, not zero"
+        );
+        assert_eq!(
+            eta(entry, &now),
+            None,
+            "no time left that a Duration can hold"
+        );
     }
 }

@@ -53,7 +53,12 @@ impl FerryApp {
         }
         egui::CentralPanel::default().show(ui, |ui| match self.page {
             Page::Settings => self.settings_page(ui),
-            Page::Jobs | Page::Stale => self.jobs_view.table(ui, &mut self.jobs, &now, &mut out),
+            Page::Jobs | Page::Stale => {
+                // Again: a toolbar click may have just switched between Jobs and Stale.
+                self.jobs_view
+                    .prepare(&mut self.jobs, &now, self.page == Page::Stale);
+                self.jobs_view.table(ui, &mut self.jobs, &now, &mut out)
+            }
             Page::History => self.history_page(ui, &mut out),
         });
         for command in out {
