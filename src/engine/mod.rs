@@ -81,6 +81,13 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         jobs_loaded: jobs.len(),
         quarantined,
     };
+    // Jobs that became TRANSFERRED just before a stop, set to complete by themselves: completed
+    // in the first round.
+    let to_complete = jobs
+        .values()
+        .filter(|j| j.state == job::JobState::Transferred && j.complete_when_transferred)
+        .map(|j| j.id)
+        .collect();
     let actor = Actor {
         jobs,
         store: saver::Saver::start(store).map_err(|source| {
@@ -107,17 +114,9 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         notify_retry: HashMap::new(),
         network_up: true,
         finished: VecDeque::new(),
-        // Jobs that became TRANSFERRED just before a stop are completed at start.
-        to_complete: Vec::new(),
+        to_complete,
         history,
     };
-    let mut actor = actor;
-    actor.to_complete = actor
-        .jobs
-        .values()
-        .filter(|j| j.state == job::JobState::Transferred && j.complete_when_transferred)
-        .map(|j| j.id)
-        .collect();
     let watch_network = actor.config.watch_network;
     let weak = commands_tx.downgrade();
     tokio::spawn(actor.run(commands, reports, notify_exits));

@@ -76,9 +76,9 @@ impl PickKind {
 /// rfd's dialogs (the desktop portal, or zenity), each on a thread of its own so that the
 /// window keeps painting while the dialog is open.
 pub struct NativePickers {
-    /// Whether the desktop has a dialog, as last looked up on a thread (the lookup is a D-Bus
-    /// round trip, kept out of the click's frame): 0 not known yet, 1 yes, 2 no.
-    available: Arc<std::sync::atomic::AtomicU8>,
+    /// The desktop had a dialog when last looked up on a thread (the lookup is a D-Bus round
+    /// trip, kept out of the click's frame while the answer is yes).
+    available: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NativePickers {
@@ -96,8 +96,10 @@ impl NativePickers {
         let _ = std::thread::Builder::new()
             .name("ferry-portal-check".into())
             .spawn(move || {
-                let found = if native_dialogs_available() { 1 } else { 2 };
-                available.store(found, std::sync::atomic::Ordering::Relaxed);
+                available.store(
+                    native_dialogs_available(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             });
     }
 }
@@ -146,10 +148,8 @@ impl Pickers for NativePickers {
         // A dialog known to be there is trusted (looked up again on a thread after each
         // click); "none" or "not known yet" is looked up now, so that a portal started since
         // is used at once — that round trip is only paid on desktops without one.
-        let available = match self.available.load(std::sync::atomic::Ordering::Relaxed) {
-            1 => true,
-            _ => native_dialogs_available(),
-        };
+        let available =
+            self.available.load(std::sync::atomic::Ordering::Relaxed) || native_dialogs_available();
         self.look_up();
         if !available {
             tracing::info!("no desktop portal and no zenity: using Ferry's own file dialog");
@@ -446,7 +446,6 @@ impl FerryApp {
         self.page
     }
 
-    /// The window's layout as it will be saved (size, panel width, sort, filter).
     /// The history of finished jobs as the window last read it.
     pub fn history(&self) -> Option<&[crate::store::HistoryEntry]> {
         self.history
@@ -455,6 +454,7 @@ impl FerryApp {
             .map(Vec::as_slice)
     }
 
+    /// The window's layout as it will be saved (size, panel width, sort, filter).
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
@@ -699,7 +699,7 @@ impl FerryApp {
         }
     }
 
-    /// Complete the suitable jobs of the selection, through the partial-complete confirmation
+    /// Complete the suitable ones of these jobs, through the partial-complete confirmation
     /// when files would be lost; the others are named as skipped.
     pub(super) fn request_complete(&mut self, ids: Vec<JobId>) {
         let jobs = self.jobs_of(&ids);
@@ -733,7 +733,7 @@ impl FerryApp {
         }
     }
 
-    /// Cancel the suitable jobs of the selection, always through a confirmation that says what
+    /// Cancel the suitable ones of these jobs, always through a confirmation that says what
     /// is deleted and what is skipped.
     pub(super) fn request_cancel(&mut self, ids: Vec<JobId>) {
         let jobs = self.jobs_of(&ids);
@@ -759,7 +759,7 @@ impl FerryApp {
         });
     }
 
-    /// Resume or Suspend the suitable jobs of the selection; say what was skipped.
+    /// Resume or Suspend the suitable ones of these jobs; say what was skipped.
     pub(super) fn resume_or_suspend(&mut self, action: Action, ids: Vec<JobId>) {
         let jobs = self.jobs_of(&ids);
         let split = match action {
@@ -1007,12 +1007,7 @@ impl FerryApp {
             Reply::Jobs(jobs) => {
                 self.listed = true;
                 self.jobs.replace_all(jobs, mono);
-                let known: Vec<JobId> = self.jobs_view.selection().iter().copied().collect();
-                for id in known {
-                    if self.jobs.get(&id).is_none() {
-                        self.jobs_view.forget(&id);
-                    }
-                }
+                self.jobs_view.retain_known(&self.jobs);
                 let ids: Vec<JobId> = self.jobs.iter().map(|e| e.job.id).collect();
                 for id in ids {
                     self.sync_notices(id);

@@ -267,16 +267,7 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
                         // The user acted: what changes next answers them, so show it at once.
                         urgent = true;
                         let (client, out) = (client.clone(), out.clone());
-                        tokio::spawn(async move {
-                            match request {
-                                Request::InOrder(requests) => {
-                                    for request in requests {
-                                        handle(&client, request, &out).await;
-                                    }
-                                }
-                                request => handle(&client, request, &out).await,
-                            }
-                        });
+                        tokio::spawn(async move { handle(&client, request, &out).await });
                     }
                 },
                 event = events.next() => match event {
@@ -362,7 +353,7 @@ fn refuse(request: Request, why: &str, out: &Outbox) {
 
 async fn handle(client: &Client, request: Request, out: &Outbox) {
     match request {
-        // Nested sequences are flattened by the caller (run); one here runs in order too.
+        // One task for the whole sequence: each request after the previous one's answer.
         Request::InOrder(requests) => {
             for request in requests {
                 Box::pin(handle(client, request, out)).await;

@@ -74,6 +74,11 @@ impl JobsView {
         self.selection.remove(id);
     }
 
+    /// After a full listing: jobs the service no longer has leave the selection.
+    pub fn retain_known(&mut self, jobs: &Jobs) {
+        self.selection.retain(|id| jobs.get(id).is_some());
+    }
+
     pub fn clear_selection(&mut self) {
         self.selection.clear();
     }
@@ -97,10 +102,8 @@ impl JobsView {
     /// the user sees selected: rows that left the view (filtered out, removed) leave it, so that
     /// no action reaches a job the user cannot see. Checked only when the rows changed.
     pub fn prepare(&mut self, jobs: &mut Jobs, now: &Now, stale: bool) {
-        if self.spec.stale_only != stale {
-            self.spec.stale_only = stale;
-            self.pruned = None;
-        }
+        // Another page is another spec: its rows, and so their version, are new.
+        self.spec.stale_only = stale;
         if self.selection.is_empty() {
             return;
         }
@@ -196,10 +199,20 @@ impl JobsView {
         let priority = rules::change(&jobs).availability();
         let current_priority = jobs.first().map(|j| j.priority);
         let mut clicked = None;
-        if action_button(ui, "Resume", &resume, "Space toggles Resume and Suspend") {
+        if action_button(
+            ui,
+            "Resume",
+            &resume,
+            Some("Space toggles Resume and Suspend"),
+        ) {
             clicked = Some(Action::Resume);
         }
-        if action_button(ui, "Suspend", &suspend, "Space toggles Resume and Suspend") {
+        if action_button(
+            ui,
+            "Suspend",
+            &suspend,
+            Some("Space toggles Resume and Suspend"),
+        ) {
             clicked = Some(Action::Suspend);
         }
         let complete_hint = if jobs.iter().all(|j| j.job_type.is_upload()) && !jobs.is_empty() {
@@ -207,14 +220,14 @@ impl JobsView {
         } else {
             "Ctrl+Enter: move the transferred files to their names"
         };
-        if action_button(ui, "Complete", &complete, complete_hint) {
+        if action_button(ui, "Complete", &complete, Some(complete_hint)) {
             clicked = Some(Action::Complete);
         }
         if action_button(
             ui,
             "Cancel",
             &cancel,
-            "Delete: remove the jobs and their temporary files",
+            Some("Delete: remove the jobs and their temporary files"),
         ) {
             clicked = Some(Action::Cancel);
         }
@@ -622,16 +635,19 @@ pub fn state_look(state: JobState, job_type: JobType) -> (&'static str, Color32)
     }
 }
 
-pub(super) fn action_button(
+/// A button enabled by the rules, with `hint` as its tooltip, or else its reason (toolbar and
+/// row menu alike).
+fn action_button(
     ui: &mut egui::Ui,
     label: &str,
     availability: &Availability,
-    hint: &str,
+    hint: Option<&str>,
 ) -> bool {
     let response = ui.add_enabled(availability.is_enabled(), egui::Button::new(label));
-    let response = match availability {
-        Availability::Enabled => response.on_hover_text(hint),
-        Availability::Disabled(why) => disabled_because(response, why),
+    let response = match (availability, hint) {
+        (Availability::Enabled, Some(hint)) => response.on_hover_text(hint),
+        (Availability::Enabled, None) => response,
+        (Availability::Disabled(why), _) => disabled_because(response, why),
     };
     response.clicked()
 }
@@ -702,20 +718,20 @@ fn row_menu(ui: &mut egui::Ui, jobs: &[&Job]) -> Option<Command> {
         .any(|j| matches!(j.state, JobState::Error | JobState::TransientError));
     let resume = rules::resume(jobs);
     let label = if retry { "Retry" } else { "Resume" };
-    if menu_item(ui, label, &resume.availability()) {
+    if action_button(ui, label, &resume.availability(), None) {
         action = Some(Command::Request(Request::Act(Action::Resume, resume.ids())));
     }
     let suspend = rules::suspend(jobs);
-    if menu_item(ui, "Suspend", &suspend.availability()) {
+    if action_button(ui, "Suspend", &suspend.availability(), None) {
         action = Some(Command::Request(Request::Act(
             Action::Suspend,
             suspend.ids(),
         )));
     }
-    if menu_item(ui, "Complete", &rules::complete(jobs).availability()) {
+    if action_button(ui, "Complete", &rules::complete(jobs).availability(), None) {
         action = Some(Command::Ask(Action::Complete, ids.clone()));
     }
-    if menu_item(ui, "Cancel…", &rules::cancel(jobs).availability()) {
+    if action_button(ui, "Cancel…", &rules::cancel(jobs).availability(), None) {
         action = Some(Command::Ask(Action::Cancel, ids.clone()));
     }
     let change = rules::change(jobs);
@@ -731,7 +747,7 @@ fn row_menu(ui: &mut egui::Ui, jobs: &[&Job]) -> Option<Command> {
             }
         });
     });
-    if menu_item(ui, "Keep", &change.availability()) {
+    if action_button(ui, "Keep", &change.availability(), None) {
         action = Some(Command::Request(Request::Set(
             change.ids(),
             PropertyChange::Touch,
@@ -757,15 +773,6 @@ fn row_menu(ui: &mut egui::Ui, jobs: &[&Job]) -> Option<Command> {
         }
     }
     action
-}
-
-fn menu_item(ui: &mut egui::Ui, label: &str, availability: &Availability) -> bool {
-    let response = ui.add_enabled(availability.is_enabled(), egui::Button::new(label));
-    let response = match availability {
-        Availability::Enabled => response,
-        Availability::Disabled(why) => disabled_because(response, why),
-    };
-    response.clicked()
 }
 
 /// The Name column is never narrower than this; other columns give way first.

@@ -191,10 +191,6 @@ impl Notifier {
         }
     }
 
-    pub fn shown_ids(&self) -> &BTreeMap<GroupKey, u32> {
-        &self.memory.shown
-    }
-
     /// Puts `job` in `key`'s group. `now` is the GUI's monotonic clock in seconds.
     pub fn add(&mut self, key: GroupKey, job: JobId, member: Member, now: f64) {
         let fresh = match (key, member.deadline) {

@@ -66,6 +66,15 @@ impl HistoryEntry {
     }
 }
 
+/// Writes serialized RON to `path` crash-safely; a serialization error is reported as the path's.
+fn write_ron(path: &Path, text: Result<String, ron::Error>) -> Result<(), StoreError> {
+    let text = text.map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    write_atomically(path, text.as_bytes()).map_err(io_err(path))
+}
+
 /// The history keeps this many finished jobs; older entries are deleted.
 pub const HISTORY_KEPT: usize = 1000;
 /// The largest history file read (an entry of a 200-file job is well under this).
@@ -231,14 +240,8 @@ impl Store {
             format: FORMAT,
             job: stored,
         };
-        let text = ron::ser::to_string_pretty(&record, ron::ser::PrettyConfig::default()).map_err(
-            |e| StoreError::Io {
-                path: self.path_of(job.id),
-                source: io::Error::other(e.to_string()),
-            },
-        )?;
-        let path = self.path_of(job.id);
-        write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
+        let text = ron::ser::to_string_pretty(&record, ron::ser::PrettyConfig::default());
+        write_ron(&self.path_of(job.id), text)
     }
 
     /// The history, oldest first, at most [`HISTORY_KEPT`] entries (older files are deleted). A
@@ -278,12 +281,7 @@ impl Store {
     /// Writes a history entry (atomically; the history is a record, so no directory fsync is
     /// waited for beyond `write_atomically`'s).
     pub fn record(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
-        let path = self.history_path(entry.id);
-        let text = ron::to_string(entry).map_err(|e| StoreError::Io {
-            path: path.clone(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
+        write_ron(&self.history_path(entry.id), ron::to_string(entry))
     }
 
     /// Deletes history entries (`None`: all of them).

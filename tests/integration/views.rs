@@ -126,6 +126,12 @@ fn click(window: &mut Harness<'static, Page>, label: &str) {
     window.run_ok();
 }
 
+/// Right-clicks the row showing `text`: its context menu opens.
+fn open_menu(window: &mut Harness<'static, Page>, text: &str) {
+    cell(window, text).click_secondary();
+    window.run_ok();
+}
+
 fn selected(window: &Harness<'static, Page>) -> Vec<JobId> {
     window.state().view.selection().iter().copied().collect()
 }
@@ -148,8 +154,7 @@ fn the_row_menu_of_a_failed_job_retries_and_edits_its_url() {
     ]);
     window.run_ok();
     let broken = id_of(&window, "broken");
-    cell(&window, "broken").click_secondary();
-    window.run_ok();
+    open_menu(&mut window, "broken");
     assert_eq!(selected(&window), [broken], "a right click selects the row");
     assert!(
         button(&window, "Open file").accesskit_node().is_disabled(),
@@ -160,15 +165,13 @@ fn the_row_menu_of_a_failed_job_retries_and_edits_its_url() {
         [Command::Request(Request::Act(Action::Resume, ids))] => assert_eq!(ids, &[broken]),
         other => panic!("Retry asked for {other:?}"),
     }
-    cell(&window, "broken").click_secondary();
-    window.run_ok();
+    open_menu(&mut window, "broken");
     click(&mut window, "Edit URL…");
     match taken(&mut window).as_slice() {
         [Command::EditUrl(id, 0)] => assert_eq!(*id, broken),
         other => panic!("Edit URL asked for {other:?}"),
     }
-    cell(&window, "broken").click_secondary();
-    window.run_ok();
+    open_menu(&mut window, "broken");
     click(&mut window, "Copy URL");
     match taken(&mut window).as_slice() {
         [Command::Copy(text)] => assert_eq!(text, "http://127.0.0.1/broken.bin"),
@@ -415,8 +418,7 @@ fn ten_thousand_jobs_with_updates_keep_their_order() {
         .expect("a row");
     let name = label.split(',').next().expect("name").to_string();
     assert!(name.as_str() > "job-00100", "scrolled down to {name}");
-    cell(&window, &name).click_secondary();
-    window.run_ok();
+    open_menu(&mut window, &name);
     assert_eq!(window.state().view.selection().len(), 1);
     let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, window.ctx.content_rect().size());
     assert!(
