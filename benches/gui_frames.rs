@@ -55,6 +55,7 @@ fn jobs(count: usize) -> Vec<Job> {
                 transferred: false,
                 completed: false,
                 validators: None,
+                segments: Vec::new(),
             });
             job
         })

@@ -38,6 +38,30 @@ pub struct Config {
     /// The service exits after this long with no job in its queue and no client; a client command
     /// starts it again. 0: never exit.
     pub service_idle_exit_secs: u64,
+    /// Connections one file may use when the job does not say (`ferry set --connections`):
+    /// FOREGROUND jobs get several, background jobs one, as BITS background transfers must stay
+    /// gentle on the network.
+    pub connections_per_file: ConnectionsPerFile,
+    /// The most connections all files together open to one server (host and port).
+    pub connections_per_host: u32,
+}
+
+/// Default connections per file, by priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsPerFile {
+    pub foreground: u32,
+    /// HIGH, NORMAL and LOW.
+    pub background: u32,
+}
+
+impl Default for ConnectionsPerFile {
+    fn default() -> Self {
+        Self {
+            foreground: 8,
+            background: 1,
+        }
+    }
 }
 
 impl Default for Config {
@@ -61,6 +85,8 @@ impl Default for Config {
             extra_root_certificates: Vec::new(),
             watch_network: true,
             service_idle_exit_secs: 600,
+            connections_per_file: ConnectionsPerFile::default(),
+            connections_per_host: 16,
         }
     }
 }
@@ -213,6 +239,25 @@ impl Config {
                 ));
             }
         }
+        let max = crate::job::MAX_CONNECTIONS;
+        let connections = [
+            (
+                "connections_per_file.foreground",
+                self.connections_per_file.foreground,
+                max,
+            ),
+            (
+                "connections_per_file.background",
+                self.connections_per_file.background,
+                max,
+            ),
+            ("connections_per_host", self.connections_per_host, 256),
+        ];
+        for (field, value, max) in connections {
+            if !(1..=max).contains(&value) {
+                return Err(format!("field `{field}` is {value}: give 1 to {max}"));
+            }
+        }
         self.root_certificates()
             .map_err(|e| format!("field `extra_root_certificates`: {e}"))?;
         if self.inactivity_warning_secs >= self.job_inactivity_timeout_secs {
@@ -262,6 +307,17 @@ impl Config {
             no_progress_timeout: Duration::from_secs(self.no_progress_timeout_secs),
             max_download_time: Duration::from_secs(self.max_download_time_secs),
         }
+    }
+
+    /// Connections per file for a job with this priority and setting.
+    pub fn connections_for(&self, priority: Priority, setting: Option<u32>) -> u32 {
+        let default = match priority {
+            Priority::Foreground => self.connections_per_file.foreground,
+            _ => self.connections_per_file.background,
+        };
+        setting
+            .unwrap_or(default)
+            .clamp(1, crate::job::MAX_CONNECTIONS)
     }
 
     pub fn time_policy(&self) -> TimePolicy {
@@ -345,6 +401,24 @@ mod tests {
     }
 
     /// Defect: a zero-length config.ron (a power cut's leftover) stopped the service.
+    #[test]
+    fn connections_default_by_priority_and_are_bounded() {
+        let config = Config::default();
+        assert_eq!(config.connections_for(Priority::Foreground, None), 8);
+        assert_eq!(config.connections_for(Priority::Normal, None), 1);
+        assert_eq!(config.connections_for(Priority::Low, Some(4)), 4);
+        let config = Config::parse("(connections_per_file: (background: 2))").expect("valid");
+        assert_eq!(config.connections_per_file.foreground, 8);
+        assert_eq!(config.connections_for(Priority::High, None), 2);
+        let error = Config::parse("(connections_per_file: (foreground: 0))").expect_err("0");
+        assert!(error.contains("connections_per_file.foreground"), "{error}");
+        let error = Config::parse("(connections_per_host: 1000)").expect_err("too many");
+        assert!(
+            error.contains("connections_per_host") && error.contains("1 to 256"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn an_empty_file_gives_the_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -77,7 +77,7 @@ async fn prepare(
 ) -> Result<JobId, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, &files) {
-        return take_up(client, job, args.priority, args.quiet).await;
+        return take_up(client, job, args.priority, args.connections, args.quiet).await;
     }
     let name = match files.as_slice() {
         [one] => file_label(&one.local_path),
@@ -88,6 +88,7 @@ async fn prepare(
         priority: Some(args.priority),
         description: GET_DESCRIPTION.into(),
         replace_existing: args.overwrite,
+        connections: args.connections,
         files,
         ..JobSpec::new(&name, JobType::Download)
     };
@@ -103,6 +104,7 @@ pub(super) async fn take_up(
     client: &Client,
     job: &Job,
     priority: crate::job::Priority,
+    connections: Option<u32>,
     quiet: bool,
 ) -> Result<JobId, ClientError> {
     let id = job.id;
@@ -112,6 +114,11 @@ pub(super) async fn take_up(
     client
         .set(id, &[PropertyChange::Priority(priority)])
         .await?;
+    if connections.is_some() {
+        client
+            .set(id, &[PropertyChange::Connections(connections)])
+            .await?;
+    }
     if job.state != JobState::Transferred {
         client.resume(id).await?;
     }
@@ -294,6 +301,7 @@ mod tests {
             output_dir: Some(PathBuf::from("/tmp")),
             quiet: true,
             overwrite: false,
+            connections: None,
             urls: vec![
                 "http://127.0.0.1/a/x.bin".into(),
                 "http://127.0.0.1/b/x.bin".into(),

@@ -366,6 +366,9 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
     if let Some(on) = args.complete_when_transferred {
         changes.push(PropertyChange::CompleteWhenTransferred(on));
     }
+    if let Some(connections) = args.connections {
+        changes.push(PropertyChange::Connections(connections));
+    }
     if let Some((scheme, user)) = &args.credentials {
         let password = read_password(user)
             .map_err(|e| invalid(format!("cannot read the password from standard input: {e}")))?;

@@ -158,6 +158,10 @@ pub struct GetArgs {
     /// Replace destination files that already exist (by default Ferry refuses to).
     #[arg(long)]
     pub overwrite: bool,
+    /// Connections per file, 1 to 16 (default: the config's, 8 for foreground jobs). A file is
+    /// split only when its server serves ranges and ties them to one version of the file.
+    #[arg(short = 'x', long, value_name = "N", value_parser = parse_connection_count)]
+    pub connections: Option<u32>,
     /// The URLs to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
@@ -297,6 +301,11 @@ pub struct SetArgs {
     /// `ferry complete` (false, the BITS rule and the default for jobs made here).
     #[arg(long, value_name = "BOOL")]
     pub complete_when_transferred: Option<bool>,
+    /// Connections one file may use, 1 to 16, or `default` for the config's default for the
+    /// job's priority (8 for foreground, 1 for the others). Takes effect when the transfer next
+    /// starts.
+    #[arg(long, value_name = "N|default", value_parser = parse_connections)]
+    pub connections: Option<Option<u32>>,
     /// Server credentials, `basic:USER` or `digest:USER`; the password is read from standard
     /// input (asked for, without echo, on a terminal). Kept in the service's memory only: set
     /// them again after the service restarts.
@@ -404,6 +413,25 @@ pub struct ServeArgs {
     /// Connections open at once from one address; more are answered 503.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections_per_client: u64,
+}
+
+fn parse_connection_count(text: &str) -> Result<u32, String> {
+    let max = crate::job::MAX_CONNECTIONS;
+    match text.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of connections: give 1 to {max}"
+        )),
+    }
+}
+
+fn parse_connections(text: &str) -> Result<Option<u32>, String> {
+    if text.eq_ignore_ascii_case("default") {
+        return Ok(None);
+    }
+    parse_connection_count(text)
+        .map(Some)
+        .map_err(|e| format!("{e}, or `default`"))
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {

@@ -68,6 +68,8 @@ pub struct Details {
     pub dynamic_content: bool,
     pub replace_existing: bool,
     pub complete_when_transferred: bool,
+    /// Connections per file; `null`: the config's default for the job's priority.
+    pub connections: Option<u32>,
     pub credentials_dropped: bool,
     pub error: Option<ErrorView>,
     pub error_count: u32,
@@ -170,6 +172,7 @@ impl Details {
             dynamic_content: job.dynamic_content,
             replace_existing: job.replace_existing,
             complete_when_transferred: job.complete_when_transferred,
+            connections: job.connections,
             credentials_dropped: job.credentials_dropped,
             error: job.current_error().ok().map(|e| ErrorView {
                 context: e.context.name(),
@@ -379,6 +382,11 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
         "COMPLETE WHEN TRANSFERRED",
         d.complete_when_transferred.to_string(),
     );
+    line(
+        "CONNECTIONS PER FILE",
+        d.connections
+            .map_or("default for its priority".into(), |n| n.to_string()),
+    );
     if d.credentials_dropped {
         line(
             "CREDENTIALS",
@@ -493,6 +501,7 @@ mod tests {
             transferred: false,
             completed: false,
             validators: None,
+            segments: Vec::new(),
         });
         job.state = JobState::Transferring;
         let rates = HashMap::from([(job.id, 2048.0)]);

@@ -72,6 +72,9 @@ pub(super) struct Actor {
     pub(super) fault_injection: Option<super::workers::FaultInjection>,
     pub(super) next_run: u64,
     pub(super) clients: HashMap<ClientKey, reqwest::Client>,
+    /// Permits for the connections beyond each file's first, per server (`host:port`): the
+    /// config's `connections_per_host`.
+    pub(super) host_slots: HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>,
     /// Jobs whose progress changed since they were last saved.
     pub(super) dirty: HashSet<JobId>,
     pub(super) last_flush: Instant,
@@ -399,6 +402,13 @@ impl Actor {
             )),
             now,
         )?;
+        if spec.connections.is_some() {
+            job::apply(
+                &mut job,
+                Event::Set(PropertyChange::Connections(spec.connections)),
+                now,
+            )?;
+        }
         if let Some(reply) = spec.reply_file {
             job::apply(
                 &mut job,
@@ -466,6 +476,7 @@ impl Actor {
                 | Event::FileInfo { .. }
                 | Event::FileRestarted { .. }
                 | Event::Progress { .. }
+                | Event::Segments { .. }
                 | Event::FileTransferred { .. }
                 | Event::Failed(_)
                 | Event::UploadSession(_)

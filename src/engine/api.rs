@@ -151,6 +151,9 @@ pub struct JobSpec {
     /// being refused (the GUI's Rename at a name conflict).
     #[serde(default)]
     pub rename_existing: bool,
+    /// Connections per file (Ferry's extension, 1 to 16); `None`: the config's default.
+    #[serde(default)]
+    pub connections: Option<u32>,
 }
 
 impl JobSpec {
@@ -165,6 +168,7 @@ impl JobSpec {
             reply_file: None,
             complete_when_transferred: false,
             rename_existing: false,
+            connections: None,
         }
     }
 }

@@ -208,6 +208,33 @@ pub(crate) fn validators_differ(old: &Validators, new: &Validators) -> bool {
         || differs(&old.etag, &new.etag)
 }
 
+/// Whether an answer to a GET shows that the server serves byte ranges of this file: a 206, or
+/// a 200 with `Accept-Ranges: bytes`.
+pub(crate) fn serves_ranges(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::PARTIAL_CONTENT
+        || headers
+            .get_all(header::ACCEPT_RANGES)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|unit| unit.trim().eq_ignore_ascii_case("bytes"))
+}
+
+/// The validator that ties the pieces of a file fetched over several connections to one version
+/// of it, sent as `If-Range`: a strong ETag, else Last-Modified. `None`: the file cannot be split
+/// safely (a weak ETag alone does not tell byte-identical versions apart).
+pub(crate) fn piece_validator(validators: &Validators) -> Option<String> {
+    let strong = validators.etag.clone().filter(|tag| !tag.starts_with("W/"));
+    strong.or_else(|| validators.last_modified.clone())
+}
+
+/// A piece's answer is of the same version as the rest of the file: the same size and exactly
+/// the same ETag and Last-Modified (a validator missing from one answer is a difference here:
+/// pieces from two versions must never be spliced into one file).
+pub(crate) fn same_version(known: &Validators, seen: &Validators) -> bool {
+    known.size.is_some() && known == seen
+}
+
 /// The longest wait a `Retry-After` may ask for; longer ones are cut to it (a server must not
 /// park a job for years).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);

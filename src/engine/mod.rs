@@ -107,6 +107,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         fault_injection: options.fault_injection,
         next_run: 0,
         clients: HashMap::new(),
+        host_slots: HashMap::new(),
         dirty,
         last_flush: Instant::now(),
         modifications: HashMap::new(),

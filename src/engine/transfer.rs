@@ -2,17 +2,22 @@
 //! the checkpoint with range requests, detecting remote changes (spec §7.11–7.12) and classifying
 //! failures (spec §4.3). It reports to the engine and never touches the job itself.
 
+mod segmented;
+
 use super::http;
 use super::writer::Writer;
 use crate::job::{
     AuthScheme, Credentials, ErrorClass, ErrorCode, ErrorContext, Failure, FileRange, JobError,
-    JobId, LENGTH_TO_EOF, RedirectMode, RedirectPolicy, Size, Validators, classify_http_status,
+    JobId, LENGTH_TO_EOF, RedirectMode, RedirectPolicy, Segment, Size, Validators,
+    classify_http_status,
 };
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use segmented::{FirstAnswer, Split};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 /// How often a running transfer reports its progress.
 const REPORT_INTERVAL: Duration = Duration::from_millis(100);
@@ -42,6 +47,12 @@ pub(crate) struct FileWork {
     /// Where to resume: the file's checkpoint.
     pub start_offset: u64,
     pub validators: Option<Validators>,
+    /// The pieces of a file split over several connections (then `start_offset` is unused).
+    pub segments: Vec<Segment>,
+    /// The most connections this file may use.
+    pub connections: u32,
+    /// Permits for connections beyond a file's first to its server (the per-host cap).
+    pub host_slots: Arc<Semaphore>,
 }
 
 /// One file's transfer, with the job's settings.
@@ -52,6 +63,9 @@ struct FileTask {
     ranges: Option<Vec<FileRange>>,
     start_offset: u64,
     validators: Option<Validators>,
+    segments: Vec<Segment>,
+    connections: u32,
+    host_slots: Arc<Semaphore>,
     dynamic: bool,
     headers: Vec<(String, String)>,
     credentials: Credentials,
@@ -71,6 +85,8 @@ pub(crate) enum Report {
         transferred: u64,
         checkpointed: u64,
     },
+    /// A file split over several connections: where its pieces stand.
+    Segments(Vec<Segment>),
     /// ALLOW_REPORT redirect policy: the file's URL becomes the final one.
     Redirected {
         url: String,
@@ -99,10 +115,12 @@ pub(crate) struct WorkerMessage {
 }
 
 /// What a stopped worker leaves behind: how far its temp file is written and flushed.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Stopped {
     pub transferred: u64,
     pub checkpointed: u64,
+    /// A split file's pieces (then the two counts are their sums); empty for one connection.
+    pub segments: Vec<Segment>,
 }
 
 pub(crate) struct Reporter {
@@ -180,6 +198,9 @@ pub(crate) async fn run(
             ranges: work.ranges,
             start_offset: work.start_offset,
             validators: work.validators,
+            segments: work.segments,
+            connections: work.connections,
+            host_slots: work.host_slots,
             dynamic: task.dynamic,
             headers: task.headers.clone(),
             credentials: task.credentials.clone(),
@@ -191,6 +212,7 @@ pub(crate) async fn run(
             reporter,
             last_report: Instant::now(),
             connected: false,
+            no_split: false,
         };
         match worker.transfer(&mut stop).await {
             Outcome::Done(transferred) => {
@@ -222,7 +244,7 @@ pub(crate) async fn run(
 }
 
 /// One GET: which remote bytes, and where they go in the local file.
-struct Segment {
+struct Span {
     /// Remote offset of the first byte to request.
     remote_start: u64,
     /// Bytes to request, `None` = to the end of the remote file.
@@ -236,6 +258,8 @@ struct Worker {
     reporter: Reporter,
     last_report: Instant,
     connected: bool,
+    /// This run fetches the file on one connection (its server stopped serving ranges).
+    no_split: bool,
 }
 
 impl Worker {
@@ -300,6 +324,41 @@ impl Worker {
             }
         }
         let mut restarts = 0;
+        if !self.task.segments.is_empty() {
+            // A split file resumes its pieces, unless its temp file lost flushed bytes.
+            let needed = self
+                .task
+                .segments
+                .iter()
+                .map(|s| s.flushed)
+                .max()
+                .unwrap_or(0);
+            let on_disk = std::fs::metadata(&self.task.temp_path)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if self.task.dynamic || self.task.ranges.is_some() || on_disk < needed {
+                self.reporter.send(Report::Restarted);
+                self.task.segments.clear();
+                local = 0;
+            } else {
+                local = 0;
+                match self.split(None, stop).await {
+                    Split::Done(size) => return self.finished(size),
+                    Split::Stopped(stopped) => return Outcome::Stopped(stopped),
+                    Split::Failed(failure) => return Outcome::Failed(failure),
+                    Split::Changed(seen) => {
+                        restarts += 1;
+                        self.task.validators = Some(seen);
+                        self.reporter.send(Report::Restarted);
+                    }
+                    Split::NoRanges => {
+                        self.no_split = true;
+                        self.reporter.send(Report::Restarted);
+                    }
+                }
+                self.task.segments.clear();
+            }
+        }
         'restart: loop {
             let planned_size = self.known_size();
             let segments = match self.segments() {
@@ -356,20 +415,34 @@ impl Worker {
                         Fetch::Restart => {
                             restarts += 1;
                             if restarts > MAX_RESTARTS {
-                                return Outcome::Failed(self.failure_because(
-                                    ErrorContext::RemoteFile,
-                                    ErrorCode::InvalidServerResponse,
-                                    ErrorClass::Transient,
-                                    format!(
-                                        "the remote file changed {restarts} times during one \
-                                         transfer; trying again later ({})",
-                                        self.task.url
-                                    ),
-                                ));
+                                return Outcome::Failed(self.changed_too_often(restarts));
                             }
                             self.reporter.send(Report::Restarted);
                             local = 0;
                             continue 'restart;
+                        }
+                        Fetch::Split(answer, at) => {
+                            match self.split(Some((answer, at)), stop).await {
+                                Split::Done(size) => return self.finished(size),
+                                Split::Stopped(stopped) => return Outcome::Stopped(stopped),
+                                Split::Failed(failure) => return Outcome::Failed(failure),
+                                Split::Changed(seen) => {
+                                    restarts += 1;
+                                    if restarts > MAX_RESTARTS {
+                                        return Outcome::Failed(self.changed_too_often(restarts));
+                                    }
+                                    self.task.validators = Some(seen);
+                                    self.reporter.send(Report::Restarted);
+                                    local = 0;
+                                    continue 'restart;
+                                }
+                                Split::NoRanges => {
+                                    self.no_split = true;
+                                    self.reporter.send(Report::Restarted);
+                                    local = 0;
+                                    continue 'restart;
+                                }
+                            }
                         }
                         Fetch::Stopped(stopped) => return Outcome::Stopped(stopped),
                         Fetch::Failed(failure) => return Outcome::Failed(failure),
@@ -378,6 +451,24 @@ impl Worker {
             }
             break;
         }
+        self.finished(local)
+    }
+
+    fn changed_too_often(&self, restarts: u32) -> Failure {
+        self.failure_because(
+            ErrorContext::RemoteFile,
+            ErrorCode::InvalidServerResponse,
+            ErrorClass::Transient,
+            format!(
+                "the remote file changed {restarts} times during one transfer; trying again \
+                 later ({})",
+                self.task.url
+            ),
+        )
+    }
+
+    /// The file's `local` bytes are on disk: the last checks before it counts as transferred.
+    fn finished(&self, local: u64) -> Outcome {
         // The last word before the file counts as transferred: exactly the bytes expected.
         let expected = self
             .task
@@ -440,10 +531,10 @@ impl Worker {
     }
 
     /// The GETs this file needs, with lengths resolved as far as the known size allows.
-    fn segments(&self) -> Result<Vec<Segment>, Failure> {
+    fn segments(&self) -> Result<Vec<Span>, Failure> {
         let size = self.known_size();
         let Some(ranges) = &self.task.ranges else {
-            return Ok(vec![Segment {
+            return Ok(vec![Span {
                 remote_start: 0,
                 length: size,
                 local_start: 0,
@@ -479,7 +570,7 @@ impl Worker {
                 );
                 return Err(failure);
             }
-            segments.push(Segment {
+            segments.push(Span {
                 remote_start: range.offset,
                 length,
                 local_start,
@@ -591,7 +682,7 @@ impl Worker {
     /// Fetches one segment starting `within` bytes into it.
     async fn fetch(
         &mut self,
-        segment: &Segment,
+        segment: &Span,
         within: u64,
         stop: &mut watch::Receiver<bool>,
     ) -> Fetch {
@@ -613,7 +704,7 @@ impl Worker {
         let range = asked.map(|asked| asked.header());
         let response = tokio::select! {
             response = self.send(range, if_range.as_deref()) => response,
-            _ = stop_requested(stop) => return Fetch::Stopped(Stopped { transferred: local, checkpointed: local }),
+            _ = stop_requested(stop) => return Fetch::Stopped(Stopped { transferred: local, checkpointed: local, segments: Vec::new() }),
         };
         let response = match response {
             Ok(response) => response,
@@ -731,17 +822,46 @@ impl Worker {
         }
         self.task.validators = Some(seen.clone());
         let bytes_total = self.bytes_total(&seen);
+        let split = self.may_split(status, response.headers(), &seen, write_at);
         self.reporter.send(Report::FileInfo {
             bytes_total,
             validators: seen,
         });
+        if split {
+            let answer = FirstAnswer {
+                response,
+                expected_body,
+            };
+            return Fetch::Split(answer, write_at);
+        }
         self.stream_body(response, write_at, expected_body, stop)
             .await
     }
 
+    /// Whether this answer, about to be written from `at`, starts a split over several
+    /// connections: a whole file (no user ranges, not dynamic) of known size with enough bytes
+    /// left, a server that serves ranges, and a validator that ties the pieces together.
+    fn may_split(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        seen: &Validators,
+        at: u64,
+    ) -> bool {
+        self.task.connections > 1
+            && !self.no_split
+            && !self.task.dynamic
+            && self.task.ranges.is_none()
+            && http::serves_ranges(status, headers)
+            && http::piece_validator(seen).is_some()
+            && seen
+                .size
+                .is_some_and(|size| segmented::worth_splitting(size.saturating_sub(at)))
+    }
+
     /// The range to ask for, `within` bytes into a segment; `None` for the first GET of a whole
     /// file, which carries no Range (spec §7.11).
-    fn asked(&self, segment: &Segment, within: u64) -> Result<Option<http::Asked>, Failure> {
+    fn asked(&self, segment: &Span, within: u64) -> Result<Option<http::Asked>, Failure> {
         let overflow = || {
             self.failure_because(
                 ErrorContext::RemoteFile,
@@ -825,7 +945,7 @@ impl Worker {
                 _ = stop_requested(stop) => {
                     drop(response);
                     return match writer.finish().await {
-                        Ok(durable) => Fetch::Stopped(Stopped { transferred: durable, checkpointed: durable }),
+                        Ok(durable) => Fetch::Stopped(Stopped { transferred: durable, checkpointed: durable, segments: Vec::new() }),
                         Err(e) => Fetch::Failed(self.local_failure(&e)),
                     };
                 }
@@ -909,6 +1029,9 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 enum Fetch {
     /// The segment is on disk up to this local offset.
     Wrote(u64),
+    /// The answer starts a split of the file over several connections; its body goes from
+    /// this offset.
+    Split(FirstAnswer, u64),
     Restart,
     Stopped(Stopped),
     Failed(Failure),

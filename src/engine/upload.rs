@@ -99,6 +99,7 @@ pub(crate) async fn run(
                 Stopped {
                     transferred: sent,
                     checkpointed: sent,
+                    segments: Vec::new(),
                 },
             ),
             upload: Some(end),

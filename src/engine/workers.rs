@@ -10,8 +10,9 @@ use crate::job::{
     self, ErrorClass, ErrorCode, ErrorContext, Event, Failure, Job, JobError, JobId, JobType,
     PropertyChange, REPLY_FILE,
 };
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 
 /// How long a worker told to stop may take to reach its checkpoint before it is ended.
@@ -64,8 +65,14 @@ fn worker_lost(why: String) -> Failure {
     }
 }
 
-/// What a download worker needs of one file (or of the reply, [`REPLY_FILE`]).
-fn file_work(index: usize, file: &job::JobFile) -> transfer::FileWork {
+/// What a download worker needs of one file (or of the reply, [`REPLY_FILE`]), which may use
+/// `connections` connections, the ones beyond its first with a permit of `host_slots`.
+fn file_work(
+    index: usize,
+    file: &job::JobFile,
+    connections: u32,
+    host_slots: Arc<Semaphore>,
+) -> transfer::FileWork {
     transfer::FileWork {
         index,
         url: file.remote_url.clone(),
@@ -73,6 +80,21 @@ fn file_work(index: usize, file: &job::JobFile) -> transfer::FileWork {
         ranges: file.ranges.clone(),
         start_offset: file.bytes_checkpointed,
         validators: file.validators.clone(),
+        segments: file.segments.clone(),
+        connections,
+        host_slots,
+    }
+}
+
+/// The server of a URL as `host:port`, which the per-host cap counts by.
+fn server_key(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(url) => format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => url.to_string(),
     }
 }
 
@@ -160,6 +182,18 @@ impl Actor {
                     transferred,
                     checkpointed,
                 };
+                self.apply(id, event, Persist::Checkpoint).await
+            }
+            Report::Segments(segments) => {
+                let unchanged = self
+                    .jobs
+                    .get(&id)
+                    .and_then(|job| job.files.get(file))
+                    .is_some_and(|f| f.segments == segments);
+                if unchanged {
+                    return;
+                }
+                let event = Event::Segments { file, segments };
                 self.apply(id, event, Persist::Checkpoint).await
             }
             Report::Redirected { url } => {
@@ -298,6 +332,12 @@ impl Actor {
         );
         match outcome.end {
             End::AllDone => {}
+            End::Stopped(file, stopped) if !stopped.segments.is_empty() => {
+                events.push(Event::Segments {
+                    file,
+                    segments: stopped.segments,
+                })
+            }
             End::Stopped(file, stopped) => events.push(Event::Progress {
                 file,
                 transferred: stopped.transferred,
@@ -334,13 +374,17 @@ impl Actor {
         if job.job_type.is_upload() {
             return self.spawn_upload_worker(id);
         }
-        let files: Vec<transfer::FileWork> = job
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| !f.transferred)
-            .map(|(index, file)| file_work(index, file))
-            .collect();
+        let connections = self.config.connections_for(job.priority, job.connections);
+        let cap = self.config.connections_per_host as usize;
+        let mut files = Vec::new();
+        for (index, file) in job.files.iter().enumerate().filter(|(_, f)| !f.transferred) {
+            let slots = self
+                .host_slots
+                .entry(server_key(&file.remote_url))
+                .or_insert_with(|| Arc::new(Semaphore::new(cap.saturating_sub(1))))
+                .clone();
+            files.push(file_work(index, file, connections, slots));
+        }
         self.start_download(id, files)
     }
 
@@ -527,7 +571,7 @@ impl Actor {
                 Ok(())
             }
             UploadPhase::FetchReply(reply) => {
-                let work = file_work(REPLY_FILE, reply);
+                let work = file_work(REPLY_FILE, reply, 1, Arc::new(Semaphore::new(0)));
                 self.start_download(id, vec![work])
             }
             UploadPhase::EmptyReply | UploadPhase::Done => Ok(()),

@@ -419,6 +419,7 @@ pub(crate) mod tests {
             transferred: done == total,
             completed: false,
             validators: None,
+            segments: Vec::new(),
         });
         job
     }

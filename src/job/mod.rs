@@ -210,7 +210,45 @@ pub struct JobFile {
     /// Committed by Complete: the file is at `local_path`.
     pub completed: bool,
     pub validators: Option<Validators>,
+    /// Ferry's extension, a file downloaded over several connections: its pieces in file order,
+    /// covering `0..bytes_total` without gaps. Each piece is on disk from its start to its
+    /// `flushed` offset; the bytes checkpointed are their sum, not a prefix of the file. Empty
+    /// for a file fetched from its start on one connection, whose checkpoint is a prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
 }
+
+/// One piece of a file downloaded over several connections, in offsets of the file:
+/// `start <= flushed <= written <= end`. Bytes from `start` to `flushed` are on disk (flushed),
+/// up to `written` written but perhaps not yet flushed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+    pub written: u64,
+    pub flushed: u64,
+}
+
+impl Segment {
+    /// Bytes written to this piece.
+    pub fn written_len(&self) -> u64 {
+        self.written.saturating_sub(self.start)
+    }
+
+    /// Bytes of this piece that are on disk.
+    pub fn flushed_len(&self) -> u64 {
+        self.flushed.saturating_sub(self.start)
+    }
+
+    /// Every byte of the piece is written.
+    pub fn is_written(&self) -> bool {
+        self.written >= self.end
+    }
+}
+
+/// The most connections one file may use (the per-host cap of the config bounds all files of a
+/// server together).
+pub const MAX_CONNECTIONS: u32 = 16;
 
 /// BG_JOB_TIMES (spec §7.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +341,10 @@ pub struct Job {
     /// the application calls Complete). Set by the window's New download by default.
     #[serde(default)]
     pub complete_when_transferred: bool,
+    /// Ferry's extension: how many connections one file of the job may use (1 to
+    /// [`MAX_CONNECTIONS`]); `None` = the config's default for the job's priority.
+    #[serde(default)]
+    pub connections: Option<u32>,
     pub files: Vec<JobFile>,
     pub times: JobTimes,
     pub error: Option<JobError>,
@@ -449,6 +491,7 @@ impl Job {
             dynamic_content: false,
             replace_existing: false,
             complete_when_transferred: false,
+            connections: None,
             files: Vec::new(),
             times: JobTimes {
                 created: now,

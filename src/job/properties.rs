@@ -252,6 +252,9 @@ pub enum PropertyChange {
     ReplaceExisting(bool),
     /// Ferry's extension: complete the job by itself once it is TRANSFERRED.
     CompleteWhenTransferred(bool),
+    /// Ferry's extension: connections per file, 1 to [`super::MAX_CONNECTIONS`]; `None` = the
+    /// config's default for the job's priority. Takes effect when the transfer next starts.
+    Connections(Option<u32>),
     /// SetRemoteName for one file of a download job.
     RemoteName {
         file: usize,

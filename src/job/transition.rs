@@ -3,8 +3,8 @@
 use super::error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError};
 use super::properties::{self, PropertyChange, check_remote_url, validate_ranges};
 use super::{
-    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, REPLY_FILE, Size,
-    Timestamp, Validators, later,
+    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, REPLY_FILE, Segment,
+    Size, Timestamp, Validators, later,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,11 +115,16 @@ pub enum Event {
     FileRestarted {
         file: usize,
     },
-    /// Bytes written to the temp file, and bytes flushed to disk.
+    /// Bytes written to the temp file from its start, and bytes flushed to disk.
     Progress {
         file: usize,
         transferred: u64,
         checkpointed: u64,
+    },
+    /// Progress of a file downloaded over several connections: its whole segment map.
+    Segments {
+        file: usize,
+        segments: Vec<super::Segment>,
     },
     FileTransferred {
         file: usize,
@@ -403,8 +408,25 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             let advanced = transferred > entry.bytes_transferred;
             entry.bytes_transferred = transferred;
             entry.bytes_checkpointed = checkpointed.min(transferred);
+            entry.segments.clear(); // a prefix again: the worker went back to one connection
             if advanced {
                 job.retry = Default::default(); // any transferred byte resets the no-progress timer
+            }
+        }
+        Event::Segments { file, segments } => {
+            expect_running(job)?;
+            let entry = file_mut(job, file)?;
+            if entry.transferred {
+                return Err(transferred_already(file));
+            }
+            check_segments(entry, &segments)?;
+            let transferred: u64 = segments.iter().map(Segment::written_len).sum();
+            let advanced = transferred > entry.bytes_transferred;
+            entry.bytes_transferred = transferred;
+            entry.bytes_checkpointed = segments.iter().map(Segment::flushed_len).sum();
+            entry.segments = segments;
+            if advanced {
+                job.retry = Default::default();
             }
         }
         Event::FileTransferred { file } => {
@@ -427,6 +449,7 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             entry.transferred = true;
             entry.bytes_total = Some(entry.bytes_transferred);
             entry.bytes_checkpointed = entry.bytes_transferred;
+            entry.segments.clear();
             if file != REPLY_FILE {
                 effects.push(Effect::Notify(Notification::FileTransferred(file)));
             }
@@ -494,6 +517,9 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             let reply = job.reply.download.iter_mut();
             for file in job.files.iter_mut().chain(reply).filter(|f| !f.transferred) {
                 file.bytes_transferred = file.bytes_checkpointed;
+                for piece in &mut file.segments {
+                    piece.written = piece.flushed;
+                }
             }
             // Time spent while the engine was down is not known; it is not counted.
             job.download_clock.running_since = None;
@@ -542,6 +568,7 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
                 transferred: false,
                 completed: false,
                 validators: None,
+                segments: Vec::new(),
             });
         }
     }
@@ -624,6 +651,44 @@ fn reset_file(file: &mut JobFile) {
     file.bytes_transferred = 0;
     file.bytes_checkpointed = 0;
     file.transferred = false;
+    file.segments.clear();
+}
+
+/// A segment map a worker reported for `file`: pieces in order that cover the whole file, each
+/// within itself (`start <= flushed <= written <= end`).
+fn check_segments(file: &JobFile, segments: &[Segment]) -> Result<(), BitsError> {
+    let refuse = |why: String| {
+        Err(BitsError::new(
+            ErrorCode::InvalidArg,
+            format!(
+                "segment map of {} refused: {why}",
+                file.local_path.display()
+            ),
+        ))
+    };
+    let Some(total) = file.bytes_total else {
+        return refuse("the file's size is not known".into());
+    };
+    if file.ranges.is_some() {
+        return refuse("a file with byte ranges is fetched range by range".into());
+    }
+    let mut at = 0u64;
+    for piece in segments {
+        if piece.start != at {
+            return refuse(format!("a piece starts at {} instead of {at}", piece.start));
+        }
+        if !(piece.start <= piece.flushed
+            && piece.flushed <= piece.written
+            && piece.written <= piece.end)
+        {
+            return refuse(format!("piece {piece:?} is not in order"));
+        }
+        at = piece.end;
+    }
+    if at != total {
+        return refuse(format!("the pieces end at {at}, the file at {total}"));
+    }
+    Ok(())
 }
 
 fn enter_transferred(job: &mut Job, now: Timestamp, effects: &mut Vec<Effect>) {
@@ -854,6 +919,7 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
             transferred: false,
             completed: false,
             validators: None,
+            segments: Vec::new(),
         });
     }
     // Credentials from a URL go to that URL's server only: no file of the job may be elsewhere.
@@ -988,6 +1054,26 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
         }
         PropertyChange::ReplaceExisting(on) => job.replace_existing = on,
         PropertyChange::CompleteWhenTransferred(on) => job.complete_when_transferred = on,
+        PropertyChange::Connections(connections) => {
+            if job.job_type != JobType::Download {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only download jobs use several connections (uploads send one fragment at a time)",
+                ));
+            }
+            if let Some(n) = connections
+                && !(1..=super::MAX_CONNECTIONS).contains(&n)
+            {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    format!(
+                        "{n} connections per file: give 1 to {}",
+                        super::MAX_CONNECTIONS
+                    ),
+                ));
+            }
+            job.connections = connections;
+        }
         PropertyChange::RemoteName { file, url } => {
             if job.job_type != JobType::Download {
                 return Err(BitsError::new(

@@ -38,6 +38,7 @@ fn job(name: &str, state: JobState, minute: i64) -> Job {
         transferred: matches!(state, JobState::Transferred | JobState::Acknowledged),
         completed: state == JobState::Acknowledged,
         validators: None,
+        segments: Vec::new(),
     });
     job
 }
