@@ -400,16 +400,7 @@ impl Worker {
                                 break; // no size (dynamic content): the body ended the file
                             }
                             if !advanced {
-                                return Outcome::Failed(self.failure_because(
-                                    ErrorContext::RemoteFile,
-                                    ErrorCode::InvalidServerResponse,
-                                    ErrorClass::Transient,
-                                    format!(
-                                        "the server answered without sending any of the bytes \
-                                         asked for ({})",
-                                        self.task.url
-                                    ),
-                                ));
+                                return Outcome::Failed(self.nothing_sent());
                             }
                         }
                         Fetch::Restart => {
@@ -452,6 +443,41 @@ impl Worker {
             break;
         }
         self.finished(local)
+    }
+
+    /// A body longer than its Content-Length (or the range's length).
+    fn overlong_body(&self) -> Failure {
+        self.failure_because(
+            ErrorContext::RemoteFile,
+            ErrorCode::InvalidServerResponse,
+            ErrorClass::Transient,
+            format!(
+                "the server sent more bytes than it announced ({})",
+                self.task.url
+            ),
+        )
+    }
+
+    /// A body that ended before its announced length: the connection was cut.
+    fn short_body(&self) -> Failure {
+        self.failure(
+            ErrorContext::GeneralTransport,
+            ErrorCode::ConnectionError,
+            ErrorClass::Transient,
+        )
+    }
+
+    /// An answer that brought none of the bytes asked for.
+    fn nothing_sent(&self) -> Failure {
+        self.failure_because(
+            ErrorContext::RemoteFile,
+            ErrorCode::InvalidServerResponse,
+            ErrorClass::Transient,
+            format!(
+                "the server answered without sending any of the bytes asked for ({})",
+                self.task.url
+            ),
+        )
     }
 
     fn changed_too_often(&self, restarts: u32) -> Failure {
@@ -954,16 +980,7 @@ impl Worker {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
                     if expected_body.is_some_and(|expected| received > expected) {
-                        let failure = self.failure_because(
-                            ErrorContext::RemoteFile,
-                            ErrorCode::InvalidServerResponse,
-                            ErrorClass::Transient,
-                            format!(
-                                "the server sent more bytes than it announced ({})",
-                                self.task.url
-                            ),
-                        );
-                        break Some(failure);
+                        break Some(self.overlong_body());
                     }
                     if writer.write(bytes).await.is_err() {
                         break None; // the writer's own error comes out of finish()
@@ -972,11 +989,7 @@ impl Worker {
                 }
                 Ok(None) => {
                     if expected_body.is_some_and(|expected| received < expected) {
-                        break Some(self.failure(
-                            ErrorContext::GeneralTransport,
-                            ErrorCode::ConnectionError,
-                            ErrorClass::Transient,
-                        ));
+                        break Some(self.short_body());
                     }
                     match writer.finish().await {
                         Ok(durable) => return Fetch::Wrote(durable),

@@ -86,18 +86,6 @@ fn file_work(
     }
 }
 
-/// The server of a URL as `host:port`, which the per-host cap counts by.
-fn server_key(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(url) => format!(
-            "{}:{}",
-            url.host_str().unwrap_or_default(),
-            url.port_or_known_default().unwrap_or(0)
-        ),
-        Err(_) => url.to_string(),
-    }
-}
-
 /// Where an upload job stands, derived from the job alone.
 enum UploadPhase<'a> {
     /// Fragments to send, or the final answer (and its reply URL) still to get.
@@ -380,7 +368,7 @@ impl Actor {
         for (index, file) in job.files.iter().enumerate().filter(|(_, f)| !f.transferred) {
             let slots = self
                 .host_slots
-                .entry(server_key(&file.remote_url))
+                .entry(job::server_of(&file.remote_url).unwrap_or_else(|| file.remote_url.clone()))
                 .or_insert_with(|| Arc::new(Semaphore::new(cap.saturating_sub(1))))
                 .clone();
             files.push(file_work(index, file, connections, slots));

@@ -21,7 +21,7 @@ pub use properties::{
 };
 pub use transition::{
     CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,
-    apply, check_cancel, check_complete, check_create_quota,
+    apply, check_cancel, check_complete, check_create_quota, server_of,
 };
 
 use chrono::{DateTime, Utc};

@@ -967,7 +967,9 @@ fn only_on_server<'a>(
 }
 
 /// `host:port` of a URL (the port its scheme implies when it names none).
-fn server_of(url: &str) -> Option<String> {
+/// The server of a URL as `host:port` (credentials from a URL and the per-host connection cap
+/// go by it).
+pub fn server_of(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     Some(format!(
         "{}:{}",

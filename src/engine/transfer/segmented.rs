@@ -17,7 +17,7 @@
 
 use super::{Report, Stopped, Worker};
 use crate::engine::http;
-use crate::job::{ErrorClass, ErrorCode, ErrorContext, Failure, Segment, Validators};
+use crate::job::{ErrorClass, Failure, Segment, Validators};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -351,7 +351,7 @@ fn lock(plan: &Mutex<Plan>) -> MutexGuard<'_, Plan> {
 
 /// The writer thread of a split file.
 struct PieceWriter {
-    queue: Option<mpsc::Sender<Chunk>>,
+    queue: mpsc::Sender<Chunk>,
     thread: tokio::task::JoinHandle<io::Result<()>>,
 }
 
@@ -370,21 +370,19 @@ impl PieceWriter {
         let runtime = tokio::runtime::Handle::current();
         let thread =
             tokio::task::spawn_blocking(move || piece_write_loop(file, chunks, &runtime, &plan));
-        Ok(PieceWriter {
-            queue: Some(queue),
-            thread,
-        })
+        Ok(PieceWriter { queue, thread })
     }
 
-    fn queue(&self) -> Option<mpsc::Sender<Chunk>> {
+    fn queue(&self) -> mpsc::Sender<Chunk> {
         self.queue.clone()
     }
 
     /// Writes what is queued, flushes it and closes the file. The connections' queues must be
     /// dropped first.
-    async fn finish(mut self) -> io::Result<()> {
-        self.queue = None;
-        match self.thread.await {
+    async fn finish(self) -> io::Result<()> {
+        let PieceWriter { queue, thread } = self;
+        drop(queue); // with the connections' clones gone, the thread sees the end
+        match thread.await {
             Ok(result) => result,
             Err(e) => Err(io::Error::other(e)),
         }
@@ -490,9 +488,7 @@ impl Worker {
         let mut ramp = Ramp::new(self.task.connections.max(1) as usize);
         let mut connections = FuturesUnordered::new();
         let mut next_connection = 0usize;
-        let Some(queue) = writer.queue() else {
-            return Split::NoRanges;
-        };
+        let queue = writer.queue();
         {
             let this = &*self;
             let (first_work, answer) = match first {
@@ -657,16 +653,7 @@ impl Worker {
             {
                 Ok(brought) => {
                     if brought == 0 {
-                        let failure = self.failure_because(
-                            ErrorContext::RemoteFile,
-                            ErrorCode::InvalidServerResponse,
-                            ErrorClass::Transient,
-                            format!(
-                                "the server answered without sending any of the bytes asked \
-                                 for ({})",
-                                self.task.url
-                            ),
-                        );
+                        let failure = self.nothing_sent();
                         return (number, Some(work.piece), ConnectionEnd::Failed(failure));
                     }
                 }
@@ -737,11 +724,7 @@ impl Worker {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => {
                     if expected_body.is_some_and(|expected| received < expected) {
-                        return Err(ConnectionEnd::Failed(self.failure(
-                            ErrorContext::GeneralTransport,
-                            ErrorCode::ConnectionError,
-                            ErrorClass::Transient,
-                        )));
+                        return Err(ConnectionEnd::Failed(self.short_body()));
                     }
                     return Ok(brought);
                 }
@@ -749,15 +732,7 @@ impl Worker {
             };
             received += chunk.len() as u64;
             if expected_body.is_some_and(|expected| received > expected) {
-                return Err(ConnectionEnd::Failed(self.failure_because(
-                    ErrorContext::RemoteFile,
-                    ErrorCode::InvalidServerResponse,
-                    ErrorClass::Transient,
-                    format!(
-                        "the server sent more bytes than it announced ({})",
-                        self.task.url
-                    ),
-                )));
+                return Err(ConnectionEnd::Failed(self.overlong_body()));
             }
             let (offset, fits) = lock(plan).claim(piece, number, chunk.len() as u64);
             if fits > 0 {
