@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The crash loop: downloads and uploads run through the real service while it is killed with
 # SIGKILL N times at random moments mid-transfer; then every job must finish and every file must
-# be byte-exact (sha256), with nothing lost.
+# be byte-exact (sha256), with nothing lost. The first download runs over 16 connections.
 #   scripts/crash-test.sh N          (default 20; CI runs a small N)
 # Env: FERRY (default target/debug/ferry, built if missing), FILES (downloads, default 6),
 #      UPLOADS (default 3), SIZE_MB (per file, default 24), RATE_MB (MiB/s per connection, 16).
@@ -59,6 +59,8 @@ ids=()
 for i in $(seq 1 "$files"); do
   id=$("$ferry" create "download $i")
   "$ferry" add "$id" "$base/d$i.bin" "$work/out/d$i.bin" >/dev/null 2>&1
+  # The first download over 16 connections: its segment map is killed mid-flight too.
+  [ "$i" -eq 1 ] && "$ferry" set "$id" --connections 16 >/dev/null
   ids+=("$id")
 done
 for i in $(seq 1 "$uploads"); do

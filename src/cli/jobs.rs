@@ -366,7 +366,7 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
     if let Some(on) = args.complete_when_transferred {
         changes.push(PropertyChange::CompleteWhenTransferred(on));
     }
-    if let Some(connections) = args.connections {
+    if let Some(super::ConnectionSetting(connections)) = args.connections {
         changes.push(PropertyChange::Connections(connections));
     }
     if let Some((scheme, user)) = &args.credentials {

@@ -305,7 +305,7 @@ pub struct SetArgs {
     /// job's priority (8 for foreground, 1 for the others). Takes effect when the transfer next
     /// starts.
     #[arg(long, value_name = "N|default", value_parser = parse_connections)]
-    pub connections: Option<Option<u32>>,
+    pub connections: Option<ConnectionSetting>,
     /// Server credentials, `basic:USER` or `digest:USER`; the password is read from standard
     /// input (asked for, without echo, on a terminal). Kept in the service's memory only: set
     /// them again after the service restarts.
@@ -425,12 +425,17 @@ fn parse_connection_count(text: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_connections(text: &str) -> Result<Option<u32>, String> {
+/// `ferry set --connections`: a count, or the config's default (`None`). A type of its own, as
+/// clap reads `Option<Option<_>>` as a flag whose value may be left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionSetting(pub Option<u32>);
+
+fn parse_connections(text: &str) -> Result<ConnectionSetting, String> {
     if text.eq_ignore_ascii_case("default") {
-        return Ok(None);
+        return Ok(ConnectionSetting(None));
     }
     parse_connection_count(text)
-        .map(Some)
+        .map(|n| ConnectionSetting(Some(n)))
         .map_err(|e| format!("{e}, or `default`"))
 }
 

@@ -258,7 +258,8 @@ struct Worker {
     reporter: Reporter,
     last_report: Instant,
     connected: bool,
-    /// This run fetches the file on one connection (its server stopped serving ranges).
+    /// This run fetches the file on one connection: its server stopped serving ranges, or its
+    /// connections saw two versions of the file.
     no_split: bool,
 }
 
@@ -349,6 +350,7 @@ impl Worker {
                     Split::Changed(seen) => {
                         restarts += 1;
                         self.task.validators = Some(seen);
+                        self.no_split = true; // see below
                         self.reporter.send(Report::Restarted);
                     }
                     Split::NoRanges => {
@@ -423,6 +425,10 @@ impl Worker {
                                         return Outcome::Failed(self.changed_too_often(restarts));
                                     }
                                     self.task.validators = Some(seen);
+                                    // Connections that saw two versions: a changed file, or
+                                    // servers behind one name that tag the same file
+                                    // differently. One connection sees one of them whole.
+                                    self.no_split = true;
                                     self.reporter.send(Report::Restarted);
                                     local = 0;
                                     continue 'restart;

@@ -1842,3 +1842,134 @@ fn a_transferred_file_keeps_its_size_and_bytes() {
     assert_eq!(refused(&mut job, progress), ErrorCode::InvalidState);
     assert_eq!(job, before, "refused without a change");
 }
+
+/// A segment `start..end`, written to `written`, flushed to `flushed`.
+fn piece(start: u64, end: u64, written: u64, flushed: u64) -> Segment {
+    Segment {
+        start,
+        end,
+        written,
+        flushed,
+    }
+}
+
+/// A transferring one-file job whose file is known to be `size` bytes.
+fn sized_job(size: u64) -> Job {
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(
+        &mut job,
+        Event::FileInfo {
+            file: 0,
+            bytes_total: Some(size),
+            validators: Validators {
+                size: Some(size),
+                last_modified: None,
+                etag: Some("\"v1\"".into()),
+            },
+        },
+    );
+    job
+}
+
+#[test]
+fn a_segment_map_counts_its_pieces_and_checkpoints_only_flushed_bytes() {
+    let mut job = sized_job(3000);
+    let map = vec![
+        piece(0, 1000, 800, 500),
+        piece(1000, 2000, 1900, 1900),
+        piece(2000, 3000, 2000, 2000),
+    ];
+    ok(
+        &mut job,
+        Event::Segments {
+            file: 0,
+            segments: map.clone(),
+        },
+    );
+    let file = &job.files[0];
+    assert_eq!(file.bytes_transferred, 800 + 900);
+    assert_eq!(file.bytes_checkpointed, 500 + 900, "flushed bytes only");
+    assert_eq!(file.segments, map);
+    // A crash: every piece goes back to where its flushed bytes end, nothing more.
+    ok(&mut job, Event::Recovered);
+    let file = &job.files[0];
+    assert_eq!(file.bytes_transferred, 1400);
+    assert!(file.segments.iter().all(|s| s.written == s.flushed));
+    assert_eq!(file.segments[0], piece(0, 1000, 500, 500));
+}
+
+#[test]
+fn a_segment_map_with_gaps_overlaps_or_disorder_is_refused() {
+    let bad: [Vec<Segment>; 6] = [
+        vec![piece(0, 1000, 0, 0), piece(1500, 3000, 1500, 1500)], // a gap
+        vec![piece(0, 2000, 0, 0), piece(1500, 3000, 1500, 1500)], // an overlap
+        vec![piece(0, 2000, 0, 0)],                                // short of the file
+        vec![piece(0, 3000, 100, 200)],                            // flushed past written
+        vec![piece(0, 3000, 3100, 0)],                             // written past the end
+        vec![piece(100, 3000, 100, 100)],                          // not from byte 0
+    ];
+    for segments in bad {
+        let mut job = sized_job(3000);
+        let before = job.files[0].clone();
+        let code = refused(
+            &mut job,
+            Event::Segments {
+                file: 0,
+                segments: segments.clone(),
+            },
+        );
+        assert_eq!(code, ErrorCode::InvalidArg, "{segments:?}");
+        assert_eq!(job.files[0].bytes_transferred, before.bytes_transferred);
+        assert!(job.files[0].segments.is_empty());
+    }
+    // Without a known size there is nothing to cover.
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    let code = refused(
+        &mut job,
+        Event::Segments {
+            file: 0,
+            segments: vec![piece(0, 10, 0, 0)],
+        },
+    );
+    assert_eq!(code, ErrorCode::InvalidArg);
+}
+
+#[test]
+fn a_segment_map_needs_a_running_job_and_ends_with_the_file() {
+    let mut job = sized_job(2000);
+    let map = vec![piece(0, 1000, 1000, 1000), piece(1000, 2000, 2000, 2000)];
+    ok(
+        &mut job,
+        Event::Segments {
+            file: 0,
+            segments: map.clone(),
+        },
+    );
+    ok(&mut job, Event::FileTransferred { file: 0 });
+    assert_eq!(job.state, JobState::Transferred);
+    assert!(
+        job.files[0].segments.is_empty(),
+        "a transferred file is whole"
+    );
+    // A late map of a transferred file, or one for a job that is not running, is refused.
+    let late = Event::Segments {
+        file: 0,
+        segments: map,
+    };
+    refused(&mut job, late.clone());
+    assert!(job.files[0].segments.is_empty());
+    let mut suspended = job_in(JobState::Suspended, JobType::Download);
+    assert_eq!(refused(&mut suspended, late), ErrorCode::InvalidState);
+    // Back to one connection: a prefix again, and a restart drops the map.
+    let mut job = sized_job(2000);
+    ok(
+        &mut job,
+        Event::Segments {
+            file: 0,
+            segments: vec![piece(0, 1000, 600, 600), piece(1000, 2000, 1500, 1500)],
+        },
+    );
+    ok(&mut job, Event::FileRestarted { file: 0 });
+    assert!(job.files[0].segments.is_empty());
+    assert_eq!(job.files[0].bytes_transferred, 0);
+}

@@ -280,3 +280,64 @@ async fn get_waits_through_transient_errors_and_says_so() {
     assert!(text.contains("suspended"), "{text}");
     assert_eq!(status.code(), Some(130), "{text}");
 }
+
+/// `ferry get --connections 16` while the service is killed (SIGKILL) five times, each time after
+/// a newer checkpoint was saved: every piece resumes where its flushed bytes end, and the file is
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixteen_connection_get_survives_five_kills_of_the_service() {
+    const MIB: usize = 1 << 20;
+    let server = TestServer::start().await;
+    let data = content(24 * MIB, 38);
+    server.put("/many.bin", data.clone());
+    // 128 KiB/s per connection: 2 MiB/s on 16, about 12 s for the file.
+    server.behave("/many.bin", Behaviour::rate(128 << 10));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let get = || {
+        let mut command = get_quiet(&home, out.path(), &[server.url("/many.bin")]);
+        command.args(["--connections", "16"]);
+        command
+    };
+    let mut checkpoint = 0u64;
+    for kill in 1..=5 {
+        home.ok(&["daemon"]).await;
+        let mut events = home.client().events().await.expect("events");
+        let running = Watched::start(get());
+        let newer = home
+            .wait_event(&mut events, "a newer checkpoint", |e| {
+                matches!(e, ferry::engine::EngineEvent::ProgressSaved { checkpointed, .. }
+                    if *checkpointed > checkpoint)
+            })
+            .await;
+        if let ferry::engine::EngineEvent::ProgressSaved { checkpointed, .. } = newer {
+            checkpoint = checkpointed;
+        }
+        assert!(
+            checkpoint < data.len() as u64,
+            "kill {kill} comes mid-transfer"
+        );
+        let pid = home.service_pid().expect("service runs");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        crate::home::wait_exit(pid).await;
+        let (text, exit) = running.finish().await;
+        assert_eq!(exit.code(), Some(8), "{text}");
+        assert!(!out.path().join("many.bin").exists());
+    }
+    let output = run(get()).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        sha256(&std::fs::read(out.path().join("many.bin")).expect("file")),
+        sha256(&data)
+    );
+    assert!(hidden_files(out.path()).is_empty());
+    let requests = server.requests("/many.bin");
+    let whole = requests.iter().filter(|r| r.range.is_none()).count();
+    assert_eq!(whole, 1, "resumed piece by piece, never restarted");
+    assert!(
+        server.most_sending_at_once() >= 8,
+        "many connections at once: {}",
+        server.most_sending_at_once()
+    );
+}

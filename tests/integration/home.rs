@@ -97,25 +97,28 @@ impl Home {
         (cmdline.contains("ferry") && cmdline.contains("daemon")).then_some(pid)
     }
 
-    /// Waits for an event of the service for which `wanted` holds.
+    /// Waits for an event of the service for which `wanted` holds, and returns it.
     pub async fn wait_event(
         &self,
         events: &mut ferry::service::client::EventStream,
         what: &str,
         wanted: impl Fn(&ferry::engine::EngineEvent) -> bool,
-    ) {
+    ) -> ferry::engine::EngineEvent {
         let found = tokio::time::timeout(crate::PATIENCE, async {
             while let Some(event) = events.next().await {
                 if let Ok(ServiceEvent::Engine(event)) = event
                     && wanted(&event)
                 {
-                    return true;
+                    return Some(event);
                 }
             }
-            false
+            None
         })
         .await;
-        assert_eq!(found, Ok(true), "no event: {what}");
+        match found {
+            Ok(Some(event)) => event,
+            _ => panic!("no event: {what}"),
+        }
     }
 
     /// Waits until a checkpoint of `bytes` (the whole job) is on disk.

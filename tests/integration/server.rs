@@ -34,6 +34,16 @@ pub struct Behaviour {
     pub basic_auth: Option<(String, String)>,
     /// Require HTTP Digest authentication (MD5, qop=auth) with this user and password.
     pub digest_auth: Option<(String, String)>,
+    /// Send each body at this many bytes per second (a per-connection limit, as nginx's
+    /// `limit_rate`).
+    pub rate: Option<u64>,
+    /// Leave `Accept-Ranges` out of the answers.
+    pub no_accept_ranges: bool,
+    /// Answer every range request with `206` from this other version (content, ETag), whatever
+    /// `If-Range` says: a server whose connections disagree about the file.
+    pub ranges_from: Option<(Bytes, String)>,
+    /// After the first request, the file becomes this version (content, ETag).
+    pub switch_to: Option<(Bytes, String)>,
 }
 
 impl Behaviour {
@@ -50,6 +60,14 @@ impl Behaviour {
         Behaviour {
             cut_after: Some(bytes),
             cut_times: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Send every body at `bytes_per_second`.
+    pub fn rate(bytes_per_second: u64) -> Behaviour {
+        Behaviour {
+            rate: Some(bytes_per_second),
             ..Default::default()
         }
     }
@@ -73,6 +91,8 @@ pub struct Served {
 
 #[derive(Clone, Debug)]
 pub struct Logged {
+    /// The client's end of the connection that carried the request.
+    pub peer: Option<SocketAddr>,
     pub path: String,
     pub range: Option<String>,
     pub if_range: Option<String>,
@@ -82,6 +102,29 @@ pub struct Logged {
 struct Inner {
     files: HashMap<String, Served>,
     log: Vec<Logged>,
+    /// Bodies being sent now, and the most there were at once.
+    sending: usize,
+    most_sending: usize,
+}
+
+/// Counts a body while it is being sent.
+struct Sending(Arc<Mutex<Inner>>);
+
+impl Sending {
+    fn start(inner: &Arc<Mutex<Inner>>) -> Sending {
+        let mut locked = inner.lock().unwrap_or_else(|e| e.into_inner());
+        locked.sending += 1;
+        locked.most_sending = locked.most_sending.max(locked.sending);
+        drop(locked);
+        Sending(inner.clone())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        let mut locked = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        locked.sending = locked.sending.saturating_sub(1);
+    }
 }
 
 #[derive(Clone)]
@@ -103,6 +146,7 @@ impl TestServer {
             .fallback(serve)
             .with_state(inner.clone());
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app).await;
         });
         TestServer { addr, inner }
@@ -157,6 +201,16 @@ impl TestServer {
         self.requests(path).last().and_then(|r| r.range.clone())
     }
 
+    /// The connections (client ends) that carried requests for `path`.
+    pub fn connections(&self, path: &str) -> std::collections::HashSet<SocketAddr> {
+        self.requests(path).iter().filter_map(|r| r.peer).collect()
+    }
+
+    /// The most bodies this server was sending at once.
+    pub fn most_sending_at_once(&self) -> usize {
+        self.lock().most_sending
+    }
+
     pub fn request_paths(&self) -> Vec<String> {
         self.lock().log.iter().map(|l| l.path.clone()).collect()
     }
@@ -187,9 +241,14 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
     let headers = request.headers().clone();
     let range = text(&headers, header::RANGE);
     let if_range = text(&headers, header::IF_RANGE);
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
     let served = {
         let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.log.push(Logged {
+            peer,
             path: path.clone(),
             range: range.clone(),
             if_range: if_range.clone(),
@@ -211,6 +270,10 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
             } else {
                 file.behaviour.cut_times -= 1;
             }
+        }
+        if let Some((content, etag)) = file.behaviour.switch_to.take() {
+            file.content = content;
+            file.etag = Some(etag);
         }
         snapshot
     };
@@ -277,15 +340,21 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
     };
     let mut status = StatusCode::OK;
     let mut body = served.content.clone();
+    let mut etag = served.etag.clone();
     let mut content_range = None;
     if let Some(range) = &range
         && !b.ignore_range
-        && validator_matches
+        && (validator_matches || b.ranges_from.is_some())
     {
+        let mut content = served.content.clone();
+        if let Some((other, other_etag)) = &b.ranges_from {
+            content = other.clone();
+            etag = Some(other_etag.clone());
+        }
         match parse_range(range, len) {
             Some((start, end)) => {
                 status = StatusCode::PARTIAL_CONTENT;
-                body = served.content.slice(start as usize..=end as usize);
+                body = content.slice(start as usize..=end as usize);
                 content_range = Some(format!("bytes {start}-{end}/{len}"));
             }
             None => {
@@ -305,7 +374,10 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
                 .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
                 .collect::<Vec<_>>(),
         )),
-        None => Body::from(body),
+        None => match b.rate {
+            Some(rate) => Body::from_stream(paced(body, rate, Sending::start(&inner))),
+            None => Body::from(body),
+        },
         Some(n) => {
             let head = body.slice(..n as usize);
             let first = stream::iter(vec![Ok::<_, std::io::Error>(head)]);
@@ -328,7 +400,9 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
     if !b.omit_length {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if !b.no_accept_ranges {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
     if let Some(value) = content_range.and_then(|v| HeaderValue::try_from(v).ok()) {
         h.insert(header::CONTENT_RANGE, value);
     }
@@ -338,10 +412,34 @@ async fn serve(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Resp
     {
         h.insert(header::LAST_MODIFIED, value);
     }
-    if let Some(value) = served.etag.and_then(|v| HeaderValue::try_from(v).ok()) {
+    if let Some(value) = etag.and_then(|v| HeaderValue::try_from(v).ok()) {
         h.insert(header::ETAG, value);
     }
     response
+}
+
+/// `body` in 16 KiB chunks at `rate` bytes per second (the pace of a slow link, not a wait for
+/// anything); `sending` counts it while it lasts.
+fn paced(
+    body: Bytes,
+    rate: u64,
+    sending: Sending,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    const CHUNK: usize = 16 * 1024;
+    let start = tokio::time::Instant::now();
+    let rate = rate.max(1) as f64;
+    stream::unfold((0usize, sending), move |(sent, sending)| {
+        let body = body.clone();
+        async move {
+            if sent >= body.len() {
+                return None;
+            }
+            let due = start + std::time::Duration::from_secs_f64(sent as f64 / rate);
+            tokio::time::sleep_until(due).await;
+            let end = (sent + CHUNK).min(body.len());
+            Some((Ok(body.slice(sent..end)), (end, sending)))
+        }
+    })
 }
 
 fn status_only(status: u16) -> Response {

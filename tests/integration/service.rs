@@ -92,6 +92,8 @@ async fn every_verb_from_create_to_complete() {
         "allow-report",
         "--name",
         "holiday photos",
+        "--connections",
+        "4",
     ])
     .await;
     let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
@@ -107,6 +109,20 @@ async fn every_verb_from_create_to_complete() {
     assert_eq!(info["custom_headers"][0], "X-Trace: 42");
     assert_eq!(info["redirect_policy"], "ALLOW_REPORT");
     assert_eq!(info["proxy_usage"], "PRECONFIG");
+    assert_eq!(info["connections"], 4);
+    home.ok(&["set", "holiday photos", "--connections", "default"])
+        .await;
+    let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
+    assert_eq!(info["connections"], serde_json::Value::Null, "the config's");
+    let refused = home
+        .run(&["set", "holiday photos", "--connections", "17"])
+        .await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("give 1 to 16, or `default`"),
+        "{}",
+        stderr(&refused)
+    );
     assert_eq!(info["files_total"], 4);
     assert_eq!(info["bytes_total"], serde_json::Value::Null);
     assert_eq!(info["error"], serde_json::Value::Null);

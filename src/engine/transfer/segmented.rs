@@ -212,6 +212,37 @@ impl Plan {
         }
     }
 
+    /// Gives `piece`, untouched, back to the owned piece that ends where it starts: it was stolen
+    /// from that one, whose connection may still be streaming through it. A server that refused
+    /// a range then costs no bytes that were already on their way. Returns whether it merged.
+    pub fn merge_back(&mut self, piece: usize) -> bool {
+        let Some(&Piece {
+            start,
+            end,
+            claimed,
+            ..
+        }) = self.pieces.get(piece)
+        else {
+            return false;
+        };
+        if claimed != start || start == end {
+            return false;
+        }
+        let Some(before) = self
+            .pieces
+            .iter_mut()
+            .find(|q| q.end == start && q.owner.is_some())
+        else {
+            return false;
+        };
+        before.end = end;
+        if let Some(p) = self.pieces.get_mut(piece) {
+            p.end = start; // empty: it stays in the list, as indexes are names
+            p.owner = None;
+        }
+        true
+    }
+
     fn wrote(&mut self, piece: usize, upto: u64) {
         if let Some(p) = self.pieces.get_mut(piece) {
             p.written = p.written.max(upto);
@@ -241,7 +272,7 @@ impl Plan {
     /// The segment map for the checkpoint: pieces in file order, a fully flushed piece merged
     /// into the one after it (their bytes on disk are then contiguous), so the map stays short.
     pub fn segments(&self) -> Vec<Segment> {
-        let mut ordered: Vec<&Piece> = self.pieces.iter().collect();
+        let mut ordered: Vec<&Piece> = self.pieces.iter().filter(|p| p.start < p.end).collect();
         ordered.sort_by_key(|p| p.start);
         let mut out: Vec<Segment> = Vec::with_capacity(ordered.len());
         for p in ordered {
@@ -526,6 +557,9 @@ impl Worker {
                             ConnectionEnd::Changed(seen) => outcome = Some(Split::Changed(seen)),
                             ConnectionEnd::WriterGone => break,
                             ConnectionEnd::NoRanges => {
+                                if let Some(piece) = piece {
+                                    lock(&plan).merge_back(piece);
+                                }
                                 ramp.hold();
                                 if connections.is_empty() {
                                     outcome = Some(Split::NoRanges);
@@ -842,6 +876,32 @@ mod tests {
         assert!(!plan.all_claimed());
         plan.claim(1, 1, 2 * M);
         assert!(plan.all_claimed());
+    }
+
+    #[test]
+    fn a_refused_steal_goes_back_to_the_piece_it_came_from() {
+        let mut plan = Plan::fresh(4 * M, 0);
+        plan.claim(0, 0, 10);
+        let stolen = plan.take(1).expect("a half");
+        plan.release(stolen.piece);
+        assert!(plan.merge_back(stolen.piece));
+        // Connection 0 streams on through the whole file; the map has one piece again.
+        assert_eq!(plan.claim(0, 0, 4 * M), (10, 4 * M - 10));
+        assert!(plan.all_claimed());
+        let segments = plan.segments();
+        assert_eq!(segments.len(), 1);
+        assert!(covers(&segments, 4 * M));
+        // A piece with bytes of its own, or with no owned piece before it, stays.
+        let mut plan = Plan::fresh(4 * M, 0);
+        let stolen = plan.take(1).expect("a half");
+        plan.claim(stolen.piece, 1, 1);
+        plan.release(stolen.piece);
+        assert!(!plan.merge_back(stolen.piece));
+        let mut plan = Plan::fresh(4 * M, 0);
+        let stolen = plan.take(1).expect("a half");
+        plan.release(0);
+        plan.release(stolen.piece);
+        assert!(!plan.merge_back(stolen.piece));
     }
 
     #[test]
