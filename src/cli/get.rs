@@ -77,7 +77,14 @@ async fn prepare(
 ) -> Result<JobId, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, &files) {
-        return take_up(client, job, args.priority, args.connections, args.quiet).await;
+        let mut settings = Vec::new();
+        if let Some(n) = args.connections {
+            settings.push(PropertyChange::Connections(Some(n)));
+        }
+        if let Some(n) = args.parallel {
+            settings.push(PropertyChange::ParallelFiles(n));
+        }
+        return take_up(client, job, args.priority, settings, args.quiet).await;
     }
     let name = match files.as_slice() {
         [one] => file_label(&one.local_path),
@@ -89,6 +96,7 @@ async fn prepare(
         description: GET_DESCRIPTION.into(),
         replace_existing: args.overwrite,
         connections: args.connections,
+        parallel_files: args.parallel,
         files,
         ..JobSpec::new(&name, JobType::Download)
     };
@@ -104,21 +112,15 @@ pub(super) async fn take_up(
     client: &Client,
     job: &Job,
     priority: crate::job::Priority,
-    connections: Option<u32>,
+    mut settings: Vec<PropertyChange>,
     quiet: bool,
 ) -> Result<JobId, ClientError> {
     let id = job.id;
     if !quiet {
         eprintln!("ferry: resuming job {} from an earlier run", id.0);
     }
-    client
-        .set(id, &[PropertyChange::Priority(priority)])
-        .await?;
-    if connections.is_some() {
-        client
-            .set(id, &[PropertyChange::Connections(connections)])
-            .await?;
-    }
+    settings.insert(0, PropertyChange::Priority(priority));
+    client.set(id, &settings).await?;
     if job.state != JobState::Transferred {
         client.resume(id).await?;
     }
@@ -302,6 +304,7 @@ mod tests {
             quiet: true,
             overwrite: false,
             connections: None,
+            parallel: None,
             urls: vec![
                 "http://127.0.0.1/a/x.bin".into(),
                 "http://127.0.0.1/b/x.bin".into(),

@@ -369,6 +369,9 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
     if let Some(super::ConnectionSetting(connections)) = args.connections {
         changes.push(PropertyChange::Connections(connections));
     }
+    if let Some(n) = args.parallel_files {
+        changes.push(PropertyChange::ParallelFiles(n));
+    }
     if let Some((scheme, user)) = &args.credentials {
         let password = read_password(user)
             .map_err(|e| invalid(format!("cannot read the password from standard input: {e}")))?;

@@ -162,6 +162,10 @@ pub struct GetArgs {
     /// split only when its server serves ranges and ties them to one version of the file.
     #[arg(short = 'x', long, value_name = "N", value_parser = parse_connection_count)]
     pub connections: Option<u32>,
+    /// How many of the files download at once, 1 to 32 (default 1: one after another). They
+    /// are still reported done in the order given.
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_parallel_files)]
+    pub parallel: Option<u32>,
     /// The URLs to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
@@ -306,6 +310,11 @@ pub struct SetArgs {
     /// starts.
     #[arg(long, value_name = "N|default", value_parser = parse_connections)]
     pub connections: Option<ConnectionSetting>,
+    /// How many of the job's files transfer at once, 1 to 32 (1, the BITS rule, by default).
+    /// Files are still reported transferred in their order. Takes effect when the transfer
+    /// next starts.
+    #[arg(long, value_name = "N", value_parser = parse_parallel_files)]
+    pub parallel_files: Option<u32>,
     /// Server credentials, `basic:USER` or `digest:USER`; the password is read from standard
     /// input (asked for, without echo, on a terminal). Kept in the service's memory only: set
     /// them again after the service restarts.
@@ -421,6 +430,16 @@ fn parse_connection_count(text: &str) -> Result<u32, String> {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!(
             "{text:?} is not a number of connections: give 1 to {max}"
+        )),
+    }
+}
+
+fn parse_parallel_files(text: &str) -> Result<u32, String> {
+    let max = crate::job::MAX_PARALLEL_FILES;
+    match text.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of files at once: give 1 to {max}"
         )),
     }
 }

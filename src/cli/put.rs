@@ -81,7 +81,7 @@ pub(super) async fn run(client: &Client, args: PutArgs) -> u8 {
 async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, plan) {
-        return super::get::take_up(client, job, args.priority, None, args.quiet).await;
+        return super::get::take_up(client, job, args.priority, Vec::new(), args.quiet).await;
     }
     let spec = JobSpec {
         priority: Some(args.priority),

@@ -70,6 +70,8 @@ pub struct Details {
     pub complete_when_transferred: bool,
     /// Connections per file; `null`: the config's default for the job's priority.
     pub connections: Option<u32>,
+    /// How many of the job's files transfer at once.
+    pub parallel_files: u32,
     pub credentials_dropped: bool,
     pub error: Option<ErrorView>,
     pub error_count: u32,
@@ -173,6 +175,7 @@ impl Details {
             replace_existing: job.replace_existing,
             complete_when_transferred: job.complete_when_transferred,
             connections: job.connections,
+            parallel_files: job.parallel_files,
             credentials_dropped: job.credentials_dropped,
             error: job.current_error().ok().map(|e| ErrorView {
                 context: e.context.name(),
@@ -387,6 +390,7 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
         d.connections
             .map_or("default for its priority".into(), |n| n.to_string()),
     );
+    line("FILES AT ONCE", d.parallel_files.to_string());
     if d.credentials_dropped {
         line(
             "CREDENTIALS",

@@ -409,6 +409,9 @@ impl Actor {
                 now,
             )?;
         }
+        if let Some(n) = spec.parallel_files {
+            job::apply(&mut job, Event::Set(PropertyChange::ParallelFiles(n)), now)?;
+        }
         if let Some(reply) = spec.reply_file {
             job::apply(
                 &mut job,

@@ -154,6 +154,9 @@ pub struct JobSpec {
     /// Connections per file (Ferry's extension, 1 to 16); `None`: the config's default.
     #[serde(default)]
     pub connections: Option<u32>,
+    /// Files of the job that transfer at once (Ferry's extension, 1 to 32); `None`: one.
+    #[serde(default)]
+    pub parallel_files: Option<u32>,
 }
 
 impl JobSpec {
@@ -169,6 +172,7 @@ impl JobSpec {
             complete_when_transferred: false,
             rename_existing: false,
             connections: None,
+            parallel_files: None,
         }
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct JobTask {
     /// The files still to transfer, in order: the worker goes from one to the next without
     /// waiting for the engine.
     pub files: Vec<FileWork>,
+    /// How many of them transfer at once.
+    pub parallel: usize,
 }
 
 pub(crate) struct FileWork {
@@ -123,6 +125,21 @@ pub(crate) struct Stopped {
     pub segments: Vec<Segment>,
 }
 
+impl Stopped {
+    /// The report that records where the file stands.
+    fn as_report(&self) -> Report {
+        if self.segments.is_empty() {
+            Report::Progress {
+                transferred: self.transferred,
+                checkpointed: self.checkpointed,
+            }
+        } else {
+            Report::Segments(self.segments.clone())
+        }
+    }
+}
+
+#[derive(Clone)]
 pub(crate) struct Reporter {
     pub task_job: JobId,
     pub run: u64,
@@ -152,8 +169,10 @@ enum Outcome {
 /// just before the stop are not lost with their reports still in the channel.
 #[derive(Debug)]
 pub(crate) struct Final {
-    /// Files this worker transferred completely, with their size.
+    /// Files this worker transferred completely, with their size, in their order.
     pub done: Vec<(usize, u64)>,
+    /// Files it was transferring when it stopped, and where they stand.
+    pub stopped: Vec<(usize, Stopped)>,
     pub end: End,
     /// Upload workers: where the server session stands, applied before `done`.
     pub upload: Option<UploadEnd>,
@@ -172,74 +191,163 @@ pub(crate) struct UploadEnd {
 pub(crate) enum End {
     AllDone,
     Failed(Failure),
-    Stopped(usize, Stopped),
+    /// Told to stop: the files in `Final::stopped` stand where they say.
+    Stopped,
 }
 
-/// Transfers the task's files one after another until all are done, one fails, or `stop` turns
-/// true.
+/// Transfers the task's files, `parallel` at a time in their order, until all are done, one
+/// fails, or `stop` turns true. Files finished out of order are reported in order: a file's
+/// Done waits for the files before it (a stop or a failure leaves it fully checkpointed, not
+/// transferred).
 pub(crate) async fn run(
     task: JobTask,
     out: mpsc::UnboundedSender<WorkerMessage>,
     mut stop: watch::Receiver<bool>,
 ) -> Final {
-    let mut done = Vec::with_capacity(task.files.len());
-    for work in task.files {
-        let file = work.index;
-        let reporter = Reporter {
-            task_job: task.job,
-            run: task.run,
-            file,
-            out: out.clone(),
-        };
-        let file_task = FileTask {
-            file,
-            url: work.url,
-            temp_path: work.temp_path,
-            ranges: work.ranges,
-            start_offset: work.start_offset,
-            validators: work.validators,
-            segments: work.segments,
-            connections: work.connections,
-            host_slots: work.host_slots,
-            dynamic: task.dynamic,
-            headers: task.headers.clone(),
-            credentials: task.credentials.clone(),
-            redirect: task.redirect,
-            client: task.client.clone(),
-        };
-        let mut worker = Worker {
-            task: file_task,
-            reporter,
-            last_report: Instant::now(),
-            connected: false,
-            no_split: false,
-        };
-        match worker.transfer(&mut stop).await {
-            Outcome::Done(transferred) => {
-                worker.reporter.send(Report::Done { transferred });
-                done.push((file, transferred));
+    let JobTask {
+        job,
+        run,
+        dynamic,
+        headers,
+        credentials,
+        redirect,
+        client,
+        files,
+        parallel,
+    } = task;
+    let count = files.len();
+    let mut waiting = files.into_iter().enumerate().peekable();
+    // The files' own stop: the job's, or a sibling's failure.
+    let (halt, halted) = watch::channel(false);
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut finished: std::collections::BTreeMap<usize, (Reporter, u64)> = Default::default();
+    let mut next_report = 0;
+    let mut done = Vec::with_capacity(count);
+    let mut stopped = Vec::new();
+    let mut failed: Option<(Reporter, Failure)> = None;
+    loop {
+        while failed.is_none() && !*halted.borrow() && running.len() < parallel.max(1) {
+            let Some((_, next)) = waiting.peek() else {
+                break;
+            };
+            // A file beside the first opens a connection that counts against its server's cap
+            // (as a file's extra connections do): none free, it waits for a file to end.
+            let permit = if running.is_empty() {
+                None
+            } else {
+                match next.host_slots.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break,
+                }
+            };
+            let Some((position, work)) = waiting.next() else {
+                break;
+            };
+            let mut worker = Worker {
+                task: FileTask {
+                    file: work.index,
+                    url: work.url,
+                    temp_path: work.temp_path,
+                    ranges: work.ranges,
+                    start_offset: work.start_offset,
+                    validators: work.validators,
+                    segments: work.segments,
+                    connections: work.connections,
+                    host_slots: work.host_slots,
+                    dynamic,
+                    headers: headers.clone(),
+                    credentials: credentials.clone(),
+                    redirect,
+                    client: client.clone(),
+                },
+                reporter: Reporter {
+                    task_job: job,
+                    run,
+                    file: work.index,
+                    out: out.clone(),
+                },
+                last_report: Instant::now(),
+                connected: false,
+                no_split: false,
+            };
+            let mut stop = halted.clone();
+            running.push(async move {
+                let _permit = permit;
+                let outcome = worker.transfer(&mut stop).await;
+                (position, worker.reporter, outcome)
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((position, reporter, outcome)) = futures_util::StreamExt::next(&mut running) => {
+                match outcome {
+                    Outcome::Done(transferred) => {
+                        if position != next_report {
+                            // Held until the files before it are done; its bytes count now.
+                            reporter.send(Report::Progress { transferred, checkpointed: transferred });
+                        }
+                        finished.insert(position, (reporter, transferred));
+                        while let Some((reporter, transferred)) = finished.remove(&next_report) {
+                            reporter.send(Report::Done { transferred });
+                            done.push((reporter.file, transferred));
+                            next_report += 1;
+                        }
+                    }
+                    Outcome::Stopped(state) => stopped.push((reporter.file, state)),
+                    Outcome::Failed(failure) => {
+                        // The job fails: the others stop at their checkpoints first, so that
+                        // what they flushed is recorded before the failure.
+                        let _ = halt.send(true);
+                        failed.get_or_insert((reporter, failure));
+                    }
+                }
             }
-            Outcome::Stopped(stopped) => {
-                return Final {
-                    done,
-                    end: End::Stopped(file, stopped),
-                    upload: None,
-                };
-            }
-            Outcome::Failed(failure) => {
-                worker.reporter.send(Report::Failed(failure.clone()));
-                return Final {
-                    done,
-                    end: End::Failed(failure),
-                    upload: None,
-                };
+            _ = stop_requested(&mut stop), if !*halted.borrow() => {
+                let _ = halt.send(true);
             }
         }
     }
-    Final {
-        done,
-        end: End::AllDone,
-        upload: None,
+    // Files finished after one that did not: whole and flushed, but not reported transferred
+    // out of their order. The next run finds them complete without a request.
+    stopped.extend(finished.into_values().map(|(reporter, n)| {
+        let whole = Stopped {
+            transferred: n,
+            checkpointed: n,
+            segments: Vec::new(),
+        };
+        (reporter.file, whole)
+    }));
+    match failed {
+        Some((reporter, failure)) => {
+            for (file, state) in &stopped {
+                let reporter = Reporter {
+                    file: *file,
+                    ..reporter.clone()
+                };
+                reporter.send(state.as_report());
+            }
+            reporter.send(Report::Failed(failure.clone()));
+            Final {
+                done,
+                stopped,
+                end: End::Failed(failure),
+                upload: None,
+            }
+        }
+        None if !stopped.is_empty() => Final {
+            done,
+            stopped,
+            end: End::Stopped,
+            upload: None,
+        },
+        None => Final {
+            done,
+            stopped,
+            end: End::AllDone,
+            upload: None,
+        },
     }
 }
 
@@ -734,6 +842,7 @@ impl Worker {
                 .filter(|tag| !tag.starts_with("W/"))
         });
         let range = asked.map(|asked| asked.header());
+        let asked_at = Instant::now();
         let response = tokio::select! {
             response = self.send(range, if_range.as_deref()) => response,
             _ = stop_requested(stop) => return Fetch::Stopped(Stopped { transferred: local, checkpointed: local, segments: Vec::new() }),
@@ -863,6 +972,7 @@ impl Worker {
             let answer = FirstAnswer {
                 response,
                 expected_body,
+                latency: asked_at.elapsed(),
             };
             return Fetch::Split(answer, write_at);
         }

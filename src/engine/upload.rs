@@ -88,26 +88,29 @@ pub(crate) async fn run(
             reporter.send(Report::Done { transferred: sent });
             Final {
                 done: vec![(0, sent)],
+                stopped: Vec::new(),
                 end: End::AllDone,
                 upload: Some(end),
             }
         }
         Outcome::Stopped => Final {
             done: Vec::new(),
-            end: End::Stopped(
+            stopped: vec![(
                 0,
                 Stopped {
                     transferred: sent,
                     checkpointed: sent,
                     segments: Vec::new(),
                 },
-            ),
+            )],
+            end: End::Stopped,
             upload: Some(end),
         },
         Outcome::Failed(failure) => {
             reporter.send(Report::Failed(failure.clone()));
             Final {
                 done: Vec::new(),
+                stopped: Vec::new(),
                 end: End::Failed(failure),
                 upload: Some(end),
             }

@@ -318,19 +318,22 @@ impl Actor {
                 })
                 .flat_map(|(file, transferred)| file_done(file, transferred)),
         );
-        match outcome.end {
-            End::AllDone => {}
-            End::Stopped(file, stopped) if !stopped.segments.is_empty() => {
-                events.push(Event::Segments {
+        for (file, stopped) in outcome.stopped {
+            events.push(if stopped.segments.is_empty() {
+                Event::Progress {
+                    file,
+                    transferred: stopped.transferred,
+                    checkpointed: stopped.checkpointed,
+                }
+            } else {
+                Event::Segments {
                     file,
                     segments: stopped.segments,
-                })
-            }
-            End::Stopped(file, stopped) => events.push(Event::Progress {
-                file,
-                transferred: stopped.transferred,
-                checkpointed: stopped.checkpointed,
-            }),
+                }
+            });
+        }
+        match outcome.end {
+            End::AllDone | End::Stopped => {}
             End::Failed(failure) => events.push(Event::Failed(failure)),
         }
         // The worker is gone, so these applies stop nothing.
@@ -394,6 +397,7 @@ impl Actor {
             redirect: job.redirect_policy,
             client,
             files,
+            parallel: job.parallel_files.clamp(1, job::MAX_PARALLEL_FILES) as usize,
         };
         self.start_worker(id, last_file, |run, reports, stop| {
             task.run = run;
@@ -448,6 +452,7 @@ impl Actor {
                     });
                     Final {
                         done: Vec::new(),
+                        stopped: Vec::new(),
                         end: End::Failed(failure),
                         upload: None,
                     }

@@ -250,6 +250,13 @@ impl Segment {
 /// server together).
 pub const MAX_CONNECTIONS: u32 = 16;
 
+/// The most files of one job that transfer at once.
+pub const MAX_PARALLEL_FILES: u32 = 32;
+
+fn one_file_at_a_time() -> u32 {
+    1
+}
+
 /// BG_JOB_TIMES (spec §7.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTimes {
@@ -345,6 +352,11 @@ pub struct Job {
     /// [`MAX_CONNECTIONS`]); `None` = the config's default for the job's priority.
     #[serde(default)]
     pub connections: Option<u32>,
+    /// Ferry's extension: how many of the job's files transfer at once (1 to
+    /// [`MAX_PARALLEL_FILES`]; 1, the BITS rule, by default). Files are still reported
+    /// transferred in their order.
+    #[serde(default = "one_file_at_a_time")]
+    pub parallel_files: u32,
     pub files: Vec<JobFile>,
     pub times: JobTimes,
     pub error: Option<JobError>,
@@ -492,6 +504,7 @@ impl Job {
             replace_existing: false,
             complete_when_transferred: false,
             connections: None,
+            parallel_files: 1,
             files: Vec::new(),
             times: JobTimes {
                 created: now,

@@ -255,6 +255,9 @@ pub enum PropertyChange {
     /// Ferry's extension: connections per file, 1 to [`super::MAX_CONNECTIONS`]; `None` = the
     /// config's default for the job's priority. Takes effect when the transfer next starts.
     Connections(Option<u32>),
+    /// Ferry's extension: how many of the job's files transfer at once, 1 to
+    /// [`super::MAX_PARALLEL_FILES`]. Takes effect when the transfer next starts.
+    ParallelFiles(u32),
     /// SetRemoteName for one file of a download job.
     RemoteName {
         file: usize,

@@ -1973,3 +1973,34 @@ fn a_segment_map_needs_a_running_job_and_ends_with_the_file() {
     assert!(job.files[0].segments.is_empty());
     assert_eq!(job.files[0].bytes_transferred, 0);
 }
+
+#[test]
+fn connections_and_files_at_once_are_bounded_download_settings() {
+    let mut job = job_in(JobState::Suspended, JobType::Download);
+    assert_eq!((job.connections, job.parallel_files), (None, 1));
+    ok(&mut job, Event::Set(PropertyChange::Connections(Some(16))));
+    ok(&mut job, Event::Set(PropertyChange::ParallelFiles(32)));
+    assert_eq!((job.connections, job.parallel_files), (Some(16), 32));
+    ok(&mut job, Event::Set(PropertyChange::Connections(None)));
+    assert_eq!(job.connections, None, "back to the config's default");
+    for bad in [
+        PropertyChange::Connections(Some(0)),
+        PropertyChange::Connections(Some(17)),
+        PropertyChange::ParallelFiles(0),
+        PropertyChange::ParallelFiles(33),
+    ] {
+        assert_eq!(
+            refused(&mut job, Event::Set(bad.clone())),
+            ErrorCode::InvalidArg,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(job.parallel_files, 32);
+    let mut upload = job_in(JobState::Suspended, JobType::Upload);
+    for change in [
+        PropertyChange::Connections(Some(2)),
+        PropertyChange::ParallelFiles(2),
+    ] {
+        assert_eq!(refused(&mut upload, Event::Set(change)), ErrorCode::NotImpl);
+    }
+}

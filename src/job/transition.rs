@@ -1076,6 +1076,21 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
             }
             job.connections = connections;
         }
+        PropertyChange::ParallelFiles(n) => {
+            if job.job_type != JobType::Download {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only download jobs have several files",
+                ));
+            }
+            if !(1..=super::MAX_PARALLEL_FILES).contains(&n) {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    format!("{n} files at once: give 1 to {}", super::MAX_PARALLEL_FILES),
+                ));
+            }
+            job.parallel_files = n;
+        }
         PropertyChange::RemoteName { file, url } => {
             if job.job_type != JobType::Download {
                 return Err(BitsError::new(

@@ -980,6 +980,11 @@ fn restart_resumes_from_the_checkpoint_byte_exact() {
             ranges: None,
         };
         engine.add_files(id, vec![file]).await.expect("add");
+        // One connection: its checkpoint is a prefix (segmented.rs and cli.rs kill split ones).
+        engine
+            .set(id, PropertyChange::Connections(Some(1)))
+            .await
+            .expect("one connection");
         engine.resume(id).await.expect("resume");
         loop {
             let event = tokio::time::timeout(crate::PATIENCE, events.recv())

@@ -9,6 +9,7 @@ mod engine;
 mod faults;
 mod gui;
 mod home;
+mod parallel;
 mod segmented;
 mod serve;
 mod server;

@@ -89,9 +89,11 @@ async fn a_server_that_advertises_ranges_but_ignores_them_keeps_one_connection()
     );
     let saved = fetch(&server, "/liar.bin").await;
     assert_eq!(sha256(&saved), sha256(&data));
-    // The second connection's whole-file answer stops the ramp; the first goes on.
+    // The first step's whole-file answers stop the ramp (1 + 3 connections), their pieces go
+    // back to the first connection, which goes on with its own answer: no restart.
     let requests = server.requests("/liar.bin");
-    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(requests.len() <= 4, "{requests:?}");
+    assert_eq!(requests.iter().filter(|r| r.range.is_none()).count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,9 +150,12 @@ async fn a_partial_answer_of_another_version_is_never_written() {
         "no byte of the other version"
     );
     let requests = server.requests("/split-brain.bin");
+    // The first step's answers disagree; the file is fetched again whole, on one connection.
     let ranged = requests.iter().filter(|r| r.range.is_some()).count();
-    assert_eq!(
-        ranged, 1,
-        "one disagreeing answer ends the split: {requests:?}"
+    assert!(
+        ranged <= 3,
+        "no connection after the first step: {requests:?}"
     );
+    let restart = requests.iter().rposition(|r| r.range.is_none());
+    assert_eq!(restart, Some(requests.len() - 1), "{requests:?}");
 }

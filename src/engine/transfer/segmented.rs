@@ -3,7 +3,7 @@
 //! The file is a list of pieces that cover it. Each connection owns one piece and fetches it
 //! with a ranged GET tied to the file's version by `If-Range`; a connection whose piece is done
 //! takes a piece nobody owns, or steals the far half of the piece with the most bytes left. A
-//! piece is never split below [`MIN_SEGMENT`]. Connections are added in doubling steps while the
+//! piece is never split below [`MIN_SEGMENT`]. Connections are added in steps (1, 4, 16) while the
 //! newest ones bring bytes of their own (see [`Ramp`]), up to the job's setting and the host cap.
 //!
 //! One writer thread owns the file: it writes each chunk where it belongs, flushes once a second,
@@ -12,8 +12,10 @@
 //!
 //! Every answer is judged before a byte of it is written: a piece's 206 must be the range asked
 //! for ([`http::check_partial`]) of the same version of the file ([`http::same_version`]). An
-//! answer of another version restarts the whole file (never a spliced file); a server that
-//! ignores ranges on a later connection keeps the connections it has, and none is added.
+//! answer of another version restarts the whole file on one connection (never a spliced file:
+//! a changed file, or servers behind one name that disagree); a server that ignores ranges on a
+//! later connection keeps the connections it has, its pieces go back to the connection they
+//! were taken from, and none is added.
 
 use super::{Report, Stopped, Worker};
 use crate::engine::http;
@@ -31,13 +33,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 /// The smallest piece a split leaves (aria2's `-k`): smaller ones cost a request for little.
-pub(crate) const MIN_SEGMENT: u64 = 1 << 20;
-/// How often the pieces are reported and the ramp decides.
+/// Small, so that at the end idle connections still take over the last bytes of a slow one
+/// (a fresh request often comes faster than a throttled connection's next burst).
+pub(crate) const MIN_SEGMENT: u64 = 256 << 10;
+/// A file is split when this much of it is left: below, one connection is as quick.
+const SPLIT_FILE_MIN: u64 = 2 << 20;
+/// How often the pieces are reported.
 const TICK: Duration = Duration::from_millis(50);
-/// How long a step of connections is measured before the next one is added.
-const RAMP_WINDOW: Duration = Duration::from_millis(100);
-/// A step counts as growth when its connections bring at least this share of what each
-/// connection brought before it.
+/// How often the ramp decides, while it may still add connections.
+const RAMP_TICK: Duration = Duration::from_millis(5);
+/// How long after its first byte a connection is measured (the ramp's yardstick): this many
+/// round trips (the time to the first answer's headers), within the bounds below. Short on a
+/// near server, so that connections come at once; long enough far away to see past bursts.
+const RAMP_ROUND_TRIPS: u32 = 8;
+const RAMP_WINDOW_MIN: Duration = Duration::from_millis(20);
+const RAMP_WINDOW_MAX: Duration = Duration::from_secs(1);
+
+/// The ramp's window for a server that answered after `latency`.
+fn ramp_window(latency: Duration) -> Duration {
+    (latency * RAMP_ROUND_TRIPS).clamp(RAMP_WINDOW_MIN, RAMP_WINDOW_MAX)
+}
+/// A step counts as growth when its connections bring at least this share of what the first
+/// connection brought alone.
 const GROWTH: f64 = 0.75;
 /// Chunks in flight between the connections and the disk.
 const QUEUE_DEPTH: usize = 64;
@@ -46,7 +63,7 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A file can be split when it is this large from where it stands.
 pub(crate) fn worth_splitting(remaining: u64) -> bool {
-    remaining >= 2 * MIN_SEGMENT
+    remaining >= SPLIT_FILE_MIN
 }
 
 #[derive(Clone, Debug)]
@@ -75,8 +92,10 @@ pub(crate) struct Work {
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     pieces: Vec<Piece>,
-    /// Bytes claimed by each connection (its index), for the ramp.
-    by_connection: Vec<u64>,
+    /// What each connection (its index) brought first, for the ramp, and in what window
+    /// (known at the first answer).
+    early: Vec<Early>,
+    window: Option<Duration>,
 }
 
 impl Plan {
@@ -121,7 +140,8 @@ impl Plan {
             .collect();
         Plan {
             pieces,
-            by_connection: Vec::new(),
+            early: Vec::new(),
+            window: None,
         }
     }
 
@@ -161,7 +181,7 @@ impl Plan {
             .filter(|p| p.owner.is_some())
             .max_by_key(|p| p.end - p.claimed)?;
         let left = victim.end - victim.claimed;
-        if !worth_splitting(left) {
+        if left < 2 * MIN_SEGMENT {
             return None;
         }
         let middle = victim.claimed + left / 2;
@@ -181,20 +201,58 @@ impl Plan {
         })
     }
 
-    /// Claims up to `len` bytes at the current end of `piece`'s claimed bytes for `connection`:
+    /// Work for a connection opened at the end, when nothing is left to split: all that is left
+    /// of the piece whose connection has been quiet longest, at least `quiet` (as `now`). Its
+    /// connection stops at its next bytes; a fresh request is often quicker than a stalled or
+    /// throttled connection's next burst.
+    pub fn take_stalled(
+        &mut self,
+        connection: usize,
+        now: Duration,
+        quiet: Duration,
+    ) -> Option<Work> {
+        let early = &self.early;
+        let since = |owner: usize| {
+            early
+                .get(owner)
+                .and_then(|e| e.last_byte)
+                .map(|last| now.saturating_sub(last))
+        };
+        let victim = self
+            .pieces
+            .iter_mut()
+            .filter(|p| p.claimed < p.end)
+            .filter_map(|p| Some((since(p.owner?)?, p)))
+            .filter(|(quiet_for, _)| *quiet_for >= quiet)
+            .max_by_key(|(quiet_for, _)| *quiet_for)
+            .map(|(_, p)| p)?;
+        let (from, to) = (victim.claimed, victim.end);
+        victim.end = from;
+        self.pieces.push(Piece {
+            start: from,
+            end: to,
+            claimed: from,
+            written: from,
+            flushed: from,
+            owner: Some(connection),
+        });
+        Some(Work {
+            piece: self.pieces.len() - 1,
+            from,
+            to,
+        })
+    }
+
+    /// Claims up to `len` bytes at the current end of `piece`'s claimed bytes:
     /// returns the offset they go to and how many fit before the piece's end (which a steal may
     /// have moved).
-    pub fn claim(&mut self, piece: usize, connection: usize, len: u64) -> (u64, u64) {
+    pub fn claim(&mut self, piece: usize, len: u64) -> (u64, u64) {
         let Some(p) = self.pieces.get_mut(piece) else {
             return (0, 0);
         };
         let at = p.claimed;
         let fits = len.min(p.end.saturating_sub(at));
         p.claimed += fits;
-        if self.by_connection.len() <= connection {
-            self.by_connection.resize(connection + 1, 0);
-        }
-        self.by_connection[connection] += fits;
         (at, fits)
     }
 
@@ -260,13 +318,59 @@ impl Plan {
         }
     }
 
+    /// Every piece with bytes left has a connection: idle ones would take the others.
+    pub fn all_owned(&self) -> bool {
+        self.pieces
+            .iter()
+            .all(|p| p.claimed >= p.end || p.owner.is_some())
+    }
+
     /// Every byte of the file is claimed: nothing is left to fetch.
     pub fn all_claimed(&self) -> bool {
         self.pieces.iter().all(|p| p.claimed >= p.end)
     }
 
-    pub fn bytes_by_connection(&self) -> &[u64] {
-        &self.by_connection
+    fn early_mut(&mut self, connection: usize) -> &mut Early {
+        if self.early.len() <= connection {
+            self.early.resize(connection + 1, Early::default());
+        }
+        &mut self.early[connection]
+    }
+
+    /// `len` bytes arrived on `connection` at `at` (since the split began).
+    pub fn arrived(&mut self, connection: usize, at: Duration, len: u64) {
+        let window = self.window.unwrap_or(RAMP_WINDOW_MAX);
+        let early = self.early_mut(connection);
+        let first = *early.first_byte.get_or_insert(at);
+        early.last_byte = Some(at);
+        if at.saturating_sub(first) <= window {
+            early.bytes += len;
+        }
+    }
+
+    /// `connection` has no more work, at `at`.
+    pub fn ended(&mut self, connection: usize, at: Duration) {
+        let window = self.window.unwrap_or(RAMP_WINDOW_MAX);
+        let early = self.early_mut(connection);
+        if early
+            .first_byte
+            .is_none_or(|first| at.saturating_sub(first) < window)
+        {
+            early.ended = true;
+        }
+    }
+
+    pub fn early(&self) -> &[Early] {
+        &self.early
+    }
+
+    /// The ramp's window, once a first answer came after `latency`.
+    pub fn answered_after(&mut self, latency: Duration) {
+        self.window.get_or_insert(ramp_window(latency));
+    }
+
+    pub fn window(&self) -> Option<Duration> {
+        self.window
     }
 
     /// The segment map for the checkpoint: pieces in file order, a fully flushed piece merged
@@ -296,34 +400,59 @@ impl Plan {
     }
 }
 
-/// When to add connections: in doubling steps, while each step's connections bring about as
-/// many bytes each as every connection brought in the window before the step. A server that
-/// limits each connection keeps rewarding new ones; a shared bottleneck (the link, the disk, a
-/// server's total) does not, and the ramp holds there. Times are given, not read, so that the
-/// tests drive it.
+/// What one connection brought in its first window (see [`ramp_window`]) after its first byte: the ramp
+/// compares connections at the same age, so that the bursts and slow starts every connection
+/// goes through (TCP's slow start, a server's token bucket) count alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Early {
+    /// When its first byte arrived, since the split began.
+    pub first_byte: Option<Duration>,
+    /// Bytes that arrived within the window of the first.
+    pub bytes: u64,
+    /// It ran out of work within that window: no sign of a bottleneck.
+    pub ended: bool,
+    /// When its last byte arrived.
+    pub last_byte: Option<Duration>,
+}
+
+impl Early {
+    /// Its first `window` is over.
+    fn measured(&self, now: Duration, window: Duration) -> bool {
+        self.ended
+            || self
+                .first_byte
+                .is_some_and(|first| now.saturating_sub(first) >= window)
+    }
+}
+
+/// When to add connections: in steps that multiply them by [`STEP`], while the connections of
+/// the last step each bring, in their first window, about what the first connection brought in
+/// its own (alone). A server that limits each connection keeps rewarding new ones; a shared
+/// bottleneck (the link, the disk, a server's total) splits the same bytes among more of them,
+/// and the ramp holds there. Times are given, not read, so that the tests drive it.
 #[derive(Debug)]
 pub(crate) struct Ramp {
     max: usize,
     holding: bool,
-    window_start: Duration,
-    /// Bytes by connection when the window began.
-    at_window_start: Vec<u64>,
-    /// The connections added by the last step.
-    step: std::ops::Range<usize>,
-    /// Bytes per connection per second in the window before the last step.
-    before: f64,
+    /// The connections opened by the last step, still to be judged.
+    step: Vec<usize>,
 }
+
+/// Each step multiplies the connections by this much (1, 4, 16).
+const STEP: usize = 4;
 
 impl Ramp {
     pub fn new(max: usize) -> Ramp {
         Ramp {
             max,
             holding: max <= 1,
-            window_start: Duration::ZERO,
-            at_window_start: Vec::new(),
-            step: 0..1,
-            before: 0.0,
+            step: Vec::new(),
         }
+    }
+
+    /// It adds no more connections.
+    pub fn holds(&self) -> bool {
+        self.holding
     }
 
     /// No more connections (a server refused one, or ignored ranges).
@@ -331,40 +460,49 @@ impl Ramp {
         self.holding = true;
     }
 
-    /// How many connections to add now, with `open` connections running and the bytes each
-    /// connection brought so far.
-    pub fn decide(&mut self, now: Duration, open: usize, bytes: &[u64]) -> usize {
-        if self.holding || now.saturating_sub(self.window_start) < RAMP_WINDOW {
+    /// Connection `number` was opened by the last step.
+    pub fn opened(&mut self, number: usize) {
+        self.step.push(number);
+    }
+
+    /// How many connections to add now, with `open` connections running and what each
+    /// connection (by number) brought in its first `window` (`None` before any answer).
+    pub fn decide(
+        &mut self,
+        now: Duration,
+        open: usize,
+        early: &[Early],
+        window: Option<Duration>,
+    ) -> usize {
+        let Some(window) = window.filter(|_| !self.holding) else {
             return 0;
-        }
-        let seconds = (now - self.window_start).as_secs_f64();
-        let delta = |i: usize| {
-            let now = bytes.get(i).copied().unwrap_or(0);
-            let then = self.at_window_start.get(i).copied().unwrap_or(0);
-            now.saturating_sub(then) as f64
         };
-        let count = bytes.len().max(self.step.end);
-        let all: f64 = (0..count).map(delta).sum();
-        let step: f64 = self.step.clone().map(delta).sum();
-        let per_connection = all / count.max(1) as f64 / seconds;
-        let per_new = step / self.step.len().max(1) as f64 / seconds;
-        let first = self.step.start == 0;
-        if !first && per_new < GROWTH * self.before {
-            self.holding = true;
-            return 0;
+        let Some(first) = early.first().filter(|e| e.measured(now, window)) else {
+            return 0; // the first connection's own window is the yardstick
+        };
+        let judged: Vec<&Early> = self.step.iter().filter_map(|&n| early.get(n)).collect();
+        if judged.len() < self.step.len() || !judged.iter().all(|e| e.measured(now, window)) {
+            return 0; // the last step is still in its first window
         }
-        if per_connection == 0.0 && first {
-            return 0; // nothing arrived yet: wait for the first bytes
+        if !first.ended && !judged.is_empty() {
+            let brought = |e: &&Early| if e.ended { first.bytes } else { e.bytes };
+            let per_new = judged.iter().map(brought).sum::<u64>() as f64 / judged.len() as f64;
+            if per_new < GROWTH * first.bytes as f64 {
+                tracing::debug!(
+                    open,
+                    per_new,
+                    alone = first.bytes,
+                    "the newest connections brought less than the first alone: no more"
+                );
+                self.holding = true;
+                return 0;
+            }
         }
-        let add = open.max(1).min(self.max.saturating_sub(open));
+        let add = (open.max(1) * (STEP - 1)).min(self.max.saturating_sub(open));
         if add == 0 {
             self.holding = true;
-            return 0;
         }
-        self.before = per_connection;
-        self.window_start = now;
-        self.at_window_start = bytes.to_vec();
-        self.step = count..count + add;
+        self.step.clear();
         add
     }
 }
@@ -486,6 +624,8 @@ enum ConnectionEnd {
 pub(super) struct FirstAnswer {
     pub response: reqwest::Response,
     pub expected_body: Option<u64>,
+    /// From the request to its answer: a round trip and the server's time.
+    pub latency: Duration,
 }
 
 impl Worker {
@@ -516,7 +656,8 @@ impl Worker {
             Err(e) => return Split::Failed(self.local_failure(&e)),
         };
         let started = Instant::now();
-        let mut ramp = Ramp::new(self.task.connections.max(1) as usize);
+        let ramp_max = self.task.connections.max(1) as usize;
+        let mut ramp = Ramp::new(ramp_max);
         let mut connections = FuturesUnordered::new();
         let mut next_connection = 0usize;
         let queue = writer.queue();
@@ -536,24 +677,41 @@ impl Worker {
                     None,
                     &known,
                     &validator,
+                    started,
                 ));
                 next_connection += 1;
             }
             let mut ticker = tokio::time::interval(TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ramp_ticker = tokio::time::interval(RAMP_TICK);
+            ramp_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_report = Vec::new();
             // Set when the split ends before every byte is fetched.
             let mut outcome: Option<Split> = None;
             // A connection that failed while others went on: the run's failure if all do.
             let mut lost: Option<Failure> = None;
+            // A connection beyond the first, with its permit of the host's cap.
+            let extra = |number: usize, work: Work, permit: OwnedSemaphorePermit| {
+                this.connection(
+                    number,
+                    work,
+                    None,
+                    plan.clone(),
+                    queue.clone(),
+                    Some(permit),
+                    &known,
+                    &validator,
+                    started,
+                )
+            };
             while !connections.is_empty() {
                 tokio::select! {
-                    Some((_, piece, end)) = connections.next() => {
+                    Some((number, piece, end)) = connections.next() => {
                         if let Some(piece) = piece {
                             lock(&plan).release(piece); // another connection takes it up
                         }
                         match end {
-                            ConnectionEnd::Idle => {}
+                            ConnectionEnd::Idle => lock(&plan).ended(number, started.elapsed()),
                             ConnectionEnd::Changed(seen) => outcome = Some(Split::Changed(seen)),
                             ConnectionEnd::WriterGone => break,
                             ConnectionEnd::NoRanges => {
@@ -571,6 +729,11 @@ impl Worker {
                                 outcome = Some(Split::Failed(failure));
                             }
                             ConnectionEnd::Failed(failure) => {
+                                tracing::debug!(
+                                    open = connections.len(),
+                                    "a connection failed, the others go on: {}",
+                                    failure.error.description
+                                );
                                 ramp.hold();
                                 lost = Some(failure);
                             }
@@ -580,31 +743,53 @@ impl Worker {
                         }
                     }
                     _ = ticker.tick() => {
+                        // The end: pieces too small to split, on connections gone quiet.
+                        let quiet = lock(&plan).window().map(|w| 2 * w);
+                        while let Some(quiet) = quiet
+                            && connections.len() < ramp_max
+                            && lock(&plan).all_owned()
+                        {
+                            let Ok(permit) = self.task.host_slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let now = started.elapsed();
+                            let Some(work) = lock(&plan).take_stalled(next_connection, now, quiet) else {
+                                break;
+                            };
+                            tracing::debug!(open = connections.len(), ?work, "a fresh connection for a quiet piece");
+                            connections.push(extra(next_connection, work, permit));
+                            next_connection += 1;
+                        }
                         let segments = lock(&plan).segments();
+                        tracing::trace!(
+                            ms = started.elapsed().as_millis() as u64,
+                            open = connections.len(),
+                            written = segments.iter().map(Segment::written_len).sum::<u64>(),
+                            left = ?segments.iter().filter(|s| !s.is_written()).map(|s| s.end - s.written).collect::<Vec<_>>(),
+                            "split"
+                        );
                         if segments != last_report {
                             self.reporter.send(Report::Segments(segments.clone()));
                             last_report = segments;
                         }
+                    }
+                    _ = ramp_ticker.tick(), if !ramp.holds() => {
                         let add = {
                             let plan = lock(&plan);
-                            ramp.decide(started.elapsed(), connections.len(), plan.bytes_by_connection())
+                            ramp.decide(started.elapsed(), connections.len(), plan.early(), plan.window())
                         };
+                        if add > 0 {
+                            tracing::debug!(open = connections.len(), add, "more connections");
+                        }
                         for _ in 0..add {
                             let Ok(permit) = self.task.host_slots.clone().try_acquire_owned() else {
+                                tracing::debug!(open = connections.len(), "the host's cap");
                                 ramp.hold(); // the host cap
                                 break;
                             };
                             let Some(work) = lock(&plan).take(next_connection) else { break };
-                            connections.push(this.connection(
-                                next_connection,
-                                work,
-                                None,
-                                plan.clone(),
-                                queue.clone(),
-                                Some(permit),
-                                &known,
-                                &validator,
-                            ));
+                            connections.push(extra(next_connection, work, permit));
+                            ramp.opened(next_connection);
                             next_connection += 1;
                         }
                     }
@@ -661,6 +846,7 @@ impl Worker {
         permit: Option<OwnedSemaphorePermit>,
         known: &Validators,
         validator: &str,
+        started: Instant,
     ) -> (usize, Option<usize>, ConnectionEnd) {
         let _permit = permit; // held while the connection is open
         loop {
@@ -674,15 +860,30 @@ impl Worker {
                     None => return (number, None, ConnectionEnd::Idle),
                 }
             }
+            let asked_at = Instant::now();
             let (response, expected_body) = match answer.take() {
-                Some(first) => (first.response, first.expected_body),
+                Some(first) => {
+                    lock(&plan).answered_after(first.latency);
+                    (first.response, first.expected_body)
+                }
                 None => match self.piece_answer(from, to, known, validator).await {
-                    Ok(ok) => ok,
+                    Ok(ok) => {
+                        lock(&plan).answered_after(asked_at.elapsed());
+                        ok
+                    }
                     Err(end) => return (number, Some(work.piece), end),
                 },
             };
             match self
-                .piece_body(response, expected_body, &plan, &queue, work.piece, number)
+                .piece_body(
+                    response,
+                    expected_body,
+                    &plan,
+                    &queue,
+                    work.piece,
+                    number,
+                    started,
+                )
                 .await
             {
                 Ok(brought) => {
@@ -742,6 +943,7 @@ impl Worker {
     /// Streams an answer into the piece until the body ends or the piece does (a steal may have
     /// moved its end: the rest of the answer is dropped with the connection). Returns the bytes
     /// it brought to the piece.
+    #[allow(clippy::too_many_arguments)]
     async fn piece_body(
         &self,
         mut response: reqwest::Response,
@@ -750,6 +952,7 @@ impl Worker {
         queue: &mpsc::Sender<Chunk>,
         piece: usize,
         number: usize,
+        started: Instant,
     ) -> Result<u64, ConnectionEnd> {
         let mut received: u64 = 0;
         let mut brought: u64 = 0;
@@ -768,7 +971,11 @@ impl Worker {
             if expected_body.is_some_and(|expected| received > expected) {
                 return Err(ConnectionEnd::Failed(self.overlong_body()));
             }
-            let (offset, fits) = lock(plan).claim(piece, number, chunk.len() as u64);
+            let (offset, fits) = {
+                let mut plan = lock(plan);
+                plan.arrived(number, started.elapsed(), chunk.len() as u64);
+                plan.claim(piece, chunk.len() as u64)
+            };
             if fits > 0 {
                 let bytes = chunk.slice(..fits as usize);
                 let sent = queue.send(Chunk {
@@ -833,7 +1040,7 @@ mod tests {
         );
         assert_eq!(plan.position(0), (0, 4 * M));
         // Connection 0 has fetched 3 MiB of its 4: the largest piece left is connection 1's.
-        assert_eq!(plan.claim(0, 0, 3 * M), (0, 3 * M));
+        assert_eq!(plan.claim(0, 3 * M), (0, 3 * M));
         let third = plan.take(2).expect("a half of piece 1");
         assert_eq!(
             third,
@@ -867,26 +1074,26 @@ mod tests {
     #[test]
     fn a_claim_never_crosses_a_piece_end_moved_by_a_steal() {
         let mut plan = Plan::fresh(4 * M, 0);
-        plan.claim(0, 0, 10);
+        plan.claim(0, 10);
         plan.take(1).expect("a half");
-        let (at, fits) = plan.claim(0, 0, 4 * M);
+        let (at, fits) = plan.claim(0, 4 * M);
         // The split point lies halfway between the claimed bytes and the end.
         assert_eq!((at, fits), (10, 2 * M - 5));
-        assert_eq!(plan.claim(0, 0, 5), (2 * M + 5, 0));
+        assert_eq!(plan.claim(0, 5), (2 * M + 5, 0));
         assert!(!plan.all_claimed());
-        plan.claim(1, 1, 2 * M);
+        plan.claim(1, 2 * M);
         assert!(plan.all_claimed());
     }
 
     #[test]
     fn a_refused_steal_goes_back_to_the_piece_it_came_from() {
         let mut plan = Plan::fresh(4 * M, 0);
-        plan.claim(0, 0, 10);
+        plan.claim(0, 10);
         let stolen = plan.take(1).expect("a half");
         plan.release(stolen.piece);
         assert!(plan.merge_back(stolen.piece));
         // Connection 0 streams on through the whole file; the map has one piece again.
-        assert_eq!(plan.claim(0, 0, 4 * M), (10, 4 * M - 10));
+        assert_eq!(plan.claim(0, 4 * M), (10, 4 * M - 10));
         assert!(plan.all_claimed());
         let segments = plan.segments();
         assert_eq!(segments.len(), 1);
@@ -894,7 +1101,7 @@ mod tests {
         // A piece with bytes of its own, or with no owned piece before it, stays.
         let mut plan = Plan::fresh(4 * M, 0);
         let stolen = plan.take(1).expect("a half");
-        plan.claim(stolen.piece, 1, 1);
+        plan.claim(stolen.piece, 1);
         plan.release(stolen.piece);
         assert!(!plan.merge_back(stolen.piece));
         let mut plan = Plan::fresh(4 * M, 0);
@@ -908,9 +1115,9 @@ mod tests {
     fn the_checkpoint_claims_only_flushed_bytes_and_merges_flushed_pieces() {
         let mut plan = Plan::fresh(4 * M, M);
         plan.take(1).expect("a half");
-        plan.claim(1, 0, 100);
+        plan.claim(1, 100);
         plan.wrote(1, M + 100);
-        plan.claim(2, 1, 50);
+        plan.claim(2, 50);
         plan.wrote(2, 2 * M + M / 2 + 50);
         let segments = plan.segments();
         // The first MiB was on disk before: it is merged into the piece after it.
@@ -950,30 +1157,121 @@ mod tests {
         );
     }
 
+    const W: Option<Duration> = Some(Duration::from_millis(100));
+
+    /// A connection whose first byte came at `first` ms and that brought `bytes` in its first
+    /// window.
+    fn early(first: u64, bytes: u64) -> Early {
+        Early {
+            first_byte: Some(Duration::from_millis(first)),
+            bytes,
+            ended: false,
+            last_byte: None,
+        }
+    }
+
     #[test]
-    fn the_ramp_doubles_while_new_connections_bring_their_own_bytes() {
+    fn the_ramp_grows_while_new_connections_bring_what_the_first_brought_alone() {
         let ms = Duration::from_millis;
         let mut ramp = Ramp::new(16);
-        assert_eq!(ramp.decide(ms(50), 1, &[0]), 0, "too early");
-        assert_eq!(ramp.decide(ms(100), 1, &[0]), 0, "nothing arrived yet");
-        assert_eq!(ramp.decide(ms(120), 1, &[400]), 1);
-        // Every connection limited to the same rate: each step brings as much per connection.
-        assert_eq!(ramp.decide(ms(220), 2, &[800, 400]), 2);
-        assert_eq!(ramp.decide(ms(320), 4, &[1200, 800, 400, 400]), 4);
-        let bytes = [1600, 1200, 800, 800, 400, 400, 400, 400];
-        assert_eq!(ramp.decide(ms(420), 8, &bytes), 8);
-        let mut bytes = bytes.to_vec();
-        bytes.extend([400; 8]);
-        assert_eq!(ramp.decide(ms(520), 16, &bytes), 0, "at the cap");
+        assert_eq!(ramp.decide(ms(50), 1, &[], W), 0, "no byte yet");
+        assert_eq!(
+            ramp.decide(ms(500), 1, &[early(10, 400)], None),
+            0,
+            "no answer yet: no window"
+        );
+        assert_eq!(ramp.decide(ms(50), 1, &[early(10, 400)], W), 0, "too early");
+        assert_eq!(ramp.decide(ms(110), 1, &[early(10, 400)], W), 3);
+        for n in 1..=3 {
+            ramp.opened(n);
+        }
+        // A server that sends each connection a burst and then a slow trickle: every new
+        // connection, at the same age, brings what the first did.
+        let mut seen = vec![early(10, 400), early(130, 390), early(140, 420)];
+        assert_eq!(
+            ramp.decide(ms(240), 4, &seen, W),
+            0,
+            "one is not measured yet"
+        );
+        seen.push(early(150, 380));
+        assert_eq!(ramp.decide(ms(245), 4, &seen, W), 0, "still in its window");
+        assert_eq!(ramp.decide(ms(250), 4, &seen, W), 12);
+        for n in 4..16 {
+            ramp.opened(n);
+            seen.push(early(260, 400));
+        }
+        assert_eq!(ramp.decide(ms(400), 16, &seen, W), 0, "at the most");
+        assert_eq!(ramp.decide(ms(900), 16, &seen, W), 0, "and stays there");
+    }
+
+    #[test]
+    fn a_fresh_connection_takes_all_that_is_left_of_a_quiet_piece() {
+        let ms = Duration::from_millis;
+        let mut plan = Plan::fresh(4 * M, 0);
+        let other = plan.take(1).expect("a half");
+        plan.claim(0, 100);
+        plan.arrived(0, ms(10), 100);
+        plan.claim(other.piece, 200);
+        plan.arrived(1, ms(90), 200);
+        assert!(plan.all_owned());
+        assert_eq!(
+            plan.take_stalled(2, ms(45), ms(40)),
+            None,
+            "nobody quiet enough"
+        );
+        let work = plan
+            .take_stalled(2, ms(60), ms(40))
+            .expect("connection 0 is quiet");
+        assert_eq!((work.from, work.to), (100, other.from));
+        // Connection 0's next bytes do not fit: they are the new connection's now.
+        assert_eq!(plan.claim(0, 50), (100, 0));
+        assert_eq!(plan.claim(work.piece, 50), (100, 50));
+        assert_eq!(
+            plan.take_stalled(3, ms(60), ms(40)),
+            None,
+            "each piece once"
+        );
+        assert!(covers(&plan.segments(), 4 * M));
+    }
+
+    #[test]
+    fn the_ramp_window_is_some_round_trips() {
+        let ms = Duration::from_millis;
+        assert_eq!(ramp_window(ms(0)), RAMP_WINDOW_MIN, "loopback");
+        assert_eq!(ramp_window(ms(30)), ms(240));
+        assert_eq!(ramp_window(Duration::from_secs(3)), RAMP_WINDOW_MAX);
+        let mut plan = Plan::fresh(4 * M, 0);
+        plan.answered_after(ms(10));
+        plan.answered_after(ms(50));
+        assert_eq!(plan.window(), Some(ms(80)), "the first answer sets it");
+        plan.arrived(0, ms(5), 100);
+        plan.arrived(0, ms(85), 100);
+        plan.arrived(0, ms(86), 100);
+        assert_eq!(plan.early()[0].bytes, 200, "within 80 ms of the first byte");
     }
 
     #[test]
     fn the_ramp_holds_when_a_shared_bottleneck_splits_the_same_bytes() {
         let ms = Duration::from_millis;
         let mut ramp = Ramp::new(16);
-        assert_eq!(ramp.decide(ms(100), 1, &[1000]), 1);
-        // Two connections now share what one had: the newcomer brings half.
-        assert_eq!(ramp.decide(ms(200), 2, &[1500, 500]), 0);
-        assert_eq!(ramp.decide(ms(400), 2, &[2500, 1500]), 0, "holds for good");
+        assert_eq!(ramp.decide(ms(100), 1, &[early(0, 1000)], W), 3);
+        (1..=3).for_each(|n| ramp.opened(n));
+        // Four connections share what one had alone: each newcomer brings a quarter.
+        let seen = [
+            early(0, 1000),
+            early(110, 250),
+            early(110, 260),
+            early(115, 240),
+        ];
+        assert_eq!(ramp.decide(ms(220), 4, &seen, W), 0);
+        assert_eq!(ramp.decide(ms(2000), 4, &seen, W), 0, "holds for good");
+        // A connection that ran out of work within its window is no sign of a bottleneck.
+        let mut ramp = Ramp::new(8);
+        assert_eq!(ramp.decide(ms(100), 1, &[early(0, 1000)], W), 3);
+        (1..=3).for_each(|n| ramp.opened(n));
+        let mut done = early(110, 10);
+        done.ended = true;
+        let seen = [early(0, 1000), done, early(110, 900), early(110, 950)];
+        assert_eq!(ramp.decide(ms(220), 4, &seen, W), 4, "up to the most, 8");
     }
 }
