@@ -341,3 +341,34 @@ async fn a_sixteen_connection_get_survives_five_kills_of_the_service() {
         server.most_sending_at_once()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_parallel_fetches_several_files_at_once() {
+    let server = TestServer::start().await;
+    let urls: Vec<String> = (0..6)
+        .map(|i| {
+            let path = format!("/p{i}.bin");
+            server.put(&path, content(300_000, 40 + i));
+            server.behave(&path, Behaviour::rate(1 << 20));
+            server.url(&path)
+        })
+        .collect();
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let mut command = get_quiet(&home, out.path(), &urls);
+    command.args(["--parallel", "6"]);
+    let output = run(command).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for i in 0..6 {
+        let saved = std::fs::read(out.path().join(format!("p{i}.bin"))).expect("file");
+        assert_eq!(saved, content(300_000, 40 + i));
+    }
+    assert_eq!(server.most_sending_at_once(), 6, "all at once");
+    let refused = home.run(&["get", "--parallel", "33", &urls[0]]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("give 1 to 32"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -94,6 +94,8 @@ async fn every_verb_from_create_to_complete() {
         "holiday photos",
         "--connections",
         "4",
+        "--parallel-files",
+        "3",
     ])
     .await;
     let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
@@ -110,6 +112,7 @@ async fn every_verb_from_create_to_complete() {
     assert_eq!(info["redirect_policy"], "ALLOW_REPORT");
     assert_eq!(info["proxy_usage"], "PRECONFIG");
     assert_eq!(info["connections"], 4);
+    assert_eq!(info["parallel_files"], 3);
     home.ok(&["set", "holiday photos", "--connections", "default"])
         .await;
     let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
