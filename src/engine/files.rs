@@ -19,18 +19,16 @@ pub(crate) fn check_new_files(job: &Job, files: &[NewFile]) -> Result<(), BitsEr
     if job.job_type.is_upload() {
         return check_upload_sources(files);
     }
+    // One set of the paths taken (a job may have hundreds of files: no pairwise comparisons).
+    let mut taken: std::collections::HashSet<&Path> = job
+        .files
+        .iter()
+        .filter(|f| !f.completed)
+        .map(|f| f.local_path.as_path())
+        .collect();
     for file in files {
         check_destination(job, &file.local_path)?;
-        let duplicate = job
-            .files
-            .iter()
-            .any(|f| f.local_path == file.local_path && !f.completed)
-            || files
-                .iter()
-                .filter(|f| f.local_path == file.local_path)
-                .count()
-                > 1;
-        if duplicate {
+        if !taken.insert(&file.local_path) {
             return Err(BitsError::new(
                 ErrorCode::InvalidArg,
                 format!(
