@@ -280,6 +280,10 @@ pub struct DownloadForm {
     /// The answer to a conflict: a free "name (1).ext", or replace what is there.
     pub rename_existing: bool,
     pub replace_existing: bool,
+    /// Connections per file; `None`: the config's default for the priority.
+    pub connections: Option<u32>,
+    /// How many of the files download at once.
+    pub parallel_files: u32,
 }
 
 impl DownloadForm {
@@ -298,6 +302,8 @@ impl DownloadForm {
             conflict: false,
             rename_existing: false,
             replace_existing: false,
+            connections: None,
+            parallel_files: 1,
         }
     }
 
@@ -389,6 +395,8 @@ impl DownloadForm {
         spec.complete_when_transferred = self.complete_when_transferred;
         spec.rename_existing = self.rename_existing;
         spec.replace_existing = self.replace_existing;
+        spec.connections = self.connections;
+        spec.parallel_files = (self.parallel_files > 1).then_some(self.parallel_files);
         Ok(spec)
     }
 }
@@ -567,6 +575,26 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                 ui.horizontal_wrapped(|ui| {
                     priority_combo(ui, "download-priority", &mut form.priority);
                     ui.checkbox(&mut form.start, "Start now");
+                    let shown = |n: Option<u32>| n.map_or("default".to_string(), |n| n.to_string());
+                    egui::ComboBox::new("download-connections", "Connections")
+                        .selected_text(shown(form.connections))
+                        .show_ui(ui, |ui| {
+                            for n in super::jobs_view::CONNECTION_CHOICES {
+                                ui.selectable_value(&mut form.connections, n, shown(n));
+                            }
+                        })
+                        .response
+                        .on_hover_text(
+                            "Connections per file when the server serves ranges (default: 8 \
+                             for FOREGROUND, 1 for the others)",
+                        );
+                    egui::ComboBox::new("download-parallel", "Files at once")
+                        .selected_text(form.parallel_files.to_string())
+                        .show_ui(ui, |ui| {
+                            for n in super::jobs_view::PARALLEL_CHOICES {
+                                ui.selectable_value(&mut form.parallel_files, n, n.to_string());
+                            }
+                        });
                     ui.checkbox(
                         &mut form.complete_when_transferred,
                         "Complete when transferred",
@@ -797,6 +825,18 @@ mod tests {
         );
         let spec = form.spec().expect("valid");
         assert_eq!(spec.name, "a.iso (+1 more)");
+        assert_eq!(
+            (spec.connections, spec.parallel_files),
+            (None, None),
+            "the defaults"
+        );
+        form.connections = Some(16);
+        form.parallel_files = 2;
+        let chosen = form.spec().expect("valid");
+        assert_eq!(
+            (chosen.connections, chosen.parallel_files),
+            (Some(16), Some(2))
+        );
         assert_eq!(spec.files.len(), 2);
         assert_eq!(spec.files[1].local_path, Path::new("/data/b c.bin"));
         form.ranges = "0:10".into();

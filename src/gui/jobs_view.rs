@@ -459,6 +459,7 @@ impl JobsView {
 pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec<Command>) {
     let id = entry.job.id;
     let mut complete_change = None;
+    let mut setting_change = None;
     let job = &entry.job;
     let (icon, colour) = state_look(job.state, job.job_type);
     ui.add(egui::Label::new(RichText::new(super::notices::job_label(job)).heading()).wrap());
@@ -516,6 +517,9 @@ pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec
         {
             complete_change = Some(on);
         }
+        if job.job_type == JobType::Download {
+            setting_change = transfer_settings(ui, job);
+        }
     }
     egui::CollapsingHeader::new("Properties")
         .default_open(true)
@@ -560,6 +564,9 @@ pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec
                 format::bytes(file.bytes_transferred),
                 file.bytes_total.map(format::bytes).unwrap_or_else(|| "?".into())
             )));
+        if !file.segments.is_empty() && !file.transferred {
+            segment_bars(ui, index, &file.segments);
+        }
         ui.add(egui::Label::new(RichText::new(&file.remote_url).small().weak()).wrap());
         ui.add(
             egui::Label::new(
@@ -611,12 +618,88 @@ pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec
                 .weak(),
         );
     }
+    if let Some(change) = setting_change {
+        out.push(Command::Request(Request::Set(vec![id], change)));
+    }
     if let Some(on) = complete_change {
         out.push(Command::Request(Request::Set(
             vec![id],
             PropertyChange::CompleteWhenTransferred(on),
         )));
     }
+}
+
+/// Connections per file and files at once, as two menus; the change the user picked.
+fn transfer_settings(ui: &mut egui::Ui, job: &crate::job::Job) -> Option<PropertyChange> {
+    let mut change = None;
+    ui.horizontal_wrapped(|ui| {
+        let shown = |n: Option<u32>| n.map_or("default".to_string(), |n| n.to_string());
+        let mut connections = job.connections;
+        egui::ComboBox::new(("connections", job.id.0), "Connections per file")
+            .selected_text(shown(connections))
+            .show_ui(ui, |ui| {
+                for n in CONNECTION_CHOICES {
+                    ui.selectable_value(&mut connections, n, shown(n));
+                }
+            })
+            .response
+            .on_hover_text(
+                "A file is split over this many connections when its server serves ranges                  (default: the config's, 8 for FOREGROUND, 1 for the others). From the next start.",
+            );
+        if connections != job.connections {
+            change = Some(PropertyChange::Connections(connections));
+        }
+        let mut at_once = job.parallel_files;
+        egui::ComboBox::new(("parallel-files", job.id.0), "Files at once")
+            .selected_text(at_once.to_string())
+            .show_ui(ui, |ui| {
+                for n in PARALLEL_CHOICES {
+                    ui.selectable_value(&mut at_once, n, n.to_string());
+                }
+            })
+            .response
+            .on_hover_text(
+                "How many of the job's files download at once; they are still reported done                  in their order. From the next start.",
+            );
+        if at_once != job.parallel_files {
+            change = Some(PropertyChange::ParallelFiles(at_once));
+        }
+    });
+    change
+}
+
+/// The choices of the two menus (the model accepts any value in range; these are the useful
+/// ones).
+pub const CONNECTION_CHOICES: [Option<u32>; 6] =
+    [None, Some(1), Some(2), Some(4), Some(8), Some(16)];
+pub const PARALLEL_CHOICES: [u32; 6] = [1, 2, 4, 8, 16, 32];
+
+/// A small bar per piece of a file split over several connections: where each one stands.
+fn segment_bars(ui: &mut egui::Ui, file: usize, segments: &[crate::job::Segment]) {
+    egui::CollapsingHeader::new(format!("Pieces ({})", segments.len()))
+        .id_salt(("pieces", file))
+        .default_open(true)
+        .show(ui, |ui| {
+            for piece in segments {
+                let size = piece.end.saturating_sub(piece.start);
+                let fraction = if size == 0 {
+                    1.0
+                } else {
+                    (piece.written_len() as f64 / size as f64).min(1.0) as f32
+                };
+                ui.add(
+                    progress_bar(fraction).desired_height(10.0).text(
+                        RichText::new(format!(
+                            "{} of {} from {}",
+                            format::bytes(piece.written_len()),
+                            format::bytes(size),
+                            format::bytes(piece.start)
+                        ))
+                        .small(),
+                    ),
+                );
+            }
+        });
 }
 
 /// The colour and icon of a state, and its BITS name.

@@ -504,3 +504,50 @@ fn the_history_filters_and_downloads_again() {
         [Command::Request(Request::ClearHistory)]
     ));
 }
+
+#[test]
+fn the_details_show_a_split_files_pieces_and_set_connections_and_files_at_once() {
+    let mut split = job("split", JobState::Transferring, 100);
+    split.files[0].segments = vec![
+        ferry::job::Segment {
+            start: 0,
+            end: 500,
+            written: 400,
+            flushed: 300,
+        },
+        ferry::job::Segment {
+            start: 500,
+            end: 1000,
+            written: 1000,
+            flushed: 1000,
+        },
+    ];
+    let mut window = page(vec![split]);
+    window.run_ok();
+    let id = id_of(&window, "split");
+    cell(&window, "split").click();
+    window.run_ok();
+    assert!(window.query_by_label("Pieces (2)").is_some(), "the pieces");
+    assert!(window.query_by_label("400 B of 500 B from 0 B").is_some());
+    assert!(window.query_by_label("500 B of 500 B from 500 B").is_some());
+    window.get_by_label("Connections per file").click();
+    window.run_ok();
+    window.get_by_label("16").click();
+    window.run_ok();
+    match taken(&mut window).as_slice() {
+        [Command::Request(Request::Set(ids, PropertyChange::Connections(Some(16))))] => {
+            assert_eq!(ids, &[id])
+        }
+        other => panic!("the menu asked for {other:?}"),
+    }
+    window.get_by_label("Files at once").click();
+    window.run_ok();
+    window.get_by_label("4").click();
+    window.run_ok();
+    match taken(&mut window).as_slice() {
+        [Command::Request(Request::Set(ids, PropertyChange::ParallelFiles(4)))] => {
+            assert_eq!(ids, &[id])
+        }
+        other => panic!("the menu asked for {other:?}"),
+    }
+}

@@ -57,7 +57,7 @@ fn ramp_window(latency: Duration) -> Duration {
 /// connection brought alone.
 const GROWTH: f64 = 0.75;
 /// Chunks in flight between the connections and the disk.
-const QUEUE_DEPTH: usize = 64;
+const QUEUE_DEPTH: usize = 16;
 /// How often written pieces are flushed to disk (as for one connection).
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
