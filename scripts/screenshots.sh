@@ -76,3 +76,12 @@ xdotool windowfocus --sync "$window"
 xdotool key ctrl+n # New download
 sleep 1
 shot new-download
+xdotool key Escape # closes New download
+sleep 1
+# The FOREGROUND DVD, split over 8 connections: its details end with a bar per piece. The
+# Properties are folded so that the files are on screen.
+xdotool mousemove 150 94 click 1
+sleep 1
+xdotool mousemove 1140 158 click 1
+sleep 3
+shot split-file

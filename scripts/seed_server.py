@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A loopback HTTP server for scripts/screenshots.sh: /slow/NAME?size=N&rate=R streams N bytes at
-R bytes per second (so that jobs stay TRANSFERRING while the screenshot is taken), /fast/NAME
+R bytes per second on each connection, with ranges (so that jobs stay TRANSFERRING while the
+screenshot is taken, the FOREGROUND one over several connections), /fast/NAME
 sends 2 MB at once, anything else is a 404. Prints its port, then serves until killed."""
 import http.server
 import socketserver
@@ -28,22 +29,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        start = 0
+        start, end = 0, size  # end: one past the last byte sent
         wanted = self.headers.get("Range", "")
-        if wanted.startswith("bytes=") and wanted[6:].split("-")[0].isdigit():
-            start = int(wanted[6:].split("-")[0])
+        first, _, last = wanted[6:].partition("-")
+        if wanted.startswith("bytes=") and first.isdigit():
+            start = int(first)
+            if last.isdigit():
+                end = min(int(last) + 1, size)
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(size - start))
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
         self.send_header("Last-Modified", "Wed, 21 Oct 2026 07:28:00 GMT")
         self.end_headers()
         chunk = bytes(64 * 1024)
         sent = start
         try:
-            while sent < size:
-                n = min(len(chunk), size - sent)
+            while sent < end:
+                n = min(len(chunk), end - sent)
                 self.wfile.write(chunk[:n])
                 sent += n
                 if rate:

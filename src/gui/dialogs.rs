@@ -577,6 +577,7 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                     ui.checkbox(&mut form.start, "Start now");
                     let shown = |n: Option<u32>| n.map_or("default".to_string(), |n| n.to_string());
                     egui::ComboBox::new("download-connections", "Connections")
+                        .width(84.0)
                         .selected_text(shown(form.connections))
                         .show_ui(ui, |ui| {
                             for n in super::jobs_view::CONNECTION_CHOICES {
@@ -589,6 +590,7 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                              for FOREGROUND, 1 for the others)",
                         );
                     egui::ComboBox::new("download-parallel", "Files at once")
+                        .width(84.0)
                         .selected_text(form.parallel_files.to_string())
                         .show_ui(ui, |ui| {
                             for n in super::jobs_view::PARALLEL_CHOICES {

@@ -636,6 +636,7 @@ fn transfer_settings(ui: &mut egui::Ui, job: &crate::job::Job) -> Option<Propert
         let shown = |n: Option<u32>| n.map_or("default".to_string(), |n| n.to_string());
         let mut connections = job.connections;
         egui::ComboBox::new(("connections", job.id.0), "Connections per file")
+                        .width(84.0)
             .selected_text(shown(connections))
             .show_ui(ui, |ui| {
                 for n in CONNECTION_CHOICES {
@@ -651,6 +652,7 @@ fn transfer_settings(ui: &mut egui::Ui, job: &crate::job::Job) -> Option<Propert
         }
         let mut at_once = job.parallel_files;
         egui::ComboBox::new(("parallel-files", job.id.0), "Files at once")
+                        .width(84.0)
             .selected_text(at_once.to_string())
             .show_ui(ui, |ui| {
                 for n in PARALLEL_CHOICES {
