@@ -534,6 +534,7 @@ pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec
         .allow_scroll(false)
         .include_y(0.0)
         .y_axis_formatter(|mark, _| format::rate(mark.value))
+        .y_grid_spacer(|input| rate_marks(input.bounds))
         .x_axis_formatter(|_, _| String::new())
         .show(ui, |plot| {
             plot.line(egui_plot::Line::new("bytes/s", points).color(theme::SPEED_LINE));
@@ -627,6 +628,31 @@ pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec
             PropertyChange::CompleteWhenTransferred(on),
         )));
     }
+}
+
+/// Grid marks of the speed graph from 0 to `bounds.1`: three or four at a round 1, 2 or 5 × 10ⁿ
+/// apart. egui_plot's default, powers of ten, puts six marks on 0–55 MB/s in a 110-point graph,
+/// too close for their labels, and the axis showed nothing but "0 B/s".
+pub fn rate_marks(bounds: (f64, f64)) -> Vec<egui_plot::GridMark> {
+    let top = bounds.1;
+    if !top.is_finite() || top <= 0.0 {
+        return Vec::new();
+    }
+    let rough = top / 3.0;
+    let power = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * power)
+        .find(|step| *step >= rough)
+        .unwrap_or(10.0 * power);
+    (0..)
+        .map(|i| i as f64 * step)
+        .take_while(|value| *value <= top)
+        .map(|value| egui_plot::GridMark {
+            value,
+            step_size: step,
+        })
+        .collect()
 }
 
 /// Connections per file and files at once, as two menus; the change the user picked.
@@ -1126,5 +1152,20 @@ pub(super) fn progress_bar(fraction: f32) -> egui::ProgressBar {
         bar.fill(theme::PROGRESS)
     } else {
         bar.fill(egui::Color32::TRANSPARENT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_marks;
+
+    #[test]
+    fn the_speed_graph_has_a_few_round_marks_at_any_speed() {
+        let values =
+            |top: f64| -> Vec<f64> { rate_marks((0.0, top)).iter().map(|m| m.value).collect() };
+        assert_eq!(values(55e6), vec![0.0, 20e6, 40e6]);
+        assert_eq!(values(2.4e6), vec![0.0, 1e6, 2e6]);
+        assert_eq!(values(900.0), vec![0.0, 500.0]);
+        assert!(values(0.0).is_empty() && values(f64::NAN).is_empty());
     }
 }
