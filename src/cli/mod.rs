@@ -424,24 +424,22 @@ pub struct ServeArgs {
     pub max_connections_per_client: u64,
 }
 
-fn parse_connection_count(text: &str) -> Result<u32, String> {
-    let max = crate::job::MAX_CONNECTIONS;
+/// A count from 1 to `max` of `what`.
+fn parse_count(text: &str, max: u32, what: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!(
-            "{text:?} is not a number of connections: give 1 to {max}"
+            "{text:?} is not a number of {what}: give 1 to {max}"
         )),
     }
 }
 
+fn parse_connection_count(text: &str) -> Result<u32, String> {
+    parse_count(text, crate::job::MAX_CONNECTIONS, "connections")
+}
+
 fn parse_parallel_files(text: &str) -> Result<u32, String> {
-    let max = crate::job::MAX_PARALLEL_FILES;
-    match text.parse::<u32>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{text:?} is not a number of files at once: give 1 to {max}"
-        )),
-    }
+    parse_count(text, crate::job::MAX_PARALLEL_FILES, "files at once")
 }
 
 /// `ferry set --connections`: a count, or the config's default (`None`). A type of its own, as

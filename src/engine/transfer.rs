@@ -126,6 +126,22 @@ pub(crate) struct Stopped {
 }
 
 impl Stopped {
+    /// The model event that records where `file` stands (a stopped worker's last word).
+    pub(crate) fn as_event(&self, file: usize) -> crate::job::Event {
+        if self.segments.is_empty() {
+            crate::job::Event::Progress {
+                file,
+                transferred: self.transferred,
+                checkpointed: self.checkpointed,
+            }
+        } else {
+            crate::job::Event::Segments {
+                file,
+                segments: self.segments.clone(),
+            }
+        }
+    }
+
     /// The report that records where the file stands.
     fn as_report(&self) -> Report {
         if self.segments.is_empty() {
@@ -319,7 +335,7 @@ pub(crate) async fn run(
         };
         (reporter.file, whole)
     }));
-    match failed {
+    let end = match failed {
         Some((reporter, failure)) => {
             for (file, state) in &stopped {
                 let reporter = Reporter {
@@ -329,25 +345,16 @@ pub(crate) async fn run(
                 reporter.send(state.as_report());
             }
             reporter.send(Report::Failed(failure.clone()));
-            Final {
-                done,
-                stopped,
-                end: End::Failed(failure),
-                upload: None,
-            }
+            End::Failed(failure)
         }
-        None if !stopped.is_empty() => Final {
-            done,
-            stopped,
-            end: End::Stopped,
-            upload: None,
-        },
-        None => Final {
-            done,
-            stopped,
-            end: End::AllDone,
-            upload: None,
-        },
+        None if !stopped.is_empty() => End::Stopped,
+        None => End::AllDone,
+    };
+    Final {
+        done,
+        stopped,
+        end,
+        upload: None,
     }
 }
 
@@ -451,20 +458,9 @@ impl Worker {
                 local = 0;
             } else {
                 local = 0;
-                match self.split(None, stop).await {
-                    Split::Done(size) => return self.finished(size),
-                    Split::Stopped(stopped) => return Outcome::Stopped(stopped),
-                    Split::Failed(failure) => return Outcome::Failed(failure),
-                    Split::Changed(seen) => {
-                        restarts += 1;
-                        self.task.validators = Some(seen);
-                        self.no_split = true; // see below
-                        self.reporter.send(Report::Restarted);
-                    }
-                    Split::NoRanges => {
-                        self.no_split = true;
-                        self.reporter.send(Report::Restarted);
-                    }
+                let split = self.split(None, stop).await;
+                if let Some(outcome) = self.after_split(split, &mut restarts) {
+                    return outcome;
                 }
                 self.task.segments.clear();
             }
@@ -523,31 +519,12 @@ impl Worker {
                             continue 'restart;
                         }
                         Fetch::Split(answer, at) => {
-                            match self.split(Some((answer, at)), stop).await {
-                                Split::Done(size) => return self.finished(size),
-                                Split::Stopped(stopped) => return Outcome::Stopped(stopped),
-                                Split::Failed(failure) => return Outcome::Failed(failure),
-                                Split::Changed(seen) => {
-                                    restarts += 1;
-                                    if restarts > MAX_RESTARTS {
-                                        return Outcome::Failed(self.changed_too_often(restarts));
-                                    }
-                                    self.task.validators = Some(seen);
-                                    // Connections that saw two versions: a changed file, or
-                                    // servers behind one name that tag the same file
-                                    // differently. One connection sees one of them whole.
-                                    self.no_split = true;
-                                    self.reporter.send(Report::Restarted);
-                                    local = 0;
-                                    continue 'restart;
-                                }
-                                Split::NoRanges => {
-                                    self.no_split = true;
-                                    self.reporter.send(Report::Restarted);
-                                    local = 0;
-                                    continue 'restart;
-                                }
+                            let split = self.split(Some((answer, at)), stop).await;
+                            if let Some(outcome) = self.after_split(split, &mut restarts) {
+                                return outcome;
                             }
+                            local = 0;
+                            continue 'restart;
                         }
                         Fetch::Stopped(stopped) => return Outcome::Stopped(stopped),
                         Fetch::Failed(failure) => return Outcome::Failed(failure),
@@ -557,6 +534,34 @@ impl Worker {
             break;
         }
         self.finished(local)
+    }
+
+    /// What the end of a split means for the file: the outcome to return, or `None` to fetch
+    /// it again from byte 0 on one connection.
+    fn after_split(&mut self, split: Split, restarts: &mut u32) -> Option<Outcome> {
+        match split {
+            Split::Done(size) => Some(self.finished(size)),
+            Split::Stopped(stopped) => Some(Outcome::Stopped(stopped)),
+            Split::Failed(failure) => Some(Outcome::Failed(failure)),
+            Split::Changed(seen) => {
+                *restarts += 1;
+                if *restarts > MAX_RESTARTS {
+                    return Some(Outcome::Failed(self.changed_too_often(*restarts)));
+                }
+                self.task.validators = Some(seen);
+                // Connections that saw two versions: a changed file, or servers behind one
+                // name that tag the same file differently. One connection sees one of them
+                // whole.
+                self.no_split = true;
+                self.reporter.send(Report::Restarted);
+                None
+            }
+            Split::NoRanges => {
+                self.no_split = true;
+                self.reporter.send(Report::Restarted);
+                None
+            }
+        }
     }
 
     /// A body longer than its Content-Length (or the range's length).

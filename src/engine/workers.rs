@@ -318,20 +318,12 @@ impl Actor {
                 })
                 .flat_map(|(file, transferred)| file_done(file, transferred)),
         );
-        for (file, stopped) in outcome.stopped {
-            events.push(if stopped.segments.is_empty() {
-                Event::Progress {
-                    file,
-                    transferred: stopped.transferred,
-                    checkpointed: stopped.checkpointed,
-                }
-            } else {
-                Event::Segments {
-                    file,
-                    segments: stopped.segments,
-                }
-            });
-        }
+        events.extend(
+            outcome
+                .stopped
+                .iter()
+                .map(|(file, stopped)| stopped.as_event(*file)),
+        );
         match outcome.end {
             End::AllDone | End::Stopped => {}
             End::Failed(failure) => events.push(Event::Failed(failure)),

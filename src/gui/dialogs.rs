@@ -575,28 +575,17 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                 ui.horizontal_wrapped(|ui| {
                     priority_combo(ui, "download-priority", &mut form.priority);
                     ui.checkbox(&mut form.start, "Start now");
-                    let shown = |n: Option<u32>| n.map_or("default".to_string(), |n| n.to_string());
-                    egui::ComboBox::new("download-connections", "Connections")
-                        .width(84.0)
-                        .selected_text(shown(form.connections))
-                        .show_ui(ui, |ui| {
-                            for n in super::jobs_view::CONNECTION_CHOICES {
-                                ui.selectable_value(&mut form.connections, n, shown(n));
-                            }
-                        })
-                        .response
-                        .on_hover_text(
-                            "Connections per file when the server serves ranges (default: 8 \
-                             for FOREGROUND, 1 for the others)",
-                        );
-                    egui::ComboBox::new("download-parallel", "Files at once")
-                        .width(84.0)
-                        .selected_text(form.parallel_files.to_string())
-                        .show_ui(ui, |ui| {
-                            for n in super::jobs_view::PARALLEL_CHOICES {
-                                ui.selectable_value(&mut form.parallel_files, n, n.to_string());
-                            }
-                        });
+                    super::jobs_view::connections_menu(
+                        ui,
+                        "download-connections",
+                        "Connections",
+                        &mut form.connections,
+                    );
+                    super::jobs_view::files_at_once_menu(
+                        ui,
+                        "download-parallel",
+                        &mut form.parallel_files,
+                    );
                     ui.checkbox(
                         &mut form.complete_when_transferred,
                         "Complete when transferred",

@@ -659,36 +659,18 @@ pub fn rate_marks(bounds: (f64, f64)) -> Vec<egui_plot::GridMark> {
 fn transfer_settings(ui: &mut egui::Ui, job: &crate::job::Job) -> Option<PropertyChange> {
     let mut change = None;
     ui.horizontal_wrapped(|ui| {
-        let shown = |n: Option<u32>| n.map_or("default".to_string(), |n| n.to_string());
         let mut connections = job.connections;
-        egui::ComboBox::new(("connections", job.id.0), "Connections per file")
-                        .width(84.0)
-            .selected_text(shown(connections))
-            .show_ui(ui, |ui| {
-                for n in CONNECTION_CHOICES {
-                    ui.selectable_value(&mut connections, n, shown(n));
-                }
-            })
-            .response
-            .on_hover_text(
-                "A file is split over this many connections when its server serves ranges                  (default: the config's, 8 for FOREGROUND, 1 for the others). From the next start.",
-            );
+        connections_menu(
+            ui,
+            ("connections", job.id.0),
+            "Connections per file",
+            &mut connections,
+        );
         if connections != job.connections {
             change = Some(PropertyChange::Connections(connections));
         }
         let mut at_once = job.parallel_files;
-        egui::ComboBox::new(("parallel-files", job.id.0), "Files at once")
-                        .width(84.0)
-            .selected_text(at_once.to_string())
-            .show_ui(ui, |ui| {
-                for n in PARALLEL_CHOICES {
-                    ui.selectable_value(&mut at_once, n, n.to_string());
-                }
-            })
-            .response
-            .on_hover_text(
-                "How many of the job's files download at once; they are still reported done                  in their order. From the next start.",
-            );
+        files_at_once_menu(ui, ("parallel-files", job.id.0), &mut at_once);
         if at_once != job.parallel_files {
             change = Some(PropertyChange::ParallelFiles(at_once));
         }
@@ -696,11 +678,55 @@ fn transfer_settings(ui: &mut egui::Ui, job: &crate::job::Job) -> Option<Propert
     change
 }
 
+/// The menu of connections per file (`None`: the config's default), here and in New download.
+pub(crate) fn connections_menu(
+    ui: &mut egui::Ui,
+    id: impl std::hash::Hash + std::fmt::Debug,
+    label: &str,
+    connections: &mut Option<u32>,
+) {
+    let shown = |n: Option<u32>| n.map_or("default".to_string(), |n| n.to_string());
+    egui::ComboBox::new(id, label)
+        .width(84.0)
+        .selected_text(shown(*connections))
+        .show_ui(ui, |ui| {
+            for n in CONNECTION_CHOICES {
+                ui.selectable_value(connections, n, shown(n));
+            }
+        })
+        .response
+        .on_hover_text(
+            "A file is split over this many connections when its server serves ranges \
+             (default: the config's, 8 for FOREGROUND, 1 for the others). For a job that runs, \
+             from its next start.",
+        );
+}
+
+/// The menu of how many of a job's files download at once, here and in New download.
+pub(crate) fn files_at_once_menu(
+    ui: &mut egui::Ui,
+    id: impl std::hash::Hash + std::fmt::Debug,
+    at_once: &mut u32,
+) {
+    egui::ComboBox::new(id, "Files at once")
+        .width(84.0)
+        .selected_text(at_once.to_string())
+        .show_ui(ui, |ui| {
+            for n in PARALLEL_CHOICES {
+                ui.selectable_value(at_once, n, n.to_string());
+            }
+        })
+        .response
+        .on_hover_text(
+            "How many of the job's files download at once; they are still reported done in \
+             their order. For a job that runs, from its next start.",
+        );
+}
+
 /// The choices of the two menus (the model accepts any value in range; these are the useful
 /// ones).
-pub const CONNECTION_CHOICES: [Option<u32>; 6] =
-    [None, Some(1), Some(2), Some(4), Some(8), Some(16)];
-pub const PARALLEL_CHOICES: [u32; 6] = [1, 2, 4, 8, 16, 32];
+const CONNECTION_CHOICES: [Option<u32>; 6] = [None, Some(1), Some(2), Some(4), Some(8), Some(16)];
+const PARALLEL_CHOICES: [u32; 6] = [1, 2, 4, 8, 16, 32];
 
 /// A small bar per piece of a file split over several connections: where each one stands.
 fn segment_bars(ui: &mut egui::Ui, file: usize, segments: &[crate::job::Segment]) {
