@@ -20,9 +20,12 @@ fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
     };
     let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files: Vec<NewFile> = Vec::with_capacity(args.urls.len());
+    // Where each name went: hundreds of URLs are checked in one pass, not pair by pair.
+    let mut taken = std::collections::HashMap::with_capacity(args.urls.len());
     for url in &args.urls {
         let local_path = dir.join(crate::job::file_name_for_url(url)?);
-        if let Some(other) = files.iter().find(|f| f.local_path == local_path) {
+        if let Some(&other) = taken.get(&local_path) {
+            let other: &NewFile = &files[other];
             return Err(format!(
                 "{} and {} would both be saved as {}: download them in separate commands or folders",
                 other.remote_url,
@@ -30,6 +33,7 @@ fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
                 local_path.display()
             ));
         }
+        taken.insert(local_path.clone(), files.len());
         files.push(NewFile {
             remote_url: url.clone(),
             local_path,
@@ -63,8 +67,23 @@ pub(super) async fn run(client: &Client, args: GetArgs) -> u8 {
         Ok(signal) => signal,
         Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
     };
+    // Listening before the job exists: none of its state changes is missed.
+    let events = match client.events().await {
+        Ok(events) => events,
+        Err(e) => return report(&e),
+    };
     match prepare(client, &args, files).await {
-        Ok(job) => follow(client, job, args.quiet, interrupt, JobType::Download).await,
+        Ok(job) => {
+            follow(
+                client,
+                job,
+                events,
+                args.quiet,
+                interrupt,
+                JobType::Download,
+            )
+            .await
+        }
         Err(e) => report(&e),
     }
 }
@@ -74,7 +93,7 @@ async fn prepare(
     client: &Client,
     args: &GetArgs,
     files: Vec<NewFile>,
-) -> Result<JobId, ClientError> {
+) -> Result<Followed, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, &files) {
         let mut settings = Vec::new();
@@ -97,13 +116,23 @@ async fn prepare(
         replace_existing: args.overwrite,
         connections: args.connections,
         parallel_files: args.parallel,
+        resume: true,
         files,
         ..JobSpec::new(&name, JobType::Download)
     };
-    // Created with its files in one step: a refused file leaves no job behind.
+    // Created with its files and resumed in one step: a refused file leaves no job behind.
     let id = client.create(&spec).await?;
-    client.resume(id).await?;
-    Ok(id)
+    Ok(Followed {
+        id,
+        taken_up: false,
+    })
+}
+
+/// The job a command follows to its end.
+pub(super) struct Followed {
+    pub id: JobId,
+    /// Made by an earlier run: it may have changed before this one listened.
+    pub taken_up: bool,
 }
 
 /// Goes on with the job an interrupted run of the same command left: its priority as asked
@@ -114,7 +143,7 @@ pub(super) async fn take_up(
     priority: crate::job::Priority,
     mut settings: Vec<PropertyChange>,
     quiet: bool,
-) -> Result<JobId, ClientError> {
+) -> Result<Followed, ClientError> {
     let id = job.id;
     if !quiet {
         eprintln!("ferry: resuming job {} from an earlier run", id.0);
@@ -124,7 +153,7 @@ pub(super) async fn take_up(
     if job.state != JobState::Transferred {
         client.resume(id).await?;
     }
-    Ok(id)
+    Ok(Followed { id, taken_up: true })
 }
 
 pub(super) fn file_label(path: &Path) -> String {
@@ -148,34 +177,70 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// What an event from the service means to a command following job `id`.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Nothing,
+    /// Something changed: look at the job.
+    Look,
+    /// The job is TRANSFERRED (quiet: nothing to show, no need to look first).
+    Transferred,
+}
+
+fn seen(event: &Option<Result<ServiceEvent, ClientError>>, id: JobId, quiet: bool) -> Seen {
+    match event {
+        Some(Ok(ServiceEvent::Engine(EngineEvent::StateChanged { job, to, .. }))) if *job == id => {
+            // Quiet, nothing shows the states on the way.
+            let on_the_way = matches!(
+                to,
+                JobState::Queued
+                    | JobState::Connecting
+                    | JobState::Transferring
+                    | JobState::Suspended
+            );
+            match to {
+                JobState::Transferred if quiet => Seen::Transferred,
+                _ if quiet && on_the_way => Seen::Nothing,
+                _ => Seen::Look,
+            }
+        }
+        Some(Ok(_)) => Seen::Nothing,
+        // Lagged: something may have been missed; look. An error or the end of the stream:
+        // the next call says why.
+        Some(Err(_)) | None => Seen::Look,
+    }
+}
+
 /// Waits for the job to finish, showing progress; completes or cancels it. `get` and `put`
-/// share it; `kind` only changes the words.
+/// share it; `kind` only changes the words. `events` were listened to before the job was made
+/// or taken up.
 pub(super) async fn follow(
     client: &Client,
-    id: JobId,
+    followed: Followed,
+    mut events: crate::service::client::EventStream,
     quiet: bool,
     mut interrupt: tokio::signal::unix::Signal,
     kind: JobType,
 ) -> u8 {
+    let id = followed.id;
     let (done, discarded) = if kind.is_upload() {
         ("uploaded", "its upload session cancelled at the server")
     } else {
         ("saved", "its partial files deleted")
     };
-    let mut events = match client.events().await {
-        Ok(events) => events,
-        Err(e) => return report(&e),
-    };
     let started = std::time::Instant::now();
     // Bytes already there when this run began (a resumed job) do not count for the speed.
     let mut resumed_from: Option<u64> = None;
     let bar = progress_bar(quiet);
-    // The bar refreshes five times a second; without it, only state changes matter.
-    let mut ticker = tokio::time::interval(if quiet {
-        Duration::from_secs(3600)
+    // The bar refreshes five times a second; without it, only state changes matter. A job
+    // taken up is looked at first: it may have ended before this listened.
+    let period = Duration::from_millis(if quiet { 3_600_000 } else { 200 });
+    let first = if followed.taken_up || !quiet {
+        tokio::time::Instant::now()
     } else {
-        Duration::from_millis(200)
-    });
+        tokio::time::Instant::now() + period
+    };
+    let mut ticker = tokio::time::interval_at(first, period);
     let mut last_transient: Option<String> = None;
     loop {
         tokio::select! {
@@ -185,18 +250,16 @@ pub(super) async fn follow(
                 eprintln!("ferry: interrupted; job {} is suspended. Run the same command again to resume it.", id.0);
                 return exit::INTERRUPTED;
             }
-            event = events.next() => {
-                let relevant = match &event {
-                    Some(Ok(ServiceEvent::Engine(EngineEvent::StateChanged { job, .. }))) => *job == id,
-                    Some(Ok(_)) => false,
-                    // Lagged: something may have been missed; look. An error or the end of the
-                    // stream: the next call says why.
-                    Some(Err(_)) | None => true,
-                };
-                if !relevant {
-                    continue;
+            event = events.next() => match seen(&event, id, quiet) {
+                Seen::Nothing => continue,
+                Seen::Look => {}
+                Seen::Transferred => {
+                    return match client.complete(id).await {
+                        Ok(_) => exit::OK,
+                        Err(e) => report(&e),
+                    };
                 }
-            }
+            },
             _ = ticker.tick() => {}
         }
         let job = match client.job(id).await {
@@ -216,26 +279,32 @@ pub(super) async fn follow(
             "{} {}/{}",
             job.state, progress.files_transferred, progress.files_total
         ));
+        let finished = || {
+            if !quiet {
+                let seconds = started.elapsed().as_secs_f64().max(0.001);
+                let fetched = progress.bytes_transferred.saturating_sub(resumed_from);
+                let rate = fetched as f64 / seconds;
+                eprintln!(
+                    "ferry: {done} {} file(s), {} in {seconds:.1} s ({}/s)",
+                    progress.files_total,
+                    indicatif::HumanBytes(progress.bytes_transferred),
+                    indicatif::HumanBytes(rate as u64)
+                );
+            }
+            exit::OK
+        };
         match job.state {
             JobState::Transferred => {
                 bar.finish_and_clear();
                 return match client.complete(id).await {
-                    Ok(_) => {
-                        if !quiet {
-                            let seconds = started.elapsed().as_secs_f64().max(0.001);
-                            let fetched = progress.bytes_transferred.saturating_sub(resumed_from);
-                            let rate = fetched as f64 / seconds;
-                            eprintln!(
-                                "ferry: {done} {} file(s), {} in {seconds:.1} s ({}/s)",
-                                progress.files_total,
-                                indicatif::HumanBytes(progress.bytes_transferred),
-                                indicatif::HumanBytes(rate as u64)
-                            );
-                        }
-                        exit::OK
-                    }
+                    Ok(_) => finished(),
                     Err(e) => report(&e),
                 };
+            }
+            // Completed by the service: someone set Complete When Transferred on it.
+            JobState::Acknowledged if job.complete_when_transferred => {
+                bar.finish_and_clear();
+                return finished();
             }
             JobState::Error => {
                 bar.abandon();

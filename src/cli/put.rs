@@ -2,7 +2,7 @@
 
 use super::{PutArgs, exit, fail, report};
 use crate::engine::JobSpec;
-use crate::job::{Job, JobId, JobType, NewFile};
+use crate::job::{Job, JobType, NewFile};
 use crate::service::client::{Client, ClientError};
 use std::path::PathBuf;
 
@@ -64,11 +64,24 @@ pub(super) async fn run(client: &Client, args: PutArgs) -> u8 {
         Ok(signal) => signal,
         Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
     };
-    let id = match prepare(client, &args, &plan).await {
-        Ok(id) => id,
+    // Listening before the job exists: none of its state changes is missed.
+    let events = match client.events().await {
+        Ok(events) => events,
         Err(e) => return report(&e),
     };
-    let code = super::get::follow(client, id, args.quiet, interrupt, plan.job_type).await;
+    let followed = match prepare(client, &args, &plan).await {
+        Ok(followed) => followed,
+        Err(e) => return report(&e),
+    };
+    let code = super::get::follow(
+        client,
+        followed,
+        events,
+        args.quiet,
+        interrupt,
+        plan.job_type,
+    )
+    .await;
     if code == exit::OK
         && let Some(reply) = &plan.reply
         && !args.quiet
@@ -78,7 +91,11 @@ pub(super) async fn run(client: &Client, args: PutArgs) -> u8 {
     code
 }
 
-async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, ClientError> {
+async fn prepare(
+    client: &Client,
+    args: &PutArgs,
+    plan: &Plan,
+) -> Result<super::get::Followed, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, plan) {
         return super::get::take_up(client, job, args.priority, Vec::new(), args.quiet).await;
@@ -88,14 +105,17 @@ async fn prepare(client: &Client, args: &PutArgs, plan: &Plan) -> Result<JobId, 
         description: PUT_DESCRIPTION.into(),
         files: vec![plan.file.clone()],
         reply_file: plan.reply.clone(),
+        resume: true,
         ..JobSpec::new(
             &super::get::file_label(&plan.file.local_path),
             plan.job_type,
         )
     };
-    // Created with its file and reply name in one step: a refusal (an existing reply file
-    // among them) leaves no job behind.
+    // Created with its file and reply name and resumed in one step: a refusal (an existing
+    // reply file among them) leaves no job behind.
     let id = client.create(&spec).await?;
-    client.resume(id).await?;
-    Ok(id)
+    Ok(super::get::Followed {
+        id,
+        taken_up: false,
+    })
 }

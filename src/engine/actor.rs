@@ -307,19 +307,26 @@ impl Actor {
         Ok(())
     }
 
-    /// Completes the jobs that asked for it once TRANSFERRED. A refusal (a file in the way, a
-    /// folder gone) leaves the job TRANSFERRED and is told to the user; it is not retried.
+    /// Completes the jobs that asked for it once TRANSFERRED, and those whose Complete a stop
+    /// cut short. A refusal (a file in the way, a folder gone) leaves the job TRANSFERRED and is
+    /// told to the user; it is not retried.
     async fn complete_transferred(&mut self) {
         for id in std::mem::take(&mut self.to_complete) {
-            let wanted = self
-                .jobs
-                .get(&id)
-                .is_some_and(|j| j.state == JobState::Transferred && j.complete_when_transferred);
+            let wanted = self.jobs.get(&id).is_some_and(|j| {
+                j.state == JobState::Transferred
+                    && (j.complete_when_transferred || !j.committing.is_empty())
+            });
             if !wanted {
                 continue;
             }
             if let Err(error) = self.complete(id).await {
                 tracing::info!(job = %id, "complete when transferred: {}", error.message);
+                if self.dirty.remove(&id)
+                    && let Some(job) = self.jobs.get(&id)
+                    && let Err(e) = self.save(job).await
+                {
+                    tracing::error!(job = %id, "cannot save the job: {}", e.message);
+                }
                 self.emit(EngineEvent::CompleteFailed {
                     job: id,
                     code: error.code,
@@ -439,10 +446,29 @@ impl Actor {
             }
             result?;
         }
+        let created_as = job.state;
+        if spec.resume {
+            if let Some(name) = reply_name_to_pick(&job) {
+                job::apply(
+                    &mut job,
+                    Event::Set(PropertyChange::ReplyFileName(name)),
+                    now,
+                )?;
+            }
+            job::apply(&mut job, Event::Resume, now)?;
+        }
         let id = job.id;
+        let state = job.state;
         self.save(&job).await?;
         self.jobs.insert(id, job);
         self.modifications.entry(id).or_default().pending = true;
+        if state != created_as {
+            self.emit(EngineEvent::StateChanged {
+                job: id,
+                from: created_as,
+                to: state,
+            });
+        }
         Ok(id)
     }
 
@@ -536,7 +562,10 @@ impl Actor {
         if to != from {
             self.emit(EngineEvent::StateChanged { job: id, from, to });
         }
-        if to == JobState::Transferred && from != to && job.complete_when_transferred {
+        // Completed before the actor waits again (Complete saves its plan first, with this
+        // state): no save of its own; a refused Complete saves it (`complete_transferred`).
+        let completing = to == JobState::Transferred && from != to && job.complete_when_transferred;
+        if completing {
             self.to_complete.push(id);
         }
         // JobModification is not raised for transitions into ERROR or TRANSFERRED (spec §7.5).
@@ -553,7 +582,18 @@ impl Actor {
                 drop(self.store.forget(Some(vec![old.id])));
             }
             self.history.push_back(entry);
-            if let Err(e) = Saver::done(self.store.remove(id)).await {
+            let removed = self.store.remove(id);
+            if to == JobState::Acknowledged {
+                // Not awaited: the files are in place, and should the removal not reach the
+                // disk, the saved plan (`committing`) finishes the Complete at the next start.
+                // The caller hears back one fsync sooner.
+                tokio::spawn(async move {
+                    if let Err(e) = Saver::done(removed).await {
+                        tracing::error!(job = %id, "cannot remove the job file: {e}");
+                    }
+                });
+            } else if let Err(e) = Saver::done(removed).await {
+                // A cancelled job must not come back: its file is gone before anyone hears.
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
             }
             if let Some(job) = self.jobs.remove(&id) {
@@ -567,7 +607,9 @@ impl Actor {
             self.notify_retry.remove(&id);
             self.publish_modifications(true);
             self.modifications.remove(&id);
-        } else if persist == Persist::Now || (to != from && !(in_queue(from) && in_queue(to))) {
+        } else if !completing
+            && (persist == Persist::Now || (to != from && !(in_queue(from) && in_queue(to))))
+        {
             if let Err(e) = Saver::done(self.store.save(job)).await {
                 tracing::error!(job = %id, "cannot save the job: {e}");
             }
@@ -599,10 +641,23 @@ impl Actor {
             },
             Notification::InactivityCancelled => EngineEvent::InactivityCancelled { job: id },
         };
-        self.emit(event);
+        // The job's notify flags say which of its notifications are wanted, here as in BITS
+        // (a job of many files sends no event per file unless asked). Inactivity is Ferry's own
+        // and always told.
+        let flag = match notification {
+            Notification::JobTransferred => Some(NotifyFlags::JOB_TRANSFERRED),
+            Notification::JobError(_) => Some(NotifyFlags::JOB_ERROR),
+            Notification::FileTransferred(_) => Some(NotifyFlags::FILE_TRANSFERRED),
+            Notification::InactivityWarning { .. } | Notification::InactivityCancelled => None,
+        };
+        if flag.is_none_or(|flag| flags.wants(flag)) {
+            self.emit(event);
+        }
+        // Only JOB_TRANSFERRED and JOB_ERROR apply to a command line (spec §7.6).
         let wants_command = match notification {
-            Notification::JobTransferred => flags.wants(NotifyFlags::JOB_TRANSFERRED),
-            Notification::JobError(_) => flags.wants(NotifyFlags::JOB_ERROR),
+            Notification::JobTransferred | Notification::JobError(_) => {
+                flag.is_some_and(|flag| flags.wants(flag))
+            }
             _ => false,
         };
         if wants_command {
@@ -672,14 +727,9 @@ impl Actor {
     /// Upload-reply: picks a free reply file name beside the local file before the first Resume
     /// when none was set (spec §1), so that Complete does not run into an existing file.
     async fn name_reply_file(&mut self, id: JobId) -> Result<(), BitsError> {
-        let job = self.job(id)?;
-        if job.job_type != JobType::UploadReply || job.reply.file_name.is_some() {
+        let Some(name) = reply_name_to_pick(self.job(id)?) else {
             return Ok(());
-        }
-        if job.files.is_empty() {
-            return Ok(()); // Resume answers BG_E_EMPTY
-        }
-        let name = files::free_name(&job.default_reply_name());
+        };
         self.apply(
             id,
             Event::Set(PropertyChange::ReplyFileName(name)),
@@ -796,4 +846,14 @@ impl Actor {
         }
         self.flush(true).await;
     }
+}
+
+/// Upload-reply without a reply name, before its first Resume: a free name beside the local
+/// file. `None` for other jobs and for a job without files (Resume answers BG_E_EMPTY).
+fn reply_name_to_pick(job: &Job) -> Option<PathBuf> {
+    if job.job_type != JobType::UploadReply || job.reply.file_name.is_some() || job.files.is_empty()
+    {
+        return None;
+    }
+    Some(files::free_name(&job.default_reply_name()))
 }

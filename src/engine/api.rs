@@ -157,6 +157,10 @@ pub struct JobSpec {
     /// Files of the job that transfer at once (Ferry's extension, 1 to 32); `None`: one.
     #[serde(default)]
     pub parallel_files: Option<u32>,
+    /// Resumed as it is created: one call and one save instead of Create then Resume (a job
+    /// without files is refused as Resume refuses it, and none is left behind).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 impl JobSpec {
@@ -173,6 +177,7 @@ impl JobSpec {
             rename_existing: false,
             connections: None,
             parallel_files: None,
+            resume: false,
         }
     }
 }

@@ -81,11 +81,15 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         jobs_loaded: jobs.len(),
         quarantined,
     };
-    // Jobs that became TRANSFERRED just before a stop, set to complete by themselves: completed
-    // in the first round.
+    // Jobs that became TRANSFERRED just before a stop, set to complete by themselves, and jobs
+    // whose Complete the stop cut short (its plan is saved; someone asked for it): completed in
+    // the first round.
     let to_complete = jobs
         .values()
-        .filter(|j| j.state == job::JobState::Transferred && j.complete_when_transferred)
+        .filter(|j| {
+            j.state == job::JobState::Transferred
+                && (j.complete_when_transferred || !j.committing.is_empty())
+        })
         .map(|j| j.id)
         .collect();
     let actor = Actor {

@@ -97,6 +97,13 @@ async fn get_downloads_every_url_into_the_folder() {
         content(1000, 31)
     );
     assert!(hidden_files(out.path()).is_empty());
+    let listed = home.client().jobs(true).await.expect("jobs");
+    assert!(
+        listed.len() == 1 && listed[0].state == ferry::job::JobState::Acknowledged,
+        "the job is complete: {listed:?}"
+    );
+    // Once the service has stopped (its writes done), the store holds no job.
+    home.ok(&["daemon", "--stop"]).await;
     let jobs = std::fs::read_dir(home.path().join("jobs"))
         .expect("jobs")
         .count();

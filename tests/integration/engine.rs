@@ -6,7 +6,7 @@ use ferry::config::Config;
 use ferry::engine::{CancelOutcome, CompleteOutcome, EngineEvent};
 use ferry::job::{
     AuthScheme, Credentials, ErrorCode, ErrorContext, FileRange, JobState, JobType, NewFile,
-    NotifyCommand, Priority, PropertyChange, RedirectMode, RedirectPolicy,
+    NotifyCommand, NotifyFlags, Priority, PropertyChange, RedirectMode, RedirectPolicy,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -1365,6 +1365,78 @@ async fn digest_credentials() {
     );
 }
 
+/// Sets the job's notify flags and resumes it, listening from before the resume.
+async fn resume_observed(
+    h: &Harness,
+    id: ferry::job::JobId,
+    flags: u32,
+) -> tokio::sync::broadcast::Receiver<EngineEvent> {
+    h.engine
+        .set(id, PropertyChange::NotifyFlags(flags))
+        .await
+        .expect("notify flags");
+    let observer = h.engine.subscribe();
+    h.engine.resume(id).await.expect("resume");
+    observer
+}
+
+async fn next_event(observer: &mut tokio::sync::broadcast::Receiver<EngineEvent>) -> EngineEvent {
+    tokio::time::timeout(crate::PATIENCE, observer.recv())
+        .await
+        .expect("events")
+        .expect("event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_follow_the_notify_flags() {
+    let server = TestServer::start().await;
+    for i in 0..3 {
+        server.put(&format!("/n{i}"), content(20_000, 30 + i));
+    }
+    let h = Harness::new().await;
+    let files = [
+        (server.url("/n0"), "n0"),
+        (server.url("/n1"), "n1"),
+        (server.url("/n2"), "n2"),
+    ];
+    let pairs: Vec<(&str, &str)> = files.iter().map(|(u, n)| (u.as_str(), *n)).collect();
+    // (flags, FileTransferred events expected, JobTransferred expected)
+    let cases = [
+        (ferry::job::DEFAULT_NOTIFY_FLAGS, 0, true),
+        (
+            NotifyFlags::JOB_TRANSFERRED | NotifyFlags::FILE_TRANSFERRED,
+            3,
+            true,
+        ),
+        (NotifyFlags::JOB_ERROR, 0, false),
+        (NotifyFlags::ALL, 0, false), // DISABLE silences everything
+    ];
+    for (flags, per_file, whole) in cases {
+        let id = h.download(Priority::Foreground, &pairs).await;
+        let mut observer = resume_observed(&h, id, flags).await;
+        let (mut files_told, mut job_told) = (0, false);
+        loop {
+            match next_event(&mut observer).await {
+                EngineEvent::FileTransferred { job, .. } if job == id => files_told += 1,
+                EngineEvent::JobTransferred { job } if job == id => job_told = true,
+                // Every state change is told whatever the flags; TRANSFERRED comes last.
+                EngineEvent::StateChanged { job, to, .. }
+                    if job == id && to == JobState::Transferred =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            files_told, per_file,
+            "FileTransferred with flags {flags:#x}"
+        );
+        assert_eq!(job_told, whole, "JobTransferred with flags {flags:#x}");
+        h.engine.cancel(id).await.expect("cancel");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_modification_events_are_rate_limited() {
     let server = TestServer::start().await;
@@ -1384,16 +1456,12 @@ async fn job_modification_events_are_rate_limited() {
         .map(|(u, n)| (u.as_str(), n.as_str()))
         .collect();
     let id = h.download(Priority::Foreground, &files).await;
-    let mut observer = h.engine.subscribe();
-    h.engine.resume(id).await.expect("resume");
+    let flags = NotifyFlags::JOB_TRANSFERRED | NotifyFlags::FILE_TRANSFERRED;
+    let mut observer = resume_observed(&h, id, flags).await;
     let mut modifications = 0;
     let mut changes = 0;
     loop {
-        match tokio::time::timeout(crate::PATIENCE, observer.recv())
-            .await
-            .expect("events")
-            .expect("event")
-        {
+        match next_event(&mut observer).await {
             EngineEvent::JobModification { job, .. } if job == id => modifications += 1,
             EngineEvent::StateChanged { job, .. } | EngineEvent::FileTransferred { job, .. }
                 if job == id =>
@@ -1500,7 +1568,7 @@ fn an_unreadable_extra_certificate_is_a_config_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_complete_cut_by_a_crash_finishes_without_losing_a_file() {
+async fn a_complete_cut_by_a_crash_finishes_at_the_next_start_without_losing_a_file() {
     let server = TestServer::start().await;
     server.put("/c0", content(3000, 50));
     server.put("/c1", content(4000, 51));
@@ -1525,13 +1593,23 @@ async fn a_complete_cut_by_a_crash_finishes_without_losing_a_file() {
     std::fs::rename(&job.files[0].temp_path, h.out("c0")).expect("move");
     let (engine, _) =
         Harness::start_engine(h.dir.path(), &h.config, h.clock.clone()).expect("restart");
-    assert_eq!(
-        engine.complete(id).await.expect("complete"),
-        CompleteOutcome::Complete
+    // Someone asked for that Complete: the service finishes it in its first round, before it
+    // answers a call.
+    let finished = engine.job(id).await.expect("job");
+    assert_eq!(finished.state, JobState::Acknowledged);
+    assert!(
+        engine.complete(id).await.is_err(),
+        "nothing left to complete"
     );
     assert_eq!(std::fs::read(h.out("c0")).expect("file"), content(3000, 50));
     assert_eq!(std::fs::read(h.out("c1")).expect("file"), content(4000, 51));
     assert!(hidden_files(&h.out_dir()).is_empty());
+    // The store's queue is written out at shutdown: the job's file is gone.
+    engine.shutdown().await.expect("shutdown");
+    assert!(!record.exists(), "the job file is removed");
+    let (engine, _) =
+        Harness::start_engine(h.dir.path(), &h.config, h.clock.clone()).expect("restart");
+    assert!(engine.job(id).await.is_err(), "it does not come back");
     h.engine = engine;
 }
 

@@ -5,7 +5,7 @@ use crate::server::{Behaviour, TestServer};
 use crate::{Harness, content, hidden_files, sha256, test_config};
 use ferry::config::Config;
 use ferry::engine::{CancelOutcome, EngineEvent};
-use ferry::job::{JobId, JobState, Priority, PropertyChange};
+use ferry::job::{JobId, JobState, NotifyFlags, Priority, PropertyChange};
 
 /// A NORMAL job (one connection per file) of `files` (path, size), `at_once` at a time, resumed.
 async fn start(h: &Harness, server: &TestServer, files: &[(&str, usize)], at_once: u32) -> JobId {
@@ -19,6 +19,13 @@ async fn start(h: &Harness, server: &TestServer, files: &[(&str, usize)], at_onc
         .set(id, PropertyChange::ParallelFiles(at_once))
         .await
         .expect("files at once");
+    // FileTransferred events tell the order the files are reported in.
+    let flags =
+        NotifyFlags::JOB_TRANSFERRED | NotifyFlags::JOB_ERROR | NotifyFlags::FILE_TRANSFERRED;
+    h.engine
+        .set(id, PropertyChange::NotifyFlags(flags))
+        .await
+        .expect("notify flags");
     h.engine.resume(id).await.expect("resume");
     id
 }
