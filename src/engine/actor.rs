@@ -75,6 +75,10 @@ pub(super) struct Actor {
     /// Permits for the connections beyond each file's first, per server (`host:port`): the
     /// config's `connections_per_host`.
     pub(super) host_slots: HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>,
+    /// A call is being answered: its changes are durable before the answer. Otherwise (worker
+    /// reports, timers, the scheduler) nobody waits for a save, so the actor does not either;
+    /// the store's queue keeps the order.
+    pub(super) answering: bool,
     /// Jobs whose progress changed since they were last saved.
     pub(super) dirty: HashSet<JobId>,
     pub(super) last_flush: Instant,
@@ -172,6 +176,12 @@ impl Actor {
 
     /// Carries out one command and sends its reply.
     async fn handle(&mut self, command: Command) {
+        self.answering = true;
+        self.carry_out(command).await;
+        self.answering = false;
+    }
+
+    async fn carry_out(&mut self, command: Command) {
         match command {
             Command::Create(spec, reply) => {
                 let _ = reply.send(self.create(spec).await);
@@ -610,8 +620,17 @@ impl Actor {
         } else if !completing
             && (persist == Persist::Now || (to != from && !(in_queue(from) && in_queue(to))))
         {
-            if let Err(e) = Saver::done(self.store.save(job)).await {
-                tracing::error!(job = %id, "cannot save the job: {e}");
+            let saved = self.store.save(job);
+            if self.answering {
+                if let Err(e) = Saver::done(saved).await {
+                    tracing::error!(job = %id, "cannot save the job: {e}");
+                }
+            } else {
+                tokio::spawn(async move {
+                    if let Err(e) = Saver::done(saved).await {
+                        tracing::error!(job = %id, "cannot save the job: {e}");
+                    }
+                });
             }
             self.dirty.remove(&id);
         } else {

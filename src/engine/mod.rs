@@ -112,6 +112,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         next_run: 0,
         clients: HashMap::new(),
         host_slots: HashMap::new(),
+        answering: false,
         dirty,
         last_flush: Instant::now(),
         modifications: HashMap::new(),

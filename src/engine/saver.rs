@@ -1,14 +1,19 @@
 //! The store on a thread of its own. Saves and removals fsync (the file and its folder); done on
 //! the engine's single-threaded runtime they would stall every transfer and every API call for
 //! the length of an fsync. One thread, one queue: writes reach the disk in the order the actor
-//! made them, and the actor awaits each that must be durable before it answers or reports.
+//! made them, and the actor awaits each that must be durable before it answers or reports. A save
+//! that a later save of the same job, already queued, would overwrite is not written: its waiters
+//! hear back with the later one (a TRANSFERRED job the user completes at once is written once).
 
 use crate::job::{Job, JobId};
 use crate::store::{HistoryEntry, Store, StoreError};
 use tokio::sync::oneshot;
 
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
 enum Write {
-    Save(Box<Job>, oneshot::Sender<Result<(), StoreError>>),
+    /// The job, and who waits for it (more than one when earlier saves were folded into it).
+    Save(Box<Job>, Vec<Done>),
     Remove(JobId, oneshot::Sender<Result<(), StoreError>>),
     Record(Box<HistoryEntry>),
     Forget(Option<Vec<JobId>>, oneshot::Sender<Result<(), StoreError>>),
@@ -35,10 +40,19 @@ impl Saver {
         std::thread::Builder::new()
             .name("ferry-store".into())
             .spawn(move || {
-                for write in writes {
+                let mut queued = std::collections::VecDeque::new();
+                while let Some(write) = queued.pop_front().or_else(|| writes.recv().ok()) {
+                    queued.extend(writes.try_iter());
                     match write {
-                        Write::Save(job, done) => {
-                            let _ = done.send(store.save(&job));
+                        Write::Save(job, waiters) => {
+                            if let Some(later) = superseding_save(&mut queued, job.id) {
+                                later.extend(waiters);
+                                continue;
+                            }
+                            let result = store.save(&job);
+                            for done in waiters {
+                                let _ = done.send(result.as_ref().map(|_| ()).map_err(copy_of));
+                            }
                         }
                         Write::Remove(id, done) => {
                             let _ = done.send(store.remove(id));
@@ -65,7 +79,9 @@ impl Saver {
     /// Queues a save of the job as it is now; the result says when it is durable.
     pub(super) fn save(&self, job: &Job) -> oneshot::Receiver<Result<(), StoreError>> {
         let (done, result) = oneshot::channel();
-        let _ = self.queue.send(Write::Save(Box::new(job.clone()), done));
+        let _ = self
+            .queue
+            .send(Write::Save(Box::new(job.clone()), vec![done]));
         result
     }
 
@@ -105,5 +121,35 @@ impl Saver {
         if let Some(closed) = closed {
             let _ = closed.await;
         }
+    }
+}
+
+/// The waiters of a later save of job `id` in `queued`, if one comes before anything else that
+/// touches the job's file.
+fn superseding_save(
+    queued: &mut std::collections::VecDeque<Write>,
+    id: JobId,
+) -> Option<&mut Vec<Done>> {
+    for write in queued.iter_mut() {
+        match write {
+            Write::Save(job, waiters) if job.id == id => return Some(waiters),
+            Write::Remove(removed, _) if *removed == id => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The same error for each of several waiters.
+fn copy_of(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Locked { dir, holder } => StoreError::Locked {
+            dir: dir.clone(),
+            holder: holder.clone(),
+        },
+        StoreError::Io { path, source } => StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
     }
 }

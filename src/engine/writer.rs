@@ -1,10 +1,12 @@
 //! Writes a response body into its temp file and tells how many bytes are written and how many are
 //! durable (flushed to disk).
 //!
-//! Large bodies go through a writer thread that owns the file, so that disk writes and fsyncs never
-//! block the async side and network and disk work in parallel. Small bodies are written from the
-//! transfer task itself (a page-cache write of a few hundred KB is quicker than a hand-off, which
-//! many small files would pay per file) and flushed once at the end, off the async threads.
+//! Bodies go through a writer thread that owns the file, so that disk writes and fsyncs never
+//! block the async side and network and disk work in parallel: the async thread reads every
+//! socket of every transfer, and copying the bytes into the page cache as well made it the
+//! bottleneck (200 files of 256 KiB, 16 at once: 9% longer when written from the async thread).
+//! Only tiny bodies, a read or two, are written from the transfer task itself (there a hand-off
+//! costs more than the write) and flushed once at the end, off the async threads.
 
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -20,7 +22,7 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Chunks in flight between the network and the disk: bounds memory, gives back-pressure.
 const QUEUE_DEPTH: usize = 16;
 /// Bodies of known length up to this size are written directly (see the module comment).
-const DIRECT_LIMIT: u64 = 1 << 20;
+const DIRECT_LIMIT: u64 = 64 << 10;
 
 pub(crate) struct Writer {
     sink: Sink,
