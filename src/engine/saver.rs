@@ -7,6 +7,7 @@
 
 use crate::job::{Job, JobId};
 use crate::store::{HistoryEntry, Store, StoreError};
+use std::collections::VecDeque;
 use tokio::sync::oneshot;
 
 type Done = oneshot::Sender<Result<(), StoreError>>;
@@ -40,7 +41,7 @@ impl Saver {
         std::thread::Builder::new()
             .name("ferry-store".into())
             .spawn(move || {
-                let mut queued = std::collections::VecDeque::new();
+                let mut queued = VecDeque::new();
                 while let Some(write) = queued.pop_front().or_else(|| writes.recv().ok()) {
                     queued.extend(writes.try_iter());
                     match write {
@@ -126,10 +127,7 @@ impl Saver {
 
 /// The waiters of a later save of job `id` in `queued`, if one comes before anything else that
 /// touches the job's file.
-fn superseding_save(
-    queued: &mut std::collections::VecDeque<Write>,
-    id: JobId,
-) -> Option<&mut Vec<Done>> {
+fn superseding_save(queued: &mut VecDeque<Write>, id: JobId) -> Option<&mut Vec<Done>> {
     for write in queued.iter_mut() {
         match write {
             Write::Save(job, waiters) if job.id == id => return Some(waiters),
@@ -151,5 +149,66 @@ fn copy_of(error: &StoreError) -> StoreError {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobDefaults, JobType};
+
+    fn job(name: &str) -> Job {
+        let now = chrono::DateTime::UNIX_EPOCH;
+        Job::new(
+            JobId::new_random(),
+            JobType::Download,
+            name,
+            "alice",
+            &JobDefaults::default(),
+            now,
+        )
+        .expect("job")
+    }
+
+    fn save(job: &Job) -> (Write, oneshot::Receiver<Result<(), StoreError>>) {
+        let (done, result) = oneshot::channel();
+        (Write::Save(Box::new(job.clone()), vec![done]), result)
+    }
+
+    #[test]
+    fn a_save_folds_into_a_later_save_of_the_same_job_only() {
+        let (a, b) = (job("a"), job("b"));
+        let (later_a, _) = save(&a);
+        let (save_b, _) = save(&b);
+        let mut queued = VecDeque::from([save_b, later_a]);
+        let waiters = superseding_save(&mut queued, a.id).expect("the later save of a");
+        assert_eq!(waiters.len(), 1);
+        // A removal between the two: the earlier save is written (it is not the last word).
+        let (done, _) = oneshot::channel();
+        let (after_removal, _) = save(&a);
+        let mut queued = VecDeque::from([Write::Remove(a.id, done), after_removal]);
+        assert!(superseding_save(&mut queued, a.id).is_none());
+        assert!(superseding_save(&mut VecDeque::new(), a.id).is_none());
+    }
+
+    #[tokio::test]
+    async fn every_waiter_of_folded_saves_hears_when_the_last_is_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let saver = Saver::start(store).expect("saver");
+        let mut a = job("first");
+        let results: Vec<_> = (0..5)
+            .map(|i| {
+                a.display_name = format!("version {i}");
+                saver.save(&a)
+            })
+            .collect();
+        for result in results {
+            Saver::done(result).await.expect("saved");
+        }
+        saver.close().await;
+        let text = std::fs::read_to_string(dir.path().join("jobs").join(format!("{}.ron", a.id.0)))
+            .expect("job file");
+        assert!(text.contains("version 4"), "the last version is on disk");
     }
 }
