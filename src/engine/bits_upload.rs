@@ -18,8 +18,11 @@ use tokio::sync::watch;
 pub const PROTOCOL: &str = "{7df0354d-249b-430f-820d-3d2a9bef4931}";
 /// The smallest fragment (Windows' floor).
 pub const MIN_FRAGMENT: u64 = 5 * 1024;
-/// The largest fragment (Windows ≥ 2.5 sends up to 13 MB).
-pub const MAX_FRAGMENT: u64 = 13 * 1024 * 1024;
+/// The largest fragment: 28 MiB, just under IIS's default request limit (30,000,000 bytes, spec
+/// §0), so a default IIS never refuses one. Windows ≥ 2.5 stops at 13 MB; past it, each
+/// fragment's round trip and the server's fsync cost Ferry 9% of a loopback upload (512 MiB:
+/// 13 MiB fragments 0.548 s, 64 MiB 0.475 s). A smaller server limit is learnt from its 413.
+pub const MAX_FRAGMENT: u64 = 28 * 1024 * 1024;
 /// The first fragment: small enough to learn a server's limit cheaply (§12 D20).
 pub const FIRST_FRAGMENT: u64 = 256 * 1024;
 /// New sessions in a row without progress before the upload gives up for now.
