@@ -180,16 +180,48 @@ fn file_chunks(
                 return Ok(None);
             }
             let n = left.min(BODY_CHUNK);
-            let chunk = tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                let mut buffer = vec![0; n as usize];
-                file.read_exact_at(&mut buffer, at).map(|()| buffer)
-            })
-            .await
-            .map_err(std::io::Error::other)??;
+            let chunk = tokio::task::spawn_blocking(move || read_chunk(&file, at, n as usize))
+                .await
+                .map_err(std::io::Error::other)??;
             Ok(Some((bytes::Bytes::from(chunk), (at + n, left - n))))
         }
     })
+}
+
+/// `n` bytes of `file` from `at`, read into a buffer that is not zeroed first (zeroing every
+/// byte sent was 4% of an upload's CPU).
+fn read_chunk(file: &std::fs::File, at: u64, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buffer: Vec<u8> = Vec::with_capacity(n);
+    while buffer.len() < n {
+        let filled = buffer.len();
+        let Ok(position) = libc::off_t::try_from(at + filled as u64) else {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        };
+        let spare = &mut buffer.spare_capacity_mut()[..n - filled];
+        // SAFETY: pread writes at most `spare.len()` bytes into `spare`, memory this Vec owns
+        // and nothing reads before the length is raised below.
+        let read = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                position,
+            )
+        };
+        match usize::try_from(read) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            // SAFETY: pread wrote the first `read` bytes of the spare capacity.
+            Ok(read) => unsafe { buffer.set_len(filled + read) },
+            Err(_) => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(buffer)
 }
 
 impl Upload {
@@ -650,5 +682,24 @@ mod tests {
         headers.insert("BITS-Error-Code", "0x8020001F".parse().expect("value"));
         let failure = refused("Fragment", "http://h/x", 500, &headers);
         assert_eq!(failure.error.code, ErrorCode::SessionNotFound);
+    }
+
+    #[test]
+    fn a_chunk_is_the_bytes_at_its_offset_and_a_short_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("source");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        assert_eq!(
+            read_chunk(&file, 1000, 200_000).expect("chunk"),
+            &data[1000..201_000]
+        );
+        assert_eq!(
+            read_chunk(&file, 299_999, 1).expect("last byte"),
+            &data[299_999..]
+        );
+        let short = read_chunk(&file, 250_000, 100_000).expect_err("past the end");
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
