@@ -322,11 +322,7 @@ impl Actor {
     /// told to the user; it is not retried.
     async fn complete_transferred(&mut self) {
         for id in std::mem::take(&mut self.to_complete) {
-            let wanted = self.jobs.get(&id).is_some_and(|j| {
-                j.state == JobState::Transferred
-                    && (j.complete_when_transferred || !j.committing.is_empty())
-            });
-            if !wanted {
+            if !self.jobs.get(&id).is_some_and(Job::awaits_its_complete) {
                 continue;
             }
             if let Err(error) = self.complete(id).await {
@@ -597,11 +593,7 @@ impl Actor {
                 // Not awaited: the files are in place, and should the removal not reach the
                 // disk, the saved plan (`committing`) finishes the Complete at the next start.
                 // The caller hears back one fsync sooner.
-                tokio::spawn(async move {
-                    if let Err(e) = Saver::done(removed).await {
-                        tracing::error!(job = %id, "cannot remove the job file: {e}");
-                    }
-                });
+                Saver::log_failure(removed, id, "cannot remove the job file");
             } else if let Err(e) = Saver::done(removed).await {
                 // A cancelled job must not come back: its file is gone before anyone hears.
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
@@ -626,11 +618,7 @@ impl Actor {
                     tracing::error!(job = %id, "cannot save the job: {e}");
                 }
             } else {
-                tokio::spawn(async move {
-                    if let Err(e) = Saver::done(saved).await {
-                        tracing::error!(job = %id, "cannot save the job: {e}");
-                    }
-                });
+                Saver::log_failure(saved, id, "cannot save the job");
             }
             self.dirty.remove(&id);
         } else {

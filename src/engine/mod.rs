@@ -86,10 +86,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
     // the first round.
     let to_complete = jobs
         .values()
-        .filter(|j| {
-            j.state == job::JobState::Transferred
-                && (j.complete_when_transferred || !j.committing.is_empty())
-        })
+        .filter(|j| j.awaits_its_complete())
         .map(|j| j.id)
         .collect();
     let actor = Actor {

@@ -10,14 +10,17 @@ use crate::store::{HistoryEntry, Store, StoreError};
 use std::collections::VecDeque;
 use tokio::sync::oneshot;
 
+/// Told when a write is durable (or failed)…
 type Done = oneshot::Sender<Result<(), StoreError>>;
+/// …and where that is heard.
+type Receipt = oneshot::Receiver<Result<(), StoreError>>;
 
 enum Write {
     /// The job, and who waits for it (more than one when earlier saves were folded into it).
     Save(Box<Job>, Vec<Done>),
-    Remove(JobId, oneshot::Sender<Result<(), StoreError>>),
+    Remove(JobId, Done),
     Record(Box<HistoryEntry>),
-    Forget(Option<Vec<JobId>>, oneshot::Sender<Result<(), StoreError>>),
+    Forget(Option<Vec<JobId>>, Done),
 }
 
 /// The way to the store's thread. Dropping it lets the thread finish what is queued and release
@@ -78,7 +81,7 @@ impl Saver {
     }
 
     /// Queues a save of the job as it is now; the result says when it is durable.
-    pub(super) fn save(&self, job: &Job) -> oneshot::Receiver<Result<(), StoreError>> {
+    pub(super) fn save(&self, job: &Job) -> Receipt {
         let (done, result) = oneshot::channel();
         let _ = self
             .queue
@@ -87,7 +90,7 @@ impl Saver {
     }
 
     /// Queues the removal of a job's file.
-    pub(super) fn remove(&self, id: JobId) -> oneshot::Receiver<Result<(), StoreError>> {
+    pub(super) fn remove(&self, id: JobId) -> Receipt {
         let (done, result) = oneshot::channel();
         let _ = self.queue.send(Write::Remove(id, done));
         result
@@ -99,19 +102,23 @@ impl Saver {
     }
 
     /// Queues the deletion of history entries (`None`: all).
-    pub(super) fn forget(
-        &self,
-        ids: Option<Vec<JobId>>,
-    ) -> oneshot::Receiver<Result<(), StoreError>> {
+    pub(super) fn forget(&self, ids: Option<Vec<JobId>>) -> Receipt {
         let (done, result) = oneshot::channel();
         let _ = self.queue.send(Write::Forget(ids, done));
         result
     }
 
+    /// Lets a queued write go on with nobody waiting for it; a failure is logged.
+    pub(super) fn log_failure(result: Receipt, job: JobId, what: &'static str) {
+        tokio::spawn(async move {
+            if let Err(e) = Saver::done(result).await {
+                tracing::error!(job = %job, "{what}: {e}");
+            }
+        });
+    }
+
     /// Waits for a queued write.
-    pub(super) async fn done(
-        result: oneshot::Receiver<Result<(), StoreError>>,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn done(result: Receipt) -> Result<(), StoreError> {
         result.await.unwrap_or_else(|_| Err(gone()))
     }
 
@@ -170,7 +177,7 @@ mod tests {
         .expect("job")
     }
 
-    fn save(job: &Job) -> (Write, oneshot::Receiver<Result<(), StoreError>>) {
+    fn save(job: &Job) -> (Write, Receipt) {
         let (done, result) = oneshot::channel();
         (Write::Save(Box::new(job.clone()), vec![done]), result)
     }

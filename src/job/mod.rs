@@ -551,6 +551,13 @@ impl Job {
         self.files.iter().position(|f| !f.transferred)
     }
 
+    /// TRANSFERRED with a Complete already asked for: by Complete When Transferred, or by a
+    /// Complete that a stop cut short (its plan, `committing`, is saved). The engine completes it.
+    pub fn awaits_its_complete(&self) -> bool {
+        self.state == JobState::Transferred
+            && (self.complete_when_transferred || !self.committing.is_empty())
+    }
+
     /// Every file is transferred, and for upload-reply the reply too (spec T8).
     pub fn all_files_transferred(&self) -> bool {
         !self.files.is_empty()
