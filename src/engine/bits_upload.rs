@@ -167,23 +167,34 @@ enum PacketBody {
 }
 
 /// The chunks of a file body: each read straight into the buffer that is sent (positioned
-/// reads in the blocking pool; no second copy as through `tokio::fs::File`).
+/// reads in the blocking pool; no second copy as through `tokio::fs::File`). The next chunk is
+/// read while the current one is sent, so the connection never waits for the disk between two
+/// chunks (two chunks in memory at most).
 fn file_chunks(
     file: std::sync::Arc<std::fs::File>,
     offset: u64,
     length: u64,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
-    futures_util::stream::try_unfold((offset, length), move |(at, left)| {
+    type Reading = tokio::task::JoinHandle<std::io::Result<Vec<u8>>>;
+    let read_at = move |at: u64, left: u64| -> Option<(Reading, u64)> {
+        let n = left.min(BODY_CHUNK);
         let file = file.clone();
+        (n > 0).then(|| {
+            let reading = tokio::task::spawn_blocking(move || read_chunk(&file, at, n as usize));
+            (reading, n)
+        })
+    };
+    let first = read_at(offset, length);
+    futures_util::stream::try_unfold((first, offset, length), move |(reading, at, left)| {
+        let read_at = read_at.clone();
         async move {
-            if left == 0 {
+            let Some((reading, n)) = reading else {
                 return Ok(None);
-            }
-            let n = left.min(BODY_CHUNK);
-            let chunk = tokio::task::spawn_blocking(move || read_chunk(&file, at, n as usize))
-                .await
-                .map_err(std::io::Error::other)??;
-            Ok(Some((bytes::Bytes::from(chunk), (at + n, left - n))))
+            };
+            let chunk = reading.await.map_err(std::io::Error::other)??;
+            let (at, left) = (at + n, left - n);
+            let next = read_at(at, left);
+            Ok(Some((bytes::Bytes::from(chunk), (next, at, left))))
         }
     })
 }
