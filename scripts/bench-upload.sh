@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Upload benchmark on loopback: `ferry put` (BITS upload protocol, to `ferry serve`) next to
 # `curl -T` (one HTTP PUT, to nginx's WebDAV module), the same 1 GiB file, in one run (hyperfine).
+# For a ratio that the machine's noise does not swamp, pair the runs: farm-bench (see README).
 #   scripts/bench-upload.sh [SIZE_MIB]     (default 1024)
 # Env: RUNS (hyperfine runs, default 5), WORK (default /dev/shm/ferry-upbench: source and
 #      destinations in memory, so the disk is not what is measured).
@@ -16,8 +17,10 @@ ferry=$PWD/target/release/ferry
 rm -rf "$work" && mkdir -p "$work"/{served,dav,nginx/tmp,home}
 head -c $((size << 20)) /dev/urandom > "$work/source.bin"
 
-# nginx: PUT into $work/dav, as plain as it gets (no fsync), body temp files on the same fs.
-port_dav=18181
+# nginx: PUT into $work/dav, as plain as it gets (no fsync), body temp files on the same fs. Two
+# servers: nginx as installed (16 KiB body buffer: it writes the body in 16 KiB pieces) and one
+# with a 1 MiB body buffer, the faster of the two and the yardstick Ferry is held to.
+port_dav=18181; port_dav_1m=18183
 cat > "$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 user root root;
@@ -29,6 +32,11 @@ http {
   client_body_temp_path $work/nginx/tmp;
   server {
     listen 127.0.0.1:$port_dav;
+    location /put/ { alias $work/dav/; dav_methods PUT; client_max_body_size 0; }
+  }
+  server {
+    listen 127.0.0.1:$port_dav_1m;
+    client_body_buffer_size 1m;
     location /put/ { alias $work/dav/; dav_methods PUT; client_max_body_size 0; }
   }
 }
@@ -52,7 +60,8 @@ echo "== upload of ${size} MiB over loopback"
 hyperfine -N --runs "$runs" --warmup 1 \
   --prepare "rm -f $work/served/up.bin $work/dav/up.bin" \
   -n "ferry put" "$ferry put --quiet $work/source.bin $base/up.bin" \
-  -n "curl -T" "curl -sS -f -T $work/source.bin http://127.0.0.1:$port_dav/put/up.bin" \
+  -n "curl -T (nginx, 1 MiB body buffer)" "curl -sS -f -T $work/source.bin http://127.0.0.1:$port_dav_1m/put/up.bin" \
+  -n "curl -T (nginx as installed)" "curl -sS -f -T $work/source.bin http://127.0.0.1:$port_dav/put/up.bin" \
   --export-json "$work/../ferry-upbench.json" 2>&1 | grep -Ev '^\s*$'
 # One more upload outside the timings, to check what arrived.
 rm -f "$work/served/up.bin"
