@@ -1,7 +1,7 @@
 //! Ferry's configuration file (`config.ron`): limits, defaults and timers. A missing file means the
 //! BITS defaults; an invalid one is an error that names the file and the field.
 
-use crate::job::{JobDefaults, Limits, Priority, TimePolicy};
+use crate::job::{JobDefaults, Limits, Priority, Rate, TimePolicy};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,6 +44,11 @@ pub struct Config {
     pub connections_per_file: ConnectionsPerFile,
     /// The most connections all files together open to one server (host and port).
     pub connections_per_host: u32,
+    /// All downloads together move at most this much (`Some("2M")`: 2 MiB/s; curl's syntax).
+    /// Changed live: running transfers slow down or speed up within a second.
+    pub download_limit: Option<Rate>,
+    /// All uploads together, likewise.
+    pub upload_limit: Option<Rate>,
 }
 
 /// Default connections per file, by priority.
@@ -87,6 +92,8 @@ impl Default for Config {
             service_idle_exit_secs: 600,
             connections_per_file: ConnectionsPerFile::default(),
             connections_per_host: 16,
+            download_limit: None,
+            upload_limit: None,
         }
     }
 }
@@ -412,6 +419,21 @@ mod tests {
         assert_eq!(config.connections_for(Priority::High, None), 2);
         let error = Config::parse("(connections_per_file: (foreground: 0))").expect_err("0");
         assert!(error.contains("connections_per_file.foreground"), "{error}");
+        let config = Config::parse("(download_limit: Some(\"2M\"), upload_limit: Some(65536))")
+            .expect("limits as text or bytes");
+        assert_eq!(
+            config.download_limit.map(|r| r.bytes_per_second()),
+            Some(2 << 20)
+        );
+        assert_eq!(
+            config.upload_limit.map(|r| r.bytes_per_second()),
+            Some(65536)
+        );
+        let error = Config::parse("(download_limit: Some(\"2 megs\"))").expect_err("bad rate");
+        assert!(
+            error.contains("download_limit") && error.contains("500K, 2M"),
+            "{error}"
+        );
         let error = Config::parse("(connections_per_host: 1000)").expect_err("too many");
         assert!(
             error.contains("connections_per_host") && error.contains("1 to 256"),

@@ -103,6 +103,9 @@ async fn prepare(
         if let Some(n) = args.parallel {
             settings.push(PropertyChange::ParallelFiles(n));
         }
+        if let Some(rate) = args.limit_rate {
+            settings.push(PropertyChange::LimitRate(Some(rate)));
+        }
         return take_up(client, job, args.priority, settings, args.quiet).await;
     }
     let name = match files.as_slice() {
@@ -116,6 +119,7 @@ async fn prepare(
         replace_existing: args.overwrite,
         connections: args.connections,
         parallel_files: args.parallel,
+        limit_rate: args.limit_rate,
         resume: true,
         files,
         ..JobSpec::new(&name, JobType::Download)
@@ -374,6 +378,7 @@ mod tests {
             overwrite: false,
             connections: None,
             parallel: None,
+            limit_rate: None,
             urls: vec![
                 "http://127.0.0.1/a/x.bin".into(),
                 "http://127.0.0.1/b/x.bin".into(),

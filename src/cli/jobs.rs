@@ -5,8 +5,8 @@ use super::resolve::resolve;
 use super::say;
 use super::show::{self, Details, Summary};
 use super::{
-    AddArgs, CreateArgs, InfoArgs, JobsArgs, ListArgs, MonitorArgs, ReplyArgs, SetArgs, WaitArgs,
-    exit, fail, report, report_bits,
+    AddArgs, CreateArgs, InfoArgs, JobsArgs, LimitArgs, ListArgs, MonitorArgs, ReplyArgs, SetArgs,
+    WaitArgs, exit, fail, report, report_bits,
 };
 use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
 use crate::job::{
@@ -372,6 +372,9 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
     if let Some(n) = args.parallel_files {
         changes.push(PropertyChange::ParallelFiles(n));
     }
+    if let Some(super::RateSetting(rate)) = args.limit_rate {
+        changes.push(PropertyChange::LimitRate(rate));
+    }
     if let Some((scheme, user)) = &args.credentials {
         let password = read_password(user)
             .map_err(|e| invalid(format!("cannot read the password from standard input: {e}")))?;
@@ -409,6 +412,47 @@ pub(super) async fn set(client: &Client, args: SetArgs) -> u8 {
         Ok(_) => exit::OK,
         Err(e) => report(&e),
     }
+}
+
+/// `ferry limit`: prints the global speed limits, or changes them in the service's config (and
+/// so live).
+pub(super) async fn limit(client: &Client, args: LimitArgs) -> u8 {
+    let result = async {
+        let mut config = client.config().await?;
+        if args.download.is_some() || args.upload.is_some() {
+            if let Some(super::RateSetting(rate)) = args.download {
+                config.download_limit = rate;
+            }
+            if let Some(super::RateSetting(rate)) = args.upload {
+                config.upload_limit = rate;
+            }
+            config = client.set_config(&config).await?.config;
+        }
+        Ok::<_, ClientError>(config)
+    }
+    .await;
+    let config = match result {
+        Ok(config) => config,
+        Err(e) => return report(&e),
+    };
+    let shown = |rate: Option<crate::job::Rate>| rate.map(|r| r.to_string());
+    if args.json {
+        return print_json(&serde_json::json!({
+            "download": shown(config.download_limit),
+            "upload": shown(config.upload_limit),
+        }));
+    }
+    for (what, rate) in [
+        ("download", config.download_limit),
+        ("upload", config.upload_limit),
+    ] {
+        let text = match rate {
+            Some(rate) => format!("{rate} ({} bytes per second)", rate.bytes_per_second()),
+            None => "none".into(),
+        };
+        say!("{what:<9}{text}");
+    }
+    exit::OK
 }
 
 /// The password for `--credentials`: one line of standard input; on a terminal, asked for with

@@ -8,7 +8,7 @@ mod resolve;
 mod serve;
 mod show;
 
-use crate::job::{BitsError, ErrorCode, Priority};
+use crate::job::{BitsError, ErrorCode, Priority, Rate};
 use crate::service::client::ClientError;
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -117,6 +117,13 @@ pub enum Command {
     /// Change properties of a job.
     #[command(after_help = EXIT_CODES)]
     Set(SetArgs),
+    /// Show or change the global speed limits (all downloads, all uploads).
+    ///
+    /// Without options, prints them. They are saved in the service's config file
+    /// (`download_limit`, `upload_limit`) and take effect at once, also mid-transfer. Each job
+    /// may have its own limit on top (`ferry set JOB --limit-rate`).
+    #[command(after_help = EXIT_CODES)]
+    Limit(LimitArgs),
     /// Wait until a job is TRANSFERRED (exit 0) or in ERROR (exit 3).
     #[command(after_help = EXIT_CODES)]
     Wait(WaitArgs),
@@ -166,6 +173,10 @@ pub struct GetArgs {
     /// are still reported done in the order given.
     #[arg(short = 'j', long, value_name = "N", value_parser = parse_parallel_files)]
     pub parallel: Option<u32>,
+    /// The job's speed limit in bytes per second, curl's syntax: 500K, 2M (K = 1024 bytes).
+    /// Change it later with `ferry set JOB --limit-rate`; `ferry limit` sets the global ones.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<Rate>,
     /// The URLs to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
@@ -182,10 +193,26 @@ pub struct PutArgs {
     /// Make an upload-reply job and save the server's reply to FILE (which must not exist).
     #[arg(long, value_name = "FILE")]
     pub reply: Option<PathBuf>,
+    /// The job's speed limit in bytes per second, curl's syntax: 500K, 2M (K = 1024 bytes).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub limit_rate: Option<Rate>,
     /// The file to upload.
     pub local: PathBuf,
     /// Where it goes (http:// or https://).
     pub url: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LimitArgs {
+    /// All downloads together: a rate (curl's syntax: 500K, 2M, 1G; K = 1024 bytes) or `none`.
+    #[arg(long, value_name = "RATE|none", value_parser = parse_rate_setting)]
+    pub download: Option<RateSetting>,
+    /// All uploads together, likewise.
+    #[arg(long, value_name = "RATE|none", value_parser = parse_rate_setting)]
+    pub upload: Option<RateSetting>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -315,6 +342,10 @@ pub struct SetArgs {
     /// next starts.
     #[arg(long, value_name = "N", value_parser = parse_parallel_files)]
     pub parallel_files: Option<u32>,
+    /// The job's speed limit (curl's syntax: 500K, 2M; K = 1024 bytes), or `none`. Takes
+    /// effect at once, also mid-transfer; the global limits (`ferry limit`) still apply.
+    #[arg(long, value_name = "RATE|none", value_parser = parse_rate_setting)]
+    pub limit_rate: Option<RateSetting>,
     /// Server credentials, `basic:USER` or `digest:USER`; the password is read from standard
     /// input (asked for, without echo, on a terminal). Kept in the service's memory only: set
     /// them again after the service restarts.
@@ -454,6 +485,23 @@ fn parse_connections(text: &str) -> Result<ConnectionSetting, String> {
     parse_connection_count(text)
         .map(|n| ConnectionSetting(Some(n)))
         .map_err(|e| format!("{e}, or `default`"))
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    Rate::parse(text)
+}
+
+/// A speed limit to set, or `none` to lift it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateSetting(pub Option<Rate>);
+
+fn parse_rate_setting(text: &str) -> Result<RateSetting, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(RateSetting(None));
+    }
+    Rate::parse(text)
+        .map(|rate| RateSetting(Some(rate)))
+        .map_err(|e| format!("{e}, or `none` for no limit"))
 }
 
 fn parse_priority(text: &str) -> Result<Priority, String> {
@@ -688,6 +736,7 @@ async fn client_command(command: Command) -> u8 {
         Command::List(args) => jobs::list(&client, args).await,
         Command::Info(args) => jobs::info(&client, args).await,
         Command::Set(args) => jobs::set(&client, args).await,
+        Command::Limit(args) => jobs::limit(&client, args).await,
         Command::Wait(args) => jobs::wait(&client, args).await,
         Command::Monitor(args) => jobs::monitor(&client, args).await,
         Command::Daemon(_)

@@ -2,7 +2,7 @@
 
 use super::{PutArgs, exit, fail, report};
 use crate::engine::JobSpec;
-use crate::job::{Job, JobType, NewFile};
+use crate::job::{Job, JobType, NewFile, PropertyChange};
 use crate::service::client::{Client, ClientError};
 use std::path::PathBuf;
 
@@ -98,13 +98,19 @@ async fn prepare(
 ) -> Result<super::get::Followed, ClientError> {
     let jobs = client.jobs(false).await?;
     if let Some(job) = earlier_job(&jobs, plan) {
-        return super::get::take_up(client, job, args.priority, Vec::new(), args.quiet).await;
+        let settings = args
+            .limit_rate
+            .map(|rate| PropertyChange::LimitRate(Some(rate)))
+            .into_iter()
+            .collect();
+        return super::get::take_up(client, job, args.priority, settings, args.quiet).await;
     }
     let spec = JobSpec {
         priority: Some(args.priority),
         description: PUT_DESCRIPTION.into(),
         files: vec![plan.file.clone()],
         reply_file: plan.reply.clone(),
+        limit_rate: args.limit_rate,
         resume: true,
         ..JobSpec::new(
             &super::get::file_label(&plan.file.local_path),

@@ -72,6 +72,8 @@ pub struct Details {
     pub connections: Option<u32>,
     /// How many of the job's files transfer at once.
     pub parallel_files: u32,
+    /// The job's speed limit in curl's syntax (`"2M"`); `null`: only the global limits.
+    pub limit_rate: Option<crate::job::Rate>,
     pub credentials_dropped: bool,
     pub error: Option<ErrorView>,
     pub error_count: u32,
@@ -176,6 +178,7 @@ impl Details {
             complete_when_transferred: job.complete_when_transferred,
             connections: job.connections,
             parallel_files: job.parallel_files,
+            limit_rate: job.limit_rate,
             credentials_dropped: job.credentials_dropped,
             error: job.current_error().ok().map(|e| ErrorView {
                 context: e.context.name(),
@@ -391,6 +394,13 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
             .map_or("default for its priority".into(), |n| n.to_string()),
     );
     line("FILES AT ONCE", d.parallel_files.to_string());
+    line(
+        "SPEED LIMIT",
+        d.limit_rate
+            .map_or("none (the global limits apply)".into(), |rate| {
+                format!("{rate} ({} bytes per second)", rate.bytes_per_second())
+            }),
+    );
     if d.credentials_dropped {
         line(
             "CREDENTIALS",

@@ -4,6 +4,7 @@
 //! Workers are in `workers.rs`, timers and checkpoints in `timers.rs`.
 
 use super::api::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
+use super::bandwidth::Bucket;
 use super::handle::Command;
 use super::http::ClientKey;
 use super::saver::Saver;
@@ -88,6 +89,12 @@ pub(super) struct Actor {
     /// Notify command lines that failed and run again after the retry delay (spec §7.6).
     pub(super) notify_retry: HashMap<JobId, (Timestamp, JobState)>,
     pub(super) network_up: bool,
+    /// The config's global speed limits, shared by every transfer in their direction.
+    pub(super) download_limit: Arc<Bucket>,
+    pub(super) upload_limit: Arc<Bucket>,
+    /// Each job's own speed limit, shared by all its connections; kept while the job is in the
+    /// queue, so that a change reaches a running transfer at once.
+    pub(super) job_limits: HashMap<JobId, Arc<Bucket>>,
 }
 
 /// QUEUED, CONNECTING and TRANSFERRING all come back as QUEUED after a restart, so moves between
@@ -277,6 +284,9 @@ impl Actor {
             }
             Command::Configure(config, reply) => {
                 self.config = *config;
+                // Running transfers too: the buckets they pace on change under them.
+                self.download_limit.set_rate(self.config.download_limit);
+                self.upload_limit.set_rate(self.config.upload_limit);
                 // Transfers that start from now on use the new timeouts and certificates.
                 self.clients.clear();
                 let _ = reply.send(Ok(()));
@@ -310,7 +320,14 @@ impl Actor {
             files::check_destination(&probe, path)?;
         }
         let now_on = matches!(change, PropertyChange::CompleteWhenTransferred(true));
+        let limit = match change {
+            PropertyChange::LimitRate(rate) => Some(rate),
+            _ => None,
+        };
         self.apply(job, Event::Set(change), Persist::Now).await?;
+        if let (Some(rate), Some(bucket)) = (limit, self.job_limits.get(&job)) {
+            bucket.set_rate(rate); // a running transfer follows at once
+        }
         if now_on && self.job(job)?.state == JobState::Transferred {
             self.to_complete.push(job);
         }
@@ -421,6 +438,10 @@ impl Actor {
                 Event::Set(PropertyChange::Connections(spec.connections)),
                 now,
             )?;
+        }
+        if spec.limit_rate.is_some() {
+            let change = PropertyChange::LimitRate(spec.limit_rate);
+            job::apply(&mut job, Event::Set(change), now)?;
         }
         if let Some(n) = spec.parallel_files {
             job::apply(&mut job, Event::Set(PropertyChange::ParallelFiles(n)), now)?;
@@ -598,6 +619,7 @@ impl Actor {
                 // A cancelled job must not come back: its file is gone before anyone hears.
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
             }
+            self.job_limits.remove(&id);
             if let Some(job) = self.jobs.remove(&id) {
                 if self.finished.len() == FINISHED_KEPT {
                     self.finished.pop_front();

@@ -157,6 +157,9 @@ pub struct JobSpec {
     /// Files of the job that transfer at once (Ferry's extension, 1 to 32); `None`: one.
     #[serde(default)]
     pub parallel_files: Option<u32>,
+    /// The job's speed limit (Ferry's extension); `None`: only the global limits.
+    #[serde(default)]
+    pub limit_rate: Option<crate::job::Rate>,
     /// Resumed as it is created: one call and one save instead of Create then Resume (a job
     /// without files is refused as Resume refuses it, and none is left behind).
     #[serde(default)]
@@ -177,6 +180,7 @@ impl JobSpec {
             rename_existing: false,
             connections: None,
             parallel_files: None,
+            limit_rate: None,
             resume: false,
         }
     }

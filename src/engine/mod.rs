@@ -9,6 +9,7 @@
 
 mod actor;
 pub mod api;
+pub mod bandwidth;
 pub mod bits_upload;
 mod clock;
 pub(crate) mod files;
@@ -98,6 +99,8 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
             })
         })?,
         user: options.user,
+        download_limit: bandwidth::Bucket::new(options.config.download_limit),
+        upload_limit: bandwidth::Bucket::new(options.config.upload_limit),
         config: options.config,
         clock: options.clock,
         events: events.clone(),
@@ -116,6 +119,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         slice_started: HashMap::new(),
         notify_retry: HashMap::new(),
         network_up: true,
+        job_limits: HashMap::new(),
         finished: VecDeque::new(),
         to_complete,
         history,

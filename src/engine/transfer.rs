@@ -4,6 +4,7 @@
 
 mod segmented;
 
+use super::bandwidth::Throttle;
 use super::http;
 use super::writer::Writer;
 use crate::job::{
@@ -39,6 +40,8 @@ pub(crate) struct JobTask {
     pub files: Vec<FileWork>,
     /// How many of them transfer at once.
     pub parallel: usize,
+    /// The speed limits the job's connections pace on.
+    pub throttle: Throttle,
 }
 
 pub(crate) struct FileWork {
@@ -73,6 +76,7 @@ struct FileTask {
     credentials: Credentials,
     redirect: RedirectPolicy,
     client: reqwest::Client,
+    throttle: Throttle,
 }
 
 #[derive(Debug)]
@@ -230,6 +234,7 @@ pub(crate) async fn run(
         client,
         files,
         parallel,
+        throttle,
     } = task;
     let count = files.len();
     let mut waiting = files.into_iter().enumerate().peekable();
@@ -275,6 +280,7 @@ pub(crate) async fn run(
                     credentials: credentials.clone(),
                     redirect,
                     client: client.clone(),
+                    throttle: throttle.clone(),
                 },
                 reporter: Reporter {
                     task_job: job,
@@ -1081,9 +1087,15 @@ impl Worker {
             REPORT_INTERVAL,
         );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let throttle = self.task.throttle.clone();
         let failure = loop {
             let chunk = tokio::select! {
-                chunk = response.chunk() => chunk,
+                // Paced first: a limited transfer leaves its socket unread until the limit
+                // allows more, so the server slows down. (Both steps are cancel-safe.)
+                chunk = async {
+                    throttle.ready().await;
+                    response.chunk().await
+                } => chunk,
                 _ = ticker.tick() => {
                     // Also while the server is silent: the checkpoint keeps up with the disk.
                     self.report_progress(&writer, false);
@@ -1100,6 +1112,7 @@ impl Worker {
             match chunk {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
+                    throttle.spend(bytes.len());
                     if expected_body.is_some_and(|expected| received > expected) {
                         break Some(self.overlong_body());
                     }

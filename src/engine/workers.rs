@@ -3,6 +3,7 @@
 
 use super::actor::{Actor, Persist};
 use super::api::EngineEvent;
+use super::bandwidth::{Bucket, Throttle};
 use super::http::{ClientKey, build_client};
 use super::transfer::{self, End, Final, Report, WorkerMessage};
 use super::{bits_upload, files, upload};
@@ -350,6 +351,24 @@ impl Actor {
         Ok(client)
     }
 
+    /// The buckets a transfer of the job paces on: the job's own limit (one bucket for all its
+    /// connections, kept across runs) and the global one of its direction.
+    fn throttle_for(&mut self, id: JobId, upload: bool) -> Throttle {
+        let rate = self.jobs.get(&id).and_then(|job| job.limit_rate);
+        let job_limit = self
+            .job_limits
+            .entry(id)
+            .or_insert_with(|| Bucket::new(rate))
+            .clone();
+        job_limit.set_rate(rate);
+        let global = if upload {
+            &self.upload_limit
+        } else {
+            &self.download_limit
+        };
+        Throttle::new(vec![job_limit, global.clone()])
+    }
+
     fn spawn_worker(&mut self, id: JobId) -> Result<(), Failure> {
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
@@ -377,10 +396,12 @@ impl Actor {
             return Ok(());
         };
         let client = self.job_client(id, false)?;
+        let throttle = self.throttle_for(id, false);
         let Some(job) = self.jobs.get(&id) else {
             return Ok(());
         };
         let mut task = transfer::JobTask {
+            throttle,
             job: id,
             run: 0, // given by start_worker
             dynamic: job.dynamic_content,
@@ -502,6 +523,7 @@ impl Actor {
     /// The protocol side of an upload job's file, as its settings say.
     fn upload_for(&mut self, id: JobId, url: String) -> Result<bits_upload::Upload, Failure> {
         let client = self.job_client(id, true)?;
+        let throttle = self.throttle_for(id, true);
         let job = self.job(id).map_err(|e| Failure {
             error: JobError::new(ErrorContext::GeneralQueueManager, e.code, None),
             class: ErrorClass::Fatal,
@@ -518,6 +540,7 @@ impl Actor {
             headers: job.custom_headers.clone(),
             credentials: job.credentials.clone(),
             clock: self.clock.clone(),
+            throttle,
         })
     }
 

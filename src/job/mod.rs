@@ -6,6 +6,7 @@
 
 mod error;
 mod properties;
+mod rate;
 mod transition;
 
 #[cfg(test)]
@@ -19,6 +20,7 @@ pub use properties::{
     NotifyFlags, PropertyChange, ProxySettings, ProxyUsage, RedirectMode, RedirectPolicy,
     check_local_path, check_remote_url, redact_url, url_without_credentials, validate_ranges,
 };
+pub use rate::Rate;
 pub use transition::{
     CommitReport, CompletePlan, Effect, Event, Failure, Limits, NewFile, Notification, TimePolicy,
     apply, check_cancel, check_complete, check_create_quota, server_of,
@@ -357,6 +359,10 @@ pub struct Job {
     /// transferred in their order.
     #[serde(default = "one_file_at_a_time")]
     pub parallel_files: u32,
+    /// Ferry's extension: the job's speed limit (all its connections together), on top of the
+    /// config's global limits; changed live, without restarting the transfer.
+    #[serde(default)]
+    pub limit_rate: Option<Rate>,
     pub files: Vec<JobFile>,
     pub times: JobTimes,
     pub error: Option<JobError>,
@@ -505,6 +511,7 @@ impl Job {
             complete_when_transferred: false,
             connections: None,
             parallel_files: 1,
+            limit_rate: None,
             files: Vec::new(),
             times: JobTimes {
                 created: now,

@@ -258,6 +258,9 @@ pub enum PropertyChange {
     /// Ferry's extension: how many of the job's files transfer at once, 1 to
     /// [`super::MAX_PARALLEL_FILES`]. Takes effect when the transfer next starts.
     ParallelFiles(u32),
+    /// Ferry's extension: the job's speed limit, `None` for none beyond the global limits.
+    /// Takes effect at once, also mid-transfer.
+    LimitRate(Option<super::Rate>),
     /// SetRemoteName for one file of a download job.
     RemoteName {
         file: usize,

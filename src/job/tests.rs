@@ -2004,3 +2004,33 @@ fn connections_and_files_at_once_are_bounded_download_settings() {
         assert_eq!(refused(&mut upload, Event::Set(change)), ErrorCode::NotImpl);
     }
 }
+
+#[test]
+fn a_speed_limit_changes_in_any_live_state_without_stopping_the_transfer() {
+    let rate = super::Rate::parse("2M").expect("rate");
+    for job_type in [JobType::Download, JobType::Upload] {
+        for state in [
+            JobState::Suspended,
+            JobState::Queued,
+            JobState::Transferring,
+            JobState::TransientError,
+            JobState::Error,
+            JobState::Transferred,
+        ] {
+            let mut job = job_in(state, job_type);
+            let effects = ok(&mut job, Event::Set(PropertyChange::LimitRate(Some(rate))));
+            assert!(effects.is_empty(), "{state}: {effects:?}");
+            assert_eq!((job.state, job.limit_rate), (state, Some(rate)));
+            ok(&mut job, Event::Set(PropertyChange::LimitRate(None)));
+            assert_eq!(job.limit_rate, None);
+        }
+    }
+    let text = ron::to_string(&{
+        let mut job = job_in(JobState::Queued, JobType::Download);
+        job.limit_rate = Some(rate);
+        job
+    })
+    .expect("serializes");
+    let back: Job = ron::from_str(&text).expect("reads back");
+    assert_eq!(back.limit_rate, Some(rate));
+}

@@ -1091,6 +1091,8 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
             }
             job.parallel_files = n;
         }
+        // Any job, any state but the final ones (checked above): a limit is no reason to refuse.
+        PropertyChange::LimitRate(rate) => job.limit_rate = rate,
         PropertyChange::RemoteName { file, url } => {
             if job.job_type != JobType::Download {
                 return Err(BitsError::new(

@@ -4,6 +4,7 @@
 // Tests and benchmarks may stop at the first surprise: the no-unwrap rule is for the product.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bandwidth;
 mod cli;
 mod engine;
 mod faults;

@@ -113,6 +113,30 @@ async fn every_verb_from_create_to_complete() {
     assert_eq!(info["proxy_usage"], "PRECONFIG");
     assert_eq!(info["connections"], 4);
     assert_eq!(info["parallel_files"], 3);
+    assert_eq!(
+        info["limit_rate"],
+        serde_json::Value::Null,
+        "no limit of its own"
+    );
+    home.ok(&["set", "holiday photos", "--limit-rate", "1.5M"])
+        .await;
+    let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
+    assert_eq!(info["limit_rate"], "1536K");
+    let text = home.ok(&["info", "holiday photos"]).await;
+    assert!(text.contains("1536K (1572864 bytes per second)"), "{text}");
+    home.ok(&["set", "holiday photos", "--limit-rate", "none"])
+        .await;
+    let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
+    assert_eq!(info["limit_rate"], serde_json::Value::Null, "lifted");
+    let refused = home
+        .run(&["set", "holiday photos", "--limit-rate", "2X"])
+        .await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("unknown unit 'X'"),
+        "{}",
+        stderr(&refused)
+    );
     home.ok(&["set", "holiday photos", "--connections", "default"])
         .await;
     let info = parse_json(&home.ok(&["info", "holiday photos", "--json"]).await);
@@ -874,6 +898,48 @@ async fn configuration_is_validated_saved_and_applied_at_once() {
     let output = home.run(&["create", "second"]).await;
     assert_eq!(output.status.code(), Some(7), "{}", stderr(&output));
     assert!(stderr(&output).contains("limit 1"), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_limit_shows_and_changes_the_global_limits_in_the_config() {
+    let home = Home::new();
+    assert_eq!(
+        home.ok(&["limit"]).await,
+        "download none\nupload   none\n",
+        "none by default"
+    );
+    let shown = home
+        .ok(&["limit", "--download", "2M", "--upload", "512k"])
+        .await;
+    assert_eq!(
+        shown,
+        "download 2M (2097152 bytes per second)\nupload   512K (524288 bytes per second)\n"
+    );
+    let on_disk = ferry::config::Config::load(&home.path().join("config.ron")).expect("file");
+    assert_eq!(
+        on_disk.download_limit.map(|r| r.bytes_per_second()),
+        Some(2 << 20)
+    );
+    assert_eq!(
+        on_disk.upload_limit.map(|r| r.bytes_per_second()),
+        Some(512 << 10)
+    );
+    let text = std::fs::read_to_string(home.path().join("config.ron")).expect("text");
+    assert!(
+        text.contains("download_limit: Some(\"2M\")"),
+        "readable: {text}"
+    );
+    // One changed, the other kept.
+    home.ok(&["limit", "--upload", "none"]).await;
+    let json = parse_json(&home.ok(&["limit", "--json"]).await);
+    assert_eq!(json, serde_json::json!({"download": "2M", "upload": null}));
+    let refused = home.run(&["limit", "--download", "fast"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("give bytes per second like 500K"),
+        "{}",
+        stderr(&refused)
+    );
 }
 
 /// Defect: a password in a URL was written to the job file and printed by `ferry info`; job

@@ -69,6 +69,7 @@ fn upload_to(url: String, local: &Path) -> Upload {
         headers: Vec::new(),
         credentials: Default::default(),
         clock: std::sync::Arc::new(ferry::engine::SystemClock::default()),
+        throttle: Default::default(),
     }
 }
 

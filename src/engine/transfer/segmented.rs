@@ -226,6 +226,10 @@ impl Plan {
             .pieces
             .iter_mut()
             .filter(|p| p.claimed < p.end)
+            .filter(|p| {
+                p.owner
+                    .is_none_or(|owner| !early.get(owner).is_some_and(|e| e.pacing))
+            })
             .filter_map(|p| Some((since(p.owner?)?, p)))
             .filter(|(quiet_for, _)| *quiet_for >= quiet)
             .max_by_key(|(quiet_for, _)| *quiet_for)
@@ -341,6 +345,15 @@ impl Plan {
         &mut self.early[connection]
     }
 
+    /// `connection` waits for a speed limit (`true`) or is done waiting, at `at`.
+    pub fn pacing(&mut self, connection: usize, waits: bool, at: Duration) {
+        let early = self.early_mut(connection);
+        early.pacing = waits;
+        if !waits && early.first_byte.is_some() {
+            early.last_byte = Some(at); // the quiet time starts now
+        }
+    }
+
     /// `len` bytes arrived on `connection` at `at` (since the split began).
     pub fn arrived(&mut self, connection: usize, at: Duration, len: u64) {
         let window = self.window.unwrap_or(RAMP_WINDOW_MAX);
@@ -417,6 +430,8 @@ pub(crate) struct Early {
     pub ended: bool,
     /// When its last byte arrived.
     pub last_byte: Option<Duration>,
+    /// It waits for a speed limit, not for its server: quiet, but not stalled.
+    pub pacing: bool,
 }
 
 impl Early {
@@ -960,7 +975,14 @@ impl Worker {
     ) -> Result<u64, ConnectionEnd> {
         let mut received: u64 = 0;
         let mut brought: u64 = 0;
+        let throttle = &self.task.throttle;
         loop {
+            if throttle.must_wait() {
+                // Waiting on a speed limit, not on its server: not a connection to take over.
+                lock(plan).pacing(number, true, started.elapsed());
+                throttle.ready().await;
+                lock(plan).pacing(number, false, started.elapsed());
+            }
             let chunk = match response.chunk().await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => {
@@ -980,6 +1002,9 @@ impl Worker {
                 plan.arrived(number, started.elapsed(), chunk.len() as u64);
                 plan.claim(piece, chunk.len() as u64)
             };
+            // The limit counts the file's bytes: what a connection read past the end of its
+            // piece (moved by a steal) is dropped uncounted, at most the rest of one read.
+            throttle.spend(fits as usize);
             if fits > 0 {
                 let bytes = chunk.slice(..fits as usize);
                 let sent = queue.send(Chunk {
@@ -1171,6 +1196,7 @@ mod tests {
             bytes,
             ended: false,
             last_byte: None,
+            pacing: false,
         }
     }
 
@@ -1208,15 +1234,46 @@ mod tests {
         assert_eq!(ramp.decide(ms(900), 16, &seen, W), 0, "and stays there");
     }
 
-    #[test]
-    fn a_fresh_connection_takes_all_that_is_left_of_a_quiet_piece() {
-        let ms = Duration::from_millis;
+    /// A 4 MiB file on two connections: 0 brought 100 bytes at 10 ms, 1 (the far half,
+    /// returned) 200 bytes at `second_at`.
+    fn two_connections_under_way(second_at: Duration) -> (Plan, Work) {
         let mut plan = Plan::fresh(4 * M, 0);
         let other = plan.take(1).expect("a half");
         plan.claim(0, 100);
-        plan.arrived(0, ms(10), 100);
+        plan.arrived(0, Duration::from_millis(10), 100);
         plan.claim(other.piece, 200);
-        plan.arrived(1, ms(90), 200);
+        plan.arrived(1, second_at, 200);
+        (plan, other)
+    }
+
+    #[test]
+    fn a_connection_waiting_for_a_speed_limit_is_not_taken_over() {
+        let ms = Duration::from_millis;
+        let (mut plan, _) = two_connections_under_way(ms(10));
+        plan.pacing(0, true, ms(10));
+        plan.pacing(1, true, ms(10));
+        assert_eq!(
+            plan.take_stalled(2, ms(500), ms(40)),
+            None,
+            "both wait on the limit"
+        );
+        // Done waiting, the quiet time counts from then.
+        plan.pacing(0, false, ms(480));
+        assert_eq!(
+            plan.take_stalled(2, ms(500), ms(40)),
+            None,
+            "quiet for 20 ms only"
+        );
+        let work = plan
+            .take_stalled(2, ms(530), ms(40))
+            .expect("quiet for 50 ms");
+        assert_eq!(work.from, 100, "connection 0's piece, not the pacing one's");
+    }
+
+    #[test]
+    fn a_fresh_connection_takes_all_that_is_left_of_a_quiet_piece() {
+        let ms = Duration::from_millis;
+        let (mut plan, other) = two_connections_under_way(ms(90));
         assert!(plan.all_owned());
         assert_eq!(
             plan.take_stalled(2, ms(45), ms(40)),

@@ -1,0 +1,202 @@
+//! Speed limits: a job's own and the global ones, on downloads (one connection and split) and
+//! uploads, and changed while the transfer runs. The tests check that a transfer never runs
+//! ahead of its limit (a bound a slow machine cannot break) and that lifting the limit
+//! mid-transfer lets it finish; the accuracy of the pace is measured by
+//! `scripts/bench-limit.sh`, not here.
+
+use crate::server::TestServer;
+use crate::upload::Server;
+use crate::{Harness, content, sha256, test_config};
+use ferry::job::{JobId, JobState, JobType, NewFile, Priority, PropertyChange, Rate};
+use std::time::Instant;
+
+/// What a transfer may move beyond `rate × elapsed`: the bucket's burst and the reads that
+/// passed its check before it went into debt (hyper reads up to 400 KiB at once), on each
+/// connection.
+const SLACK_PER_CONNECTION: f64 = 512.0 * 1024.0;
+
+fn rate(text: &str) -> Rate {
+    Rate::parse(text).expect("a rate")
+}
+
+/// Follows the job's progress until `seconds` have passed since `start`, checking at every
+/// change that it never ran ahead of `limit`; returns the bytes moved by then.
+async fn follow_paced(
+    h: &mut Harness,
+    id: JobId,
+    start: Instant,
+    limit: Rate,
+    connections: u32,
+    seconds: f64,
+) -> u64 {
+    loop {
+        let job = h.engine.job(id).await.expect("job");
+        let elapsed = start.elapsed().as_secs_f64();
+        let moved = job.progress().bytes_transferred;
+        let allowed = limit.bytes_per_second() as f64 * elapsed
+            + SLACK_PER_CONNECTION * f64::from(connections);
+        assert!(
+            (moved as f64) <= allowed,
+            "{moved} bytes after {elapsed:.2} s at a limit of {limit}: more than {allowed:.0}"
+        );
+        assert!(
+            job.state != JobState::Transferred && job.state != JobState::Error,
+            "the limited job ended early: {} {:?}",
+            job.state,
+            job.error
+        );
+        if elapsed >= seconds {
+            return moved;
+        }
+        // The next change of the job (progress comes every 100 ms while bytes move).
+        let _ = tokio::time::timeout(crate::PATIENCE, h.events.recv()).await;
+    }
+}
+
+/// A SUSPENDED FOREGROUND job of an 8 MiB file served at `path`; returns it and the bytes.
+async fn eight_mib_job(
+    h: &Harness,
+    server: &TestServer,
+    path: &str,
+    seed: u64,
+) -> (JobId, Vec<u8>) {
+    let data = content(8 << 20, seed);
+    server.put(path, data.clone());
+    let name = path.trim_start_matches('/');
+    let id = h
+        .download(Priority::Foreground, &[(&server.url(path), name)])
+        .await;
+    (id, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_limit_paces_its_download_and_lifting_it_mid_transfer_lets_it_finish() {
+    let mut h = Harness::new().await;
+    let server = TestServer::start().await;
+    let (id, data) = eight_mib_job(&h, &server, "/big.bin", 141).await;
+    for change in [
+        PropertyChange::Connections(Some(1)),
+        PropertyChange::LimitRate(Some(rate("64K"))),
+    ] {
+        h.engine.set(id, change).await.expect("set");
+    }
+    let start = Instant::now();
+    h.engine.resume(id).await.expect("resume");
+    let moved = follow_paced(&mut h, id, start, rate("64K"), 1, 1.5).await;
+    assert!(moved > 0, "the job moves, slowly");
+    // Raised, then lifted, while the transfer runs: it finishes without a restart.
+    h.engine
+        .set(id, PropertyChange::LimitRate(Some(rate("128K"))))
+        .await
+        .expect("raise");
+    h.engine
+        .set(id, PropertyChange::LimitRate(None))
+        .await
+        .expect("lift");
+    let job = h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(job.limit_rate, None);
+    assert_eq!(job.error_count, 0, "a limit is not an error");
+    h.engine.complete(id).await.expect("complete");
+    let got = std::fs::read(h.out("big.bin")).expect("file");
+    assert_eq!(sha256(&got), sha256(&data));
+    let gets = server.requests("/big.bin").len();
+    assert!(
+        gets <= 2,
+        "paced on its one connection, not restarted: {gets} GETs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_download_limit_binds_a_split_file_and_changes_live() {
+    let mut config = test_config();
+    config.download_limit = Some(rate("64K"));
+    let mut h = Harness::with_config(config.clone()).await;
+    let server = TestServer::start().await;
+    let (id, data) = eight_mib_job(&h, &server, "/split.bin", 142).await;
+    h.engine
+        .set(id, PropertyChange::Connections(Some(4)))
+        .await
+        .expect("4 connections");
+    let start = Instant::now();
+    h.engine.resume(id).await.expect("resume");
+    follow_paced(&mut h, id, start, rate("64K"), 4, 1.5).await;
+    config.download_limit = None;
+    h.engine.configure(config).await.expect("configure");
+    let job = h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(job.error_count, 0);
+    h.engine.complete(id).await.expect("complete");
+    let got = std::fs::read(h.out("split.bin")).expect("file");
+    assert_eq!(sha256(&got), sha256(&data), "byte-exact, whatever the pace");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_paced_by_its_limit_and_lifting_the_global_one_lets_it_finish() {
+    let mut config = test_config();
+    config.upload_limit = Some(rate("256K"));
+    let mut h = Harness::with_config(config.clone()).await;
+    let served = tempfile::tempdir().expect("served");
+    let server = Server::start(served.path(), None).await;
+    let local = h.out("up.bin");
+    let data = content(6 << 20, 143);
+    std::fs::write(&local, &data).expect("local");
+    let id = h
+        .engine
+        .create_job("up", JobType::Upload, Some(Priority::Foreground))
+        .await
+        .expect("create");
+    let file = NewFile {
+        remote_url: format!("{}/up.bin", server.base),
+        local_path: local.clone(),
+        ranges: None,
+    };
+    h.engine.add_files(id, vec![file]).await.expect("add");
+    // The job's own limit is the lower one here: it sets the pace.
+    h.engine
+        .set(id, PropertyChange::LimitRate(Some(rate("128K"))))
+        .await
+        .expect("limit");
+    let start = Instant::now();
+    h.engine.resume(id).await.expect("resume");
+    // Acknowledged bytes: the first fragments (256 KiB, then 512 KiB) come back in seconds.
+    follow_paced(&mut h, id, start, rate("128K"), 1, 2.5).await;
+    h.engine
+        .set(id, PropertyChange::LimitRate(None))
+        .await
+        .expect("lift the job's");
+    config.upload_limit = None;
+    h.engine
+        .configure(config)
+        .await
+        .expect("lift the global one");
+    let job = h.wait_state(id, JobState::Transferred).await;
+    assert_eq!(job.error_count, 0);
+    let uploaded = std::fs::read(served.path().join("up.bin")).expect("uploaded");
+    assert_eq!(sha256(&uploaded), sha256(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_is_kept_with_the_job_and_refused_once_it_has_ended() {
+    // Through the store: the limit survives a restart of the engine.
+    {
+        let h = Harness::new().await;
+        let id = h
+            .download(Priority::Normal, &[("http://127.0.0.1:9/x", "x")])
+            .await;
+        h.engine
+            .set(id, PropertyChange::LimitRate(Some(rate("1536K"))))
+            .await
+            .expect("set");
+        h.engine.shutdown().await.expect("shutdown");
+        let (engine, report) =
+            crate::restart_engine(h.dir.path(), &h.config, h.clock.clone()).await;
+        assert_eq!(report.jobs_loaded, 1);
+        let job = engine.job(id).await.expect("job");
+        assert_eq!(job.limit_rate, Some(rate("1536K")));
+        engine.cancel(id).await.expect("cancel");
+        let refused = engine
+            .set(id, PropertyChange::LimitRate(None))
+            .await
+            .expect_err("a cancelled job takes no more changes");
+        assert_eq!(refused.code, ferry::job::ErrorCode::InvalidState);
+    }
+}
