@@ -43,8 +43,8 @@ http {
 CONF
 "$nginx_bin" -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log"
 export FERRY_HOME=$work/home
-"$ferry" serve --listen 127.0.0.1:0 "$work/served" > "$work/serve.out" 2> "$work/serve.log" &
-serve_pid=$!
+source scripts/serve-for-bench.sh
+start_serve "$work"
 cleanup() {
   kill "$serve_pid" 2>/dev/null || true
   kill "$(cat "$work/nginx/nginx.pid" 2>/dev/null)" 2>/dev/null || true
@@ -52,9 +52,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do grep -q "serving" "$work/serve.out" 2>/dev/null && break; sleep 0.05; done
-base=$(sed -n 's#.* on \(http://[^ ]*\)/$#\1#p' "$work/serve.out")
-"$ferry" list >/dev/null # starts the service once, outside the timings
 
 echo "== upload of ${size} MiB over loopback"
 hyperfine -N --runs "$runs" --warmup 1 \

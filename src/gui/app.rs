@@ -274,6 +274,9 @@ pub struct FerryApp {
     pub(super) service_message: Option<(bool, String)>,
     /// The user agreed that a shorter inactivity timeout cancels the jobs already past it.
     pub(super) cancel_overdue_ok: bool,
+    /// A save of the config from the status bar's speed limit is on its way: its answer changes
+    /// only that field of the Settings page's draft, not the user's other edits.
+    pub(super) quick_limit_saving: bool,
     pickers: Box<dyn Pickers>,
     inbound_tx: mpsc::Sender<Inbound>,
     inbound: mpsc::Receiver<Inbound>,
@@ -385,6 +388,7 @@ impl FerryApp {
             service_draft: None,
             service_message: None,
             cancel_overdue_ok: false,
+            quick_limit_saving: false,
             pickers: options.pickers,
             inbound_tx,
             inbound,
@@ -506,6 +510,14 @@ impl FerryApp {
             wall: self.clock.now(),
             mono: self.mono(),
             inactivity_timeout: self.inactivity_timeout(),
+            limits: self
+                .service_config
+                .as_ref()
+                .map(|c| super::model::GlobalLimits {
+                    download: c.download_limit,
+                    upload: c.upload_limit,
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -923,6 +935,17 @@ impl FerryApp {
         self.send(Request::SaveConfig(Box::new(draft)));
     }
 
+    /// The status bar's speed limit: the global download limit, saved in the service's config
+    /// and in force at once.
+    pub(super) fn set_download_limit(&mut self, limit: Option<crate::job::Rate>) {
+        let Some(mut config) = self.service_config.clone() else {
+            return;
+        };
+        config.download_limit = limit;
+        self.quick_limit_saving = true;
+        self.send(Request::SaveConfig(Box::new(config)));
+    }
+
     /// Follows the window's size, the panel, sort and filter; saves them in gui.ron a second
     /// after they stop changing (a drag of the window's edge is one save, not hundreds).
     fn track_layout(&mut self, ctx: &egui::Context) {
@@ -1002,6 +1025,8 @@ impl FerryApp {
             Reply::Connected(status) => {
                 self.connection = Connection::Up;
                 self.status = Some(*status);
+                // The global speed limits, for the status bar.
+                self.send(Request::LoadConfig);
             }
             Reply::Disconnected(why) => self.connection = Connection::Down(why),
             Reply::Jobs(jobs) => {
@@ -1058,11 +1083,32 @@ impl FerryApp {
             Reply::Created(result) => self.handle_created(result),
             Reply::Config(result) => match result {
                 Ok(config) => {
-                    self.service_config = Some((*config).clone());
-                    self.service_draft = Some(*config);
+                    // A draft with the user's unsaved edits stays as it is.
+                    if self.service_draft.is_none() || self.service_draft == self.service_config {
+                        self.service_draft = Some((*config).clone());
+                    }
+                    self.service_config = Some(*config);
                 }
                 Err(failure) => self.service_message = Some((false, failure.text)),
             },
+            Reply::ConfigSaved(result) if self.quick_limit_saving => {
+                self.quick_limit_saving = false;
+                match result {
+                    Ok(saved) => {
+                        if let Some(draft) = &mut self.service_draft {
+                            draft.download_limit = saved.config.download_limit;
+                        }
+                        self.service_config = Some(saved.config);
+                    }
+                    Err(failure) => self.toast(
+                        Level::Error,
+                        "The speed limit was not changed",
+                        failure.text,
+                        Vec::new(),
+                        Some(8.0),
+                    ),
+                }
+            }
             Reply::ConfigSaved(result) => match result {
                 Ok(saved) => {
                     let text = if saved.restart_needed.is_empty() {
@@ -1330,7 +1376,21 @@ impl FerryApp {
     }
 
     fn tray_view(&self) -> TrayView {
-        super::tray::summarize(self.jobs.iter().map(|e| &e.job), self.window_visible)
+        let mut view =
+            super::tray::summarize(self.jobs.iter().map(|e| &e.job), self.window_visible);
+        let now = self.now();
+        let held = self
+            .jobs
+            .iter()
+            .filter(|e| {
+                super::model::held_back(&e.job, e.speed.rate(now.mono), &now.limits).is_some()
+            })
+            .count();
+        if held > 0 {
+            view.tooltip
+                .push_str(&format!(", {held} held back by a speed limit"));
+        }
+        view
     }
 
     fn apply_theme(&mut self, ctx: &egui::Context) {

@@ -284,6 +284,8 @@ pub struct DownloadForm {
     pub connections: Option<u32>,
     /// How many of the files download at once.
     pub parallel_files: u32,
+    /// The job's own speed limit.
+    pub limit_rate: Option<crate::job::Rate>,
 }
 
 impl DownloadForm {
@@ -304,6 +306,7 @@ impl DownloadForm {
             replace_existing: false,
             connections: None,
             parallel_files: 1,
+            limit_rate: None,
         }
     }
 
@@ -397,6 +400,7 @@ impl DownloadForm {
         spec.replace_existing = self.replace_existing;
         spec.connections = self.connections;
         spec.parallel_files = (self.parallel_files > 1).then_some(self.parallel_files);
+        spec.limit_rate = self.limit_rate;
         Ok(spec)
     }
 }
@@ -585,6 +589,14 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                         ui,
                         "download-parallel",
                         &mut form.parallel_files,
+                    );
+                    super::jobs_view::limit_menu(
+                        ui,
+                        "download-limit",
+                        "Speed limit",
+                        &mut form.limit_rate,
+                        "This job's speed limit, on top of the global limits (Settings); \
+                         changeable later in its details.",
                     );
                     ui.checkbox(
                         &mut form.complete_when_transferred,

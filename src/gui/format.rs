@@ -21,6 +21,23 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A speed limit in the binary units it was given in (`2M` is `2 MiB/s`, `1536K` is
+/// `1.5 MiB/s`), as curl and aria2 count limits.
+pub fn limit(rate: crate::job::Rate) -> String {
+    let bytes = rate.bytes_per_second() as f64;
+    let units = [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    let (scale, unit) = units
+        .into_iter()
+        .find(|(scale, _)| bytes >= *scale as f64)
+        .unwrap_or((1, "B"));
+    let value = bytes / scale as f64;
+    if value.fract() == 0.0 {
+        format!("{value:.0} {unit}/s")
+    } else {
+        format!("{value:.1} {unit}/s")
+    }
+}
+
 /// `2.3 MB/s`.
 pub fn rate(bytes_per_second: f64) -> String {
     format!("{}/s", bytes(bytes_per_second.max(0.0) as u64))
@@ -56,6 +73,12 @@ mod tests {
         assert_eq!(bytes(1500), "1.5 kB");
         assert_eq!(bytes(123_456_789), "123 MB");
         assert_eq!(rate(2_300_000.0), "2.3 MB/s");
+        let limit_of = |t: &str| limit(crate::job::Rate::parse(t).expect("rate"));
+        assert_eq!(limit_of("2M"), "2 MiB/s");
+        assert_eq!(limit_of("1536K"), "1.5 MiB/s");
+        assert_eq!(limit_of("512K"), "512 KiB/s");
+        assert_eq!(limit_of("1G"), "1 GiB/s");
+        assert_eq!(limit_of("1500"), "1.5 KiB/s");
         assert_eq!(span(Duration::from_secs(12)), "12 s");
         assert_eq!(span(Duration::from_secs(320)), "5 min 20 s");
         assert_eq!(span(Duration::from_secs(90_000)), "1 d 1 h");

@@ -517,15 +517,16 @@ pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec
         {
             complete_change = Some(on);
         }
-        if job.job_type == JobType::Download {
-            setting_change = transfer_settings(ui, job);
-        }
+        setting_change = transfer_settings(ui, job);
     }
     egui::CollapsingHeader::new("Properties")
         .default_open(true)
         .show(ui, |ui| properties(ui, job, now));
     ui.separator();
     ui.label(RichText::new("Speed").strong());
+    if let Some(held) = model::held_back(job, entry.speed.rate(now.mono), &now.limits) {
+        ui.label(RichText::new(held.describe()).color(ui.visuals().warn_fg_color));
+    }
     let points: Vec<[f64; 2]> = entry.speed.history.iter().copied().collect();
     egui_plot::Plot::new(("speed", id.0))
         .height(110.0)
@@ -655,27 +656,80 @@ pub fn rate_marks(bounds: (f64, f64)) -> Vec<egui_plot::GridMark> {
         .collect()
 }
 
-/// Connections per file and files at once, as two menus; the change the user picked.
+/// Connections per file and files at once (downloads), and the speed limit, as menus; the
+/// change the user picked.
 fn transfer_settings(ui: &mut egui::Ui, job: &crate::job::Job) -> Option<PropertyChange> {
     let mut change = None;
     ui.horizontal_wrapped(|ui| {
-        let mut connections = job.connections;
-        connections_menu(
-            ui,
-            ("connections", job.id.0),
-            "Connections per file",
-            &mut connections,
-        );
-        if connections != job.connections {
-            change = Some(PropertyChange::Connections(connections));
+        if job.job_type == JobType::Download {
+            let mut connections = job.connections;
+            connections_menu(
+                ui,
+                ("connections", job.id.0),
+                "Connections per file",
+                &mut connections,
+            );
+            if connections != job.connections {
+                change = Some(PropertyChange::Connections(connections));
+            }
+            let mut at_once = job.parallel_files;
+            files_at_once_menu(ui, ("parallel-files", job.id.0), &mut at_once);
+            if at_once != job.parallel_files {
+                change = Some(PropertyChange::ParallelFiles(at_once));
+            }
         }
-        let mut at_once = job.parallel_files;
-        files_at_once_menu(ui, ("parallel-files", job.id.0), &mut at_once);
-        if at_once != job.parallel_files {
-            change = Some(PropertyChange::ParallelFiles(at_once));
+        let mut limit = job.limit_rate;
+        limit_menu(
+            ui,
+            ("limit-rate", job.id.0),
+            "Speed limit",
+            &mut limit,
+            "This job's speed limit, all its connections together, on top of the global \
+             limits (Settings). Changed at once, also mid-transfer.",
+        );
+        if limit != job.limit_rate {
+            change = Some(PropertyChange::LimitRate(limit));
         }
     });
     change
+}
+
+/// The useful speed limits (any other, set with `ferry set --limit-rate`, is shown too).
+const LIMIT_CHOICES: [&str; 10] = [
+    "256K", "512K", "1M", "2M", "5M", "10M", "20M", "50M", "100M", "500M",
+];
+
+/// A menu of speed limits (`None`: no limit): here, in New download, Settings and the status
+/// bar.
+pub(crate) fn limit_menu(
+    ui: &mut egui::Ui,
+    id: impl std::hash::Hash + std::fmt::Debug,
+    label: &str,
+    limit: &mut Option<crate::job::Rate>,
+    hover: &str,
+) -> egui::Response {
+    let shown = |rate: Option<crate::job::Rate>| rate.map_or("none".to_string(), format::limit);
+    let choices: Vec<Option<crate::job::Rate>> = std::iter::once(None)
+        .chain(
+            LIMIT_CHOICES
+                .iter()
+                .filter_map(|t| crate::job::Rate::parse(t).ok())
+                .map(Some),
+        )
+        .collect();
+    egui::ComboBox::new(id, label)
+        .width(96.0)
+        .selected_text(shown(*limit))
+        .show_ui(ui, |ui| {
+            if !choices.contains(limit) {
+                ui.selectable_value(limit, *limit, shown(*limit));
+            }
+            for choice in choices {
+                ui.selectable_value(limit, choice, shown(choice));
+            }
+        })
+        .response
+        .on_hover_text(hover)
 }
 
 /// The menu of connections per file (`None`: the config's default), here and in New download.
@@ -1059,7 +1113,16 @@ fn row_cells(
             }
             Column::Speed => {
                 let rate = entry.speed.rate(now.mono);
-                if job.state.is_running() && rate > 0.0 {
+                if model::held_back(job, rate, &now.limits).is_some() {
+                    // The details say which limit.
+                    let warn = ui.visuals().warn_fg_color;
+                    text.show(
+                        ui,
+                        format!("{} · limit", format::rate(rate)),
+                        Some(warn),
+                        false,
+                    );
+                } else if job.state.is_running() && rate > 0.0 {
                     text.show(ui, format::rate(rate), None, false);
                 }
             }

@@ -3,7 +3,7 @@
 //! change of a job is a request to the service, and the change shows when the service reports it.
 
 use super::format;
-use crate::job::{Job, JobId, JobState, Priority, Timestamp};
+use crate::job::{Job, JobId, JobState, Priority, Rate, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,6 +149,58 @@ pub struct Now {
     /// Seconds since the GUI started (for rates).
     pub mono: f64,
     pub inactivity_timeout: Duration,
+    /// The service's global speed limits (its config), as last read.
+    pub limits: GlobalLimits,
+}
+
+/// The global speed limits of the service's config.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalLimits {
+    pub download: Option<Rate>,
+    pub upload: Option<Rate>,
+}
+
+/// A running job moving at (nearly) the lower of its limits: which limit holds it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldBack {
+    /// "its own speed limit", "the global download limit" or "the global upload limit".
+    pub by: &'static str,
+    pub limit: Rate,
+}
+
+impl HeldBack {
+    pub fn describe(&self) -> String {
+        format!("Held back by {} ({})", self.by, format::limit(self.limit))
+    }
+}
+
+/// Whether `job`, moving at `rate` bytes per second, is held back by a speed limit: it runs
+/// and moves at 85 % or more of the lower of its own limit and the global one of its direction.
+pub fn held_back(job: &Job, rate: f64, limits: &GlobalLimits) -> Option<HeldBack> {
+    if !job.state.is_running() {
+        return None;
+    }
+    let global = if job.job_type.is_upload() {
+        limits.upload.map(|limit| HeldBack {
+            by: "the global upload limit",
+            limit,
+        })
+    } else {
+        limits.download.map(|limit| HeldBack {
+            by: "the global download limit",
+            limit,
+        })
+    };
+    let own = job.limit_rate.map(|limit| HeldBack {
+        by: "its own speed limit",
+        limit,
+    });
+    let lower = match (own, global) {
+        (Some(own), Some(global)) if global.limit < own.limit => global,
+        (Some(own), _) => own,
+        (None, global) => global?,
+    };
+    (rate >= 0.85 * lower.limit.bytes_per_second() as f64).then_some(lower)
 }
 
 /// A job waits for the user: it is TRANSFERRED or in ERROR, or nothing happened to it for
@@ -407,7 +459,56 @@ mod tests {
             wall: chrono::DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).expect("time"),
             mono: 100.0,
             inactivity_timeout: Duration::from_secs(90 * 86_400),
+            limits: GlobalLimits::default(),
         }
+    }
+
+    #[test]
+    fn a_job_at_its_lower_limit_is_held_back_by_it() {
+        let rate = |t: &str| Rate::parse(t).expect("rate");
+        let mut job = Job::new(
+            JobId::new_random(),
+            crate::job::JobType::Download,
+            "j",
+            "me",
+            &crate::job::JobDefaults::default(),
+            chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time"),
+        )
+        .expect("job");
+        let global = GlobalLimits {
+            download: Some(rate("4M")),
+            upload: Some(rate("256K")),
+        };
+        let mib = 1024.0 * 1024.0;
+        assert_eq!(held_back(&job, 4.0 * mib, &global), None, "not running");
+        job.state = JobState::Transferring;
+        assert_eq!(
+            held_back(&job, 3.9 * mib, &global).map(|h| h.by),
+            Some("the global download limit")
+        );
+        assert_eq!(
+            held_back(&job, 2.0 * mib, &global),
+            None,
+            "well below the limit"
+        );
+        job.limit_rate = Some(rate("1M"));
+        let held = held_back(&job, 0.99 * mib, &global).expect("its own, the lower");
+        assert_eq!(
+            held.describe(),
+            "Held back by its own speed limit (1 MiB/s)"
+        );
+        job.limit_rate = Some(rate("8M"));
+        assert_eq!(
+            held_back(&job, 3.9 * mib, &global).map(|h| h.by),
+            Some("the global download limit"),
+            "the global one is lower"
+        );
+        job.job_type = crate::job::JobType::Upload;
+        assert_eq!(
+            held_back(&job, 250.0 * 1024.0, &global).map(|h| h.by),
+            Some("the global upload limit")
+        );
+        assert_eq!(held_back(&job, 1.0, &GlobalLimits::default()), None);
     }
 
     fn names(jobs: &mut Jobs, spec: &ViewSpec, now: &Now) -> Vec<String> {

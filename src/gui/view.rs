@@ -451,6 +451,34 @@ impl FerryApp {
                 ui.separator();
                 ui.label(format!("{} selected", self.jobs_view.selection().len()));
             }
+            if let Some(config) = &self.service_config {
+                let mut limit = config.download_limit;
+                let upload = config.upload_limit;
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    let menu = super::jobs_view::limit_menu(
+                        ui,
+                        "status-download-limit",
+                        "",
+                        &mut limit,
+                        "All downloads together move at most this fast (the config's \
+                         download_limit; in force at once). Each job may have its own limit \
+                         too, in its details.",
+                    );
+                    let label = ui.label(if limit.is_some() {
+                        RichText::new("Download limit").color(ui.visuals().warn_fg_color)
+                    } else {
+                        RichText::new("Download limit")
+                    });
+                    let _ = menu.labelled_by(label.id);
+                    if let Some(up) = upload {
+                        ui.separator();
+                        ui.label(format!("Upload limit {}", format::limit(up)));
+                    }
+                });
+                if limit != config.download_limit {
+                    self.set_download_limit(limit);
+                }
+            }
         });
     }
 
@@ -612,6 +640,25 @@ impl FerryApp {
                     .response
                     .labelled_by(label.id);
                 ui.end_row();
+                for (what, limit, hover) in [
+                    (
+                        "Download limit",
+                        &mut draft.download_limit,
+                        "All downloads together move at most this fast; each job may have \
+                         its own limit too. In force at once, also mid-transfer.",
+                    ),
+                    (
+                        "Upload limit",
+                        &mut draft.upload_limit,
+                        "All uploads together, likewise.",
+                    ),
+                ] {
+                    let label = ui.label(what);
+                    let _ = super::jobs_view::limit_menu(ui, what, "", limit, hover)
+                        .labelled_by(label.id);
+                    ui.label("");
+                    ui.end_row();
+                }
             });
         let changed = self.service_config.as_ref() != Some(draft);
         if overdue > 0 {

@@ -1146,3 +1146,44 @@ fn the_history_page_lists_finished_jobs_and_downloads_again() {
     });
     assert!(shows(&window, "Nothing finished yet"));
 }
+
+#[test]
+fn the_status_bar_sets_the_global_download_limit_of_the_service() {
+    let setup = Setup::new("");
+    let mut window = setup.window();
+    wait_until(&mut window, "the limits", |w| shows(w, "Download limit"));
+    window
+        .get_by_role_and_label(egui::accesskit::Role::ComboBox, "Download limit")
+        .click();
+    window.run_ok();
+    click(&mut window, "2 MiB/s");
+    let client = setup.home.client();
+    let limit = |setup: &Setup| {
+        setup
+            .runtime
+            .block_on(client.config())
+            .expect("config")
+            .download_limit
+    };
+    wait_until(&mut window, "the service's new limit", |_| {
+        limit(&setup).is_some()
+    });
+    assert_eq!(limit(&setup), ferry::job::Rate::parse("2M").ok());
+    // The Settings page shows the same limit, and the upload limit as it was.
+    click(&mut window, "Settings");
+    wait_until(&mut window, "the service's configuration", |w| {
+        shows(w, "Upload limit")
+    });
+    let values: Vec<Option<String>> = window
+        .query_all_by_role(Role::ComboBox)
+        .filter(|n| {
+            let label = n.accesskit_node().label();
+            label.as_deref() == Some("Download limit") || label.as_deref() == Some("Upload limit")
+        })
+        .map(|n| n.accesskit_node().value().map(|v| v.to_string()))
+        .collect();
+    assert!(
+        values.contains(&Some("2 MiB/s".into())) && values.contains(&Some("none".into())),
+        "the limits' menus show {values:?}"
+    );
+}

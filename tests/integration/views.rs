@@ -64,6 +64,7 @@ impl Page {
                 wall: at(10 * 24 * 60),
                 mono: 1.0,
                 inactivity_timeout: Duration::from_secs(90 * 86_400),
+                limits: Default::default(),
             },
             stale: false,
             out: Vec::new(),
@@ -548,6 +549,63 @@ fn the_details_show_a_split_files_pieces_and_set_connections_and_files_at_once()
         [Command::Request(Request::Set(ids, PropertyChange::ParallelFiles(4)))] => {
             assert_eq!(ids, &[id])
         }
+        other => panic!("the menu asked for {other:?}"),
+    }
+}
+
+#[test]
+fn a_job_held_back_by_its_speed_limit_says_so_and_the_details_change_the_limit() {
+    let rate = |t: &str| ferry::job::Rate::parse(t).expect("rate");
+    let mut limited = job("limited", JobState::Transferring, 100);
+    limited.limit_rate = Some(rate("1M"));
+    limited.files[0].bytes_total = Some(100 << 20);
+    let mut window = page(vec![limited.clone()]);
+    // One MiB a second, as the service reports it.
+    limited.files[0].bytes_transferred = 1 << 20;
+    window.state_mut().jobs.update(limited, 1.0);
+    window.state_mut().now.mono = 1.1;
+    window.run_ok();
+    assert!(
+        window.query_by_label_contains("· limit").is_some(),
+        "the speed cell marks the limit"
+    );
+    let id = id_of(&window, "limited");
+    cell(&window, "limited").click();
+    window.run_ok();
+    assert!(
+        window
+            .query_by_label("Held back by its own speed limit (1 MiB/s)")
+            .is_some(),
+        "the details say which limit"
+    );
+    // A global limit below the job's takes over the explanation.
+    window.state_mut().now.limits.download = Some(rate("512K"));
+    window.run_ok();
+    assert!(
+        window.query_by_label_contains("· limit").is_some(),
+        "1 MiB/s is above 512 KiB/s: still held back"
+    );
+    assert!(
+        window
+            .query_by_label("Held back by the global download limit (512 KiB/s)")
+            .is_some()
+    );
+    window.get_by_label("Speed limit").click();
+    window.run_ok();
+    window.get_by_label("5 MiB/s").click();
+    window.run_ok();
+    match taken(&mut window).as_slice() {
+        [Command::Request(Request::Set(ids, PropertyChange::LimitRate(Some(r))))] => {
+            assert_eq!((ids.as_slice(), *r), (&[id][..], rate("5M")))
+        }
+        other => panic!("the menu asked for {other:?}"),
+    }
+    window.get_by_label("Speed limit").click();
+    window.run_ok();
+    window.get_by_label("none").click();
+    window.run_ok();
+    match taken(&mut window).as_slice() {
+        [Command::Request(Request::Set(_, PropertyChange::LimitRate(None)))] => {}
         other => panic!("the menu asked for {other:?}"),
     }
 }
