@@ -1114,11 +1114,11 @@ fn row_cells(
             Column::Speed => {
                 let rate = entry.speed.rate(now.mono);
                 if model::held_back(job, rate, &now.limits).is_some() {
-                    // The details say which limit.
                     let warn = ui.visuals().warn_fg_color;
                     text.show(
                         ui,
-                        format!("{} · limit", format::rate(rate)),
+                        // "At most": a narrow column keeps the mark; the details say which.
+                        format!("≤ {}", format::rate(rate)),
                         Some(warn),
                         false,
                     );

@@ -566,7 +566,7 @@ fn a_job_held_back_by_its_speed_limit_says_so_and_the_details_change_the_limit()
     window.state_mut().now.mono = 1.1;
     window.run_ok();
     assert!(
-        window.query_by_label_contains("· limit").is_some(),
+        window.query_by_label_contains("≤ ").is_some(),
         "the speed cell marks the limit"
     );
     let id = id_of(&window, "limited");
@@ -582,7 +582,7 @@ fn a_job_held_back_by_its_speed_limit_says_so_and_the_details_change_the_limit()
     window.state_mut().now.limits.download = Some(rate("512K"));
     window.run_ok();
     assert!(
-        window.query_by_label_contains("· limit").is_some(),
+        window.query_by_label_contains("≤ ").is_some(),
         "1 MiB/s is above 512 KiB/s: still held back"
     );
     assert!(
