@@ -175,7 +175,7 @@ pub struct GetArgs {
     pub parallel: Option<u32>,
     /// The job's speed limit in bytes per second, curl's syntax: 500K, 2M (K = 1024 bytes).
     /// Change it later with `ferry set JOB --limit-rate`; `ferry limit` sets the global ones.
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
     pub limit_rate: Option<Rate>,
     /// The URLs to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
@@ -194,7 +194,7 @@ pub struct PutArgs {
     #[arg(long, value_name = "FILE")]
     pub reply: Option<PathBuf>,
     /// The job's speed limit in bytes per second, curl's syntax: 500K, 2M (K = 1024 bytes).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
     pub limit_rate: Option<Rate>,
     /// The file to upload.
     pub local: PathBuf,
@@ -485,10 +485,6 @@ fn parse_connections(text: &str) -> Result<ConnectionSetting, String> {
     parse_connection_count(text)
         .map(|n| ConnectionSetting(Some(n)))
         .map_err(|e| format!("{e}, or `default`"))
-}
-
-fn parse_rate(text: &str) -> Result<Rate, String> {
-    Rate::parse(text)
 }
 
 /// A speed limit to set, or `none` to lift it.

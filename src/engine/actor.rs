@@ -320,13 +320,10 @@ impl Actor {
             files::check_destination(&probe, path)?;
         }
         let now_on = matches!(change, PropertyChange::CompleteWhenTransferred(true));
-        let limit = match change {
-            PropertyChange::LimitRate(rate) => Some(rate),
-            _ => None,
-        };
         self.apply(job, Event::Set(change), Persist::Now).await?;
-        if let (Some(rate), Some(bucket)) = (limit, self.job_limits.get(&job)) {
-            bucket.set_rate(rate); // a running transfer follows at once
+        if let Some(bucket) = self.job_limits.get(&job) {
+            // The bucket follows the job's limit: a running transfer feels a change at once.
+            bucket.set_rate(self.job(job)?.limit_rate);
         }
         if now_on && self.job(job)?.state == JobState::Transferred {
             self.to_complete.push(job);

@@ -135,7 +135,7 @@ impl Throttle {
 
     /// Whether any bucket limits at all (a transfer then moves in small steps, so that a change
     /// of limit takes effect soon).
-    pub fn limits(&self) -> bool {
+    pub fn is_limited(&self) -> bool {
         self.0.iter().any(|b| b.rate().is_some())
     }
 

@@ -216,7 +216,7 @@ fn paced(
     let slicer = throttle.clone();
     chunks
         .map_ok(move |chunk| {
-            let step = if slicer.limits() {
+            let step = if slicer.is_limited() {
                 PACED_SLICE
             } else {
                 chunk.len().max(1)

@@ -694,9 +694,19 @@ fn transfer_settings(ui: &mut egui::Ui, job: &crate::job::Job) -> Option<Propert
     change
 }
 
-/// The useful speed limits (any other, set with `ferry set --limit-rate`, is shown too).
-const LIMIT_CHOICES: [&str; 10] = [
-    "256K", "512K", "1M", "2M", "5M", "10M", "20M", "50M", "100M", "500M",
+/// The useful speed limits, in KiB/s (any other, set with `ferry set --limit-rate`, is shown
+/// too).
+const LIMIT_CHOICES_KIB: [u64; 10] = [
+    256,
+    512,
+    1 << 10,
+    2 << 10,
+    5 << 10,
+    10 << 10,
+    20 << 10,
+    50 << 10,
+    100 << 10,
+    500 << 10,
 ];
 
 /// A menu of speed limits (`None`: no limit): here, in New download, Settings and the status
@@ -711,9 +721,9 @@ pub(crate) fn limit_menu(
     let shown = |rate: Option<crate::job::Rate>| rate.map_or("none".to_string(), format::limit);
     let choices: Vec<Option<crate::job::Rate>> = std::iter::once(None)
         .chain(
-            LIMIT_CHOICES
+            LIMIT_CHOICES_KIB
                 .iter()
-                .filter_map(|t| crate::job::Rate::parse(t).ok())
+                .filter_map(|kib| crate::job::Rate::new(kib * 1024).ok())
                 .map(Some),
         )
         .collect();

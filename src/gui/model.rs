@@ -181,26 +181,16 @@ pub fn held_back(job: &Job, rate: f64, limits: &GlobalLimits) -> Option<HeldBack
         return None;
     }
     let global = if job.job_type.is_upload() {
-        limits.upload.map(|limit| HeldBack {
-            by: "the global upload limit",
-            limit,
-        })
+        ("the global upload limit", limits.upload)
     } else {
-        limits.download.map(|limit| HeldBack {
-            by: "the global download limit",
-            limit,
-        })
+        ("the global download limit", limits.download)
     };
-    let own = job.limit_rate.map(|limit| HeldBack {
-        by: "its own speed limit",
-        limit,
-    });
-    let lower = match (own, global) {
-        (Some(own), Some(global)) if global.limit < own.limit => global,
-        (Some(own), _) => own,
-        (None, global) => global?,
-    };
-    (rate >= 0.85 * lower.limit.bytes_per_second() as f64).then_some(lower)
+    // The lower of the two; on a tie, the job's own (the one the user can change there).
+    let (by, limit) = [("its own speed limit", job.limit_rate), global]
+        .into_iter()
+        .filter_map(|(by, limit)| Some((by, limit?)))
+        .min_by_key(|(_, limit)| *limit)?;
+    (rate >= 0.85 * limit.bytes_per_second() as f64).then_some(HeldBack { by, limit })
 }
 
 /// A job waits for the user: it is TRANSFERRED or in ERROR, or nothing happened to it for

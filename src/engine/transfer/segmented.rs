@@ -216,9 +216,11 @@ impl Plan {
         quiet: Duration,
     ) -> Option<Work> {
         let early = &self.early;
+        // A connection waiting on a speed limit is not quiet, whatever its last byte.
         let since = |owner: usize| {
             early
                 .get(owner)
+                .filter(|e| !e.pacing)
                 .and_then(|e| e.last_byte)
                 .map(|last| now.saturating_sub(last))
         };
@@ -226,10 +228,6 @@ impl Plan {
             .pieces
             .iter_mut()
             .filter(|p| p.claimed < p.end)
-            .filter(|p| {
-                p.owner
-                    .is_none_or(|owner| !early.get(owner).is_some_and(|e| e.pacing))
-            })
             .filter_map(|p| Some((since(p.owner?)?, p)))
             .filter(|(quiet_for, _)| *quiet_for >= quiet)
             .max_by_key(|(quiet_for, _)| *quiet_for)
