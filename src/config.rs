@@ -1,7 +1,7 @@
 //! Ferry's configuration file (`config.ron`): limits, defaults and timers. A missing file means the
 //! BITS defaults; an invalid one is an error that names the file and the field.
 
-use crate::job::{JobDefaults, Limits, Priority, Rate, TimePolicy};
+use crate::job::{BandwidthPolicy, JobDefaults, Limits, Priority, Rate, TimePolicy};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +49,11 @@ pub struct Config {
     pub download_limit: Option<Rate>,
     /// All uploads together, likewise.
     pub upload_limit: Option<Rate>,
+    /// The BITS bandwidth policy for background priorities (HIGH, NORMAL, LOW): a weekly
+    /// schedule of windows, each with a limit per priority, and the limits outside them. A limit
+    /// of `"0"` holds those jobs (BG_E_BLOCKED_BY_POLICY) until the schedule allows them again.
+    /// FOREGROUND jobs are never held by it. Follows the wall clock's local time.
+    pub bandwidth_policy: BandwidthPolicy,
 }
 
 /// Default connections per file, by priority.
@@ -94,6 +99,7 @@ impl Default for Config {
             connections_per_host: 16,
             download_limit: None,
             upload_limit: None,
+            bandwidth_policy: BandwidthPolicy::default(),
         }
     }
 }
@@ -265,6 +271,9 @@ impl Config {
                 return Err(format!("field `{field}` is {value}: give 1 to {max}"));
             }
         }
+        self.bandwidth_policy
+            .validate()
+            .map_err(|e| format!("field `bandwidth_policy`: {e}"))?;
         self.root_certificates()
             .map_err(|e| format!("field `extra_root_certificates`: {e}"))?;
         if self.inactivity_warning_secs >= self.job_inactivity_timeout_secs {

@@ -95,6 +95,9 @@ pub(super) struct Actor {
     /// Each job's own speed limit, shared by all its connections; kept while the job is in the
     /// queue, so that a change reaches a running transfer at once.
     pub(super) job_limits: HashMap<JobId, Arc<Bucket>>,
+    /// What the bandwidth policy says now, and when to look at it again (`policy.rs`).
+    pub(super) policy_now: crate::job::PolicyNow,
+    pub(super) policy_deadline: Option<Timestamp>,
 }
 
 /// QUEUED, CONNECTING and TRANSFERRING all come back as QUEUED after a restart, so moves between
@@ -283,7 +286,7 @@ impl Actor {
                 let _ = reply.send(result.map(drop));
             }
             Command::Configure(config, reply) => {
-                self.config = *config;
+                self.config = *config; // the new schedule is read by the next `schedule`
                 // Running transfers too: the buckets they pace on change under them.
                 self.download_limit.set_rate(self.config.download_limit);
                 self.upload_limit.set_rate(self.config.upload_limit);
@@ -321,10 +324,8 @@ impl Actor {
         }
         let now_on = matches!(change, PropertyChange::CompleteWhenTransferred(true));
         self.apply(job, Event::Set(change), Persist::Now).await?;
-        if let Some(bucket) = self.job_limits.get(&job) {
-            // The bucket follows the job's limit: a running transfer feels a change at once.
-            bucket.set_rate(self.job(job)?.limit_rate);
-        }
+        // The bucket follows the job's limit and priority: a running transfer feels it at once.
+        self.sync_job_bucket(job);
         if now_on && self.job(job)?.state == JobState::Transferred {
             self.to_complete.push(job);
         }
@@ -826,6 +827,7 @@ impl Actor {
 
     /// Starts and preempts jobs per spec §6.
     async fn schedule(&mut self) {
+        self.apply_policy().await;
         if !self.network_up {
             // Jobs queued while the network is away wait for it (T14), not for a slot.
             let waiting: Vec<JobId> = self

@@ -139,6 +139,11 @@ impl Throttle {
         self.0.iter().any(|b| b.rate().is_some())
     }
 
+    /// The lowest limit of its buckets, in bytes per second.
+    pub fn lowest_rate(&self) -> Option<u64> {
+        self.0.iter().filter_map(|b| b.rate()).min()
+    }
+
     /// Returns once no bucket is in debt. Cancel-safe: it only reads the buckets, so a transfer
     /// may drop it (to stop, or to report progress) and call it again.
     pub async fn ready(&self) {

@@ -26,6 +26,9 @@ pub const MIN_FRAGMENT: u64 = 5 * 1024;
 pub const MAX_FRAGMENT: u64 = 28 * 1024 * 1024;
 /// The first fragment: small enough to learn a server's limit cheaply (§12 D20).
 pub const FIRST_FRAGMENT: u64 = 256 * 1024;
+/// Under a speed limit, a fragment takes at most this long to send (its answer may take the
+/// read timeout on top).
+pub const FRAGMENT_TIME_AT_LIMIT: Duration = Duration::from_secs(8);
 /// New sessions in a row without progress before the upload gives up for now.
 const RESTARTS: u32 = 3;
 /// Answers in a row that acknowledge no new byte before the upload gives up for now (a transient
@@ -319,6 +322,14 @@ impl Upload {
         request.body(body).send().await
     }
 
+    /// The largest fragment the speed limit sends in [`FRAGMENT_TIME_AT_LIMIT`]: a fragment
+    /// sent at a low limit must not outlast the wait for its answer.
+    fn fragment_at_limit(&self) -> u64 {
+        self.throttle.lowest_rate().map_or(u64::MAX, |rate| {
+            (rate.saturating_mul(FRAGMENT_TIME_AT_LIMIT.as_secs())).max(MIN_FRAGMENT)
+        })
+    }
+
     /// Where packets of the session go: the upload URL, or its pinned host.
     fn packet_url(&self, progress: &Progress) -> String {
         match &progress.host {
@@ -453,7 +464,10 @@ impl Upload {
             // All acknowledged but the answer lost (a stop or a crash just then): the last byte
             // again gets the final answer, with its reply URL.
             let first = progress.acknowledged.min(size - 1);
-            let length = progress.fragment.min(size - first);
+            let length = progress
+                .fragment
+                .min(self.fragment_at_limit())
+                .min(size - first);
             // The file as it is now: a change since the last fragment fails the upload before
             // anything of the new version is sent. (A write while this fragment streams is
             // caught before the next one, or before the last is reported done.)

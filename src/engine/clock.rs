@@ -14,6 +14,11 @@ use tokio::sync::watch;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
+    /// The wall clock as it reads now, for what follows the calendar (the bandwidth schedule)
+    /// rather than elapsed time. A manual clock's own time.
+    fn wall_now(&self) -> Timestamp {
+        self.now()
+    }
     /// Completes when `now() >= deadline`.
     fn sleep_until(&self, deadline: Timestamp) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
@@ -36,6 +41,10 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         later(self.anchor_wall, self.anchor_mono.elapsed())
+    }
+
+    fn wall_now(&self) -> Timestamp {
+        chrono::Utc::now()
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

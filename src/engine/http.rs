@@ -411,12 +411,14 @@ pub(crate) fn build_client(
         .redirect(redirect)
         .dns_resolver(std::sync::Arc::new(Resolver))
         .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-        .read_timeout(if key.patient {
-            Duration::from_millis(config.read_timeout_ms).max(UPLOAD_ANSWER_TIMEOUT)
-        } else {
-            Duration::from_millis(config.read_timeout_ms)
-        })
         .tcp_nodelay(true);
+    if key.patient {
+        // Uploads: the answer to a fragment may take the server a while. Downloads count the
+        // server's silence themselves (`transfer.rs`): this timer would also run while a
+        // connection waits on a speed limit, and fail it for no fault of the server.
+        builder = builder
+            .read_timeout(Duration::from_millis(config.read_timeout_ms).max(UPLOAD_ANSWER_TIMEOUT));
+    }
     let certificates = config
         .root_certificates()
         .map_err(|e| (ErrorCode::SecureFailure, e))?;

@@ -16,6 +16,7 @@ pub(crate) mod files;
 mod handle;
 mod http;
 mod network;
+mod policy;
 mod saver;
 mod scheduler;
 mod timers;
@@ -120,6 +121,8 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         notify_retry: HashMap::new(),
         network_up: true,
         job_limits: HashMap::new(),
+        policy_now: crate::job::PolicyNow::default(),
+        policy_deadline: None,
         finished: VecDeque::new(),
         to_complete,
         history,

@@ -73,7 +73,10 @@ impl Actor {
         let jobs = self.jobs.values().filter_map(|job| self.job_deadline(job));
         let notify = self.notify_retry.values().map(|(at, _)| *at);
         let slice = scheduler::slice_deadline(&self.jobs, &self.slice_started, self.slice());
-        jobs.chain(notify).chain(slice).min()
+        jobs.chain(notify)
+            .chain(slice)
+            .chain(self.policy_deadline())
+            .min()
     }
 
     pub(super) fn next_io_deadline(&self) -> Option<Instant> {

@@ -42,6 +42,9 @@ pub(crate) struct JobTask {
     pub parallel: usize,
     /// The speed limits the job's connections pace on.
     pub throttle: Throttle,
+    /// How long the server may stay silent while a connection waits for it. Counted here, not by
+    /// the HTTP client, whose timer also runs while a connection waits on a speed limit.
+    pub read_timeout: Duration,
 }
 
 pub(crate) struct FileWork {
@@ -77,6 +80,7 @@ struct FileTask {
     redirect: RedirectPolicy,
     client: reqwest::Client,
     throttle: Throttle,
+    read_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -235,6 +239,7 @@ pub(crate) async fn run(
         files,
         parallel,
         throttle,
+        read_timeout,
     } = task;
     let count = files.len();
     let mut waiting = files.into_iter().enumerate().peekable();
@@ -281,6 +286,7 @@ pub(crate) async fn run(
                     redirect,
                     client: client.clone(),
                     throttle: throttle.clone(),
+                    read_timeout,
                 },
                 reporter: Reporter {
                     task_job: job,
@@ -770,18 +776,50 @@ impl Worker {
             }
             builder.send()
         };
-        let response = request(None)
+        let timeout = self.task.read_timeout;
+        let response = tokio::time::timeout(timeout, request(None))
             .await
+            .map_err(|_| self.silence_failure())?
             .map_err(|e| self.transport_failure(&e))?;
         if response.status() == StatusCode::UNAUTHORIZED
             && let Some((AuthScheme::Digest, user, password)) = &self.task.credentials.server
             && let Some(answer) = digest_answer(&response, user, password)
         {
-            return request(Some(answer))
+            return tokio::time::timeout(timeout, request(Some(answer)))
                 .await
+                .map_err(|_| self.silence_failure())?
                 .map_err(|e| self.transport_failure(&e));
         }
         Ok(response)
+    }
+
+    /// The next piece of the body, or the server's silence for the read timeout since `since`
+    /// (when the connection began to wait for it).
+    pub(super) async fn next_chunk(
+        &self,
+        response: &mut reqwest::Response,
+        since: tokio::time::Instant,
+    ) -> Result<Option<bytes::Bytes>, Failure> {
+        let deadline = since + self.task.read_timeout;
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(chunk) => chunk.map_err(|e| self.transport_failure(&e)),
+            Err(_) => Err(self.silence_failure()),
+        }
+    }
+
+    /// The server sent nothing for the read timeout (a transient error, as a WinHTTP timeout).
+    fn silence_failure(&self) -> Failure {
+        self.failure_because(
+            ErrorContext::GeneralTransport,
+            ErrorCode::Timeout,
+            ErrorClass::Transient,
+            format!(
+                "{} ({}: nothing received for {} s)",
+                ErrorCode::Timeout.advice(),
+                self.task.url,
+                self.task.read_timeout.as_secs_f64()
+            ),
+        )
     }
 
     fn transport_failure(&self, error: &reqwest::Error) -> Failure {
@@ -1088,13 +1126,16 @@ impl Worker {
         );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let throttle = self.task.throttle.clone();
+        let mut silent_since = None;
         let failure = loop {
             let chunk = tokio::select! {
                 // Paced first: a limited transfer leaves its socket unread until the limit
                 // allows more, so the server slows down. (Both steps are cancel-safe.)
                 chunk = async {
                     throttle.ready().await;
-                    response.chunk().await
+                    // The silence is counted from here, across the ticks that interrupt it.
+                    let since = *silent_since.get_or_insert_with(tokio::time::Instant::now);
+                    self.next_chunk(&mut response, since).await
                 } => chunk,
                 _ = ticker.tick() => {
                     // Also while the server is silent: the checkpoint keeps up with the disk.
@@ -1109,6 +1150,7 @@ impl Worker {
                     };
                 }
             };
+            silent_since = None;
             match chunk {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
@@ -1130,7 +1172,7 @@ impl Worker {
                         Err(e) => return Fetch::Failed(self.local_failure(&e)),
                     }
                 }
-                Err(e) => break Some(self.transport_failure(&e)),
+                Err(failure) => break Some(failure),
             }
         };
         // Keep what arrived: it is flushed and reported, so a retry resumes after it.

@@ -354,7 +354,7 @@ impl Actor {
     /// The buckets a transfer of the job paces on: the job's own limit (one bucket for all its
     /// connections, kept across runs) and the global one of its direction.
     fn throttle_for(&mut self, id: JobId, upload: bool) -> Throttle {
-        let rate = self.jobs.get(&id).and_then(|job| job.limit_rate);
+        let rate = self.jobs.get(&id).and_then(|job| self.job_rate(job));
         let job_limit = self
             .job_limits
             .entry(id)
@@ -411,6 +411,7 @@ impl Actor {
             client,
             files,
             parallel: job.parallel_files.clamp(1, job::MAX_PARALLEL_FILES) as usize,
+            read_timeout: Duration::from_millis(self.config.read_timeout_ms),
         };
         self.start_worker(id, last_file, |run, reports, stop| {
             task.run = run;

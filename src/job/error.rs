@@ -15,6 +15,8 @@ pub enum ErrorCode {
     FileNotAvailable,
     ErrorInformationUnavailable,
     NetworkDisconnected,
+    /// The bandwidth policy allows the job's priority nothing now (spec T28).
+    BlockedByPolicy,
     MissingFileSize,
     InsufficientHttpSupport,
     InsufficientRangeSupport,
@@ -88,6 +90,7 @@ impl ErrorCode {
             FileNotAvailable => 0x8020_0004,
             ErrorInformationUnavailable => 0x8020_000F,
             NetworkDisconnected => 0x8020_0010,
+            BlockedByPolicy => 0x8020_003E,
             MissingFileSize => 0x8020_0011,
             InsufficientHttpSupport => 0x8020_0012,
             InsufficientRangeSupport => 0x8020_0013,
@@ -138,6 +141,7 @@ impl ErrorCode {
             FileNotAvailable => "BG_E_FILE_NOT_AVAILABLE",
             ErrorInformationUnavailable => "BG_E_ERROR_INFORMATION_UNAVAILABLE",
             NetworkDisconnected => "BG_E_NETWORK_DISCONNECTED",
+            BlockedByPolicy => "BG_E_BLOCKED_BY_POLICY",
             MissingFileSize => "BG_E_MISSING_FILE_SIZE",
             InsufficientHttpSupport => "BG_E_INSUFFICIENT_HTTP_SUPPORT",
             InsufficientRangeSupport => "BG_E_INSUFFICIENT_RANGE_SUPPORT",
@@ -192,6 +196,11 @@ impl ErrorCode {
             }
             NetworkDisconnected => {
                 "The network is unreachable; the job resumes when it comes back."
+            }
+            BlockedByPolicy => {
+                "The bandwidth schedule allows this priority no transfer now; the job goes on \
+                 by itself when the schedule allows it (or make it FOREGROUND, which the \
+                 schedule never holds)."
             }
             MissingFileSize => {
                 "The server did not send the file size (Content-Length); \

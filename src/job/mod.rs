@@ -5,6 +5,7 @@
 //! stop a transfer, publish a notification) or a [`BitsError`] and leaves the job untouched.
 
 mod error;
+mod policy;
 mod properties;
 mod rate;
 mod transition;
@@ -14,6 +15,9 @@ mod tests;
 
 pub use error::{
     BitsError, ErrorClass, ErrorCode, ErrorContext, JobError, classify_http_status, classify_io,
+};
+pub use policy::{
+    BandwidthPolicy, ClassLimit, ClassLimits, Day, MAX_WINDOWS, PolicyNow, PolicyWindow, TimeOfDay,
 };
 pub use properties::{
     AuthScheme, Credentials, DEFAULT_NOTIFY_FLAGS, FileRange, LENGTH_TO_EOF, NotifyCommand,
@@ -563,6 +567,15 @@ impl Job {
     pub fn awaits_its_complete(&self) -> bool {
         self.state == JobState::Transferred
             && (self.complete_when_transferred || !self.committing.is_empty())
+    }
+
+    /// Waiting in TRANSIENT_ERROR because the bandwidth policy allows its priority nothing (T28).
+    pub fn is_blocked_by_policy(&self) -> bool {
+        self.state == JobState::TransientError
+            && self
+                .error
+                .as_ref()
+                .is_some_and(|e| e.code == ErrorCode::BlockedByPolicy)
     }
 
     /// Every file is transferred, and for upload-reply the reply too (spec T8).

@@ -293,6 +293,27 @@ fn every_state_event_pair() {
             [S, S, S, S, S, To(Queued), S, inv, inv],
         ),
         (
+            "PolicyBlocked",
+            Event::PolicyBlocked,
+            [
+                To(TransientError),
+                To(TransientError),
+                To(TransientError),
+                S,
+                S,
+                S,
+                S,
+                inv,
+                inv,
+            ],
+        ),
+        (
+            // The table's TRANSIENT_ERROR job failed on its own: the policy did not hold it.
+            "PolicyLifted",
+            Event::PolicyLifted,
+            [S, S, S, S, S, S, S, inv, inv],
+        ),
+        (
             "Recovered",
             Event::Recovered,
             [S, To(Queued), To(Queued), S, S, S, S, inv, inv],
@@ -347,7 +368,7 @@ fn every_state_event_pair() {
             }
         }
     }
-    assert_eq!(checked, 2 * 23 * 9);
+    assert_eq!(checked, 2 * 25 * 9);
 }
 
 #[test]
@@ -710,6 +731,56 @@ fn error_count_rules() {
         job.current_error().expect("error").code,
         ErrorCode::NetworkDisconnected
     );
+}
+
+#[test]
+fn the_bandwidth_policy_holds_background_jobs_without_counting_an_error() {
+    // T28: a running or queued background job waits for the schedule, not for a timer.
+    for state in [
+        JobState::Queued,
+        JobState::Connecting,
+        JobState::Transferring,
+    ] {
+        let mut job = job_in(state, JobType::Download);
+        job.priority = Priority::Low;
+        let effects = ok(&mut job, Event::PolicyBlocked);
+        assert_eq!(job.state, JobState::TransientError);
+        assert_eq!(
+            effects.contains(&Effect::StopTransfer),
+            state.is_running(),
+            "{state}"
+        );
+        assert!(job.is_blocked_by_policy());
+        assert_eq!(job.error_count, 0, "not counted");
+        assert_eq!(job.retry.next_retry_at, None, "no retry timer");
+        let error = job.current_error().expect("error");
+        assert_eq!(error.code, ErrorCode::BlockedByPolicy);
+        assert_eq!(error.code.hresult(), 0x8020_003E);
+        // Time in the window is not time without progress, nor a retry.
+        job.retry.no_progress_since = Some(t0());
+        let far = later(t0(), job.no_progress_timeout + Duration::from_secs(86_400));
+        apply(&mut job, Event::Tick(TimePolicy::default()), far).expect("tick");
+        assert_eq!(job.state, JobState::TransientError);
+        ok(&mut job, Event::PolicyLifted);
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(job.error_count, 0);
+    }
+    // FOREGROUND is never held.
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    job.priority = Priority::Foreground;
+    ok(&mut job, Event::PolicyBlocked);
+    assert_eq!(job.state, JobState::Transferring);
+    // Lifting the policy does not release a job that failed on its own: its retry timer does.
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    ok(&mut job, Event::Failed(transient()));
+    let retry = job.retry.next_retry_at;
+    ok(&mut job, Event::PolicyLifted);
+    assert_eq!(job.state, JobState::TransientError);
+    assert_eq!(job.retry.next_retry_at, retry);
+    // A suspended job stays suspended.
+    let mut job = job_in(JobState::Suspended, JobType::Download);
+    ok(&mut job, Event::PolicyBlocked);
+    assert_eq!(job.state, JobState::Suspended);
 }
 
 #[test]
@@ -1133,12 +1204,12 @@ fn invariants_hold_on_random_event_sequences() {
     let events = |pick: usize, files: usize, t: u64| -> Event {
         let file = pick % files.max(1);
         // Cancel (2) and CommitFinished (4) end a walk: make them rarer than the rest.
-        const OTHERS: [usize; 18] = [
-            0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+        const OTHERS: [usize; 20] = [
+            0, 1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
         ];
         let kind = match pick % 60 {
-            k if k < 20 => k,
-            k => OTHERS[k % 18],
+            k if k < 22 => k,
+            k => OTHERS[k % 20],
         };
         match kind {
             0 => Event::Resume,
@@ -1168,6 +1239,8 @@ fn invariants_hold_on_random_event_sequences() {
             16 => Event::NetworkLost,
             17 => Event::NetworkRestored,
             18 => Event::Recovered,
+            19 => Event::PolicyBlocked,
+            20 => Event::PolicyLifted,
             _ => Event::Validate {
                 file,
                 valid: pick.is_multiple_of(2),
@@ -1623,6 +1696,8 @@ mod properties {
             Just(Event::Yield),
             Just(Event::NetworkLost),
             Just(Event::NetworkRestored),
+            Just(Event::PolicyBlocked),
+            Just(Event::PolicyLifted),
             Just(Event::Recovered),
             Just(Event::Tick(TimePolicy::default())),
             Just(Event::Failed(transient())),

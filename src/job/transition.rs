@@ -3,8 +3,8 @@
 use super::error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError};
 use super::properties::{self, PropertyChange, check_remote_url, validate_ranges};
 use super::{
-    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, REPLY_FILE, Segment,
-    Size, Timestamp, Validators, later,
+    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, Priority, REPLY_FILE,
+    Segment, Size, Timestamp, Validators, later,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -136,6 +136,11 @@ pub enum Event {
     Tick(TimePolicy),
     NetworkLost,
     NetworkRestored,
+    /// The bandwidth policy gives the job's priority a limit of 0 (T28). FOREGROUND jobs are
+    /// never blocked: the event leaves them as they are.
+    PolicyBlocked,
+    /// The policy allows the job's priority again: a job it blocked goes back to QUEUED.
+    PolicyLifted,
     /// The engine starts again with a job that was CONNECTING/TRANSFERRING when it stopped.
     Recovered,
     /// SetValidationState (spec §7.13, T32): the owner checked a transferred file's temp file.
@@ -484,6 +489,25 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
                 job.retry.next_retry_at = None;
             }
         }
+        Event::PolicyBlocked => {
+            let background = job.priority != Priority::Foreground;
+            if background && matches!(job.state, Queued | Connecting | Transferring) {
+                // T28: waits for the schedule, not for the retry timer; not counted (§4.5).
+                job.state = TransientError;
+                job.error = Some(JobError::new(
+                    ErrorContext::GeneralQueueManager,
+                    ErrorCode::BlockedByPolicy,
+                    None,
+                ));
+                job.retry.next_retry_at = None;
+            }
+        }
+        Event::PolicyLifted => {
+            if job.is_blocked_by_policy() {
+                job.state = Queued;
+                job.retry.next_retry_at = None;
+            }
+        }
         Event::Validate { file, valid } => {
             if job.job_type != JobType::Download {
                 return Err(BitsError::new(
@@ -781,7 +805,8 @@ fn tick(job: &mut Job, policy: &TimePolicy, now: Timestamp, effects: &mut Vec<Ef
         enter_error(job, error, effects); // T27
         return;
     }
-    if job.state == JobState::TransientError {
+    // Time the schedule holds a job is not time without progress: the job is not failing.
+    if job.state == JobState::TransientError && !job.is_blocked_by_policy() {
         let expired = job
             .retry
             .no_progress_since

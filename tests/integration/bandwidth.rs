@@ -4,10 +4,13 @@
 //! mid-transfer lets it finish; the accuracy of the pace is measured by
 //! `scripts/bench-limit.sh`, not here.
 
-use crate::server::TestServer;
+use crate::server::{Behaviour, TestServer};
 use crate::upload::Server;
 use crate::{Harness, content, sha256, test_config};
-use ferry::job::{JobId, JobState, JobType, NewFile, Priority, PropertyChange, Rate};
+use ferry::job::{
+    BandwidthPolicy, ClassLimit, ClassLimits, Day, ErrorCode, JobId, JobState, JobType, NewFile,
+    PolicyWindow, Priority, PropertyChange, Rate, TimeOfDay,
+};
 use std::time::Instant;
 
 /// What a transfer may move beyond `rate × elapsed`: the bucket's burst and the reads that
@@ -199,4 +202,178 @@ async fn a_limit_is_kept_with_the_job_and_refused_once_it_has_ended() {
             .expect_err("a cancelled job takes no more changes");
         assert_eq!(refused.code, ferry::job::ErrorCode::InvalidState);
     }
+}
+
+/// A schedule with one window on the day the harness's clock stands, `from_minutes` after its
+/// time (in local time, as the engine reads it) for `length_minutes`, with these limits for
+/// HIGH, NORMAL and LOW.
+fn window_ahead(
+    h: &Harness,
+    from_minutes: i64,
+    length_minutes: i64,
+    limit: ClassLimit,
+) -> BandwidthPolicy {
+    use chrono::{Datelike, Timelike};
+    let local = |minutes: i64| {
+        (h.clock_now() + chrono::Duration::minutes(minutes))
+            .with_timezone(&chrono::Local)
+            .naive_local()
+    };
+    let (start, end) = (local(from_minutes), local(from_minutes + length_minutes));
+    let time = |t: chrono::NaiveDateTime| TimeOfDay::new(t.hour(), t.minute()).expect("time");
+    let day = Day::ALL[start.weekday().num_days_from_monday() as usize];
+    BandwidthPolicy {
+        windows: vec![PolicyWindow {
+            days: vec![day],
+            start: time(start),
+            end: time(end),
+            high: limit,
+            normal: limit,
+            low: limit,
+        }],
+        outside: ClassLimits::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_window_holds_background_jobs_while_foreground_ones_transfer() {
+    let mut config = test_config();
+    let mut h = Harness::with_config(config.clone()).await;
+    // The window opens in an hour and lasts two (T28).
+    config.bandwidth_policy = window_ahead(&h, 60, 120, ClassLimit::Blocked);
+    h.engine.configure(config).await.expect("configure");
+    let server = TestServer::start().await;
+    let normal_data = content(100_000, 151);
+    server.put("/normal", normal_data.clone());
+    server.behave("/normal", Behaviour::stall_after(10_000));
+    let normal = h
+        .start(Priority::Normal, &[(&server.url("/normal"), "normal")])
+        .await;
+    h.wait_for(normal, "TRANSFERRING", |j| {
+        j.files[0].bytes_transferred >= 10_000
+    })
+    .await;
+
+    // The window opens: the running background job is held, without an error counted.
+    h.clock.advance(std::time::Duration::from_secs(61 * 60));
+    let held = h
+        .wait_for(normal, "held by the policy", |j| j.is_blocked_by_policy())
+        .await;
+    let error = held.current_error().expect("an error object");
+    assert_eq!(error.code, ErrorCode::BlockedByPolicy);
+    assert_eq!(error.code.name(), "BG_E_BLOCKED_BY_POLICY");
+    assert_eq!(held.error_count, 0);
+    assert_eq!(held.retry.next_retry_at, None, "no retry timer");
+
+    // A background job resumed in the window is held before it asks anything.
+    let low_data = content(20_000, 152);
+    server.put("/low", low_data.clone());
+    let low = h
+        .start(Priority::Low, &[(&server.url("/low"), "low")])
+        .await;
+    h.wait_for(low, "held by the policy", |j| j.is_blocked_by_policy())
+        .await;
+    // A FOREGROUND job is never held.
+    let fore_data = content(50_000, 153);
+    server.put("/fore", fore_data.clone());
+    let fore = h
+        .start(Priority::Foreground, &[(&server.url("/fore"), "fore")])
+        .await;
+    h.wait_state(fore, JobState::Transferred).await;
+    h.engine.complete(fore).await.expect("complete");
+    assert_eq!(std::fs::read(h.out("fore")).ok(), Some(fore_data));
+
+    // Longer than the retry delay, still held: it waits for the window, not for a timer.
+    h.clock.advance(std::time::Duration::from_secs(50 * 60));
+    for id in [normal, low] {
+        assert!(h.engine.job(id).await.expect("job").is_blocked_by_policy());
+    }
+    assert!(server.requests("/low").is_empty(), "no request while held");
+
+    // The window ends: both go on, and nothing was counted as an error.
+    server.behave("/normal", Behaviour::default());
+    h.clock.advance(std::time::Duration::from_secs(70 * 60));
+    for (id, name, data) in [(normal, "normal", &normal_data), (low, "low", &low_data)] {
+        let job = h.wait_state(id, JobState::Transferred).await;
+        assert_eq!(job.error_count, 0, "{name}");
+        h.engine.complete(id).await.expect("complete");
+        let got = std::fs::read(h.out(name)).expect("downloaded");
+        assert_eq!(sha256(&got), sha256(data), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_limit_paces_background_jobs_and_not_foreground_ones() {
+    let mut config = test_config();
+    let mut h = Harness::with_config(config.clone()).await;
+    let limit = rate("64K");
+    config.bandwidth_policy = BandwidthPolicy {
+        windows: Vec::new(),
+        outside: ClassLimits {
+            normal: ClassLimit::Limited(limit),
+            ..ClassLimits::default()
+        },
+    };
+    h.engine.configure(config.clone()).await.expect("configure");
+    let server = TestServer::start().await;
+    let data = content(8 << 20, 154);
+    server.put("/paced", data.clone());
+    let id = h
+        .download(Priority::Normal, &[(&server.url("/paced"), "paced")])
+        .await;
+    h.engine.resume(id).await.expect("resume");
+    let start = Instant::now();
+    let moved = follow_paced(&mut h, id, start, limit, 1, 1.5).await;
+    assert!(moved > 0, "it moves, at its pace");
+    // A FOREGROUND job beside it is not limited by the policy.
+    let (fore, fore_data) = eight_mib_job(&h, &server, "/fore.bin", 155).await;
+    h.engine.resume(fore).await.expect("resume");
+    h.wait_state(fore, JobState::Transferred).await;
+    h.engine.complete(fore).await.expect("complete");
+    let got = std::fs::read(h.out("fore.bin")).expect("downloaded");
+    assert_eq!(sha256(&got), sha256(&fore_data));
+    assert_ne!(
+        h.engine.job(id).await.expect("job").state,
+        JobState::Transferred,
+        "the background job is still held to its pace"
+    );
+    // Lifting the policy lets it finish.
+    config.bandwidth_policy = BandwidthPolicy::default();
+    h.engine.configure(config).await.expect("configure");
+    h.wait_state(id, JobState::Transferred).await;
+    h.engine.complete(id).await.expect("complete");
+    let got = std::fs::read(h.out("paced")).expect("downloaded");
+    assert_eq!(sha256(&got), sha256(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_a_limit_longer_than_the_read_timeout_is_not_a_timeout() {
+    // A read of a few hundred KiB at 128K/s is paid for by seconds of waiting, longer than this
+    // read timeout: the server is not silent, the job is paced, and it must not fail.
+    let mut config = test_config();
+    config.read_timeout_ms = 1_000;
+    let mut h = Harness::with_config(config).await;
+    let server = TestServer::start().await;
+    let data = content(768 << 10, 156);
+    server.put("/slowly", data.clone());
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/slowly"), "slowly")])
+        .await;
+    for change in [
+        PropertyChange::Connections(Some(1)),
+        PropertyChange::LimitRate(Some(rate("128K"))),
+    ] {
+        h.engine.set(id, change).await.expect("set");
+    }
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSFERRED", |j| {
+            j.state == JobState::Transferred || j.state == JobState::TransientError
+        })
+        .await;
+    assert_eq!(job.state, JobState::Transferred, "{:?}", job.error);
+    assert_eq!(job.error_count, 0);
+    h.engine.complete(id).await.expect("complete");
+    let got = std::fs::read(h.out("slowly")).expect("file");
+    assert_eq!(sha256(&got), sha256(&data));
 }

@@ -981,7 +981,8 @@ impl Worker {
                 throttle.ready().await;
                 lock(plan).pacing(number, false, started.elapsed());
             }
-            let chunk = match response.chunk().await {
+            let waiting = tokio::time::Instant::now();
+            let chunk = match self.next_chunk(&mut response, waiting).await {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => {
                     if expected_body.is_some_and(|expected| received < expected) {
@@ -989,7 +990,7 @@ impl Worker {
                     }
                     return Ok(brought);
                 }
-                Err(e) => return Err(ConnectionEnd::Failed(self.transport_failure(&e))),
+                Err(failure) => return Err(ConnectionEnd::Failed(failure)),
             };
             received += chunk.len() as u64;
             if expected_body.is_some_and(|expected| received > expected) {
