@@ -54,6 +54,10 @@ pub struct Config {
     /// of `"0"` holds those jobs (BG_E_BLOCKED_BY_POLICY) until the schedule allows them again.
     /// FOREGROUND jobs are never held by it. Follows the wall clock's local time.
     pub bandwidth_policy: BandwidthPolicy,
+    /// Background jobs (HIGH, NORMAL, LOW) use only bandwidth nobody else on this machine uses:
+    /// they give way to other traffic within a second and come back when it ends. FOREGROUND
+    /// jobs are never held back by it.
+    pub idle_bandwidth_for_background: bool,
 }
 
 /// Default connections per file, by priority.
@@ -100,6 +104,7 @@ impl Default for Config {
             download_limit: None,
             upload_limit: None,
             bandwidth_policy: BandwidthPolicy::default(),
+            idle_bandwidth_for_background: true,
         }
     }
 }

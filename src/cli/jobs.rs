@@ -436,10 +436,19 @@ pub(super) async fn limit(client: &Client, args: LimitArgs) -> u8 {
         Err(e) => return report(&e),
     };
     let shown = |rate: Option<crate::job::Rate>| rate.map(|r| r.to_string());
+    let policy = &config.bandwidth_policy;
+    let local = chrono::Local::now().naive_local();
+    let in_effect = policy.at(local);
     if args.json {
         return print_json(&serde_json::json!({
             "download": shown(config.download_limit),
             "upload": shown(config.upload_limit),
+            "idle_bandwidth_for_background": config.idle_bandwidth_for_background,
+            "bandwidth_policy": policy,
+            "in_effect": {
+                "window": in_effect.window,
+                "limits": in_effect.limits,
+            },
         }));
     }
     for (what, rate) in [
@@ -452,7 +461,51 @@ pub(super) async fn limit(client: &Client, args: LimitArgs) -> u8 {
         };
         say!("{what:<9}{text}");
     }
+    say!(
+        "background jobs {}",
+        if config.idle_bandwidth_for_background {
+            "use only idle bandwidth: they give way to other traffic (FOREGROUND jobs do not)"
+        } else {
+            "share the network like other programs (idle_bandwidth_for_background is off)"
+        }
+    );
+    let classes = |limits: &crate::job::ClassLimits| {
+        format!(
+            "HIGH {}, NORMAL {}, LOW {}",
+            describe_class(limits.high),
+            describe_class(limits.normal),
+            describe_class(limits.low)
+        )
+    };
+    if policy.is_empty() {
+        say!("schedule none (background jobs are limited by nothing else)");
+        return exit::OK;
+    }
+    say!("schedule (background priorities; the first window that holds wins)");
+    for (index, window) in policy.windows.iter().enumerate() {
+        let mark = if in_effect.window == Some(index) {
+            "  <- now"
+        } else {
+            ""
+        };
+        say!("  {}: {}{mark}", window.describe(), classes(&window.limits()));
+    }
+    let mark = if in_effect.window.is_none() {
+        "  <- now"
+    } else {
+        ""
+    };
+    say!("  outside the windows: {}{mark}", classes(&policy.outside));
     exit::OK
+}
+
+/// A schedule's limit as the user reads it.
+fn describe_class(limit: crate::job::ClassLimit) -> String {
+    match limit {
+        crate::job::ClassLimit::Unlimited => "none".into(),
+        crate::job::ClassLimit::Blocked => "0 (held)".into(),
+        crate::job::ClassLimit::Limited(rate) => rate.to_string(),
+    }
 }
 
 /// The password for `--credentials`: one line of standard input; on a terminal, asked for with

@@ -95,6 +95,14 @@ pub(super) struct Actor {
     /// Each job's own speed limit, shared by all its connections; kept while the job is in the
     /// queue, so that a change reaches a running transfer at once.
     pub(super) job_limits: HashMap<JobId, Arc<Bucket>>,
+    /// The background jobs' shared buckets that give way to other traffic (`idle.rs`), and the
+    /// config's switch for it.
+    pub(super) idle_download: Arc<Bucket>,
+    pub(super) idle_upload: Arc<Bucket>,
+    pub(super) idle_enabled: Arc<std::sync::atomic::AtomicBool>,
+    /// Per job in the queue: whether it passes through the idle buckets (it is a background
+    /// job), changed at once when its priority changes.
+    pub(super) job_background: HashMap<JobId, Arc<std::sync::atomic::AtomicBool>>,
     /// What the bandwidth policy says now, and when to look at it again (`policy.rs`).
     pub(super) policy_now: crate::job::PolicyNow,
     pub(super) policy_deadline: Option<Timestamp>,
@@ -290,6 +298,10 @@ impl Actor {
                 // Running transfers too: the buckets they pace on change under them.
                 self.download_limit.set_rate(self.config.download_limit);
                 self.upload_limit.set_rate(self.config.upload_limit);
+                self.idle_enabled.store(
+                    self.config.idle_bandwidth_for_background,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 // Transfers that start from now on use the new timeouts and certificates.
                 self.clients.clear();
                 let _ = reply.send(Ok(()));
@@ -618,6 +630,7 @@ impl Actor {
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
             }
             self.job_limits.remove(&id);
+            self.job_background.remove(&id);
             if let Some(job) = self.jobs.remove(&id) {
                 if self.finished.len() == FINISHED_KEPT {
                     self.finished.pop_front();

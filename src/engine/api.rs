@@ -98,6 +98,11 @@ pub enum EngineEvent {
         cancel: bool,
         acknowledged: bool,
     },
+    /// Background jobs give way to other traffic in that direction (`idle.rs`), or no longer do.
+    Yielding {
+        download: bool,
+        upload: bool,
+    },
 }
 
 /// Result of Complete (spec §3.4).

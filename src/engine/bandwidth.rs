@@ -12,6 +12,7 @@
 //! the waiting uses tokio's clock.
 
 use crate::job::Rate;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -87,17 +88,35 @@ impl BucketState {
 
 /// A bucket shared by the transfers it limits.
 #[derive(Debug)]
-pub struct Bucket(Mutex<BucketState>);
+pub struct Bucket {
+    state: Mutex<BucketState>,
+    /// Every byte spent on it, limited or not: the global buckets count all of Ferry's traffic
+    /// in their direction (what the idle-bandwidth controller subtracts from an interface's).
+    moved: AtomicU64,
+}
 
 impl Bucket {
     pub fn new(rate: Option<Rate>) -> Arc<Self> {
-        Arc::new(Self(Mutex::new(BucketState::new(rate, Instant::now()))))
+        Arc::new(Self {
+            state: Mutex::new(BucketState::new(rate, Instant::now())),
+            moved: AtomicU64::new(0),
+        })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, BucketState> {
         // The state is a few numbers, consistent after every statement: a panic elsewhere
         // cannot leave it half-changed.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spend(&self, bytes: u64, now: Instant) {
+        self.moved.fetch_add(bytes, Ordering::Relaxed);
+        self.state().spend(bytes, now);
+    }
+
+    /// Bytes spent on the bucket since it was made.
+    pub fn moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
     }
 
     pub fn set_rate(&self, rate: Option<Rate>) {
@@ -109,39 +128,68 @@ impl Bucket {
     }
 }
 
-/// The buckets one transfer paces itself on (the job's, the global one of its direction). Empty:
-/// no limit.
+/// A bucket that binds a transfer only while `applies` holds: the idle-bandwidth bucket of
+/// background jobs, which a job leaves when it becomes FOREGROUND mid-transfer.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    pub bucket: Arc<Bucket>,
+    pub applies: Arc<AtomicBool>,
+}
+
+/// The buckets one transfer paces itself on (the job's, the global one of its direction, and
+/// the idle-bandwidth gate of background jobs). Empty: no limit.
 #[derive(Clone, Debug, Default)]
-pub struct Throttle(Vec<Arc<Bucket>>);
+pub struct Throttle {
+    buckets: Vec<Arc<Bucket>>,
+    gate: Option<Gate>,
+}
 
 impl Throttle {
     pub fn new(buckets: Vec<Arc<Bucket>>) -> Self {
-        Self(buckets)
+        Self {
+            buckets,
+            gate: None,
+        }
     }
 
-    /// `bytes` moved: every bucket pays for them.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The buckets that bind now.
+    fn binding(&self) -> impl Iterator<Item = &Arc<Bucket>> {
+        let gate = self
+            .gate
+            .as_ref()
+            .filter(|g| g.applies.load(Ordering::Relaxed))
+            .map(|g| &g.bucket);
+        self.buckets.iter().chain(gate)
+    }
+
+    /// `bytes` moved: every binding bucket pays for them.
     pub fn spend(&self, bytes: usize) {
         let now = Instant::now();
-        for bucket in &self.0 {
-            bucket.state().spend(bytes as u64, now);
+        for bucket in self.binding() {
+            bucket.spend(bytes as u64, now);
         }
     }
 
     /// Whether a bucket is in debt now (the transfer must wait before it moves more).
     pub fn must_wait(&self) -> bool {
         let now = Instant::now();
-        self.0.iter().any(|b| b.state().wait(now).is_some())
+        self.binding().any(|b| b.state().wait(now).is_some())
     }
 
     /// Whether any bucket limits at all (a transfer then moves in small steps, so that a change
     /// of limit takes effect soon).
     pub fn is_limited(&self) -> bool {
-        self.0.iter().any(|b| b.rate().is_some())
+        self.binding().any(|b| b.rate().is_some())
     }
 
     /// The lowest limit of its buckets, in bytes per second.
     pub fn lowest_rate(&self) -> Option<u64> {
-        self.0.iter().filter_map(|b| b.rate()).min()
+        self.binding().filter_map(|b| b.rate()).min()
     }
 
     /// Returns once no bucket is in debt. Cancel-safe: it only reads the buckets, so a transfer
@@ -149,7 +197,7 @@ impl Throttle {
     pub async fn ready(&self) {
         loop {
             let now = Instant::now();
-            let wait = self.0.iter().filter_map(|b| b.state().wait(now)).max();
+            let wait = self.binding().filter_map(|b| b.state().wait(now)).max();
             match wait {
                 None => return,
                 Some(wait) => tokio::time::sleep(wait.min(MAX_NAP)).await,

@@ -15,6 +15,7 @@ mod clock;
 pub(crate) mod files;
 mod handle;
 mod http;
+mod idle;
 mod network;
 mod policy;
 mod saver;
@@ -102,6 +103,12 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         user: options.user,
         download_limit: bandwidth::Bucket::new(options.config.download_limit),
         upload_limit: bandwidth::Bucket::new(options.config.upload_limit),
+        idle_download: bandwidth::Bucket::new(None),
+        idle_upload: bandwidth::Bucket::new(None),
+        idle_enabled: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            options.config.idle_bandwidth_for_background,
+        )),
+        job_background: HashMap::new(),
         config: options.config,
         clock: options.clock,
         events: events.clone(),
@@ -128,6 +135,14 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         history,
     };
     let watch_network = actor.config.watch_network;
+    tokio::spawn(idle::run(idle::Wiring {
+        download_total: std::sync::Arc::downgrade(&actor.download_limit),
+        upload_total: std::sync::Arc::downgrade(&actor.upload_limit),
+        download_idle: std::sync::Arc::downgrade(&actor.idle_download),
+        upload_idle: std::sync::Arc::downgrade(&actor.idle_upload),
+        enabled: actor.idle_enabled.clone(),
+        events: events.clone(),
+    }));
     let weak = commands_tx.downgrade();
     tokio::spawn(actor.run(commands, reports, notify_exits));
     if watch_network {

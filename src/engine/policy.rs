@@ -85,8 +85,16 @@ impl Actor {
     /// Sets the job's bucket (if it has one) to [`Actor::job_rate`]: a running transfer feels
     /// the change at once.
     pub(super) fn sync_job_bucket(&self, id: JobId) {
-        if let (Some(bucket), Some(job)) = (self.job_limits.get(&id), self.jobs.get(&id)) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if let Some(bucket) = self.job_limits.get(&id) {
             bucket.set_rate(self.job_rate(job));
+        }
+        if let Some(background) = self.job_background.get(&id) {
+            // A job made FOREGROUND mid-transfer no longer gives way to other traffic.
+            let is = job.priority != Priority::Foreground;
+            background.store(is, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

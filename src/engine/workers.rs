@@ -3,7 +3,7 @@
 
 use super::actor::{Actor, Persist};
 use super::api::EngineEvent;
-use super::bandwidth::{Bucket, Throttle};
+use super::bandwidth::{Bucket, Gate, Throttle};
 use super::http::{ClientKey, build_client};
 use super::transfer::{self, End, Final, Report, WorkerMessage};
 use super::{bits_upload, files, upload};
@@ -12,6 +12,7 @@ use crate::job::{
     PropertyChange, REPLY_FILE,
 };
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
@@ -361,12 +362,25 @@ impl Actor {
             .or_insert_with(|| Bucket::new(rate))
             .clone();
         job_limit.set_rate(rate);
-        let global = if upload {
-            &self.upload_limit
+        let (global, idle) = if upload {
+            (&self.upload_limit, &self.idle_upload)
         } else {
-            &self.download_limit
+            (&self.download_limit, &self.idle_download)
         };
-        Throttle::new(vec![job_limit, global.clone()])
+        let background = self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| j.priority != job::Priority::Foreground);
+        let applies = self
+            .job_background
+            .entry(id)
+            .or_insert_with(|| Arc::new(AtomicBool::new(background)))
+            .clone();
+        applies.store(background, Ordering::Relaxed);
+        Throttle::new(vec![job_limit, global.clone()]).with_gate(Gate {
+            bucket: idle.clone(),
+            applies,
+        })
     }
 
     fn spawn_worker(&mut self, id: JobId) -> Result<(), Failure> {

@@ -15,7 +15,7 @@ use super::settings::{GuiSettings, Layout, Theme};
 use super::toasts::{Clicked, Level, ToastAction, Toasts};
 use super::tray::{Tray, TrayCommand, TrayView};
 use crate::engine::{Clock, EngineEvent};
-use crate::job::{Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
+use crate::job::{ClassLimits, Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
 use crate::service::api::Status;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -277,6 +277,8 @@ pub struct FerryApp {
     /// A save of the config from the status bar's speed limit is on its way: its answer changes
     /// only that field of the Settings page's draft, not the user's other edits.
     pub(super) quick_limit_saving: bool,
+    /// Background downloads and uploads give way to other traffic (the service's last word).
+    pub(super) yielding: (bool, bool),
     pickers: Box<dyn Pickers>,
     inbound_tx: mpsc::Sender<Inbound>,
     inbound: mpsc::Receiver<Inbound>,
@@ -389,6 +391,7 @@ impl FerryApp {
             service_message: None,
             cancel_overdue_ok: false,
             quick_limit_saving: false,
+            yielding: (false, false),
             pickers: options.pickers,
             inbound_tx,
             inbound,
@@ -516,6 +519,9 @@ impl FerryApp {
                 .map(|c| super::model::GlobalLimits {
                     download: c.download_limit,
                     upload: c.upload_limit,
+                    schedule: schedule_now(c, self.clock.now()),
+                    yielding_download: self.yielding.0,
+                    yielding_upload: self.yielding.1,
                 })
                 .unwrap_or_default(),
         }
@@ -1131,6 +1137,7 @@ impl FerryApp {
 
     fn handle_event(&mut self, event: EngineEvent) {
         match event {
+            EngineEvent::Yielding { download, upload } => self.yielding = (download, upload),
             EngineEvent::InactivityWarning { job, .. } => self.sync_notices(job),
             EngineEvent::InactivityCancelled { job } => {
                 self.notifier.resolve_everywhere(job);
@@ -1379,16 +1386,25 @@ impl FerryApp {
         let mut view =
             super::tray::summarize(self.jobs.iter().map(|e| &e.job), self.window_visible);
         let now = self.now();
-        let held = self
-            .jobs
-            .iter()
-            .filter(|e| {
-                super::model::held_back(&e.job, e.speed.rate(now.mono), &now.limits).is_some()
-            })
-            .count();
-        if held > 0 {
-            view.tooltip
-                .push_str(&format!(", {held} held back by a speed limit"));
+        use super::model::HoldKind;
+        let mut held = [0usize; 3];
+        for entry in self.jobs.iter() {
+            let rate = entry.speed.rate(now.mono);
+            if let Some(hold) = super::model::held_back(&entry.job, rate, &now.limits) {
+                held[hold.kind as usize] += 1;
+            }
+        }
+        for (kind, count) in [HoldKind::Limit, HoldKind::Schedule, HoldKind::Traffic]
+            .into_iter()
+            .zip(held)
+            .filter(|(_, count)| *count > 0)
+        {
+            let why = match kind {
+                HoldKind::Limit => "held back by a speed limit",
+                HoldKind::Schedule => "held by the bandwidth schedule",
+                HoldKind::Traffic => "giving way to other traffic",
+            };
+            view.tooltip.push_str(&format!(", {count} {why}"));
         }
         view
     }
@@ -1529,4 +1545,13 @@ fn load_notified(path: &Path) -> notices::Memory {
         }),
         Err(_) => notices::Memory::default(),
     }
+}
+
+/// What the service's bandwidth schedule gives background priorities at `wall` (local time).
+pub(super) fn schedule_now(config: &crate::config::Config, wall: Timestamp) -> ClassLimits {
+    if config.bandwidth_policy.is_empty() {
+        return ClassLimits::default();
+    }
+    let local = wall.with_timezone(&chrono::Local).naive_local();
+    config.bandwidth_policy.at(local).limits
 }

@@ -197,7 +197,7 @@ fn job_of(event: &EngineEvent) -> Option<JobId> {
         | EngineEvent::ProgressSaved { job, .. }
         | EngineEvent::UploadSessionEnded { job, .. }
         | EngineEvent::CompleteFailed { job, .. } => Some(*job),
-        EngineEvent::QuotaExceeded { .. } => None,
+        EngineEvent::QuotaExceeded { .. } | EngineEvent::Yielding { .. } => None,
     }
 }
 
@@ -220,6 +220,7 @@ fn is_notable(event: &EngineEvent) -> bool {
             | EngineEvent::InactivityCancelled { .. }
             | EngineEvent::QuotaExceeded { .. }
             | EngineEvent::CompleteFailed { .. }
+            | EngineEvent::Yielding { .. }
     )
 }
 

@@ -1047,6 +1047,17 @@ struct CellText {
 
 impl CellText {
     fn show(self, ui: &mut egui::Ui, text: impl Into<String>, colour: Option<Color32>, weak: bool) {
+        self.show_at(ui, text, colour, weak);
+    }
+
+    /// Shows `text`; returns where.
+    fn show_at(
+        self,
+        ui: &mut egui::Ui,
+        text: impl Into<String>,
+        colour: Option<Color32>,
+        weak: bool,
+    ) -> egui::Rect {
         let text = text.into();
         if self.widgets {
             let mut rich = RichText::new(text);
@@ -1056,8 +1067,7 @@ impl CellText {
             if weak {
                 rich = rich.weak();
             }
-            ui.label(rich);
-            return;
+            return ui.label(rich).rect;
         }
         let colour = colour.unwrap_or_else(|| {
             if weak {
@@ -1070,6 +1080,7 @@ impl CellText {
         let galley = ui.painter().layout_no_wrap(text, font, colour);
         let (_, rect) = ui.allocate_space(galley.size());
         ui.painter().galley(rect.min, galley, colour);
+        rect
     }
 }
 
@@ -1097,7 +1108,13 @@ fn row_cells(
             ),
             Column::State => {
                 let (icon, colour) = state_look(job.state, job.job_type);
-                text.show(ui, format!("{icon} {}", job.state), Some(colour), false);
+                let rect = text.show_at(ui, format!("{icon} {}", job.state), Some(colour), false);
+                // Why a job is slow or waits, on hover (the details say it too).
+                if let Some(held) = model::held_back(job, entry.speed.rate(now.mono), &now.limits)
+                {
+                    ui.interact(rect, ui.scope_id().with(("held", job.id.0)), egui::Sense::hover())
+                        .on_hover_text(held.describe());
+                }
             }
             Column::Progress => {
                 let total = progress

@@ -3,7 +3,7 @@
 //! change of a job is a request to the service, and the change shows when the service reports it.
 
 use super::format;
-use crate::job::{Job, JobId, JobState, Priority, Rate, Timestamp};
+use crate::job::{ClassLimits, Job, JobId, JobState, Priority, Rate, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,44 +153,107 @@ pub struct Now {
     pub limits: GlobalLimits,
 }
 
-/// The global speed limits of the service's config.
+/// What limits the service's transfers as a whole: its config's speed limits, what its
+/// bandwidth schedule gives background priorities now, and whether background jobs give way to
+/// other traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GlobalLimits {
     pub download: Option<Rate>,
     pub upload: Option<Rate>,
+    pub schedule: ClassLimits,
+    pub yielding_download: bool,
+    pub yielding_upload: bool,
 }
 
-/// A running job moving at (nearly) the lower of its limits: which limit holds it back.
+/// What holds a job back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldKind {
+    /// A speed limit: the job's own or the global one.
+    Limit,
+    /// The bandwidth schedule (a limit, or 0 that stops background jobs).
+    Schedule,
+    /// Other traffic on the network: background jobs use idle bandwidth only.
+    Traffic,
+}
+
+/// A job held back, by what, and at which limit (none for traffic, and for a schedule of 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeldBack {
-    /// "its own speed limit", "the global download limit" or "the global upload limit".
+    pub kind: HoldKind,
+    /// "its own speed limit", "the global download limit", "the bandwidth schedule"…
     pub by: &'static str,
-    pub limit: Rate,
+    pub limit: Option<Rate>,
 }
 
 impl HeldBack {
     pub fn describe(&self) -> String {
-        format!("Held back by {} ({})", self.by, format::limit(self.limit))
+        match (self.kind, self.limit) {
+            (HoldKind::Traffic, _) => "Giving way to other traffic on the network: background \
+                 jobs use only idle bandwidth, and come back to full speed when it ends"
+                .into(),
+            (HoldKind::Schedule, None) => "Waiting for the bandwidth schedule: it allows \
+                 background jobs of this priority no transfer now (FOREGROUND jobs are never held)"
+                .into(),
+            (_, Some(limit)) => format!("Held back by {} ({})", self.by, format::limit(limit)),
+            (HoldKind::Limit, None) => format!("Held back by {}", self.by),
+        }
     }
 }
 
-/// Whether `job`, moving at `rate` bytes per second, is held back by a speed limit: it runs
-/// and moves at 85 % or more of the lower of its own limit and the global one of its direction.
+/// Whether `job`, moving at `rate` bytes per second, is held back: the bandwidth schedule
+/// holds it (BG_E_BLOCKED_BY_POLICY); or it runs and moves at 85 % or more of the lowest of its
+/// own limit, the global one of its direction and the schedule's for its priority; or it is a
+/// background job giving way to other traffic.
 pub fn held_back(job: &Job, rate: f64, limits: &GlobalLimits) -> Option<HeldBack> {
+    if job.is_blocked_by_policy() {
+        return Some(HeldBack {
+            kind: HoldKind::Schedule,
+            by: "the bandwidth schedule",
+            limit: None,
+        });
+    }
     if !job.state.is_running() {
         return None;
     }
-    let global = if job.job_type.is_upload() {
-        ("the global upload limit", limits.upload)
+    let upload = job.job_type.is_upload();
+    let global = if upload {
+        (HoldKind::Limit, "the global upload limit", limits.upload)
     } else {
-        ("the global download limit", limits.download)
+        (HoldKind::Limit, "the global download limit", limits.download)
     };
-    // The lower of the two; on a tie, the job's own (the one the user can change there).
-    let (by, limit) = [("its own speed limit", job.limit_rate), global]
-        .into_iter()
-        .filter_map(|(by, limit)| Some((by, limit?)))
-        .min_by_key(|(_, limit)| *limit)?;
-    (rate >= 0.85 * limit.bytes_per_second() as f64).then_some(HeldBack { by, limit })
+    let schedule = (
+        HoldKind::Schedule,
+        "the bandwidth schedule",
+        limits.schedule.for_priority(job.priority).rate(),
+    );
+    // The lowest; on a tie, the job's own (the one the user can change there).
+    let lowest = [
+        (HoldKind::Limit, "its own speed limit", job.limit_rate),
+        global,
+        schedule,
+    ]
+    .into_iter()
+    .filter_map(|(kind, by, limit)| Some((kind, by, limit?)))
+    .min_by_key(|(_, _, limit)| *limit);
+    if let Some((kind, by, limit)) = lowest
+        && rate >= 0.85 * limit.bytes_per_second() as f64
+    {
+        return Some(HeldBack {
+            kind,
+            by,
+            limit: Some(limit),
+        });
+    }
+    let yielding = if upload {
+        limits.yielding_upload
+    } else {
+        limits.yielding_download
+    };
+    (yielding && job.priority != Priority::Foreground).then_some(HeldBack {
+        kind: HoldKind::Traffic,
+        by: "other traffic",
+        limit: None,
+    })
 }
 
 /// A job waits for the user: it is TRANSFERRED or in ERROR, or nothing happened to it for
@@ -468,6 +531,7 @@ mod tests {
         let global = GlobalLimits {
             download: Some(rate("4M")),
             upload: Some(rate("256K")),
+            ..GlobalLimits::default()
         };
         let mib = 1024.0 * 1024.0;
         assert_eq!(held_back(&job, 4.0 * mib, &global), None, "not running");
@@ -499,6 +563,47 @@ mod tests {
             Some("the global upload limit")
         );
         assert_eq!(held_back(&job, 1.0, &GlobalLimits::default()), None);
+
+        // The schedule's limit for the job's priority counts as one more limit…
+        job.job_type = crate::job::JobType::Download;
+        job.limit_rate = None;
+        job.priority = Priority::Low;
+        let scheduled = GlobalLimits {
+            schedule: ClassLimits {
+                low: crate::job::ClassLimit::Limited(rate("512K")),
+                ..ClassLimits::default()
+            },
+            ..global
+        };
+        let held = held_back(&job, 510.0 * 1024.0, &scheduled).expect("by the schedule");
+        assert_eq!(held.kind, HoldKind::Schedule);
+        assert_eq!(
+            held.describe(),
+            "Held back by the bandwidth schedule (512 KiB/s)"
+        );
+        // …for background priorities only.
+        job.priority = Priority::Foreground;
+        assert_eq!(held_back(&job, 510.0 * 1024.0, &scheduled), None);
+        // Giving way to other traffic: background jobs in that direction.
+        let busy = GlobalLimits {
+            yielding_download: true,
+            ..GlobalLimits::default()
+        };
+        assert_eq!(held_back(&job, 10.0, &busy), None, "FOREGROUND never gives way");
+        job.priority = Priority::Normal;
+        let held = held_back(&job, 10.0, &busy).expect("giving way");
+        assert_eq!(held.kind, HoldKind::Traffic);
+        assert!(held.describe().contains("other traffic"), "{}", held.describe());
+        // Held by a schedule of 0: in TRANSIENT_ERROR with BG_E_BLOCKED_BY_POLICY.
+        job.state = JobState::TransientError;
+        job.error = Some(crate::job::JobError::new(
+            crate::job::ErrorContext::GeneralQueueManager,
+            crate::job::ErrorCode::BlockedByPolicy,
+            None,
+        ));
+        let held = held_back(&job, 0.0, &GlobalLimits::default()).expect("held");
+        assert_eq!(held.kind, HoldKind::Schedule);
+        assert!(held.describe().starts_with("Waiting for the bandwidth schedule"));
     }
 
     fn names(jobs: &mut Jobs, spec: &ViewSpec, now: &Now) -> Vec<String> {
