@@ -10,7 +10,9 @@ set -euo pipefail
 # dbus-daemon: the single-window test starts a private session bus.
 packages=(build-essential pkg-config ca-certificates python3 dbus-daemon
   libx11-6 libx11-xcb1 libxcursor1 libxi6 libxrandr2 libxkbcommon-x11-0 libwayland-client0
-  libwayland-egl1 libfontconfig1 libdbus-1-3 libgl1 libegl1 libgl1-mesa-dri)
+  libwayland-egl1 libfontconfig1 libdbus-1-3 libgl1 libegl1 libgl1-mesa-dri
+  # scripts/bench-idle.sh, which CI runs: a server, a competing download, a shaped namespace.
+  nginx-light curl iproute2)
 for option in "$@"; do
   case "$option" in
     --bench) packages+=(nginx-light curl wget aria2 hyperfine time) ;;

@@ -488,7 +488,11 @@ pub(super) async fn limit(client: &Client, args: LimitArgs) -> u8 {
         } else {
             ""
         };
-        say!("  {}: {}{mark}", window.describe(), classes(&window.limits()));
+        say!(
+            "  {}: {}{mark}",
+            window.describe(),
+            classes(&window.limits())
+        );
     }
     let mark = if in_effect.window.is_none() {
         "  <- now"

@@ -44,12 +44,16 @@ const NOTICED_SHARE: f64 = 0.05;
 /// What background jobs keep while they give way: a share of the link, at least a floor.
 const TRICKLE_SHARE: f64 = 0.02;
 const TRICKLE_MIN: f64 = 16.0 * 1024.0;
-/// Samples the traffic is summed over (a second): Ferry's reads come in chunks of up to
-/// 400 KiB, which a single quarter of a second would take for another's traffic.
-const WINDOW_SAMPLES: usize = 4;
+/// Samples the traffic is summed over (two seconds): Ferry's reads come in chunks of up to
+/// 400 KiB, which a single quarter of a second would take for another's traffic, and a
+/// competitor that starts slowly beside a job that fills the link must add up above the slack.
+const WINDOW_SAMPLES: usize = 8;
 /// How far Ferry's count of its bytes may trail the interface's (a read of hyper's and what
 /// waits in the socket).
 const READ_SLACK: f64 = 512.0 * 1024.0;
+/// Seconds of the bucket's rate a bounded range may arrive ahead of Ferry's reads (a range is a
+/// second of the limit, `transfer.rs`).
+const RANGE_AHEAD: f64 = 1.5;
 /// Other traffic above this share of the link is taken for a greedy competitor.
 const GREEDY_SHARE: f64 = 0.10;
 /// The share of the link kept free beside a competitor that does not take it all.
@@ -119,18 +123,23 @@ impl Direction {
         } else {
             own * WIRE_OVERHEAD + own_back * ACK_SHARE
         };
-        self.window.push_back((moved(&sample.interfaces), mine, sample.seconds));
+        self.window
+            .push_back((moved(&sample.interfaces), mine, sample.seconds));
         if self.window.len() > WINDOW_SAMPLES {
             self.window.pop_front();
         }
         let (total, mine, seconds) = self
             .window
             .iter()
-            .fold((0.0, 0.0, 0.0), |(t, m, s), (t1, m1, s1)| (t + t1, m + m1, s + s1));
+            .fold((0.0, 0.0, 0.0), |(t, m, s), (t1, m1, s1)| {
+                (t + t1, m + m1, s + s1)
+            });
         self.capacity = (self.capacity * CAPACITY_DECAY).max(total / seconds);
-        // Ferry counts its bytes as it reads them, the interface as they arrive: up to a read
-        // and a socket buffer apart. That much of a difference is not somebody else's.
-        let other = (total - mine - READ_SLACK).max(0.0) / seconds;
+        // Ferry counts its bytes as it reads them, the interface as they arrive: up to a read,
+        // and under a limit up to the range asked for (a second of the limit, which the server
+        // sends at once), apart. That much of a difference is not somebody else's.
+        let slack = READ_SLACK + self.allowed.unwrap_or(0.0) * RANGE_AHEAD;
+        let other = (total - mine - slack).max(0.0) / seconds;
         let noticed = other > NOTICED_MIN.max(NOTICED_SHARE * self.capacity);
         let trickle = TRICKLE_MIN.max(TRICKLE_SHARE * self.capacity);
         self.allowed = if noticed {
@@ -195,12 +204,12 @@ fn read_counters() -> Option<Vec<(String, u64, u64)>> {
         .map(|text| parse_net_dev(&text))
 }
 
+/// Bytes each interface moved in one direction.
+type Moves = Vec<(String, u64)>;
+
 /// Moves of each counter between two readings (a counter that went back, an interface that
 /// came or went: nothing).
-fn deltas(
-    before: &[(String, u64, u64)],
-    after: &[(String, u64, u64)],
-) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+fn deltas(before: &[(String, u64, u64)], after: &[(String, u64, u64)]) -> (Moves, Moves) {
     let mut rx = Vec::new();
     let mut tx = Vec::new();
     for (name, r, t) in after {
@@ -258,7 +267,14 @@ pub(super) async fn run(wiring: Wiring) {
             own_other_way: down_own,
             seconds,
         });
-        tracing::debug!(?down, ?up, down_own, up_own, ?downloads, "idle-bandwidth sample");
+        tracing::debug!(
+            ?down,
+            ?up,
+            down_own,
+            up_own,
+            ?downloads,
+            "idle-bandwidth sample"
+        );
         let rate = |r: Option<u64>| r.filter(|_| enabled).and_then(|r| Rate::new(r).ok());
         down_idle.set_rate(rate(down));
         up_idle.set_rate(rate(up));
@@ -324,8 +340,9 @@ mod tests {
         }
         // A browser's download takes half the link: within a second, the jobs trickle.
         let allowed = (0..4)
-            .find_map(|_| d.observe(&sample(2.5 * MB, 2.5 * MB)))
-            .expect("limited within a second");
+            .filter_map(|_| d.observe(&sample(2.5 * MB, 2.5 * MB)))
+            .find(|allowed| *allowed as f64 <= 0.03 * 5.0 * MB)
+            .expect("trickling within a second");
         assert!(allowed as f64 <= 0.03 * 5.0 * MB, "{allowed}");
         assert!(allowed as f64 >= TRICKLE_MIN);
         // It keeps the link while it lasts.
@@ -339,10 +356,10 @@ mod tests {
         while d.observe(&sample(own, 0.0)).is_some() {
             samples += 1;
             own = (own * 2.0).min(5.0 * MB);
-            assert!(samples < 10, "still limited after {samples} samples");
+            assert!(samples < 16, "still limited after {samples} samples");
         }
-        // The second the window remembers, then the doubling: about two seconds.
-        assert!(samples <= 9, "{samples}");
+        // The two seconds the window remembers, then the doubling: about three seconds.
+        assert!(samples <= 13, "{samples}");
     }
 
     #[test]
@@ -427,6 +444,10 @@ bad: 1 2 x\n";
         );
         let (rx, tx) = deltas(&parsed, &[("eth0".into(), 1999, 700)]);
         assert_eq!(rx, vec![("eth0".to_string(), 1000)]);
-        assert_eq!(tx, vec![("eth0".to_string(), 0)], "a counter that went back");
+        assert_eq!(
+            tx,
+            vec![("eth0".to_string(), 0)],
+            "a counter that went back"
+        );
     }
 }

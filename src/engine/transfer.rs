@@ -25,6 +25,9 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 /// Restarts from zero (the remote file changed) within one run before the run fails for now: a
 /// server whose validators change on every answer must not keep a worker in a loop.
 const MAX_RESTARTS: u32 = 3;
+/// Under a speed limit, one GET asks for this long of it, and at least [`LIMITED_RANGE_MIN`].
+const LIMITED_RANGE_TIME: Duration = Duration::from_secs(1);
+const LIMITED_RANGE_MIN: u64 = 64 * 1024;
 
 /// What a worker needs of the job, copied out of it when the worker starts.
 pub(crate) struct JobTask {
@@ -1013,6 +1016,12 @@ impl Worker {
         self.task.validators = Some(seen.clone());
         let bytes_total = self.bytes_total(&seen);
         let split = self.may_split(status, response.headers(), &seen, write_at);
+        // Under a limit, an answer longer than a few seconds of it may be cut and the rest
+        // asked for in bounded ranges: only where the server serves ranges, for a file of known
+        // size that is not dynamic.
+        let may_cut = http::serves_ranges(status, response.headers())
+            && seen.size.is_some()
+            && !self.task.dynamic;
         self.reporter.send(Report::FileInfo {
             bytes_total,
             validators: seen,
@@ -1025,8 +1034,19 @@ impl Worker {
             };
             return Fetch::Split(answer, write_at);
         }
-        self.stream_body(response, write_at, expected_body, stop)
+        self.stream_body(response, write_at, expected_body, may_cut, stop)
             .await
+    }
+
+    /// Under a speed limit, the longest range one GET asks for: [`LIMITED_RANGE_TIME`] of the
+    /// limit. What a GET asks for is what can arrive: a server cannot fill the socket's buffer
+    /// (tens of MiB when TCP has tuned it up) beyond it while the transfer waits on its limit,
+    /// so the limit holds on the wire too, and a slow transfer never leaves a server waiting
+    /// on a full window long enough to give up. `None`: no limit.
+    fn range_cap(&self) -> Option<u64> {
+        let rate = self.task.throttle.lowest_rate()?;
+        let cap = (rate as f64 * LIMITED_RANGE_TIME.as_secs_f64()) as u64;
+        Some(cap.max(LIMITED_RANGE_MIN))
     }
 
     /// Whether this answer, about to be written from `at`, starts a split over several
@@ -1072,13 +1092,16 @@ impl Worker {
             return Ok(None);
         }
         let last = match segment.length {
-            Some(length) => Some(
-                segment
+            Some(length) => {
+                let last = segment
                     .remote_start
                     .checked_add(length)
                     .and_then(|end| end.checked_sub(1))
-                    .ok_or_else(overflow)?,
-            ),
+                    .ok_or_else(overflow)?;
+                // Under a limit, a bounded range (see `range_cap`).
+                let cap = self.range_cap().filter(|_| !self.task.dynamic);
+                Some(cap.map_or(last, |cap| last.min(start.saturating_add(cap - 1))))
+            }
             None => None,
         };
         Ok(Some(http::Asked { start, last }))
@@ -1113,6 +1136,7 @@ impl Worker {
         mut response: reqwest::Response,
         write_at: u64,
         expected_body: Option<u64>,
+        may_cut: bool,
         stop: &mut watch::Receiver<bool>,
     ) -> Fetch {
         let mut writer = match Writer::open(&self.task.temp_path, write_at, expected_body) {
@@ -1162,6 +1186,20 @@ impl Worker {
                         break None; // the writer's own error comes out of finish()
                     }
                     self.report_progress(&writer, false);
+                    // A limit came (or fell) while a long answer streams: cut it, and go on in
+                    // bounded ranges (`range_cap`); the connection goes with the answer, so the
+                    // server stops sending at once.
+                    let cut = may_cut
+                        && self.range_cap().is_some_and(|cap| {
+                            expected_body.is_some_and(|e| e.saturating_sub(received) > 2 * cap)
+                        });
+                    if cut {
+                        drop(response);
+                        return match writer.finish().await {
+                            Ok(durable) => Fetch::Wrote(durable),
+                            Err(e) => Fetch::Failed(self.local_failure(&e)),
+                        };
+                    }
                 }
                 Ok(None) => {
                     if expected_body.is_some_and(|expected| received < expected) {

@@ -742,6 +742,51 @@ pub(crate) fn limit_menu(
         .on_hover_text(hover)
 }
 
+/// A menu of what the bandwidth schedule gives one background priority: no limit, a rate, or
+/// 0, which holds its jobs.
+pub(crate) fn class_limit_menu(
+    ui: &mut egui::Ui,
+    id: impl std::hash::Hash + std::fmt::Debug,
+    name: &str,
+    limit: &mut crate::job::ClassLimit,
+) -> egui::Response {
+    use crate::job::ClassLimit;
+    let shown = |limit: ClassLimit| match limit {
+        ClassLimit::Unlimited => "none".to_string(),
+        ClassLimit::Blocked => "0 (hold)".to_string(),
+        ClassLimit::Limited(rate) => format::limit(rate),
+    };
+    let choices: Vec<ClassLimit> = [ClassLimit::Unlimited, ClassLimit::Blocked]
+        .into_iter()
+        .chain(
+            LIMIT_CHOICES_KIB
+                .iter()
+                .filter_map(|kib| crate::job::Rate::new(kib * 1024).ok())
+                .map(ClassLimit::Limited),
+        )
+        .collect();
+    let response = egui::ComboBox::new(id, "")
+        .width(84.0)
+        .selected_text(shown(*limit))
+        .show_ui(ui, |ui| {
+            if !choices.contains(limit) {
+                ui.selectable_value(limit, *limit, shown(*limit));
+            }
+            for choice in choices {
+                ui.selectable_value(limit, choice, shown(choice));
+            }
+        })
+        .response;
+    named(response, egui::Role::ComboBox, name)
+}
+
+/// Names a widget for screen readers where a grid's heading says it to the eye.
+pub(crate) fn named(response: egui::Response, role: egui::Role, name: &str) -> egui::Response {
+    let name = name.to_string();
+    response.widget_info(|| egui::WidgetInfo::labeled(role, true, name.clone()));
+    response
+}
+
 /// The menu of connections per file (`None`: the config's default), here and in New download.
 pub(crate) fn connections_menu(
     ui: &mut egui::Ui,
@@ -1110,10 +1155,13 @@ fn row_cells(
                 let (icon, colour) = state_look(job.state, job.job_type);
                 let rect = text.show_at(ui, format!("{icon} {}", job.state), Some(colour), false);
                 // Why a job is slow or waits, on hover (the details say it too).
-                if let Some(held) = model::held_back(job, entry.speed.rate(now.mono), &now.limits)
-                {
-                    ui.interact(rect, ui.scope_id().with(("held", job.id.0)), egui::Sense::hover())
-                        .on_hover_text(held.describe());
+                if let Some(held) = model::held_back(job, entry.speed.rate(now.mono), &now.limits) {
+                    ui.interact(
+                        rect,
+                        ui.scope_id().with(("held", job.id.0)),
+                        egui::Sense::hover(),
+                    )
+                    .on_hover_text(held.describe());
                 }
             }
             Column::Progress => {

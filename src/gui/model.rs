@@ -219,7 +219,11 @@ pub fn held_back(job: &Job, rate: f64, limits: &GlobalLimits) -> Option<HeldBack
     let global = if upload {
         (HoldKind::Limit, "the global upload limit", limits.upload)
     } else {
-        (HoldKind::Limit, "the global download limit", limits.download)
+        (
+            HoldKind::Limit,
+            "the global download limit",
+            limits.download,
+        )
     };
     let schedule = (
         HoldKind::Schedule,
@@ -589,11 +593,19 @@ mod tests {
             yielding_download: true,
             ..GlobalLimits::default()
         };
-        assert_eq!(held_back(&job, 10.0, &busy), None, "FOREGROUND never gives way");
+        assert_eq!(
+            held_back(&job, 10.0, &busy),
+            None,
+            "FOREGROUND never gives way"
+        );
         job.priority = Priority::Normal;
         let held = held_back(&job, 10.0, &busy).expect("giving way");
         assert_eq!(held.kind, HoldKind::Traffic);
-        assert!(held.describe().contains("other traffic"), "{}", held.describe());
+        assert!(
+            held.describe().contains("other traffic"),
+            "{}",
+            held.describe()
+        );
         // Held by a schedule of 0: in TRANSIENT_ERROR with BG_E_BLOCKED_BY_POLICY.
         job.state = JobState::TransientError;
         job.error = Some(crate::job::JobError::new(
@@ -603,7 +615,10 @@ mod tests {
         ));
         let held = held_back(&job, 0.0, &GlobalLimits::default()).expect("held");
         assert_eq!(held.kind, HoldKind::Schedule);
-        assert!(held.describe().starts_with("Waiting for the bandwidth schedule"));
+        assert!(
+            held.describe()
+                .starts_with("Waiting for the bandwidth schedule")
+        );
     }
 
     fn names(jobs: &mut Jobs, spec: &ViewSpec, now: &Now) -> Vec<String> {

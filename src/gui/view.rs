@@ -660,6 +660,7 @@ impl FerryApp {
                     ui.end_row();
                 }
             });
+        bandwidth_schedule(ui, draft);
         let changed = self.service_config.as_ref() != Some(draft);
         if overdue > 0 {
             ui.label(
@@ -685,6 +686,125 @@ impl FerryApp {
             .clicked()
         {
             self.save_service_config();
+        }
+    }
+}
+
+/// The Settings page's bandwidth schedule (BITS policy) and the idle-bandwidth switch, edited
+/// in the draft config (saved, and checked by the service, with the rest).
+fn bandwidth_schedule(ui: &mut egui::Ui, draft: &mut crate::config::Config) {
+    use crate::job::{ClassLimit, Day, PolicyWindow, TimeOfDay};
+    ui.add_space(8.0);
+    ui.label(RichText::new("Background jobs (HIGH, NORMAL, LOW)").strong());
+    ui.checkbox(
+        &mut draft.idle_bandwidth_for_background,
+        "Use only idle bandwidth: give way to other traffic on this machine",
+    )
+    .on_hover_text(
+        "Background jobs slow to a trickle within a second or two when another program \
+         downloads or uploads, and come back when it stops. FOREGROUND jobs never give way.",
+    );
+    ui.label(
+        "Bandwidth schedule: in each window, a limit per priority (0 holds the jobs until the \
+         window ends; the first window that holds wins). FOREGROUND jobs are never limited.",
+    );
+    let policy = &mut draft.bandwidth_policy;
+    let mut remove = None;
+    egui::Grid::new("schedule")
+        .num_columns(7)
+        .striped(true)
+        .show(ui, |ui| {
+            for heading in ["Days", "From", "To", "HIGH", "NORMAL", "LOW", ""] {
+                ui.label(RichText::new(heading).weak());
+            }
+            ui.end_row();
+            for (index, window) in policy.windows.iter_mut().enumerate() {
+                ui.horizontal(|ui| {
+                    for day in Day::ALL {
+                        let on = window.days.contains(&day);
+                        let name = &day.name()[..2];
+                        if ui
+                            .selectable_label(on, name)
+                            .on_hover_text(day.name())
+                            .clicked()
+                        {
+                            if on {
+                                window.days.retain(|d| *d != day);
+                            } else {
+                                window.days.push(day);
+                                window.days.sort();
+                            }
+                        }
+                    }
+                });
+                for (which, time) in [("start", &mut window.start), ("end", &mut window.end)] {
+                    ui.horizontal(|ui| {
+                        let (mut hour, mut minute) = (time.minutes() / 60, time.minutes() % 60);
+                        let spin = egui::Role::SpinButton;
+                        let n = index + 1;
+                        let h = ui.add(egui::DragValue::new(&mut hour).range(0..=24));
+                        let h =
+                            super::jobs_view::named(h, spin, &format!("Window {n} {which} hour"));
+                        ui.label(":");
+                        let m = ui.add(
+                            egui::DragValue::new(&mut minute)
+                                .range(0..=59)
+                                .custom_formatter(|v, _| format!("{v:02}")),
+                        );
+                        let m =
+                            super::jobs_view::named(m, spin, &format!("Window {n} {which} minute"));
+                        if h.changed() || m.changed() {
+                            let minute = if hour == 24 { 0 } else { minute };
+                            if let Ok(new) = TimeOfDay::new(hour, minute) {
+                                *time = new;
+                            }
+                        }
+                    });
+                }
+                for (class, limit) in [
+                    ("HIGH", &mut window.high),
+                    ("NORMAL", &mut window.normal),
+                    ("LOW", &mut window.low),
+                ] {
+                    let name = format!("{class} limit in window {}", index + 1);
+                    super::jobs_view::class_limit_menu(ui, ("window", index, class), &name, limit);
+                }
+                if ui.button("Remove").clicked() {
+                    remove = Some(index);
+                }
+                ui.end_row();
+            }
+            ui.label("Outside the windows");
+            ui.label("");
+            ui.label("");
+            let outside = &mut policy.outside;
+            for (class, limit) in [
+                ("HIGH", &mut outside.high),
+                ("NORMAL", &mut outside.normal),
+                ("LOW", &mut outside.low),
+            ] {
+                let name = format!("{class} limit outside the windows");
+                super::jobs_view::class_limit_menu(ui, ("outside", class), &name, limit);
+            }
+            ui.end_row();
+        });
+    if let Some(index) = remove {
+        policy.windows.remove(index);
+    }
+    if policy.windows.len() < crate::job::MAX_WINDOWS
+        && ui.button("Add a window").clicked()
+        && let (Ok(start), Ok(end)) = (TimeOfDay::new(9, 0), TimeOfDay::new(17, 0))
+    {
+        {
+            // Working hours, limiting nothing yet: the user picks the limits.
+            policy.windows.push(PolicyWindow {
+                days: vec![Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri],
+                start,
+                end,
+                high: ClassLimit::default(),
+                normal: ClassLimit::default(),
+                low: ClassLimit::default(),
+            });
         }
     }
 }

@@ -623,6 +623,27 @@ fn settings_change_the_service_limits() {
         .expect("config");
     assert_eq!(config.max_jobs_per_user, 5);
     assert_eq!(config.inactivity_warning_secs, 86_400);
+
+    // The bandwidth schedule: a window added (working hours, limiting nothing yet) and the
+    // idle-bandwidth switch turned off, saved with the rest.
+    click(&mut window, "Add a window");
+    window
+        .get_by_label("Use only idle bandwidth: give way to other traffic on this machine")
+        .click();
+    window.run_ok();
+    click(&mut window, "Save limits and timeouts");
+    // Saved: the draft is the service's config again, nothing left to save.
+    wait_until(&mut window, "the second save", |w| {
+        is_disabled(w, "Save limits and timeouts")
+    });
+    let config = setup
+        .runtime
+        .block_on(setup.home.client().config())
+        .expect("config");
+    assert!(!config.idle_bandwidth_for_background);
+    let windows = &config.bandwidth_policy.windows;
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(windows[0].describe(), "Mon–Fri 09:00–17:00");
 }
 
 #[test]

@@ -903,17 +903,24 @@ async fn configuration_is_validated_saved_and_applied_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_limit_shows_and_changes_the_global_limits_in_the_config() {
     let home = Home::new();
-    assert_eq!(
-        home.ok(&["limit"]).await,
-        "download none\nupload   none\n",
-        "none by default"
+    let shown = home.ok(&["limit"]).await;
+    assert!(
+        shown.starts_with("download none\nupload   none\n"),
+        "none by default: {shown}"
     );
+    assert!(
+        shown.contains("background jobs use only idle bandwidth"),
+        "{shown}"
+    );
+    assert!(shown.contains("schedule none"), "{shown}");
     let shown = home
         .ok(&["limit", "--download", "2M", "--upload", "512k"])
         .await;
-    assert_eq!(
-        shown,
-        "download 2M (2097152 bytes per second)\nupload   512K (524288 bytes per second)\n"
+    assert!(
+        shown.starts_with(
+            "download 2M (2097152 bytes per second)\nupload   512K (524288 bytes per second)\n"
+        ),
+        "{shown}"
     );
     let on_disk = ferry::config::Config::load(&home.path().join("config.ron")).expect("file");
     assert_eq!(
@@ -932,7 +939,10 @@ async fn ferry_limit_shows_and_changes_the_global_limits_in_the_config() {
     // One changed, the other kept.
     home.ok(&["limit", "--upload", "none"]).await;
     let json = parse_json(&home.ok(&["limit", "--json"]).await);
-    assert_eq!(json, serde_json::json!({"download": "2M", "upload": null}));
+    assert_eq!(json["download"], "2M");
+    assert_eq!(json["upload"], serde_json::Value::Null);
+    assert_eq!(json["idle_bandwidth_for_background"], true);
+    assert_eq!(json["in_effect"]["window"], serde_json::Value::Null);
     let refused = home.run(&["limit", "--download", "fast"]).await;
     assert_eq!(refused.status.code(), Some(2));
     assert!(
