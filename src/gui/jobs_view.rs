@@ -727,19 +727,7 @@ pub(crate) fn limit_menu(
                 .map(Some),
         )
         .collect();
-    egui::ComboBox::new(id, label)
-        .width(96.0)
-        .selected_text(shown(*limit))
-        .show_ui(ui, |ui| {
-            if !choices.contains(limit) {
-                ui.selectable_value(limit, *limit, shown(*limit));
-            }
-            for choice in choices {
-                ui.selectable_value(limit, choice, shown(choice));
-            }
-        })
-        .response
-        .on_hover_text(hover)
+    choice_menu(ui, id, label, 96.0, limit, &choices, shown).on_hover_text(hover)
 }
 
 /// A menu of what the bandwidth schedule gives one background priority: no limit, a rate, or
@@ -765,19 +753,32 @@ pub(crate) fn class_limit_menu(
                 .map(ClassLimit::Limited),
         )
         .collect();
-    let response = egui::ComboBox::new(id, "")
-        .width(84.0)
-        .selected_text(shown(*limit))
+    let response = choice_menu(ui, id, "", 84.0, limit, &choices, shown);
+    named(response, egui::Role::ComboBox, name)
+}
+
+/// A menu of `choices`, plus the current value when it is none of them (set elsewhere).
+fn choice_menu<T: Copy + PartialEq>(
+    ui: &mut egui::Ui,
+    id: impl std::hash::Hash + std::fmt::Debug,
+    label: &str,
+    width: f32,
+    value: &mut T,
+    choices: &[T],
+    shown: impl Fn(T) -> String,
+) -> egui::Response {
+    egui::ComboBox::new(id, label)
+        .width(width)
+        .selected_text(shown(*value))
         .show_ui(ui, |ui| {
-            if !choices.contains(limit) {
-                ui.selectable_value(limit, *limit, shown(*limit));
+            if !choices.contains(value) {
+                ui.selectable_value(value, *value, shown(*value));
             }
             for choice in choices {
-                ui.selectable_value(limit, choice, shown(choice));
+                ui.selectable_value(value, *choice, shown(*choice));
             }
         })
-        .response;
-    named(response, egui::Role::ComboBox, name)
+        .response
 }
 
 /// Names a widget for screen readers where a grid's heading says it to the eye.
