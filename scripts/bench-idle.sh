@@ -17,7 +17,7 @@ fi
 for tool in ip tc nginx curl python3; do
   command -v "$tool" >/dev/null || { echo "bench-idle: $tool is missing (scripts/setup.sh installs it)" >&2; exit 2; }
 done
-ferry=$(realpath "${FERRY:-target/release/ferry}")
+ferry=$(realpath -m "${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}")
 [ -x "$ferry" ] || { echo "bench-idle: no $ferry: cargo build --release first" >&2; exit 2; }
 ns="ferry-idle-$$"
 work=$(mktemp -d /tmp/ferry-idle.XXXXXX)
