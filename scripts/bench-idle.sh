@@ -19,6 +19,10 @@ for tool in ip tc nginx curl python3; do
 done
 ferry=$(realpath -m "${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}")
 [ -x "$ferry" ] || { echo "bench-idle: no $ferry: cargo build --release first" >&2; exit 2; }
+# The shared loopback server (nginx), beside the repository or at its usual place.
+server=../shared/bench/loopback-server.sh
+[ -x "$server" ] || server=/work/shared/bench/loopback-server.sh
+server=$(realpath "$server")
 ns="ferry-idle-$$"
 work=$(mktemp -d /tmp/ferry-idle.XXXXXX)
 chmod 755 "$work" # nginx's workers read the fixture
@@ -26,7 +30,7 @@ export FERRY_HOME="$work/home"
 in_ns() { ip netns exec "$ns" "$@"; }
 cleanup() {
   in_ns "$ferry" daemon --stop >/dev/null 2>&1 || true
-  in_ns ../shared/bench/loopback-server.sh stop "$work/fixture" >/dev/null 2>&1 || true
+  in_ns "$server" stop "$work/fixture" >/dev/null 2>&1 || true
   ip netns del "$ns" 2>/dev/null || true
   [ -n "${KEEP_LOG:-}" ] && cp "$work/daemon.log" "$KEEP_LOG"
   rm -rf "$work"
@@ -45,7 +49,7 @@ truncate -s 4G "$work/fixture/www/job.bin"
 truncate -s 4G "$work/fixture/www/curl.bin"
 # The namespace has only its loopback: the service must not wait for a network.
 echo '(watch_network: false)' > "$FERRY_HOME/config.ron"
-base=$(in_ns ../shared/bench/loopback-server.sh start "$work/fixture" 18080)
+base=$(in_ns "$server" start "$work/fixture" 18080)
 in_ns env FERRY_LOG="${FERRY_LOG:-warn}" "$ferry" daemon --foreground >"$work/daemon.log" 2>&1 &
 for _ in $(seq 100); do in_ns "$ferry" list >/dev/null 2>&1 && break; sleep 0.1; done
 
