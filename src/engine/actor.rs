@@ -13,7 +13,7 @@ use super::{Clock, files, scheduler, transfer};
 use crate::config::Config;
 use crate::job::{
     self, BitsError, Effect, ErrorCode, Event, Job, JobId, JobState, JobType, Notification,
-    NotifyFlags, Priority, PropertyChange, Timestamp, later,
+    NotifyFlags, PropertyChange, Timestamp, later,
 };
 use crate::platform::User;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -862,7 +862,7 @@ impl Actor {
             if self
                 .jobs
                 .get(&id)
-                .is_some_and(|j| j.priority != Priority::Foreground)
+                .is_some_and(|j| j.priority.is_background())
             {
                 self.slice_started.insert(id, now);
             }

@@ -14,10 +14,6 @@ pub(crate) struct Decision {
     pub start: Vec<JobId>,
 }
 
-fn is_background(job: &Job) -> bool {
-    job.priority != Priority::Foreground
-}
-
 /// Round-robin order within a priority: jobs that never had a slice first, then the one whose
 /// slice is oldest; creation time breaks ties.
 fn turn_key(
@@ -41,19 +37,19 @@ pub(crate) fn decide(
     let mut decision = Decision::default();
     let mut foreground: Vec<&Job> = jobs
         .values()
-        .filter(|j| j.state == JobState::Queued && !is_background(j))
+        .filter(|j| j.state == JobState::Queued && !j.priority.is_background())
         .collect();
     foreground.sort_by_key(|j| (j.times.created, j.id));
     decision.start.extend(foreground.iter().map(|j| j.id));
 
     let mut running: Vec<&Job> = jobs
         .values()
-        .filter(|j| j.state.is_running() && is_background(j))
+        .filter(|j| j.state.is_running() && j.priority.is_background())
         .collect();
     running.sort_by_key(|j| (j.priority, j.times.created, j.id));
     let mut queued: Vec<&Job> = jobs
         .values()
-        .filter(|j| j.state == JobState::Queued && is_background(j))
+        .filter(|j| j.state == JobState::Queued && j.priority.is_background())
         .collect();
     queued.sort_by_key(|j| turn_key(j, slices));
 
@@ -87,7 +83,7 @@ pub(crate) fn slice_deadline(
 ) -> Option<Timestamp> {
     let current = jobs
         .values()
-        .find(|j| j.state.is_running() && is_background(j))?;
+        .find(|j| j.state.is_running() && j.priority.is_background())?;
     let waiting = jobs
         .values()
         .any(|j| j.state == JobState::Queued && j.priority == current.priority);

@@ -253,7 +253,7 @@ pub fn held_back(job: &Job, rate: f64, limits: &GlobalLimits) -> Option<HeldBack
     } else {
         limits.yielding_download
     };
-    (yielding && job.priority != Priority::Foreground).then_some(HeldBack {
+    (yielding && job.priority.is_background()).then_some(HeldBack {
         kind: HoldKind::Traffic,
         by: "other traffic",
         limit: None,

@@ -164,6 +164,12 @@ impl Priority {
         Priority::Low,
     ];
 
+    /// HIGH, NORMAL or LOW: one at a time, held by the bandwidth schedule, giving way to other
+    /// traffic (spec §5, §6). FOREGROUND is none of that.
+    pub fn is_background(self) -> bool {
+        self != Priority::Foreground
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Priority::Foreground => "FOREGROUND",

@@ -3,8 +3,8 @@
 use super::error::{BitsError, ErrorClass, ErrorCode, ErrorContext, JobError};
 use super::properties::{self, PropertyChange, check_remote_url, validate_ranges};
 use super::{
-    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, Priority, REPLY_FILE,
-    Segment, Size, Timestamp, Validators, later,
+    FileRange, Job, JobFile, JobState, JobType, MINIMUM_RETRY_DELAY_FLOOR, REPLY_FILE, Segment,
+    Size, Timestamp, Validators, later,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -471,43 +471,23 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             fail(job, failure, now, &mut effects);
         }
         Event::Tick(policy) => tick(job, &policy, now, &mut effects),
-        Event::NetworkLost => {
-            if matches!(job.state, Queued | Connecting | Transferring) {
-                // T14: waits for the network, not for the retry timer; not counted (§4.5).
-                job.state = TransientError;
-                job.error = Some(JobError::new(
-                    ErrorContext::GeneralTransport,
-                    ErrorCode::NetworkDisconnected,
-                    None,
-                ));
-                job.retry.next_retry_at = None;
-            }
+        // T14: waits for the network.
+        Event::NetworkLost => hold(
+            job,
+            ErrorContext::GeneralTransport,
+            ErrorCode::NetworkDisconnected,
+        ),
+        Event::NetworkRestored if job.state == TransientError => release(job), // T15
+        // T28: waits for the schedule; FOREGROUND jobs are never held by it.
+        Event::PolicyBlocked if job.priority.is_background() => {
+            hold(
+                job,
+                ErrorContext::GeneralQueueManager,
+                ErrorCode::BlockedByPolicy,
+            );
         }
-        Event::NetworkRestored => {
-            if job.state == TransientError {
-                job.state = Queued; // T15
-                job.retry.next_retry_at = None;
-            }
-        }
-        Event::PolicyBlocked => {
-            let background = job.priority != Priority::Foreground;
-            if background && matches!(job.state, Queued | Connecting | Transferring) {
-                // T28: waits for the schedule, not for the retry timer; not counted (§4.5).
-                job.state = TransientError;
-                job.error = Some(JobError::new(
-                    ErrorContext::GeneralQueueManager,
-                    ErrorCode::BlockedByPolicy,
-                    None,
-                ));
-                job.retry.next_retry_at = None;
-            }
-        }
-        Event::PolicyLifted => {
-            if job.is_blocked_by_policy() {
-                job.state = Queued;
-                job.retry.next_retry_at = None;
-            }
-        }
+        Event::PolicyLifted if job.is_blocked_by_policy() => release(job),
+        Event::NetworkRestored | Event::PolicyBlocked | Event::PolicyLifted => {}
         Event::Validate { file, valid } => {
             if job.job_type != JobType::Download {
                 return Err(BitsError::new(
@@ -779,6 +759,25 @@ fn fail(job: &mut Job, failure: Failure, now: Timestamp, effects: &mut Vec<Effec
     } else {
         job.retry.next_retry_at = Some(retry_at);
     }
+}
+
+/// A job in the queue waits in TRANSIENT_ERROR for something outside it (the network, the
+/// bandwidth schedule), not for the retry timer, and the wait is not counted as an error (§4.5).
+fn hold(job: &mut Job, context: ErrorContext, code: ErrorCode) {
+    if matches!(
+        job.state,
+        JobState::Queued | JobState::Connecting | JobState::Transferring
+    ) {
+        job.state = JobState::TransientError;
+        job.error = Some(JobError::new(context, code, None));
+        job.retry.next_retry_at = None;
+    }
+}
+
+/// What [`hold`] waited for is back: the job goes to QUEUED.
+fn release(job: &mut Job) {
+    job.state = JobState::Queued;
+    job.retry.next_retry_at = None;
 }
 
 fn tick(job: &mut Job, policy: &TimePolicy, now: Timestamp, effects: &mut Vec<Effect>) {
