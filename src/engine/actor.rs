@@ -92,17 +92,13 @@ pub(super) struct Actor {
     /// The config's global speed limits, shared by every transfer in their direction.
     pub(super) download_limit: Arc<Bucket>,
     pub(super) upload_limit: Arc<Bucket>,
-    /// Each job's own speed limit, shared by all its connections; kept while the job is in the
-    /// queue, so that a change reaches a running transfer at once.
-    pub(super) job_limits: HashMap<JobId, Arc<Bucket>>,
+    /// Each job's own pace (`JobPace`), while the job is in the queue.
+    pub(super) job_paces: HashMap<JobId, super::bandwidth::JobPace>,
     /// The background jobs' shared buckets that give way to other traffic (`idle.rs`), and the
     /// config's switch for it.
     pub(super) idle_download: Arc<Bucket>,
     pub(super) idle_upload: Arc<Bucket>,
     pub(super) idle_enabled: Arc<std::sync::atomic::AtomicBool>,
-    /// Per job in the queue: whether it passes through the idle buckets (it is a background
-    /// job), changed at once when its priority changes.
-    pub(super) job_background: HashMap<JobId, Arc<std::sync::atomic::AtomicBool>>,
     /// What the bandwidth policy says now, and when to look at it again (`policy.rs`).
     pub(super) policy_now: crate::job::PolicyNow,
     pub(super) policy_deadline: Option<Timestamp>,
@@ -629,8 +625,7 @@ impl Actor {
                 // A cancelled job must not come back: its file is gone before anyone hears.
                 tracing::error!(job = %id, "cannot remove the job file: {e}");
             }
-            self.job_limits.remove(&id);
-            self.job_background.remove(&id);
+            self.job_paces.remove(&id);
             if let Some(job) = self.jobs.remove(&id) {
                 if self.finished.len() == FINISHED_KEPT {
                     self.finished.pop_front();

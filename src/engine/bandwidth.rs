@@ -128,6 +128,32 @@ impl Bucket {
     }
 }
 
+/// What of a job's pace is the job's own, kept by the actor while the job is in the queue so
+/// that a change reaches a running transfer at once: its bucket (its own limit, or its
+/// priority's in the bandwidth schedule, the lower), shared by all its connections, and whether
+/// it passes through the idle-bandwidth gate (it is a background job).
+#[derive(Clone, Debug)]
+pub struct JobPace {
+    pub bucket: Arc<Bucket>,
+    pub background: Arc<AtomicBool>,
+}
+
+impl Default for JobPace {
+    fn default() -> Self {
+        Self {
+            bucket: Bucket::new(None),
+            background: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl JobPace {
+    pub fn set(&self, rate: Option<Rate>, background: bool) {
+        self.bucket.set_rate(rate);
+        self.background.store(background, Ordering::Relaxed);
+    }
+}
+
 /// A bucket that binds a transfer only while `applies` holds: the idle-bandwidth bucket of
 /// background jobs, which a job leaves when it becomes FOREGROUND mid-transfer.
 #[derive(Clone, Debug)]

@@ -108,7 +108,6 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         idle_enabled: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
             options.config.idle_bandwidth_for_background,
         )),
-        job_background: HashMap::new(),
         config: options.config,
         clock: options.clock,
         events: events.clone(),
@@ -127,7 +126,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         slice_started: HashMap::new(),
         notify_retry: HashMap::new(),
         network_up: true,
-        job_limits: HashMap::new(),
+        job_paces: HashMap::new(),
         policy_now: crate::job::PolicyNow::default(),
         policy_deadline: None,
         finished: VecDeque::new(),

@@ -8,9 +8,7 @@
 //! such changes at its next start.
 
 use super::actor::{Actor, Persist};
-use crate::job::{
-    ClassLimit, Event, Job, JobId, JobState, PolicyNow, Priority, Rate, Timestamp, later,
-};
+use crate::job::{ClassLimit, Event, Job, JobId, JobState, PolicyNow, Rate, later};
 use chrono::Timelike;
 use std::time::Duration;
 
@@ -42,10 +40,8 @@ impl Actor {
         });
         let changed = policy.limits != self.policy_now.limits;
         self.policy_now = policy;
-        let blocked = |job: &Job| {
-            policy.limits.for_priority(job.priority) == ClassLimit::Blocked
-                && job.priority != Priority::Foreground
-        };
+        // (`for_priority` gives FOREGROUND no limit: it is never held.)
+        let blocked = |job: &Job| policy.limits.for_priority(job.priority) == ClassLimit::Blocked;
         let hold: Vec<JobId> = self
             .jobs
             .values()
@@ -65,7 +61,7 @@ impl Actor {
             let _ = self.apply(id, Event::PolicyLifted, Persist::Now).await;
         }
         if changed {
-            let ids: Vec<JobId> = self.job_limits.keys().copied().collect();
+            let ids: Vec<JobId> = self.job_paces.keys().copied().collect();
             for id in ids {
                 self.sync_job_bucket(id);
             }
@@ -82,24 +78,12 @@ impl Actor {
         }
     }
 
-    /// Sets the job's bucket (if it has one) to [`Actor::job_rate`]: a running transfer feels
-    /// the change at once.
+    /// Sets the job's pace (if it has one) to [`Actor::job_rate`] and its priority: a running
+    /// transfer feels the change at once (a job made FOREGROUND no longer gives way to other
+    /// traffic).
     pub(super) fn sync_job_bucket(&self, id: JobId) {
-        let Some(job) = self.jobs.get(&id) else {
-            return;
-        };
-        if let Some(bucket) = self.job_limits.get(&id) {
-            bucket.set_rate(self.job_rate(job));
+        if let (Some(pace), Some(job)) = (self.job_paces.get(&id), self.jobs.get(&id)) {
+            pace.set(self.job_rate(job), job.priority.is_background());
         }
-        if let Some(background) = self.job_background.get(&id) {
-            // A job made FOREGROUND mid-transfer no longer gives way to other traffic.
-            let is = job.priority != Priority::Foreground;
-            background.store(is, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// When the schedule must be looked at again.
-    pub(super) fn policy_deadline(&self) -> Option<Timestamp> {
-        self.policy_deadline
     }
 }

@@ -75,7 +75,7 @@ impl Actor {
         let slice = scheduler::slice_deadline(&self.jobs, &self.slice_started, self.slice());
         jobs.chain(notify)
             .chain(slice)
-            .chain(self.policy_deadline())
+            .chain(self.policy_deadline)
             .min()
     }
 

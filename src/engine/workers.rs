@@ -3,7 +3,7 @@
 
 use super::actor::{Actor, Persist};
 use super::api::EngineEvent;
-use super::bandwidth::{Bucket, Gate, Throttle};
+use super::bandwidth::{Gate, Throttle};
 use super::http::{ClientKey, build_client};
 use super::transfer::{self, End, Final, Report, WorkerMessage};
 use super::{bits_upload, files, upload};
@@ -12,7 +12,6 @@ use crate::job::{
     PropertyChange, REPLY_FILE,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
@@ -352,34 +351,20 @@ impl Actor {
         Ok(client)
     }
 
-    /// The buckets a transfer of the job paces on: the job's own limit (one bucket for all its
-    /// connections, kept across runs) and the global one of its direction.
+    /// The buckets a transfer of the job paces on: the job's own pace (one bucket for all its
+    /// connections, kept across runs), the global one of its direction, and the idle-bandwidth
+    /// gate, which binds while the job is a background one.
     fn throttle_for(&mut self, id: JobId, upload: bool) -> Throttle {
-        let rate = self.jobs.get(&id).and_then(|job| self.job_rate(job));
-        let job_limit = self
-            .job_limits
-            .entry(id)
-            .or_insert_with(|| Bucket::new(rate))
-            .clone();
-        job_limit.set_rate(rate);
+        let pace = self.job_paces.entry(id).or_default().clone();
+        self.sync_job_bucket(id);
         let (global, idle) = if upload {
             (&self.upload_limit, &self.idle_upload)
         } else {
             (&self.download_limit, &self.idle_download)
         };
-        let background = self
-            .jobs
-            .get(&id)
-            .is_some_and(|j| j.priority != job::Priority::Foreground);
-        let applies = self
-            .job_background
-            .entry(id)
-            .or_insert_with(|| Arc::new(AtomicBool::new(background)))
-            .clone();
-        applies.store(background, Ordering::Relaxed);
-        Throttle::new(vec![job_limit, global.clone()]).with_gate(Gate {
+        Throttle::new(vec![pace.bucket, global.clone()]).with_gate(Gate {
             bucket: idle.clone(),
-            applies,
+            applies: pace.background,
         })
     }
 
