@@ -218,6 +218,13 @@ impl Throttle {
         self.binding().filter_map(|b| b.rate()).min()
     }
 
+    /// What the lowest limit moves in `time`, and at least `floor` bytes: how much one request
+    /// may carry under the limit. `None`: no limit.
+    pub fn bytes_in(&self, time: Duration, floor: u64) -> Option<u64> {
+        let rate = self.lowest_rate()?;
+        Some(((rate as f64 * time.as_secs_f64()) as u64).max(floor))
+    }
+
     /// Returns once no bucket is in debt. Cancel-safe: it only reads the buckets, so a transfer
     /// may drop it (to stop, or to report progress) and call it again.
     pub async fn ready(&self) {

@@ -325,9 +325,9 @@ impl Upload {
     /// The largest fragment the speed limit sends in [`FRAGMENT_TIME_AT_LIMIT`]: a fragment
     /// sent at a low limit must not outlast the wait for its answer.
     fn fragment_at_limit(&self) -> u64 {
-        self.throttle.lowest_rate().map_or(u64::MAX, |rate| {
-            (rate.saturating_mul(FRAGMENT_TIME_AT_LIMIT.as_secs())).max(MIN_FRAGMENT)
-        })
+        self.throttle
+            .bytes_in(FRAGMENT_TIME_AT_LIMIT, MIN_FRAGMENT)
+            .unwrap_or(u64::MAX)
     }
 
     /// Where packets of the session go: the upload URL, or its pinned host.

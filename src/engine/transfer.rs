@@ -1044,9 +1044,9 @@ impl Worker {
     /// so the limit holds on the wire too, and a slow transfer never leaves a server waiting
     /// on a full window long enough to give up. `None`: no limit.
     fn range_cap(&self) -> Option<u64> {
-        let rate = self.task.throttle.lowest_rate()?;
-        let cap = (rate as f64 * LIMITED_RANGE_TIME.as_secs_f64()) as u64;
-        Some(cap.max(LIMITED_RANGE_MIN))
+        self.task
+            .throttle
+            .bytes_in(LIMITED_RANGE_TIME, LIMITED_RANGE_MIN)
     }
 
     /// Whether this answer, about to be written from `at`, starts a split over several
