@@ -1,7 +1,7 @@
 //! Ferry's configuration file (`config.ron`): limits, defaults and timers. A missing file means the
 //! BITS defaults; an invalid one is an error that names the file and the field.
 
-use crate::job::{BandwidthPolicy, JobDefaults, Limits, Priority, Rate, TimePolicy};
+use crate::job::{BandwidthPolicy, JobDefaults, Limits, PolicyNow, Priority, Rate, TimePolicy};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -339,6 +339,16 @@ impl Config {
         setting
             .unwrap_or(default)
             .clamp(1, crate::job::MAX_CONNECTIONS)
+    }
+
+    /// What the bandwidth schedule says at `wall` (read in the machine's local time zone, as
+    /// the schedule is written); the service, the window and `ferry limit` all ask this.
+    pub fn schedule_at(&self, wall: crate::job::Timestamp) -> PolicyNow {
+        if self.bandwidth_policy.is_empty() {
+            return PolicyNow::default();
+        }
+        let local = wall.with_timezone(&chrono::Local).naive_local();
+        self.bandwidth_policy.at(local)
     }
 
     pub fn time_policy(&self) -> TimePolicy {

@@ -437,8 +437,7 @@ pub(super) async fn limit(client: &Client, args: LimitArgs) -> u8 {
     };
     let shown = |rate: Option<crate::job::Rate>| rate.map(|r| r.to_string());
     let policy = &config.bandwidth_policy;
-    let local = chrono::Local::now().naive_local();
-    let in_effect = policy.at(local);
+    let in_effect = config.schedule_at(chrono::Utc::now());
     if args.json {
         return print_json(&serde_json::json!({
             "download": shown(config.download_limit),

@@ -8,7 +8,7 @@
 //! such changes at its next start.
 
 use super::actor::{Actor, Persist};
-use crate::job::{ClassLimit, Event, Job, JobId, JobState, PolicyNow, Rate, later};
+use crate::job::{ClassLimit, Event, Job, JobId, JobState, Rate, later};
 use chrono::Timelike;
 use std::time::Duration;
 
@@ -20,18 +20,11 @@ impl Actor {
     /// longer blocks, and moves every job's bucket to its limit.
     pub(super) async fn apply_policy(&mut self) {
         let now = self.now();
-        let (policy, local) = if self.config.bandwidth_policy.is_empty() {
-            (PolicyNow::default(), None)
-        } else {
-            let local = self
-                .clock
-                .wall_now()
-                .with_timezone(&chrono::Local)
-                .naive_local();
-            (self.config.bandwidth_policy.at(local), Some(local))
-        };
-        self.policy_deadline = local.zip(policy.minutes_left).map(|(local, minutes)| {
-            let into_minute = f64::from(local.second()) + f64::from(local.nanosecond()) / 1e9;
+        let wall = self.clock.wall_now();
+        let policy = self.config.schedule_at(wall);
+        self.policy_deadline = policy.minutes_left.map(|minutes| {
+            // Time zones are whole minutes from UTC: the second is the local one.
+            let into_minute = f64::from(wall.second()) + f64::from(wall.nanosecond()) / 1e9;
             let to_boundary = (f64::from(minutes) * 60.0 - into_minute).max(0.001);
             later(
                 now,

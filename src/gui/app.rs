@@ -15,7 +15,7 @@ use super::settings::{GuiSettings, Layout, Theme};
 use super::toasts::{Clicked, Level, ToastAction, Toasts};
 use super::tray::{Tray, TrayCommand, TrayView};
 use crate::engine::{Clock, EngineEvent};
-use crate::job::{ClassLimits, Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
+use crate::job::{Job, JobId, JobState, NotifyFlags, PropertyChange, Timestamp};
 use crate::service::api::Status;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -519,7 +519,7 @@ impl FerryApp {
                 .map(|c| super::model::GlobalLimits {
                     download: c.download_limit,
                     upload: c.upload_limit,
-                    schedule: schedule_now(c, self.clock.now()),
+                    schedule: c.schedule_at(self.clock.now()).limits,
                     yielding_download: self.yielding.0,
                     yielding_upload: self.yielding.1,
                 })
@@ -1545,13 +1545,4 @@ fn load_notified(path: &Path) -> notices::Memory {
         }),
         Err(_) => notices::Memory::default(),
     }
-}
-
-/// What the service's bandwidth schedule gives background priorities at `wall` (local time).
-pub(super) fn schedule_now(config: &crate::config::Config, wall: Timestamp) -> ClassLimits {
-    if config.bandwidth_policy.is_empty() {
-        return ClassLimits::default();
-    }
-    let local = wall.with_timezone(&chrono::Local).naive_local();
-    config.bandwidth_policy.at(local).limits
 }
