@@ -709,6 +709,12 @@ const LIMIT_CHOICES_KIB: [u64; 10] = [
     500 << 10,
 ];
 
+fn limit_choices() -> impl Iterator<Item = crate::job::Rate> {
+    LIMIT_CHOICES_KIB
+        .iter()
+        .filter_map(|kib| crate::job::Rate::new(kib * 1024).ok())
+}
+
 /// A menu of speed limits (`None`: no limit): here, in New download, Settings and the status
 /// bar.
 pub(crate) fn limit_menu(
@@ -720,12 +726,7 @@ pub(crate) fn limit_menu(
 ) -> egui::Response {
     let shown = |rate: Option<crate::job::Rate>| rate.map_or("none".to_string(), format::limit);
     let choices: Vec<Option<crate::job::Rate>> = std::iter::once(None)
-        .chain(
-            LIMIT_CHOICES_KIB
-                .iter()
-                .filter_map(|kib| crate::job::Rate::new(kib * 1024).ok())
-                .map(Some),
-        )
+        .chain(limit_choices().map(Some))
         .collect();
     choice_menu(ui, id, label, 96.0, limit, &choices, shown).on_hover_text(hover)
 }
@@ -746,12 +747,7 @@ pub(crate) fn class_limit_menu(
     };
     let choices: Vec<ClassLimit> = [ClassLimit::Unlimited, ClassLimit::Blocked]
         .into_iter()
-        .chain(
-            LIMIT_CHOICES_KIB
-                .iter()
-                .filter_map(|kib| crate::job::Rate::new(kib * 1024).ok())
-                .map(ClassLimit::Limited),
-        )
+        .chain(limit_choices().map(ClassLimit::Limited))
         .collect();
     let response = choice_menu(ui, id, "", 84.0, limit, &choices, shown);
     named(response, egui::Role::ComboBox, name)
@@ -1139,6 +1135,8 @@ fn row_cells(
 ) {
     let job = &entry.job;
     let progress = job.progress();
+    let rate = entry.speed.rate(now.mono);
+    let held = model::held_back(job, rate, &now.limits);
     for column in columns {
         row.col(|ui| match column {
             Column::Name => text.show(ui, super::notices::job_label(job), None, false),
@@ -1156,7 +1154,7 @@ fn row_cells(
                 let (icon, colour) = state_look(job.state, job.job_type);
                 let rect = text.show_at(ui, format!("{icon} {}", job.state), Some(colour), false);
                 // Why a job is slow or waits, on hover (the details say it too).
-                if let Some(held) = model::held_back(job, entry.speed.rate(now.mono), &now.limits) {
+                if let Some(held) = held {
                     ui.interact(
                         rect,
                         ui.scope_id().with(("held", job.id.0)),
@@ -1188,8 +1186,7 @@ fn row_cells(
                 );
             }
             Column::Speed => {
-                let rate = entry.speed.rate(now.mono);
-                if model::held_back(job, rate, &now.limits).is_some() {
+                if held.is_some() {
                     let warn = ui.visuals().warn_fg_color;
                     text.show(
                         ui,

@@ -761,14 +761,9 @@ fn bandwidth_schedule(ui: &mut egui::Ui, draft: &mut crate::config::Config) {
                         }
                     });
                 }
-                for (class, limit) in [
-                    ("HIGH", &mut window.high),
-                    ("NORMAL", &mut window.normal),
-                    ("LOW", &mut window.low),
-                ] {
-                    let name = format!("{class} limit in window {}", index + 1);
-                    super::jobs_view::class_limit_menu(ui, ("window", index, class), &name, limit);
-                }
+                let place = format!("in window {}", index + 1);
+                let limits = [&mut window.high, &mut window.normal, &mut window.low];
+                class_limit_menus(ui, &place, limits);
                 if ui.button("Remove").clicked() {
                     remove = Some(index);
                 }
@@ -778,14 +773,8 @@ fn bandwidth_schedule(ui: &mut egui::Ui, draft: &mut crate::config::Config) {
             ui.label("");
             ui.label("");
             let outside = &mut policy.outside;
-            for (class, limit) in [
-                ("HIGH", &mut outside.high),
-                ("NORMAL", &mut outside.normal),
-                ("LOW", &mut outside.low),
-            ] {
-                let name = format!("{class} limit outside the windows");
-                super::jobs_view::class_limit_menu(ui, ("outside", class), &name, limit);
-            }
+            let limits = [&mut outside.high, &mut outside.normal, &mut outside.low];
+            class_limit_menus(ui, "outside the windows", limits);
             ui.end_row();
         });
     if let Some(index) = remove {
@@ -795,17 +784,23 @@ fn bandwidth_schedule(ui: &mut egui::Ui, draft: &mut crate::config::Config) {
         && ui.button("Add a window").clicked()
         && let (Ok(start), Ok(end)) = (TimeOfDay::new(9, 0), TimeOfDay::new(17, 0))
     {
-        {
-            // Working hours, limiting nothing yet: the user picks the limits.
-            policy.windows.push(PolicyWindow {
-                days: vec![Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri],
-                start,
-                end,
-                high: ClassLimit::default(),
-                normal: ClassLimit::default(),
-                low: ClassLimit::default(),
-            });
-        }
+        // Working hours, limiting nothing yet: the user picks the limits.
+        policy.windows.push(PolicyWindow {
+            days: vec![Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri],
+            start,
+            end,
+            high: ClassLimit::default(),
+            normal: ClassLimit::default(),
+            low: ClassLimit::default(),
+        });
+    }
+}
+
+/// The HIGH, NORMAL and LOW limit menus of one row of the schedule (`place` names the row).
+fn class_limit_menus(ui: &mut egui::Ui, place: &str, limits: [&mut crate::job::ClassLimit; 3]) {
+    for (class, limit) in ["HIGH", "NORMAL", "LOW"].into_iter().zip(limits) {
+        let name = format!("{class} limit {place}");
+        super::jobs_view::class_limit_menu(ui, &name, &name, limit);
     }
 }
 
