@@ -1,11 +1,12 @@
 //! Idle bandwidth only, for background jobs (spec §5: BITS background transfers "use only idle
 //! bandwidth and back off when other traffic appears, still trickling").
 //!
-//! Method: four times a second the controller reads the network interfaces' byte counters
-//! (`/proc/net/dev`) and Ferry's own byte counts (the global buckets count every byte Ferry
-//! moves). On the interface that carries Ferry's traffic, what the counters moved beyond
-//! Ferry's own bytes is somebody else's traffic. When it is more than a little (5 % of the
-//! link), the background jobs' shared bucket drops: to a trickle (2 % of the link, at least
+//! Method: four times a second while background jobs move bytes (once a second otherwise) the
+//! controller reads the network interfaces' byte counters (`/proc/net/dev`) and Ferry's own
+//! byte counts (the global buckets count every byte Ferry moves). On the interface that carries
+//! Ferry's traffic, what the counters moved over the last two seconds beyond Ferry's own bytes,
+//! less a slack for how far Ferry's reads trail the bytes' arrival, is somebody else's traffic.
+//! When it is more than a little (5 % of the link), the background jobs' shared bucket drops: to a trickle (2 % of the link, at least
 //! 16 KiB/s) when it is more than a tenth of the link, taken for a greedy competitor such as a
 //! browser's download, which takes whatever is freed; else to what the link has left beside it;
 //! when it stops, the bucket doubles every sample until it no longer limits. FOREGROUND jobs
@@ -267,14 +268,7 @@ pub(super) async fn run(wiring: Wiring) {
             own_other_way: down_own,
             seconds,
         });
-        tracing::debug!(
-            ?down,
-            ?up,
-            down_own,
-            up_own,
-            ?downloads,
-            "idle-bandwidth sample"
-        );
+        tracing::debug!(?down, ?up, down_own, up_own, "idle-bandwidth sample");
         let rate = |r: Option<u64>| r.filter(|_| enabled).and_then(|r| Rate::new(r).ok());
         down_idle.set_rate(rate(down));
         up_idle.set_rate(rate(up));
@@ -294,7 +288,7 @@ pub(super) async fn run(wiring: Wiring) {
             });
         }
         // Background jobs moved bytes (through their bucket) in this sample: watch closely.
-        let busy = idle != idle_before || yielding != (false, false);
+        let busy = enabled && (idle != idle_before || yielding != (false, false));
         interval = if busy { SAMPLE_INTERVAL } else { IDLE_INTERVAL };
         before = after;
         at = now;
