@@ -56,6 +56,13 @@ async fn follow_paced(
     }
 }
 
+/// Completes the job and checks that its file `name` is `data`, byte for byte.
+async fn completed_byte_exact(h: &Harness, id: JobId, name: &str, data: &[u8]) {
+    h.engine.complete(id).await.expect("complete");
+    let got = std::fs::read(h.out(name)).expect("the downloaded file");
+    assert_eq!(sha256(&got), sha256(data), "{name} byte-exact");
+}
+
 /// A SUSPENDED FOREGROUND job of an 8 MiB file served at `path`; returns it and the bytes.
 async fn eight_mib_job(
     h: &Harness,
@@ -99,9 +106,7 @@ async fn a_job_limit_paces_its_download_and_lifting_it_mid_transfer_lets_it_fini
     let job = h.wait_state(id, JobState::Transferred).await;
     assert_eq!(job.limit_rate, None);
     assert_eq!(job.error_count, 0, "a limit is not an error");
-    h.engine.complete(id).await.expect("complete");
-    let got = std::fs::read(h.out("big.bin")).expect("file");
-    assert_eq!(sha256(&got), sha256(&data));
+    completed_byte_exact(&h, id, "big.bin", &data).await;
     // Under the limit it asks for bounded ranges (a few seconds of the limit each), each
     // where the last ended: paced, never restarted from byte 0.
     let requests = server.requests("/big.bin");
@@ -143,9 +148,7 @@ async fn the_global_download_limit_binds_a_split_file_and_changes_live() {
     h.engine.configure(config).await.expect("configure");
     let job = h.wait_state(id, JobState::Transferred).await;
     assert_eq!(job.error_count, 0);
-    h.engine.complete(id).await.expect("complete");
-    let got = std::fs::read(h.out("split.bin")).expect("file");
-    assert_eq!(sha256(&got), sha256(&data), "byte-exact, whatever the pace");
+    completed_byte_exact(&h, id, "split.bin", &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,9 +315,7 @@ async fn a_blocking_window_holds_background_jobs_while_foreground_ones_transfer(
     for (id, name, data) in [(normal, "normal", &normal_data), (low, "low", &low_data)] {
         let job = h.wait_state(id, JobState::Transferred).await;
         assert_eq!(job.error_count, 0, "{name}");
-        h.engine.complete(id).await.expect("complete");
-        let got = std::fs::read(h.out(name)).expect("downloaded");
-        assert_eq!(sha256(&got), sha256(data), "{name}");
+        completed_byte_exact(&h, id, name, data).await;
     }
 }
 
@@ -345,9 +346,7 @@ async fn a_policy_limit_paces_background_jobs_and_not_foreground_ones() {
     let (fore, fore_data) = eight_mib_job(&h, &server, "/fore.bin", 155).await;
     h.engine.resume(fore).await.expect("resume");
     h.wait_state(fore, JobState::Transferred).await;
-    h.engine.complete(fore).await.expect("complete");
-    let got = std::fs::read(h.out("fore.bin")).expect("downloaded");
-    assert_eq!(sha256(&got), sha256(&fore_data));
+    completed_byte_exact(&h, fore, "fore.bin", &fore_data).await;
     assert_ne!(
         h.engine.job(id).await.expect("job").state,
         JobState::Transferred,
@@ -357,9 +356,7 @@ async fn a_policy_limit_paces_background_jobs_and_not_foreground_ones() {
     config.bandwidth_policy = BandwidthPolicy::default();
     h.engine.configure(config).await.expect("configure");
     h.wait_state(id, JobState::Transferred).await;
-    h.engine.complete(id).await.expect("complete");
-    let got = std::fs::read(h.out("paced")).expect("downloaded");
-    assert_eq!(sha256(&got), sha256(&data));
+    completed_byte_exact(&h, id, "paced", &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,7 +386,5 @@ async fn waiting_on_a_limit_longer_than_the_read_timeout_is_not_a_timeout() {
         .await;
     assert_eq!(job.state, JobState::Transferred, "{:?}", job.error);
     assert_eq!(job.error_count, 0);
-    h.engine.complete(id).await.expect("complete");
-    let got = std::fs::read(h.out("slowly")).expect("file");
-    assert_eq!(sha256(&got), sha256(&data));
+    completed_byte_exact(&h, id, "slowly", &data).await;
 }
