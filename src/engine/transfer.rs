@@ -300,6 +300,8 @@ pub(crate) async fn run(
                 last_report: Instant::now(),
                 connected: false,
                 no_split: false,
+                cut: false,
+                no_cut: false,
             };
             let mut stop = halted.clone();
             running.push(async move {
@@ -391,6 +393,10 @@ struct Worker {
     /// This run fetches the file on one connection: its server stopped serving ranges, or its
     /// connections saw two versions of the file.
     no_split: bool,
+    /// Whether this run cut an answer to go on in bounded ranges (`range_cap`), and whether it
+    /// must not any more: its server announced ranges and then answered one with the whole file.
+    cut: bool,
+    no_cut: bool,
 }
 
 impl Worker {
@@ -940,7 +946,11 @@ impl Worker {
             StatusCode::OK => {
                 if asked.is_some() {
                     // Either the file changed (If-Range said so) or the server ignores ranges.
-                    if whole_file && (changed || self.task.dynamic) {
+                    if whole_file && (changed || self.task.dynamic || self.cut) {
+                        // (After a cut: its server announced ranges it does not serve. The
+                        // file starts again, and this answer is not cut: it was what a limited
+                        // download got before bounded ranges, and it must still be enough.)
+                        self.no_cut |= self.cut;
                         self.reporter.send(Report::Restarted);
                         write_at = 0;
                     } else if changed {
@@ -1021,7 +1031,8 @@ impl Worker {
         // size that is not dynamic.
         let may_cut = http::serves_ranges(status, response.headers())
             && seen.size.is_some()
-            && !self.task.dynamic;
+            && !self.task.dynamic
+            && !self.no_cut;
         self.reporter.send(Report::FileInfo {
             bytes_total,
             validators: seen,
@@ -1099,7 +1110,9 @@ impl Worker {
                     .and_then(|end| end.checked_sub(1))
                     .ok_or_else(overflow)?;
                 // Under a limit, a bounded range (see `range_cap`).
-                let cap = self.range_cap().filter(|_| !self.task.dynamic);
+                let cap = self
+                    .range_cap()
+                    .filter(|_| !self.task.dynamic && !self.no_cut);
                 Some(cap.map_or(last, |cap| last.min(start.saturating_add(cap - 1))))
             }
             None => None,
@@ -1194,6 +1207,7 @@ impl Worker {
                             expected_body.is_some_and(|e| e.saturating_sub(received) > 2 * cap)
                         });
                     if cut {
+                        self.cut = true;
                         drop(response);
                         return match writer.finish().await {
                             Ok(durable) => Fetch::Wrote(durable),

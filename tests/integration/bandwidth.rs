@@ -388,3 +388,42 @@ async fn waiting_on_a_limit_longer_than_the_read_timeout_is_not_a_timeout() {
     assert_eq!(job.error_count, 0);
     completed_byte_exact(&h, id, "slowly", &data).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_download_from_a_server_that_announces_ranges_it_ignores_still_completes() {
+    // Under a limit, a long answer is cut and the rest asked for in bounded ranges; a server
+    // that says `Accept-Ranges: bytes` and answers the range with the whole file gets the file
+    // started again and streamed whole, as before bounded ranges, not a fatal range error.
+    let mut h = Harness::new().await;
+    let server = TestServer::start().await;
+    let data = content(3 << 19, 157);
+    server.put("/liar", data.clone());
+    server.behave(
+        "/liar",
+        Behaviour {
+            ignore_range: true,
+            ..Default::default()
+        },
+    );
+    let id = h
+        .download(Priority::Foreground, &[(&server.url("/liar"), "liar")])
+        .await;
+    for change in [
+        PropertyChange::Connections(Some(1)),
+        PropertyChange::LimitRate(Some(rate("512K"))),
+    ] {
+        h.engine.set(id, change).await.expect("set");
+    }
+    h.engine.resume(id).await.expect("resume");
+    let job = h
+        .wait_for(id, "TRANSFERRED or ERROR", |j| {
+            matches!(j.state, JobState::Transferred | JobState::Error)
+        })
+        .await;
+    assert_eq!(job.state, JobState::Transferred, "{:?}", job.error);
+    assert!(
+        server.requests("/liar").iter().any(|r| r.range.is_some()),
+        "the answer was cut and a range asked for"
+    );
+    completed_byte_exact(&h, id, "liar", &data).await;
+}
