@@ -29,6 +29,18 @@ until "$ferry" daemon --status >/dev/null 2>&1; do sleep 0.1; done
 "$ferry" add quarterly-backup.img "$base/slow/quarterly-backup.img?size=8000000000" "$dl/quarterly-backup.img" >/dev/null
 "$ferry" daemon --stop >/dev/null
 wait "$fake" || true
+# A bandwidth schedule for the Settings page. It limits LOW jobs only, and none is seeded: the
+# other captures look the same whatever the day and hour the script runs.
+cat >"$FERRY_HOME/config.ron" <<'RON'
+(service_idle_exit_secs: 0, watch_network: false,
+ bandwidth_policy: (
+   windows: [
+     (days: [Mon, Tue, Wed, Thu, Fri], start: "09:00", end: "17:00", low: "0"),
+     (days: [Sat, Sun], start: "22:00", end: "06:00", low: "10M"),
+   ],
+   outside: (low: "2M"),
+ ))
+RON
 "$ferry" daemon >/dev/null
 
 job() { # NAME URL [PRIORITY]
@@ -87,3 +99,13 @@ sleep 1
 xdotool mousemove 1140 158 click 1
 sleep 3
 shot split-file
+# The Settings page, with the bandwidth schedule, in a small window.
+xdotool windowsize "$window" 800 500
+sleep 1
+xdotool mousemove 196 12 click 1 # Settings
+sleep 2
+# Down to the schedule, at the page's end (the wheel over the page).
+xdotool mousemove 300 300 click --repeat 30 --delay 30 5 mousemove 120 470
+sleep 1
+import -window root -crop 800x500+0+0 "$shots/settings-800x500.png"
+echo "wrote screenshots/settings-800x500.png"

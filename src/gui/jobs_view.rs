@@ -749,7 +749,7 @@ pub(crate) fn class_limit_menu(
         .into_iter()
         .chain(limit_choices().map(ClassLimit::Limited))
         .collect();
-    let response = choice_menu(ui, id, "", 84.0, limit, &choices, shown);
+    let response = choice_menu(ui, id, "", 72.0, limit, &choices, shown);
     named(response, egui::Role::ComboBox, name)
 }
 

@@ -714,11 +714,17 @@ fn bandwidth_schedule(ui: &mut egui::Ui, draft: &mut crate::config::Config) {
         .num_columns(7)
         .striped(true)
         .show(ui, |ui| {
-            for heading in ["Days", "From", "To", "HIGH", "NORMAL", "LOW", ""] {
+            for heading in ["", "Days", "From", "To", "HIGH", "NORMAL", "LOW"] {
                 ui.label(RichText::new(heading).weak());
             }
             ui.end_row();
             for (index, window) in policy.windows.iter_mut().enumerate() {
+                // First, not last: a narrow window keeps it in sight.
+                let button = ui.small_button("✖").on_hover_text("Remove this window");
+                let name = format!("Remove window {}", index + 1);
+                if super::jobs_view::named(button, egui::Role::Button, &name).clicked() {
+                    remove = Some(index);
+                }
                 ui.horizontal(|ui| {
                     for day in Day::ALL {
                         let on = window.days.contains(&day);
@@ -742,7 +748,11 @@ fn bandwidth_schedule(ui: &mut egui::Ui, draft: &mut crate::config::Config) {
                         let (mut hour, mut minute) = (time.minutes() / 60, time.minutes() % 60);
                         let spin = egui::Role::SpinButton;
                         let n = index + 1;
-                        let h = ui.add(egui::DragValue::new(&mut hour).range(0..=24));
+                        let h = ui.add(
+                            egui::DragValue::new(&mut hour)
+                                .range(0..=24)
+                                .custom_formatter(|v, _| format!("{v:02}")),
+                        );
                         let h =
                             super::jobs_view::named(h, spin, &format!("Window {n} {which} hour"));
                         ui.label(":");
@@ -764,11 +774,9 @@ fn bandwidth_schedule(ui: &mut egui::Ui, draft: &mut crate::config::Config) {
                 let place = format!("in window {}", index + 1);
                 let limits = [&mut window.high, &mut window.normal, &mut window.low];
                 class_limit_menus(ui, &place, limits);
-                if ui.button("Remove").clicked() {
-                    remove = Some(index);
-                }
                 ui.end_row();
             }
+            ui.label("");
             ui.label("Outside the windows");
             ui.label("");
             ui.label("");
