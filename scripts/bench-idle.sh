@@ -19,10 +19,6 @@ for tool in ip tc nginx curl python3; do
 done
 ferry=$(realpath -m "${FERRY:-${CARGO_TARGET_DIR:-target}/release/ferry}")
 [ -x "$ferry" ] || { echo "bench-idle: no $ferry: cargo build --release first" >&2; exit 2; }
-# The shared loopback server (nginx), beside the repository or at its usual place.
-server=../shared/bench/loopback-server.sh
-[ -x "$server" ] || server=/work/shared/bench/loopback-server.sh
-server=$(realpath "$server")
 ns="ferry-idle-$$"
 work=$(mktemp -d /tmp/ferry-idle.XXXXXX)
 chmod 755 "$work" # nginx's workers read the fixture
@@ -30,7 +26,7 @@ export FERRY_HOME="$work/home"
 in_ns() { ip netns exec "$ns" "$@"; }
 cleanup() {
   in_ns "$ferry" daemon --stop >/dev/null 2>&1 || true
-  in_ns "$server" stop "$work/fixture" >/dev/null 2>&1 || true
+  [ -f "$work/nginx/nginx.pid" ] && kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   [ -n "${KEEP_LOG:-}" ] && cp "$work/daemon.log" "$KEEP_LOG"
   rm -rf "$work"
@@ -43,13 +39,30 @@ in_ns ip link set lo mtu 1500 up
 if [ -n "${CC:-}" ]; then in_ns sysctl -qw net.ipv4.tcp_congestion_control="$CC"; fi
 echo "congestion control: $(in_ns sysctl -n net.ipv4.tcp_congestion_control)"
 in_ns tc qdisc add dev lo root tbf rate 40mbit burst 32kb latency 50ms
-mkdir -p "$work/fixture/www" "$work/out" "$FERRY_HOME"
+mkdir -p "$work/www" "$work/nginx/tmp" "$work/out" "$FERRY_HOME"
 # Sparse files: what is served is zeros, the timing is what counts.
-truncate -s 4G "$work/fixture/www/job.bin"
-truncate -s 4G "$work/fixture/www/curl.bin"
+truncate -s 4G "$work/www/job.bin"
+truncate -s 4G "$work/www/curl.bin"
+# The server: nginx of its own (the script needs nothing outside the repository), full speed.
+cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
+  fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
+  sendfile on; tcp_nopush on;
+  default_type application/octet-stream;
+  server { listen 127.0.0.1:18080; location /files/ { alias $work/www/; } }
+}
+CONF
 # The namespace has only its loopback: the service must not wait for a network.
 echo '(watch_network: false)' > "$FERRY_HOME/config.ron"
-base=$(in_ns "$server" start "$work/fixture" 18080)
+in_ns "$(command -v nginx)" -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log"
+base=http://127.0.0.1:18080
+for _ in $(seq 50); do in_ns curl -fsS -o /dev/null -r 0-0 "$base/files/job.bin" && break; sleep 0.1; done
 in_ns env FERRY_LOG="${FERRY_LOG:-warn}" "$ferry" daemon --foreground >"$work/daemon.log" 2>&1 &
 for _ in $(seq 100); do in_ns "$ferry" list >/dev/null 2>&1 && break; sleep 0.1; done
 
