@@ -44,20 +44,8 @@ mkdir -p "$work/www" "$work/nginx/tmp" "$work/out" "$FERRY_HOME"
 truncate -s 4G "$work/www/job.bin"
 truncate -s 4G "$work/www/curl.bin"
 # The server: nginx of its own (the script needs nothing outside the repository), full speed.
-cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx/tmp; proxy_temp_path $work/nginx/tmp;
-  fastcgi_temp_path $work/nginx/tmp; uwsgi_temp_path $work/nginx/tmp; scgi_temp_path $work/nginx/tmp;
-  sendfile on; tcp_nopush on;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:18080; location /files/ { alias $work/www/; } }
-}
-CONF
+source scripts/nginx-conf.sh
+nginx_conf "$work" 18080 "location /files/ { alias $work/www/; }" > "$work/nginx/nginx.conf"
 # The namespace has only its loopback: the service must not wait for a network.
 echo '(watch_network: false)' > "$FERRY_HOME/config.ron"
 in_ns "$(command -v nginx)" -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log"
