@@ -1188,13 +1188,15 @@ fn row_cells(
             Column::Speed => {
                 if held.is_some() {
                     let warn = ui.visuals().warn_fg_color;
-                    text.show(
-                        ui,
-                        // "At most": a narrow column keeps the mark; the details say which.
-                        format!("≤ {}", format::rate(rate)),
-                        Some(warn),
-                        false,
-                    );
+                    // "At most": a narrow column keeps the mark; the details say which. A job
+                    // the schedule holds at 0 is not moving at all: "≤ 0 B/s" would read as a
+                    // stall.
+                    let shown = if job.is_blocked_by_policy() {
+                        "held".to_string()
+                    } else {
+                        format!("≤ {}", format::rate(rate))
+                    };
+                    text.show(ui, shown, Some(warn), false);
                 } else if job.state.is_running() && rate > 0.0 {
                     text.show(ui, format::rate(rate), None, false);
                 }

@@ -156,6 +156,13 @@ async fn a_partial_answer_of_another_version_is_never_written() {
         ranged <= 3,
         "no connection after the first step: {requests:?}"
     );
+    // The refetch comes after the ranges. (Not necessarily last: a first-step connection dropped
+    // at the restart may have handed its request to the client already, which then still
+    // arrives; its answer is thrown away, as the checks above show.)
     let restart = requests.iter().rposition(|r| r.range.is_none());
-    assert_eq!(restart, Some(requests.len() - 1), "{requests:?}");
+    let first_range = requests.iter().position(|r| r.range.is_some());
+    assert!(
+        restart.zip(first_range).is_some_and(|(r, f)| r > f),
+        "{requests:?}"
+    );
 }

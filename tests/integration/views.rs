@@ -554,6 +554,35 @@ fn the_details_show_a_split_files_pieces_and_set_connections_and_files_at_once()
 }
 
 #[test]
+fn a_job_the_schedule_holds_reads_held_not_a_speed() {
+    let mut blocked = job("blocked", JobState::TransientError, 100);
+    blocked.priority = ferry::job::Priority::Normal;
+    blocked.error = Some(ferry::job::JobError::new(
+        ferry::job::ErrorContext::GeneralQueueManager,
+        ferry::job::ErrorCode::BlockedByPolicy,
+        None,
+    ));
+    let mut window = page(vec![blocked]);
+    window.run_ok();
+    assert!(
+        window.query_by_label("held").is_some(),
+        "the speed cell says held"
+    );
+    assert!(
+        window.query_by_label_contains("≤ ").is_none(),
+        "no \"at most 0 B/s\" for a job that is not moving"
+    );
+    cell(&window, "blocked").click();
+    window.run_ok();
+    assert!(
+        window
+            .query_by_label_contains("Waiting for the bandwidth schedule")
+            .is_some(),
+        "the details say why"
+    );
+}
+
+#[test]
 fn a_job_held_back_by_its_speed_limit_says_so_and_the_details_change_the_limit() {
     let rate = |t: &str| ferry::job::Rate::parse(t).expect("rate");
     let mut limited = job("limited", JobState::Transferring, 100);
