@@ -644,16 +644,58 @@ fn no_progress_timeout_turns_transient_into_error() {
     apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
     apply(&mut job, Event::Tick(TimePolicy::default()), at(600)).expect("tick");
     apply(&mut job, Event::Start, at(600)).expect("start");
-    // Second failure: back-off would reach 1800 s, past the deadline; the plain delay (1200) is too.
-    let effects = apply(&mut job, Event::Failed(transient()), at(600)).expect("fail");
-    assert_eq!(job.state, JobState::Error); // T13
-    assert!(matches!(
-        effects.as_slice(),
-        [
-            Effect::StopTransfer,
-            Effect::Notify(Notification::JobError(_))
-        ]
-    ));
+    // Second failure: the next retry (1200, the plain delay) would land past the deadline
+    // (1000). The job still waits out the timeout: ERROR at 1000, not at this failure (§4.2).
+    apply(&mut job, Event::Failed(transient()), at(600)).expect("fail");
+    assert_eq!(job.state, JobState::TransientError);
+    let effects = apply(&mut job, Event::Tick(TimePolicy::default()), at(999)).expect("tick");
+    assert_eq!(
+        job.state,
+        JobState::TransientError,
+        "the timeout has not elapsed"
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    let effects = apply(&mut job, Event::Tick(TimePolicy::default()), at(1000)).expect("tick");
+    assert_eq!(job.state, JobState::Error); // T12
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [Effect::Notify(Notification::JobError(_))]
+        ),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn retries_go_on_at_the_delay_until_the_no_progress_timeout_has_elapsed() {
+    // The default retry delay (600 s) against a timeout of 1,500 s: retries at 600 and 1200,
+    // ERROR at 1500 (the third retry, at 1800, would come too late).
+    let mut job = job_in(JobState::Queued, JobType::Download);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::NoProgressTimeout(Duration::from_secs(1500))),
+    );
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(600))),
+    );
+    apply(&mut job, Event::Start, at(0)).expect("start");
+    apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
+    for retry in [600, 1200] {
+        apply(&mut job, Event::Tick(TimePolicy::default()), at(retry)).expect("tick");
+        assert_eq!(job.state, JobState::Queued, "a retry at {retry} s");
+        apply(&mut job, Event::Start, at(retry)).expect("start");
+        apply(&mut job, Event::Failed(transient()), at(retry)).expect("fail");
+        assert_eq!(
+            job.state,
+            JobState::TransientError,
+            "after the retry at {retry} s"
+        );
+    }
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(1499)).expect("tick");
+    assert_eq!(job.state, JobState::TransientError);
+    apply(&mut job, Event::Tick(TimePolicy::default()), at(1500)).expect("tick");
+    assert_eq!(job.state, JobState::Error); // T12
 }
 
 #[test]

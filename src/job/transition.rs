@@ -743,22 +743,27 @@ fn fail(job: &mut Job, failure: Failure, now: Timestamp, effects: &mut Vec<Effec
         job.retry.next_retry_at = None;
         return;
     }
+    // Only a retry delay longer than the whole timeout means no retry at all (T13, §4.1).
+    if job.minimum_retry_delay > job.no_progress_timeout {
+        enter_error(job, failure.error, effects); // T13
+        return;
+    }
     let since = *job.retry.no_progress_since.get_or_insert(now);
     let deadline = later(since, job.no_progress_timeout);
     let floor = job
         .minimum_retry_delay
         .max(failure.retry_after.unwrap_or_default());
+    // The back-off (a Ferry extension) never costs a retry BITS would make: past the deadline
+    // it falls back to the plain delay.
     let mut delay = backoff(job.minimum_retry_delay, job.retry.consecutive_failures).max(floor);
     if later(now, delay) > deadline {
         delay = floor;
     }
     job.retry.consecutive_failures = job.retry.consecutive_failures.saturating_add(1);
-    let retry_at = later(now, delay);
-    if retry_at > deadline {
-        enter_error(job, failure.error, effects); // T13
-    } else {
-        job.retry.next_retry_at = Some(retry_at);
-    }
+    // A retry due after the deadline never comes: the job waits in TRANSIENT_ERROR until the
+    // timeout has really elapsed, and the tick at the deadline turns it into ERROR (T12), not
+    // this failure, a retry delay early.
+    job.retry.next_retry_at = Some(later(now, delay));
 }
 
 /// A job in the queue waits in TRANSIENT_ERROR for something outside it (the network, the
