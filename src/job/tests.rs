@@ -565,6 +565,42 @@ fn suspend_then_resume_of_a_transferred_job_needs_no_network() {
 }
 
 #[test]
+fn registering_on_a_job_already_there_is_told_at_once() {
+    use crate::job::NotifyCommand;
+    let command = || {
+        PropertyChange::NotifyCommand(Some(NotifyCommand {
+            program: "/bin/true".into(),
+            args: vec!["true".into()],
+        }))
+    };
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    for change in [PropertyChange::NotifyFlags(0x1), command()] {
+        let effects = ok(&mut job, Event::Set(change.clone()));
+        assert_eq!(
+            effects,
+            vec![Effect::Notify(Notification::JobTransferred)],
+            "{change:?}"
+        );
+    }
+    let mut job = job_in(JobState::Error, JobType::Download);
+    let error = job.current_error().expect("error").clone();
+    let effects = ok(&mut job, Event::Set(PropertyChange::NotifyFlags(0x3)));
+    assert_eq!(effects, vec![Effect::Notify(Notification::JobError(error))]);
+    // Elsewhere, or when nothing is registered (clearing the command line), nothing is told.
+    let mut job = job_in(JobState::Transferring, JobType::Download);
+    assert!(ok(&mut job, Event::Set(command())).is_empty());
+    let mut job = job_in(JobState::Transferred, JobType::Download);
+    assert!(ok(&mut job, Event::Set(PropertyChange::NotifyCommand(None))).is_empty());
+    assert!(
+        ok(
+            &mut job,
+            Event::Set(PropertyChange::Description("d".into()))
+        )
+        .is_empty()
+    );
+}
+
+#[test]
 fn files_added_after_transfer_wait_for_resume() {
     let mut job = job_in(JobState::Transferred, JobType::Download);
     ok(&mut job, add("b.bin"));

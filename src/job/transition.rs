@@ -365,7 +365,13 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             }
         }
         Event::AddFiles { files, limits } => add_files(job, files, &limits)?,
-        Event::Set(change) => set_property(job, change)?,
+        Event::Set(change) => {
+            let registers = registers_for_notifications(&change);
+            set_property(job, change)?;
+            if registers {
+                late_registration(job, &mut effects);
+            }
+        }
         Event::Start => {
             if job.state != Queued {
                 return Err(invalid_state(job, "only a QUEUED job can be started"));
@@ -1039,6 +1045,27 @@ fn set_url_credentials(job: &mut Job, user: String, password: String) {
         .as_ref()
         .map_or(properties::AuthScheme::Basic, |(scheme, _, _)| *scheme);
     job.credentials.server = Some((scheme, user, password));
+}
+
+/// Whether `change` asks to be told about the job: new notify flags, or a notify command line.
+fn registers_for_notifications(change: &PropertyChange) -> bool {
+    matches!(
+        change,
+        PropertyChange::NotifyFlags(_) | PropertyChange::NotifyCommand(Some(_))
+    )
+}
+
+/// Someone registered for a job that already is where they want to hear of: it is told at once,
+/// as BITS calls back a callback registered on a transferred job (the engine filters by the new
+/// flags, and runs the command line).
+fn late_registration(job: &Job, effects: &mut Vec<Effect>) {
+    match (job.state, &job.error) {
+        (JobState::Transferred, _) => effects.push(Effect::Notify(Notification::JobTransferred)),
+        (JobState::Error, Some(error)) => {
+            effects.push(Effect::Notify(Notification::JobError(error.clone())))
+        }
+        _ => {}
+    }
 }
 
 fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> {

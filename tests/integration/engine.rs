@@ -1118,26 +1118,32 @@ fn notify_script(pipe: &std::path::Path, exit_code: u8) -> NotifyCommand {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notify_command_runs_on_transferred() {
+async fn notify_command_runs_on_transferred_and_when_set_on_a_transferred_job() {
     let server = TestServer::start().await;
     server.put("/n", content(1000, 24));
-    let h = Harness::new().await;
+    server.put("/late", content(1000, 25));
+    let mut h = Harness::new().await;
     let pipe = message_pipe(h.dir.path());
-    let id = h
+    let early = h
         .download(Priority::Foreground, &[(&server.url("/n"), "n")])
         .await;
-    h.engine
-        .set(
-            id,
-            PropertyChange::NotifyCommand(Some(notify_script(&pipe, 0))),
-        )
-        .await
-        .expect("set");
-    h.engine.resume(id).await.expect("resume");
-    assert_eq!(
-        next_message(&pipe).await.trim(),
-        format!("TRANSFERRED {id}")
-    );
+    let late = h
+        .start(Priority::Foreground, &[(&server.url("/late"), "late")])
+        .await;
+    h.wait_state(late, JobState::Transferred).await;
+    // Set before the transfer: it runs when the job is transferred. Set on a transferred job
+    // (registered late): it runs at once, as BITS calls back a callback registered then.
+    for (id, resume) in [(early, true), (late, false)] {
+        let command = PropertyChange::NotifyCommand(Some(notify_script(&pipe, 0)));
+        h.engine.set(id, command).await.expect("set");
+        if resume {
+            h.engine.resume(id).await.expect("resume");
+        }
+        assert_eq!(
+            next_message(&pipe).await.trim(),
+            format!("TRANSFERRED {id}")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
