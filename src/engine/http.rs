@@ -379,12 +379,13 @@ pub(crate) struct ClientKey {
     pub patient: bool,
 }
 
-/// How long an upload packet's answer may take (spec §8.4: responses within 5 minutes).
 /// What one read of an HTTP/1 connection takes in at most. 128 KiB: the full speed of hyper's
-/// default (1 GiB on loopback, paired runs: 1.01× its time; 64 KiB took 1.15×) for a quarter
-/// of its memory (peak RSS of 16 connections: 24 MiB; 64 KiB 18–21, the default 27–33).
+/// default (1 GiB on loopback, paired runs: 1.01–1.04× its time; 64 KiB took 1.15×) for a
+/// fraction of its memory (peak RSS of the service over 16 connections, `scripts/bench-rss.sh`:
+/// 20.8–21.4 MiB; 64 KiB 18.0–18.5, hyper's default 34.0–35.5).
 const READ_BUFFER: usize = 128 * 1024;
 
+/// How long an upload packet's answer may take (spec §8.4: responses within 5 minutes).
 pub(crate) const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// An HTTP client for jobs with this key.

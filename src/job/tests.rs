@@ -78,6 +78,22 @@ fn empty_job(job_type: JobType) -> Job {
 }
 
 /// A one-file job brought into `state` through legal events only.
+/// A QUEUED download with this no-progress timeout and minimum retry delay, in seconds.
+fn queued_with_timers(no_progress_timeout: u64, retry_delay: u64) -> Job {
+    let mut job = job_in(JobState::Queued, JobType::Download);
+    let timeout = Duration::from_secs(no_progress_timeout);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::NoProgressTimeout(timeout)),
+    );
+    let delay = Duration::from_secs(retry_delay);
+    ok(
+        &mut job,
+        Event::Set(PropertyChange::MinimumRetryDelay(delay)),
+    );
+    job
+}
+
 fn job_in(state: JobState, job_type: JobType) -> Job {
     use JobState::*;
     let mut job = empty_job(job_type);
@@ -667,15 +683,7 @@ fn progress_resets_back_off_and_no_progress_timer() {
 
 #[test]
 fn no_progress_timeout_turns_transient_into_error() {
-    let mut job = job_in(JobState::Queued, JobType::Download);
-    ok(
-        &mut job,
-        Event::Set(PropertyChange::NoProgressTimeout(Duration::from_secs(1000))),
-    );
-    ok(
-        &mut job,
-        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(600))),
-    );
+    let mut job = queued_with_timers(1000, 600);
     apply(&mut job, Event::Start, at(0)).expect("start");
     apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
     apply(&mut job, Event::Tick(TimePolicy::default()), at(600)).expect("tick");
@@ -706,15 +714,7 @@ fn no_progress_timeout_turns_transient_into_error() {
 fn retries_go_on_at_the_delay_until_the_no_progress_timeout_has_elapsed() {
     // The default retry delay (600 s) against a timeout of 1,500 s: retries at 600 and 1200,
     // ERROR at 1500 (the third retry, at 1800, would come too late).
-    let mut job = job_in(JobState::Queued, JobType::Download);
-    ok(
-        &mut job,
-        Event::Set(PropertyChange::NoProgressTimeout(Duration::from_secs(1500))),
-    );
-    ok(
-        &mut job,
-        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(600))),
-    );
+    let mut job = queued_with_timers(1500, 600);
     apply(&mut job, Event::Start, at(0)).expect("start");
     apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
     for retry in [600, 1200] {
@@ -736,15 +736,7 @@ fn retries_go_on_at_the_delay_until_the_no_progress_timeout_has_elapsed() {
 
 #[test]
 fn no_progress_deadline_on_tick() {
-    let mut job = job_in(JobState::Queued, JobType::Download);
-    ok(
-        &mut job,
-        Event::Set(PropertyChange::NoProgressTimeout(Duration::from_secs(1000))),
-    );
-    ok(
-        &mut job,
-        Event::Set(PropertyChange::MinimumRetryDelay(Duration::from_secs(600))),
-    );
+    let mut job = queued_with_timers(1000, 600);
     apply(&mut job, Event::Start, at(0)).expect("start");
     apply(&mut job, Event::Failed(transient()), at(0)).expect("fail");
     ok(
