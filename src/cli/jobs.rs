@@ -586,7 +586,7 @@ pub(super) async fn wait(client: &Client, args: WaitArgs) -> u8 {
     };
     let id = job.id;
     // Subscribe before looking, so that no change falls between the look and the stream.
-    let mut events = match client.events().await {
+    let mut events = match client.events(crate::engine::Subscription::All).await {
         Ok(events) => events,
         Err(e) => return report(&e),
     };
@@ -657,7 +657,7 @@ pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
             args.refresh
         ));
     }
-    let mut events = match client.events().await {
+    let mut events = match client.events(crate::engine::Subscription::All).await {
         Ok(events) => events,
         Err(e) => return report(&e),
     };

@@ -298,8 +298,8 @@ pub struct SetArgs {
     /// Seconds the job may spend transferring before it goes to ERROR.
     #[arg(long, value_name = "SECONDS")]
     pub max_download_time: Option<u64>,
-    /// Which notifications to send: a number (1 transferred, 2 error, 4 disable, 8 modification,
-    /// 16 file transferred) or names joined by commas (transferred,error,…).
+    /// Which notifications to send: a number, decimal or 0x hex (1 transferred, 2 error, 4 disable,
+    /// 8 modification, 16 file transferred), or names joined by commas (transferred,error,…).
     #[arg(long, value_parser = parse_notify_flags, value_name = "FLAGS")]
     pub notify_flags: Option<u32>,
     /// Program (absolute path) and arguments to run on a notification; `--notify-cmd ''` clears.
@@ -507,12 +507,17 @@ fn parse_priority(text: &str) -> Result<Priority, String> {
 
 fn parse_notify_flags(text: &str) -> Result<u32, String> {
     use crate::job::NotifyFlags as F;
-    if let Ok(number) = text.parse::<u32>() {
+    let number = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse::<u32>().ok(),
+    };
+    if let Some(number) = number {
         return if number & !F::ALL == 0 {
             Ok(number)
         } else {
             Err(format!(
-                "{number} has bits that are not notify flags (at most {})",
+                "{text} has bits that are not notify flags (at most {} = {:#x})",
+                F::ALL,
                 F::ALL
             ))
         };
@@ -527,7 +532,7 @@ fn parse_notify_flags(text: &str) -> Result<u32, String> {
             "file-ranges-transferred" => Ok(F::FILE_RANGES_TRANSFERRED),
             other => Err(format!(
                 "{other:?} is not a notify flag: use transferred, error, disable, modification, \
-                 file-transferred, file-ranges-transferred, or a number"
+                 file-transferred, file-ranges-transferred, or a number (decimal or 0x hex)"
             )),
         })
         .try_fold(0, |all, flag| flag.map(|f| all | f))
@@ -740,5 +745,21 @@ async fn client_command(command: Command) -> u8 {
         | Command::Gui { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => exit::USAGE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_notify_flags;
+
+    #[test]
+    fn notify_flags_are_numbers_in_decimal_or_hex_or_names() {
+        assert_eq!(parse_notify_flags("11"), Ok(11));
+        assert_eq!(parse_notify_flags("0x5"), Ok(5));
+        assert_eq!(parse_notify_flags("transferred, disable"), Ok(5));
+        let too_big = parse_notify_flags("0x40").unwrap_err();
+        assert!(too_big.contains("0x40 has bits") && too_big.contains("0x3f"), "{too_big}");
+        let unknown = parse_notify_flags("done").unwrap_err();
+        assert!(unknown.contains("\"done\" is not a notify flag"), "{unknown}");
     }
 }

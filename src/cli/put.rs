@@ -65,7 +65,7 @@ pub(super) async fn run(client: &Client, args: PutArgs) -> u8 {
         Err(e) => return fail(format!("cannot watch for Ctrl+C: {e}")),
     };
     // Listening before the job exists: none of its state changes is missed.
-    let events = match client.events().await {
+    let events = match client.events(crate::engine::Subscription::All).await {
         Ok(events) => events,
         Err(e) => return report(&e),
     };

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use transfer::WorkerMessage;
 
@@ -64,7 +64,7 @@ pub(super) struct Actor {
     pub(super) user: User,
     pub(super) config: Config,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) events: broadcast::Sender<EngineEvent>,
+    pub(super) events: super::events::EventBus,
     pub(super) reports_tx: mpsc::UnboundedSender<WorkerMessage>,
     pub(super) notify_tx: mpsc::UnboundedSender<NotifyExited>,
     pub(super) workers: HashMap<JobId, RunningWorker>,
@@ -165,8 +165,18 @@ impl Actor {
         self.clock.now()
     }
 
+    /// Publishes `event`; listeners by notify flags hear it as its job's flags say.
     pub(super) fn emit(&self, event: EngineEvent) {
-        let _ = self.events.send(event);
+        let flags = event.job().and_then(|id| self.notify_flags_of(id));
+        self.events.publish(event, flags);
+    }
+
+    /// The notify flags of a job in the queue or one that just left it.
+    pub(super) fn notify_flags_of(&self, id: JobId) -> Option<crate::job::NotifyFlags> {
+        self.jobs
+            .get(&id)
+            .or_else(|| self.finished.iter().rev().find(|j| j.id == id))
+            .map(|job| job.notify_flags)
     }
 
     pub(super) fn job(&self, id: JobId) -> Result<&Job, BitsError> {
@@ -676,23 +686,13 @@ impl Actor {
             },
             Notification::InactivityCancelled => EngineEvent::InactivityCancelled { job: id },
         };
-        // The job's notify flags say which of its notifications are wanted, here as in BITS
-        // (a job of many files sends no event per file unless asked). Inactivity is Ferry's own
-        // and always told.
-        let flag = match notification {
-            Notification::JobTransferred => Some(NotifyFlags::JOB_TRANSFERRED),
-            Notification::JobError(_) => Some(NotifyFlags::JOB_ERROR),
-            Notification::FileTransferred(_) => Some(NotifyFlags::FILE_TRANSFERRED),
-            Notification::InactivityWarning { .. } | Notification::InactivityCancelled => None,
-        };
-        if flag.is_none_or(|flag| flags.wants(flag)) {
-            self.emit(event);
-        }
+        // Listeners by notify flags hear it as the job's flags say (`events.rs`); the whole
+        // stream always does.
+        self.emit(event);
         // Only JOB_TRANSFERRED and JOB_ERROR apply to a command line (spec §7.6).
         let wants_command = match notification {
-            Notification::JobTransferred | Notification::JobError(_) => {
-                flag.is_some_and(|flag| flags.wants(flag))
-            }
+            Notification::JobTransferred => flags.wants(NotifyFlags::JOB_TRANSFERRED),
+            Notification::JobError(_) => flags.wants(NotifyFlags::JOB_ERROR),
             _ => false,
         };
         if wants_command {

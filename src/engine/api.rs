@@ -105,6 +105,26 @@ pub enum EngineEvent {
     },
 }
 
+impl EngineEvent {
+    /// The job the event is about, if any.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            EngineEvent::StateChanged { job, .. }
+            | EngineEvent::JobModification { job, .. }
+            | EngineEvent::JobTransferred { job }
+            | EngineEvent::JobError { job, .. }
+            | EngineEvent::FileTransferred { job, .. }
+            | EngineEvent::InactivityWarning { job, .. }
+            | EngineEvent::InactivityCancelled { job }
+            | EngineEvent::NotifyCommandFailed { job, .. }
+            | EngineEvent::ProgressSaved { job, .. }
+            | EngineEvent::UploadSessionEnded { job, .. }
+            | EngineEvent::CompleteFailed { job, .. } => Some(*job),
+            EngineEvent::QuotaExceeded { .. } | EngineEvent::Yielding { .. } => None,
+        }
+    }
+}
+
 /// Result of Complete (spec §3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompleteOutcome {

@@ -2,6 +2,7 @@
 //! its own typed reply channel, so a reply can never be of the wrong kind.
 
 use super::api::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec, REPLY_DATA_LIMIT};
+use super::events::Subscription;
 use super::files;
 use crate::config::Config;
 use crate::job::{BitsError, ErrorCode, Job, JobId, JobType, NewFile, Priority, PropertyChange};
@@ -64,7 +65,7 @@ pub(super) async fn call<T>(
 #[derive(Clone)]
 pub struct EngineHandle {
     pub(super) commands: mpsc::Sender<Command>,
-    pub(super) events: broadcast::Sender<EngineEvent>,
+    pub(super) events: super::events::EventBus,
 }
 
 impl EngineHandle {
@@ -72,9 +73,14 @@ impl EngineHandle {
         call(&self.commands, make).await
     }
 
-    /// Listens to the engine's events from now on.
+    /// Listens to every event of every job from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
-        self.events.subscribe()
+        self.events.subscribe(Subscription::All)
+    }
+
+    /// Listens from now on to each job's events as its notify flags ask (spec §7.5).
+    pub fn subscribe_by_notify_flags(&self) -> broadcast::Receiver<EngineEvent> {
+        self.events.subscribe(Subscription::ByNotifyFlags)
     }
 
     /// CreateJob (T1): a new SUSPENDED job, after the quota checks of spec §5.

@@ -30,7 +30,6 @@ use crate::job::Rate;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// How often the counters are read while a background job moves bytes.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -195,7 +194,7 @@ pub(super) struct Wiring {
     pub download_idle: Weak<Bucket>,
     pub upload_idle: Weak<Bucket>,
     pub enabled: Arc<AtomicBool>,
-    pub events: broadcast::Sender<EngineEvent>,
+    pub events: super::events::EventBus,
 }
 
 fn read_counters() -> Option<Vec<(String, u64, u64)>> {
@@ -282,10 +281,11 @@ pub(super) async fn run(wiring: Wiring) {
         if now_yielding != yielding || (yielding != (false, false) && unsent >= RESEND_EVERY) {
             yielding = now_yielding;
             unsent = 0;
-            let _ = wiring.events.send(EngineEvent::Yielding {
+            let event = EngineEvent::Yielding {
                 download: yielding.0,
                 upload: yielding.1,
-            });
+            };
+            wiring.events.publish(event, None);
         }
         // Background jobs moved bytes (through their bucket) in this sample: watch closely.
         let busy = enabled && (idle != idle_before || yielding != (false, false));

@@ -12,6 +12,7 @@ pub mod api;
 pub mod bandwidth;
 pub mod bits_upload;
 mod clock;
+pub mod events;
 pub(crate) mod files;
 mod handle;
 mod http;
@@ -31,6 +32,7 @@ pub use api::{
     REPLY_DATA_LIMIT, StartReport,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::Subscription;
 pub use handle::EngineHandle;
 pub use workers::{FaultInjection, WorkerFault};
 
@@ -38,7 +40,7 @@ use crate::job::{self, Event};
 use crate::store::Store;
 use actor::Actor;
 use std::collections::{HashMap, HashSet, VecDeque};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Opens the store, loads the jobs and starts the engine on the current tokio runtime.
@@ -62,7 +64,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         .collect();
     history.retain(|e| !live.contains(&e.id));
     let (commands_tx, commands) = mpsc::channel(64);
-    let (events, _) = broadcast::channel(4096);
+    let events = events::EventBus::default();
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let (notify_tx, notify_exits) = mpsc::unbounded_channel();
     let now = options.clock.now();

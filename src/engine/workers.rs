@@ -627,6 +627,7 @@ impl Actor {
             "Close-Session"
         };
         let events = self.events.clone();
+        let flags = self.notify_flags_of(id);
         tokio::spawn(async move {
             let result = upload.end_session(&session, cancel).await;
             match &result {
@@ -637,12 +638,13 @@ impl Actor {
                     failure.error.description
                 ),
             }
-            let _ = events.send(EngineEvent::UploadSessionEnded {
+            let ended = EngineEvent::UploadSessionEnded {
                 job: id,
                 session,
                 cancel,
                 acknowledged: result.is_ok(),
-            });
+            };
+            events.publish(ended, flags);
         });
     }
 }

@@ -6,7 +6,7 @@
 //! second, while state changes and answers to the user show at once.
 
 use crate::config::Config;
-use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
+use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec, Subscription};
 use crate::job::{ErrorCode, Job, JobId, PropertyChange};
 use crate::service::api::{ConfigSaved, Status};
 use crate::service::client::{Client, ClientError, ServiceEvent};
@@ -184,23 +184,6 @@ async fn connect(how: &Connect) -> Result<Client, ClientError> {
     }
 }
 
-fn job_of(event: &EngineEvent) -> Option<JobId> {
-    match event {
-        EngineEvent::StateChanged { job, .. }
-        | EngineEvent::JobModification { job, .. }
-        | EngineEvent::JobTransferred { job }
-        | EngineEvent::JobError { job, .. }
-        | EngineEvent::FileTransferred { job, .. }
-        | EngineEvent::InactivityWarning { job, .. }
-        | EngineEvent::InactivityCancelled { job }
-        | EngineEvent::NotifyCommandFailed { job, .. }
-        | EngineEvent::ProgressSaved { job, .. }
-        | EngineEvent::UploadSessionEnded { job, .. }
-        | EngineEvent::CompleteFailed { job, .. } => Some(*job),
-        EngineEvent::QuotaExceeded { .. } | EngineEvent::Yielding { .. } => None,
-    }
-}
-
 /// Events that only move progress along: they need no frame of their own.
 fn is_progress(event: &EngineEvent) -> bool {
     matches!(
@@ -229,7 +212,7 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
         let session = async {
             let client = connect(&how).await?;
             // Subscribe before listing, so that nothing between the two is missed.
-            let events = client.events().await?;
+            let events = client.events(Subscription::All).await?;
             let status = client.status().await?;
             out.send(Reply::Connected(Box::new(status)));
             out.send(Reply::Jobs(client.jobs(true).await?));
@@ -273,7 +256,7 @@ async fn run(how: Connect, mut requests: mpsc::UnboundedReceiver<Request>, out: 
                 },
                 event = events.next() => match event {
                     Some(Ok(ServiceEvent::Engine(event))) => {
-                        if let Some(id) = job_of(&event) {
+                        if let Some(id) = event.job() {
                             dirty.insert(id);
                             urgent |= !is_progress(&event);
                         }

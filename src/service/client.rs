@@ -2,7 +2,7 @@
 //! the Unix socket (reqwest) and starts the service when none runs.
 
 use super::api::{self, AddFiles, Cancelled, Completed, Created, ErrorReply, Status};
-use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec};
+use crate::engine::{CancelOutcome, CompleteOutcome, EngineEvent, JobSpec, Subscription};
 use crate::job::{BitsError, Job, JobId, NewFile, PropertyChange};
 use reqwest::Method;
 use serde::Serialize;
@@ -268,9 +268,14 @@ impl Client {
         Ok(())
     }
 
-    /// Subscribes to the live events.
-    pub async fn events(&self) -> Result<EventStream, ClientError> {
-        let response = self.send(Method::GET, "/events", None, None).await?;
+    /// Subscribes to the live events: every event (`All`, what Ferry's own surfaces follow), or
+    /// each job's as its notify flags ask (`ByNotifyFlags`, what BITS tells a callback).
+    pub async fn events(&self, which: Subscription) -> Result<EventStream, ClientError> {
+        let route = match which {
+            Subscription::All => "/events?all=true",
+            Subscription::ByNotifyFlags => "/events",
+        };
+        let response = self.send(Method::GET, route, None, None).await?;
         Ok(EventStream {
             response,
             buffer: Vec::new(),

@@ -427,8 +427,9 @@ async fn status(State(state): State<AppState>) -> Response {
     }))
 }
 
-/// `?all=true` adds the jobs that recently ended.
-fn list_all(query: Option<&str>) -> Result<bool, BitsError> {
+/// `?all=true` adds the jobs that recently ended (`GET /v1/jobs`), or asks for every event
+/// whatever the jobs' notify flags (`GET /v1/events`).
+fn query_all(query: Option<&str>, route: &str) -> Result<bool, BitsError> {
     let mut all = false;
     for pair in query
         .unwrap_or_default()
@@ -440,7 +441,7 @@ fn list_all(query: Option<&str>) -> Result<bool, BitsError> {
             "all=false" | "all=0" => false,
             other => {
                 return Err(invalid(format!(
-                    "unknown query {other:?}: GET /v1/jobs takes only all=true or all=false"
+                    "unknown query {other:?}: {route} takes only all=true or all=false"
                 )));
             }
         };
@@ -449,7 +450,15 @@ fn list_all(query: Option<&str>) -> Result<bool, BitsError> {
 }
 
 async fn list(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    reply(async { state.engine.list(list_all(query.as_deref())?).await }.await)
+    reply(
+        async {
+            state
+                .engine
+                .list(query_all(query.as_deref(), "GET /v1/jobs")?)
+                .await
+        }
+        .await,
+    )
 }
 
 async fn create(State(state): State<AppState>, bytes: Bytes) -> Response {
@@ -687,12 +696,17 @@ impl Drop for StreamGuard {
 }
 
 /// `GET /v1/events`: newline-delimited JSON, one event per line, until the client hangs up or the
-/// service stops. A client that reads too slowly gets `{"event":"Lagged","missed":N}` and
-/// should fetch the jobs again.
-async fn events(State(state): State<AppState>) -> Response {
+/// service stops: each job's events as its notify flags ask, or with `?all=true` every event. A
+/// client that reads too slowly gets `{"event":"Lagged","missed":N}` and should fetch the jobs
+/// again.
+async fn events(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let receiver = match query_all(query.as_deref(), "GET /v1/events") {
+        Ok(true) => state.engine.subscribe(),
+        Ok(false) => state.engine.subscribe_by_notify_flags(),
+        Err(e) => return error(&e),
+    };
     state.activity.streams.fetch_add(1, Ordering::SeqCst);
     let guard = StreamGuard(state.activity.clone());
-    let receiver = state.engine.subscribe();
     let stream = futures_util::stream::unfold(
         (receiver, state.stopping.clone(), guard),
         |(mut receiver, mut stopping, guard)| async move {

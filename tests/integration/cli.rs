@@ -201,7 +201,11 @@ async fn interrupt_and_rerun(kill_service: bool) {
     let home = Home::new();
     let out = tempfile::tempdir().expect("out");
     home.ok(&["daemon"]).await;
-    let mut events = home.client().events().await.expect("events");
+    let mut events = home
+        .client()
+        .events(ferry::engine::Subscription::All)
+        .await
+        .expect("events");
     let first = Watched::start(get_quiet(&home, out.path(), &[server.url("/big.bin")]));
     home.wait_checkpoint(&mut events, 700_000).await;
     if kill_service {
@@ -309,7 +313,11 @@ async fn a_sixteen_connection_get_survives_five_kills_of_the_service() {
     let mut checkpoint = 0u64;
     for kill in 1..=5 {
         home.ok(&["daemon"]).await;
-        let mut events = home.client().events().await.expect("events");
+        let mut events = home
+            .client()
+            .events(ferry::engine::Subscription::All)
+            .await
+            .expect("events");
         let running = Watched::start(get());
         let newer = home
             .wait_event(&mut events, "a newer checkpoint", |e| {

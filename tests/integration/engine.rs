@@ -1394,6 +1394,34 @@ async fn next_event(observer: &mut tokio::sync::broadcast::Receiver<EngineEvent>
         .expect("event")
 }
 
+/// What a listener by notify flags hears of one job, and what the whole stream hears.
+#[derive(Debug, Default, PartialEq)]
+struct Heard {
+    files: usize,
+    transferred: bool,
+    modifications: bool,
+    state_changes: bool,
+    into_transferred: bool,
+}
+
+impl Heard {
+    fn note(&mut self, event: &EngineEvent, id: ferry::job::JobId) {
+        if event.job() != Some(id) {
+            return;
+        }
+        match event {
+            EngineEvent::FileTransferred { .. } => self.files += 1,
+            EngineEvent::JobTransferred { .. } => self.transferred = true,
+            EngineEvent::JobModification { .. } => self.modifications = true,
+            EngineEvent::StateChanged { to, .. } => {
+                self.state_changes = true;
+                self.into_transferred |= *to == JobState::Transferred;
+            }
+            _ => {}
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_follow_the_notify_flags() {
     let server = TestServer::start().await;
@@ -1407,39 +1435,58 @@ async fn notifications_follow_the_notify_flags() {
         (server.url("/n2"), "n2"),
     ];
     let pairs: Vec<(&str, &str)> = files.iter().map(|(u, n)| (u.as_str(), *n)).collect();
-    // (flags, FileTransferred events expected, JobTransferred expected)
+    let heard = |files, transferred, modifications| Heard {
+        files,
+        transferred,
+        modifications,
+        state_changes: modifications,
+        into_transferred: false,
+    };
+    // (flags, what the stream by notify flags hears)
     let cases = [
-        (ferry::job::DEFAULT_NOTIFY_FLAGS, 0, true),
+        (ferry::job::DEFAULT_NOTIFY_FLAGS, heard(0, true, false)),
         (
             NotifyFlags::JOB_TRANSFERRED | NotifyFlags::FILE_TRANSFERRED,
-            3,
-            true,
+            heard(3, true, false),
         ),
-        (NotifyFlags::JOB_ERROR, 0, false),
-        (NotifyFlags::ALL, 0, false), // DISABLE silences everything
+        (NotifyFlags::JOB_ERROR, heard(0, false, false)),
+        (NotifyFlags::JOB_MODIFICATION, heard(0, false, true)),
+        (NotifyFlags::ALL, heard(0, false, false)), // DISABLE silences everything
+        (0, heard(0, false, false)),
     ];
-    for (flags, per_file, whole) in cases {
+    for (flags, expected) in cases {
         let id = h.download(Priority::Foreground, &pairs).await;
-        let mut observer = resume_observed(&h, id, flags).await;
-        let (mut files_told, mut job_told) = (0, false);
-        loop {
-            match next_event(&mut observer).await {
-                EngineEvent::FileTransferred { job, .. } if job == id => files_told += 1,
-                EngineEvent::JobTransferred { job } if job == id => job_told = true,
-                // Every state change is told whatever the flags; TRANSFERRED comes last.
-                EngineEvent::StateChanged { job, to, .. }
-                    if job == id && to == JobState::Transferred =>
-                {
-                    break;
-                }
-                _ => {}
-            }
+        h.engine
+            .set(id, PropertyChange::NotifyFlags(flags))
+            .await
+            .expect("notify flags");
+        let mut all = h.engine.subscribe();
+        let mut by_flags = h.engine.subscribe_by_notify_flags();
+        h.engine.resume(id).await.expect("resume");
+        let mut whole = Heard::default();
+        // The whole stream hears every event; TRANSFERRED is the last state change.
+        while !whole.into_transferred {
+            whole.note(&next_event(&mut all).await, id);
         }
         assert_eq!(
-            files_told, per_file,
-            "FileTransferred with flags {flags:#x}"
+            (whole.files, whole.transferred, whole.state_changes),
+            (3, true, true),
+            "the whole stream with flags {flags:#x}"
         );
-        assert_eq!(job_told, whole, "JobTransferred with flags {flags:#x}");
+        // Both streams are fed together, the one by flags first: it has all it will get.
+        let mut told = Heard::default();
+        while let Ok(event) = by_flags.try_recv() {
+            told.note(&event, id);
+        }
+        // A JobModification comes at most every `modification_interval_ms`: there may be none
+        // before so short a transfer ends, but never one the flags do not ask for.
+        let modifications_asked = NotifyFlags(flags).wants(NotifyFlags::JOB_MODIFICATION);
+        assert!(
+            modifications_asked || !told.modifications,
+            "JobModification with flags {flags:#x}"
+        );
+        told.modifications = expected.modifications;
+        assert_eq!(told, expected, "by notify flags {flags:#x}");
         h.engine.cancel(id).await.expect("cancel");
     }
 }

@@ -416,7 +416,11 @@ async fn reset_cancels_every_job_and_deletes_temp_files() {
     let local = out.path().join("slow.bin").display().to_string();
     home.ok(&["add", &running, &server.url("/slow.bin"), &local])
         .await;
-    let mut events = home.client().events().await.expect("events");
+    let mut events = home
+        .client()
+        .events(ferry::engine::Subscription::All)
+        .await
+        .expect("events");
     home.ok(&["resume", &running]).await;
     home.wait_checkpoint(&mut events, 700_000).await;
     assert_eq!(
@@ -694,7 +698,10 @@ async fn events_stream_state_changes_to_clients() {
     let out = tempfile::tempdir().expect("out");
     let client = home.client();
     home.ok(&["daemon"]).await;
-    let mut events = client.events().await.expect("events");
+    let mut events = client
+        .events(ferry::engine::Subscription::All)
+        .await
+        .expect("events");
     let id = home.ok(&["create", "evented"]).await.trim().to_string();
     let id = ferry::job::JobId::parse(&id).expect("id");
     let local = out.path().join("e.bin").display().to_string();
@@ -723,6 +730,109 @@ async fn events_stream_state_changes_to_clients() {
     assert_eq!(
         sha256(&std::fs::read(out.path().join("e.bin")).expect("file")),
         sha256(&content(20_000, 55))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_tells_each_job_as_its_notify_flags_ask() {
+    use ferry::engine::{EngineEvent, Subscription};
+    use ferry::job::JobState;
+    use ferry::service::client::ServiceEvent;
+    let server = TestServer::start().await;
+    server.put("/f.bin", content(20_000, 57));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    let client = home.client();
+    home.ok(&["daemon"]).await;
+    let mut by_flags = client
+        .events(Subscription::ByNotifyFlags)
+        .await
+        .expect("events");
+    let mut all = client.events(Subscription::All).await.expect("events");
+    // (name, notify flags)
+    let jobs = [("quiet", "0x5"), ("modified", "0x8"), ("told", "0x1")];
+    let mut ids = Vec::new();
+    for (name, flags) in jobs {
+        let id = home.ok(&["create", name]).await.trim().to_string();
+        ids.push(ferry::job::JobId::parse(&id).expect("id"));
+        home.ok(&["set", name, "--notify-flags", flags]).await;
+        let local = out.path().join(name).display().to_string();
+        home.ok(&["add", name, &server.url("/f.bin"), &local]).await;
+        home.ok(&["resume", name]).await;
+    }
+    // The whole stream hears every job arrive, whatever its flags.
+    for id in &ids {
+        home.wait_event(&mut all, "TRANSFERRED on the whole stream", |e| {
+            matches!(e, EngineEvent::StateChanged { job, to: JobState::Transferred, .. } if job == id)
+        })
+        .await;
+    }
+    // A last job's first state change marks the end of what the stream by flags has to say.
+    let marker = home.ok(&["create", "marker"]).await.trim().to_string();
+    let marker = ferry::job::JobId::parse(&marker).expect("id");
+    home.ok(&["set", "marker", "--notify-flags", "0x8"]).await;
+    let local = out.path().join("marker").display().to_string();
+    home.ok(&["add", "marker", &server.url("/f.bin"), &local])
+        .await;
+    home.ok(&["resume", "marker"]).await;
+    let mut heard: Vec<EngineEvent> = Vec::new();
+    let collected = tokio::time::timeout(crate::PATIENCE, async {
+        while let Some(Ok(ServiceEvent::Engine(event))) = by_flags.next().await {
+            if matches!(event, EngineEvent::StateChanged { job, .. } if job == marker) {
+                return;
+            }
+            heard.push(event);
+        }
+        panic!("the stream by notify flags ended");
+    })
+    .await;
+    assert!(collected.is_ok(), "no marker event; heard {heard:?}");
+    let of = |id: &ferry::job::JobId| -> Vec<&EngineEvent> {
+        heard.iter().filter(|e| e.job() == Some(*id)).collect()
+    };
+    assert!(
+        of(&ids[0]).is_empty(),
+        "BG_NOTIFY_DISABLE: {:?}",
+        of(&ids[0])
+    );
+    let modified = of(&ids[1]);
+    assert!(
+        modified.iter().any(|e| matches!(
+            e,
+            EngineEvent::StateChanged {
+                to: JobState::Queued,
+                ..
+            }
+        )),
+        "JOB_MODIFICATION tells state changes: {modified:?}"
+    );
+    let a_modification = |e: &&EngineEvent| match e {
+        EngineEvent::StateChanged { to, .. } => *to != JobState::Transferred,
+        EngineEvent::JobModification { .. } => true,
+        _ => false,
+    };
+    assert!(
+        modified.iter().all(a_modification),
+        "only modifications, none for the change into TRANSFERRED: {modified:?}"
+    );
+    let told = of(&ids[2]);
+    assert!(
+        matches!(told.as_slice(), [EngineEvent::JobTransferred { .. }]),
+        "JOB_TRANSFERRED alone: {told:?}"
+    );
+    // The query is checked like any input.
+    let socket = home.socket();
+    let answer = tokio::task::spawn_blocking(move || {
+        raw(
+            &socket,
+            b"GET /v1/events?everything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .expect("join");
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("all=true"),
+        "{answer}"
     );
 }
 
@@ -844,7 +954,11 @@ async fn sigterm_mid_transfer_saves_and_the_next_service_resumes() {
     home.ok(&["create", "term"]).await;
     home.ok(&["add", "term", &server.url("/term.bin"), &local])
         .await;
-    let mut events = home.client().events().await.expect("events");
+    let mut events = home
+        .client()
+        .events(ferry::engine::Subscription::All)
+        .await
+        .expect("events");
     home.ok(&["resume", "term"]).await;
     home.wait_checkpoint(&mut events, 900_000).await;
     let pid = home.service_pid().expect("service runs");

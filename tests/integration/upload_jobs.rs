@@ -1019,7 +1019,11 @@ async fn put_interrupted_by_ctrl_c_resumes_in_the_same_session() {
         command.arg("put").arg(&local).arg(&server.url);
         command
     };
-    let mut events = home.client().events().await.expect("events");
+    let mut events = home
+        .client()
+        .events(ferry::engine::Subscription::All)
+        .await
+        .expect("events");
     let first = crate::cli::Watched::start(put());
     home.wait_checkpoint(&mut events, ferry::engine::bits_upload::FIRST_FRAGMENT)
         .await;
