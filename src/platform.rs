@@ -58,6 +58,62 @@ pub fn socket_path() -> PathBuf {
     runtime_dir().join("ferry.sock")
 }
 
+/// Whether the service socket `socket` and its runtime directory may be this user's: `Err` with a
+/// plain sentence (for E_ACCESSDENIED) when they are another user's, so that a client says so
+/// instead of trying to start a service there. Each user has a service of their own.
+pub fn check_runtime_access(socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let who = |uid: u32| match user_name(uid) {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    };
+    let fix = "each user has a Ferry service of their own: unset FERRY_RUNTIME_DIR, or point it at \
+               a directory of yours, to reach yours";
+    let Some(dir) = socket.parent() else {
+        return Ok(());
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.uid() != uid => {
+            return Err(format!(
+                "the runtime directory {} belongs to {}, and you are {}: {fix}",
+                dir.display(),
+                who(meta.uid()),
+                who(uid)
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            // The nearest folder above it that can be looked at says whose it is.
+            let closed = dir
+                .ancestors()
+                .skip(1)
+                .find_map(|a| std::fs::symlink_metadata(a).ok().map(|m| (a, m.uid())));
+            let whose = match closed {
+                Some((folder, owner)) if owner != uid => {
+                    format!("{} belongs to {}", folder.display(), who(owner))
+                }
+                _ => "a folder on the way is closed to you".to_string(),
+            };
+            return Err(format!(
+                "you, {}, may not enter the runtime directory {}: {whose}; {fix}",
+                who(uid),
+                dir.display()
+            ));
+        }
+        _ => {}
+    }
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.uid() != uid => Err(format!(
+            "the service socket {} belongs to {}, and you are {}: {fix}",
+            socket.display(),
+            who(meta.uid()),
+            who(uid)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Creates the runtime directory (mode 0700) or checks that an existing one is ours and private,
 /// so that no other user can reach the socket or plant one of their own.
 pub fn prepare_runtime_dir(dir: &std::path::Path) -> Result<(), String> {

@@ -390,7 +390,7 @@ fn changes(args: &SetArgs) -> Result<Vec<PropertyChange>, BitsError> {
             absolute(file).map_err(invalid)?,
         ));
     }
-    if changes.is_empty() {
+    if changes.is_empty() && args.replace_remote_prefix.is_none() {
         return Err(invalid(
             "nothing to change: give at least one option (see ferry set --help)".into(),
         ));
@@ -405,11 +405,28 @@ pub(super) async fn set(client: &Client, args: SetArgs) -> u8 {
     };
     let result = async {
         let job = find(client, &args.job).await?;
-        client.set(job.id, &changes).await
+        if !changes.is_empty() {
+            client.set(job.id, &changes).await?;
+        }
+        match args.replace_remote_prefix.as_deref() {
+            Some([old, new]) => client
+                .replace_remote_prefix(job.id, old, new)
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
     }
     .await;
     match result {
-        Ok(_) => exit::OK,
+        Ok(Some(replaced)) if replaced.files.is_empty() => {
+            eprintln!("ferry: {}: {}", replaced.status, replaced.message);
+            exit::NO_MATCH
+        }
+        Ok(Some(replaced)) => {
+            println!("{}", replaced.message);
+            exit::OK
+        }
+        Ok(None) => exit::OK,
         Err(e) => report(&e),
     }
 }

@@ -33,6 +33,8 @@ pub mod exit {
     pub const QUOTA: u8 = 7;
     /// The service cannot be reached or started, or refused this user.
     pub const UNREACHABLE: u8 = 8;
+    /// S_FALSE: `set --replace-remote-prefix` matched no file, so nothing changed.
+    pub const NO_MATCH: u8 = 9;
     /// `wait --timeout` ran out before the job finished.
     pub const TIMEOUT: u8 = 124;
     /// Interrupted (Ctrl+C): `get` suspended its job.
@@ -42,7 +44,8 @@ pub mod exit {
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 other error (bad input, a refused request); \
 2 usage error; 3 the job ended in ERROR; 4 another service already runs (ferry daemon); 5 no such \
 job, or the name matches several; 6 the job's state does not allow it (BG_E_INVALID_STATE); 7 a \
-quota was hit; 8 the service cannot be reached or started; 124 `wait --timeout` ran out; 130 \
+quota was hit; 8 the service cannot be reached or started; 9 `set --replace-remote-prefix` \
+matched no file (S_FALSE); 124 `wait --timeout` ran out; 130 \
 interrupted.\n\nA JOB is its id, a unique prefix of the id, or its display name when no other job \
 of yours has that name.";
 
@@ -298,6 +301,12 @@ pub struct SetArgs {
     /// Seconds the job may spend transferring before it goes to ERROR.
     #[arg(long, value_name = "SECONDS")]
     pub max_download_time: Option<u64>,
+    /// Every file whose URL starts with OLD (case-sensitive) gets NEW in its place, as BITS's
+    /// ReplaceRemotePrefix (a mirror moved, http became https). Download jobs only. A running
+    /// transfer moves to the new URLs at once; each file goes on from where it was if the new
+    /// server has the same file. Exit code 9 when no file matched.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+    pub replace_remote_prefix: Option<Vec<String>>,
     /// Which notifications to send: a number, decimal or 0x hex (1 transferred, 2 error, 4 disable,
     /// 8 modification, 16 file transferred), or names joined by commas (transferred,error,…).
     #[arg(long, value_parser = parse_notify_flags, value_name = "FLAGS")]
@@ -758,8 +767,14 @@ mod tests {
         assert_eq!(parse_notify_flags("0x5"), Ok(5));
         assert_eq!(parse_notify_flags("transferred, disable"), Ok(5));
         let too_big = parse_notify_flags("0x40").unwrap_err();
-        assert!(too_big.contains("0x40 has bits") && too_big.contains("0x3f"), "{too_big}");
+        assert!(
+            too_big.contains("0x40 has bits") && too_big.contains("0x3f"),
+            "{too_big}"
+        );
         let unknown = parse_notify_flags("done").unwrap_err();
-        assert!(unknown.contains("\"done\" is not a notify flag"), "{unknown}");
+        assert!(
+            unknown.contains("\"done\" is not a notify flag"),
+            "{unknown}"
+        );
     }
 }

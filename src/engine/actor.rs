@@ -240,6 +240,14 @@ impl Actor {
             Command::Set(job, change, reply) => {
                 let _ = reply.send(self.set(job, change).await);
             }
+            Command::ReplaceRemotePrefix {
+                job,
+                old,
+                new,
+                reply,
+            } => {
+                let _ = reply.send(self.replace_remote_prefix(job, old, new).await);
+            }
             Command::Get(id, reply) => {
                 let job = match self.finished.iter().find(|j| j.id == id) {
                     Some(job) => Ok(job.clone()),
@@ -348,6 +356,25 @@ impl Actor {
             self.to_complete.push(job);
         }
         Ok(())
+    }
+
+    async fn replace_remote_prefix(
+        &mut self,
+        id: JobId,
+        old: String,
+        new: String,
+    ) -> Result<Vec<usize>, BitsError> {
+        let job = self.job(id)?;
+        let files = job.files_with_remote_prefix(&old);
+        let change = Event::Set(PropertyChange::ReplaceRemotePrefix { old, new });
+        if files.is_empty() {
+            // The model's refusals still hold (an upload, an empty prefix, a final state); a
+            // change of nothing is not saved.
+            job::apply(&mut job.clone(), change, self.now())?;
+        } else {
+            self.apply(id, change, Persist::Now).await?;
+        }
+        Ok(files)
     }
 
     /// Completes the jobs that asked for it once TRANSFERRED, and those whose Complete a stop

@@ -21,6 +21,13 @@ pub(super) enum Command {
     Cancel(JobId, Reply<CancelOutcome>),
     Complete(JobId, Reply<CompleteOutcome>),
     Set(JobId, PropertyChange, Reply<()>),
+    /// ReplaceRemotePrefix: answers the files changed.
+    ReplaceRemotePrefix {
+        job: JobId,
+        old: String,
+        new: String,
+        reply: Reply<Vec<usize>>,
+    },
     Get(JobId, Reply<Job>),
     List {
         finished: bool,
@@ -125,6 +132,23 @@ impl EngineHandle {
 
     pub async fn set(&self, job: JobId, change: PropertyChange) -> Result<(), BitsError> {
         self.call(|reply| Command::Set(job, change, reply)).await
+    }
+
+    /// ReplaceRemotePrefix (spec §7.1): the files whose URL started with `old`, now with `new`
+    /// in its place. None is BITS's S_FALSE: a success that changed nothing.
+    pub async fn replace_remote_prefix(
+        &self,
+        job: JobId,
+        old: String,
+        new: String,
+    ) -> Result<Vec<usize>, BitsError> {
+        self.call(|reply| Command::ReplaceRemotePrefix {
+            job,
+            old,
+            new,
+            reply,
+        })
+        .await
     }
 
     pub async fn job(&self, job: JobId) -> Result<Job, BitsError> {

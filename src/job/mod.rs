@@ -542,6 +542,15 @@ impl Job {
     }
 
     /// BG_JOB_PROGRESS: total is unknown until every file's size is known.
+    /// The files whose URL starts with `prefix` (case-sensitive, as ReplaceRemotePrefix matches).
+    pub fn files_with_remote_prefix(&self, prefix: &str) -> Vec<usize> {
+        let files = self.files.iter().enumerate();
+        files
+            .filter(|(_, f)| f.remote_url.starts_with(prefix))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     pub fn progress(&self) -> Progress {
         let bytes_total = self
             .files

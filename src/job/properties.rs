@@ -266,6 +266,15 @@ pub enum PropertyChange {
         file: usize,
         url: String,
     },
+    /// ReplaceRemotePrefix (spec §7.1, §7.12): every file of a download job whose URL starts with
+    /// `old` (case-sensitive) gets `new` in its place, each as SetRemoteName would, all or none.
+    /// No file matching is no change (BITS's S_FALSE: the engine tells it). Through the API's
+    /// own route only (`POST /v1/jobs/{id}/replace-remote-prefix`), which says how many changed.
+    #[serde(skip)]
+    ReplaceRemotePrefix {
+        old: String,
+        new: String,
+    },
     /// SetReplyFileName (upload-reply only): where Complete puts the reply; only until the
     /// reply download begins.
     ReplyFileName(std::path::PathBuf),

@@ -345,6 +345,15 @@ fn every_state_event_pair() {
             [S, S, S, S, S, S, S, inv, inv],
         ),
         (
+            // A running transfer moves to the new URL at once: back to QUEUED.
+            "ReplaceRemotePrefix",
+            Event::Set(PropertyChange::ReplaceRemotePrefix {
+                old: "http://127.0.0.1/".into(),
+                new: "http://127.0.0.2/".into(),
+            }),
+            [S, To(Queued), To(Queued), S, S, S, S, inv, inv],
+        ),
+        (
             "ReplyLocated",
             Event::ReplyLocated { url: None },
             [inv, nimpl, nimpl, inv, inv, inv, inv, inv, inv],
@@ -362,6 +371,9 @@ fn every_state_event_pair() {
                             expect = E(ErrorCode::InvalidState)
                         }
                         ("AddFiles", s) if !s.is_final() => expect = E(ErrorCode::TooManyFiles),
+                        ("ReplaceRemotePrefix", s) if !s.is_final() => {
+                            expect = E(ErrorCode::NotImpl)
+                        }
                         _ => {}
                     }
                 } else if matches!(*name, "UploadSession" | "UploadHost") && !state.is_final() {
@@ -384,7 +396,7 @@ fn every_state_event_pair() {
             }
         }
     }
-    assert_eq!(checked, 2 * 25 * 9);
+    assert_eq!(checked, 2 * 26 * 9);
 }
 
 #[test]
@@ -1929,6 +1941,110 @@ fn url_credentials_stay_with_their_server() {
         })),
     );
     ok(&mut job, add_file(file("http://127.0.0.9/b", "b")));
+}
+
+fn replace(old: &str, new: &str) -> Event {
+    Event::Set(PropertyChange::ReplaceRemotePrefix {
+        old: old.into(),
+        new: new.into(),
+    })
+}
+
+fn file_at(url: &str, name: &str) -> NewFile {
+    NewFile {
+        remote_url: url.into(),
+        ..new_file(name)
+    }
+}
+
+#[test]
+fn replace_remote_prefix_moves_the_matching_files_all_or_none() {
+    let mut job = empty_job(JobType::Download);
+    ok(
+        &mut job,
+        add_file(file_at("http://127.0.0.1/pub/a.iso", "a")),
+    );
+    ok(
+        &mut job,
+        add_file(file_at("http://127.0.0.1/PUB/b.iso", "b")),
+    );
+    ok(
+        &mut job,
+        add_file(file_at("http://127.0.0.3/pub/c.iso", "c")),
+    );
+    assert_eq!(job.files_with_remote_prefix("http://127.0.0.1/pub/"), [0]);
+    ok(
+        &mut job,
+        replace("http://127.0.0.1/", "https://127.0.0.2/mirror/"),
+    );
+    let urls: Vec<&str> = job.files.iter().map(|f| f.remote_url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://127.0.0.2/mirror/pub/a.iso",
+            "https://127.0.0.2/mirror/PUB/b.iso",
+            "http://127.0.0.3/pub/c.iso"
+        ]
+    );
+    // No match is no change (the engine answers S_FALSE), and the match is case-sensitive.
+    let before = job.clone();
+    ok(&mut job, replace("HTTPS://127.0.0.2/", "http://127.0.0.9/"));
+    assert_eq!(job.files, before.files);
+    // An empty prefix, or a result Ferry cannot use, changes nothing.
+    assert_eq!(
+        refused(&mut job, replace("", "http://x/")),
+        ErrorCode::InvalidArg
+    );
+    for bad in ["ftp://127.0.0.2/", "http://[::1/", "not a url "] {
+        let error = apply(&mut job, replace("https://127.0.0.2/", bad), t0()).expect_err(bad);
+        assert_eq!(error.code, ErrorCode::InvalidArg, "{bad}");
+        assert!(
+            error.message.starts_with("file 0: replacing the prefix"),
+            "{}",
+            error.message
+        );
+        assert_eq!(job.files, before.files, "{bad}");
+    }
+    // Uploads cannot change their URL.
+    let mut upload = job_in(JobState::Suspended, JobType::Upload);
+    assert_eq!(
+        refused(&mut upload, replace("http://", "https://")),
+        ErrorCode::NotImpl
+    );
+}
+
+#[test]
+fn replace_remote_prefix_never_takes_credentials_to_another_server() {
+    // Credentials that came in a URL are for that server only.
+    let mut job = empty_job(JobType::Download);
+    ok(&mut job, add_file(file_at("http://u:pw@127.0.0.1/a", "a")));
+    ok(&mut job, add_file(file_at("http://127.0.0.1/b", "b")));
+    let before = job.clone();
+    let error = apply(
+        &mut job,
+        replace("http://127.0.0.1/", "http://127.0.0.2/"),
+        t0(),
+    )
+    .expect_err("another server");
+    assert_eq!(error.code, ErrorCode::InvalidArg);
+    assert!(!error.message.contains("pw"), "{}", error.message);
+    assert_eq!(job, before);
+    // Within the server they are kept; with credentials in the new prefix, all files move.
+    ok(
+        &mut job,
+        replace("http://127.0.0.1/", "http://127.0.0.1/v2/"),
+    );
+    assert_eq!(job.files[1].remote_url, "http://127.0.0.1/v2/b");
+    ok(
+        &mut job,
+        replace("http://127.0.0.1/", "https://u:pw@127.0.0.2/"),
+    );
+    assert_eq!(job.files[0].remote_url, "https://127.0.0.2/v2/a");
+    assert_eq!(job.files[1].remote_url, "https://127.0.0.2/v2/b");
+    assert_eq!(job.credentials_host.as_deref(), Some("127.0.0.2:443"));
+    // Other credentials than the job's are refused, as in AddFile.
+    let error = apply(&mut job, replace("https://", "https://eve:x@"), t0()).expect_err("eve");
+    assert_eq!(error.code, ErrorCode::InvalidArg);
 }
 
 #[test]

@@ -367,9 +367,17 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
         Event::AddFiles { files, limits } => add_files(job, files, &limits)?,
         Event::Set(change) => {
             let registers = registers_for_notifications(&change);
+            let moves = matches!(change, PropertyChange::ReplaceRemotePrefix { .. });
+            let urls_before = moves.then(|| untransferred_urls(job));
             set_property(job, change)?;
             if registers {
                 late_registration(job, &mut effects);
+            }
+            // A running transfer moves to the new URLs at once: back to QUEUED, and the
+            // scheduler starts it again (each file from its offset if the new server has the
+            // same file, spec §7.12).
+            if job.state.is_running() && urls_before.is_some_and(|u| u != untransferred_urls(job)) {
+                job.state = Queued;
             }
         }
         Event::Start => {
@@ -1013,6 +1021,40 @@ pub fn server_of(url: &str) -> Option<String> {
     ))
 }
 
+/// SetRemoteName of each `(file, url)`, all or none (the URLs are checked; the files exist). A
+/// user name and password in a URL become the job's, bound to that server as in AddFile: every
+/// file must then be on it; credentials already bound to a server never follow a file to
+/// another.
+fn set_remote_urls(job: &mut Job, urls: Vec<(usize, String)>) -> Result<(), BitsError> {
+    let mut stripped = Vec::new();
+    let mut seen = None;
+    let mut new_host = None;
+    for (file, url) in urls {
+        let (url, credentials) = properties::take_url_credentials(&url)?;
+        if let Some(credentials) = credentials {
+            merge_url_credentials(job, &mut seen, credentials)?;
+            new_host = new_host.or_else(|| server_of(&url));
+        }
+        stripped.push((file, url));
+    }
+    let required = new_host.clone().or_else(|| job.credentials_host.clone());
+    if let Some(required) = &required {
+        let urls = job.files.iter().enumerate().map(|(i, f)| {
+            let changed = stripped.iter().find(|(file, _)| *file == i);
+            changed.map_or(f.remote_url.as_str(), |(_, url)| url.as_str())
+        });
+        only_on_server(required, urls)?;
+    }
+    if let Some(credentials) = seen {
+        set_url_credentials(job, credentials.0, credentials.1);
+        job.credentials_host = new_host;
+    }
+    for (file, url) in stripped {
+        file_mut(job, file)?.remote_url = url;
+    }
+    Ok(())
+}
+
 /// Credentials from one more URL: they must agree with the job's and with the other URLs'.
 fn merge_url_credentials(
     job: &Job,
@@ -1045,6 +1087,11 @@ fn set_url_credentials(job: &mut Job, user: String, password: String) {
         .as_ref()
         .map_or(properties::AuthScheme::Basic, |(scheme, _, _)| *scheme);
     job.credentials.server = Some((scheme, user, password));
+}
+
+fn untransferred_urls(job: &Job) -> Vec<String> {
+    let files = job.files.iter().filter(|f| !f.transferred);
+    files.map(|f| f.remote_url.clone()).collect()
 }
 
 /// Whether `change` asks to be told about the job: new notify flags, or a notify command line.
@@ -1156,26 +1203,37 @@ fn set_property(job: &mut Job, change: PropertyChange) -> Result<(), BitsError> 
                     "only download files can change their URL",
                 ));
             }
-            let (url, credentials) = properties::take_url_credentials(&url)?;
             file_mut(job, file)?; // refused before anything changes
-            let host = server_of(&url);
-            let required = match &credentials {
-                Some(_) => host.clone(),
-                None => job.credentials_host.clone(),
-            };
-            if let Some(required) = &required {
-                let others = job.files.iter().enumerate().filter(|(i, _)| *i != file);
-                let urls = others
-                    .map(|(_, f)| f.remote_url.as_str())
-                    .chain([url.as_str()]);
-                only_on_server(required, urls)?;
+            set_remote_urls(job, vec![(file, url)])?;
+        }
+        PropertyChange::ReplaceRemotePrefix { old, new } => {
+            if job.job_type != JobType::Download {
+                return Err(BitsError::new(
+                    ErrorCode::NotImpl,
+                    "only download files can change their URL: ReplaceRemotePrefix is for download jobs",
+                ));
             }
-            if let Some(credentials) = credentials {
-                merge_url_credentials(job, &mut None, credentials.clone())?;
-                set_url_credentials(job, credentials.0, credentials.1);
-                job.credentials_host = host;
+            if old.is_empty() {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    "the prefix to replace is empty: give the start of the URLs to change (e.g. http://old-mirror/)",
+                ));
             }
-            file_mut(job, file)?.remote_url = url;
+            let mut urls = Vec::new();
+            for file in job.files_with_remote_prefix(&old) {
+                let url = format!("{new}{}", &job.files[file].remote_url[old.len()..]);
+                properties::check_remote_url(&url).map_err(|e| {
+                    BitsError::new(
+                        e.code,
+                        format!(
+                            "file {file}: replacing the prefix gives a URL Ferry cannot use: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+                urls.push((file, url));
+            }
+            set_remote_urls(job, urls)?;
         }
         PropertyChange::ReplyFileName(path) => {
             if job.job_type != JobType::UploadReply {

@@ -33,6 +33,51 @@ pub struct Cancelled {
     pub outcome: CancelOutcome,
 }
 
+/// Body of `POST /v1/jobs/{id}/replace-remote-prefix`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplacePrefix {
+    pub old: String,
+    pub new: String,
+}
+
+/// Reply to `POST /v1/jobs/{id}/replace-remote-prefix`: both are successes, as in BITS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PrefixReplaced {
+    /// `S_OK` (some files changed) or `S_FALSE` (none started with the prefix: nothing changed).
+    pub status: String,
+    pub hresult: String,
+    /// The files whose URL changed.
+    pub files: Vec<usize>,
+    pub message: String,
+}
+
+impl PrefixReplaced {
+    pub fn new(files: Vec<usize>, old: &str, new: &str, files_total: usize) -> PrefixReplaced {
+        let (old, new) = (crate::job::redact_url(old), crate::job::redact_url(new));
+        let (status, hresult, message) = match files.len() {
+            0 => (
+                "S_FALSE",
+                "0x00000001",
+                format!(
+                    "no file's URL starts with {old:?} (the match is case-sensitive): nothing changed"
+                ),
+            ),
+            n => (
+                "S_OK",
+                "0x00000000",
+                format!("{n} of {files_total} files now start with {new:?} instead of {old:?}"),
+            ),
+        };
+        PrefixReplaced {
+            status: status.into(),
+            hresult: hresult.into(),
+            files,
+            message,
+        }
+    }
+}
+
 /// Reply to `PUT /v1/config`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConfigSaved {

@@ -82,6 +82,13 @@ impl Client {
             Err(other) => return Err(other),
         }
         let socket = client.socket.clone();
+        // Another user's socket or runtime directory: say so, rather than start a service there.
+        if let Err(sentence) = crate::platform::check_runtime_access(&socket) {
+            return Err(ClientError::Api(BitsError::new(
+                crate::job::ErrorCode::AccessDenied,
+                sentence,
+            )));
+        }
         tokio::task::spawn_blocking(super::spawn::start_in_background)
             .await
             .map_err(|e| e.to_string())
@@ -227,6 +234,21 @@ impl Client {
     pub async fn set(&self, id: JobId, changes: &[PropertyChange]) -> Result<Job, ClientError> {
         self.call(Method::PATCH, &format!("/jobs/{}", id.0), Some(&changes))
             .await
+    }
+
+    /// ReplaceRemotePrefix: `status` is `S_FALSE` when no file's URL started with `old`.
+    pub async fn replace_remote_prefix(
+        &self,
+        id: JobId,
+        old: &str,
+        new: &str,
+    ) -> Result<api::PrefixReplaced, ClientError> {
+        let body = api::ReplacePrefix {
+            old: old.into(),
+            new: new.into(),
+        };
+        let route = format!("/jobs/{}/replace-remote-prefix", id.0);
+        self.call(Method::POST, &route, Some(&body)).await
     }
 
     /// GetReplyData: the reply of an upload-reply job (at most 1 MiB).

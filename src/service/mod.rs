@@ -288,6 +288,10 @@ fn router(state: AppState) -> Router {
         .route(&p("/jobs/{id}/complete"), post(complete))
         .route(&p("/jobs/{id}/cancel"), post(cancel))
         .route(&p("/jobs/{id}/validation"), post(validate))
+        .route(
+            &p("/jobs/{id}/replace-remote-prefix"),
+            post(replace_remote_prefix),
+        )
         .route(&p("/jobs/{id}/reply"), get(reply_data).post(save_reply))
         .route(&p("/events"), get(events))
         .route(&p("/history"), get(history).delete(clear_history))
@@ -542,6 +546,24 @@ async fn complete(State(state): State<AppState>, RoutePath(id): RoutePath<String
     let result = async {
         let outcome = state.engine.complete(job_id(&id)?).await?;
         Ok(Completed { outcome })
+    };
+    reply(result.await)
+}
+
+async fn replace_remote_prefix(
+    State(state): State<AppState>,
+    RoutePath(id): RoutePath<String>,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let id = job_id(&id)?;
+        let api::ReplacePrefix { old, new } = body(&bytes)?;
+        let files = state
+            .engine
+            .replace_remote_prefix(id, old.clone(), new.clone())
+            .await?;
+        let total = state.engine.job(id).await?.files.len();
+        Ok(api::PrefixReplaced::new(files, &old, &new, total))
     };
     reply(result.await)
 }

@@ -56,6 +56,9 @@ pub fn daemonize() -> Result<Started, String> {
     let dir = socket
         .parent()
         .ok_or("the socket path has no parent directory")?;
+    platform::check_runtime_access(&socket).map_err(|sentence| {
+        crate::job::BitsError::new(crate::job::ErrorCode::AccessDenied, sentence).to_string()
+    })?;
     platform::prepare_runtime_dir(dir)?;
     let lock_path = dir.join("start.lock");
     let lock = OpenOptions::new()

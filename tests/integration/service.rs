@@ -558,7 +558,6 @@ async fn another_user_is_refused() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let home = Home::new();
     home.ok(&["daemon"]).await;
     // Open the doors that normally keep other users out, so that the peer check is what refuses.
@@ -569,29 +568,102 @@ async fn another_user_is_refused() {
     ] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
-    // nobody may not be able to reach the build directory: run a copy of the binary from a
-    // directory it can enter.
-    let elsewhere = tempfile::tempdir().expect("nobody's home");
-    std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
-    let binary = elsewhere.path().join("ferry");
-    std::fs::copy(assert_cmd::cargo::cargo_bin!("ferry"), &binary).expect("copy");
-    let mut command = std::process::Command::new(&binary);
-    command
-        .env("FERRY_HOME", elsewhere.path())
-        .env("FERRY_RUNTIME_DIR", home.path().join("run"))
-        .env_remove("FERRY_LOG")
-        .current_dir(elsewhere.path())
-        .stdin(std::process::Stdio::null())
-        .arg("list")
-        .uid(65534)
-        .gid(65534);
-    let output = run(command).await;
+    let nobody = Nobody::new();
+    let output = run(nobody.ferry(&home.path().join("run"), &["list"])).await;
     assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
     let text = stderr(&output);
     assert!(text.contains("E_ACCESSDENIED 0x80070005"), "{text}");
     assert!(text.contains("uid 65534 may not use it"), "{text}");
     // The owner is still served.
+    home.ok(&["list"]).await;
+}
+
+/// The user nobody (uid 65534), with a home and a copy of the binary it can reach (it may not be
+/// able to reach the build directory). Needs root.
+struct Nobody {
+    home: tempfile::TempDir,
+}
+
+impl Nobody {
+    fn new() -> Nobody {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().expect("nobody's home");
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::copy(
+            assert_cmd::cargo::cargo_bin!("ferry"),
+            home.path().join("ferry"),
+        )
+        .expect("copy");
+        Nobody { home }
+    }
+
+    /// `ferry ARGS` as nobody, with `runtime` as its FERRY_RUNTIME_DIR.
+    fn ferry(&self, runtime: &std::path::Path, args: &[&str]) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(self.home.path().join("ferry"));
+        command
+            .env("FERRY_HOME", self.home.path())
+            .env("FERRY_RUNTIME_DIR", runtime)
+            .env_remove("FERRY_LOG")
+            .current_dir(self.home.path())
+            .stdin(std::process::Stdio::null())
+            .args(args)
+            .uid(65534)
+            .gid(65534);
+        command
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_runtime_directory_is_access_denied_in_plain_words() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running a client as another user needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    home.ok(&["daemon"]).await;
+    let runtime = home.path().join("run");
+    let nobody = Nobody::new();
+    let denied = |output: &std::process::Output, what: &str| {
+        let text = stderr(output);
+        assert_eq!(output.status.code(), Some(8), "{what}: {text}");
+        assert!(text.contains("E_ACCESSDENIED 0x80070005"), "{what}: {text}");
+        assert!(
+            text.contains("each user has a Ferry service of their own"),
+            "{what}: {text}"
+        );
+        assert!(!text.contains("cannot prepare"), "{what}: {text}");
+        assert!(!text.contains("  "), "one sentence, no gaps: {text}");
+        text
+    };
+    // The service's home is closed (0700): nobody cannot even look into it.
+    for args in [&["list"][..], &["daemon"][..]] {
+        let output = run(nobody.ferry(&runtime, args)).await;
+        let text = denied(&output, "closed home");
+        assert!(
+            text.contains("may not enter the runtime directory"),
+            "{text}"
+        );
+        assert!(text.contains("belongs to root (uid 0)"), "{text}");
+    }
+    // Open folders, but the runtime directory and the socket (0600) are root's.
+    for path in [home.path().to_path_buf(), runtime.clone()] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    for args in [&["list"][..], &["daemon"][..]] {
+        let output = run(nobody.ferry(&runtime, args)).await;
+        let text = denied(&output, "root's runtime directory");
+        assert!(
+            text.contains("the runtime directory")
+                && text.contains("belongs to root (uid 0), and you are nobody (uid 65534)"),
+            "{text}"
+        );
+    }
+    // Nothing was started or changed there: the owner's service still serves.
+    assert!(home.service_pid().is_some());
     home.ok(&["list"]).await;
 }
 
@@ -834,6 +906,95 @@ async fn the_event_stream_tells_each_job_as_its_notify_flags_ask() {
         answer.starts_with("HTTP/1.1 400") && answer.contains("all=true"),
         "{answer}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_remote_prefix_moves_a_running_job_to_another_mirror() {
+    let old = TestServer::start().await;
+    let new = TestServer::start().await;
+    let (big, small) = (content(2_000_000, 62), content(30_000, 63));
+    for server in [&old, &new] {
+        server.put("/pub/big.iso", big.clone());
+        server.put("/pub/small.iso", small.clone());
+    }
+    // The old mirror stops sending in the middle of the first file.
+    old.behave("/pub/big.iso", Behaviour::stall_after(700_000));
+    let home = Home::new();
+    let out = tempfile::tempdir().expect("out");
+    home.ok(&["create", "mirrored"]).await;
+    for name in ["big.iso", "small.iso"] {
+        let local = out.path().join(name).display().to_string();
+        let url = old.url(&format!("/pub/{name}"));
+        home.ok(&["add", "mirrored", &url, &local]).await;
+    }
+    let mut events = home
+        .client()
+        .events(ferry::engine::Subscription::All)
+        .await
+        .expect("events");
+    home.ok(&["resume", "mirrored"]).await;
+    home.wait_checkpoint(&mut events, 700_000).await;
+    let (from, to) = (old.url("/pub/"), new.url("/pub/"));
+    let said = home
+        .ok(&["set", "mirrored", "--replace-remote-prefix", &from, &to])
+        .await;
+    assert!(said.contains("2 of 2 files now start with"), "{said}");
+    home.ok(&["wait", "mirrored"]).await;
+    // The same file on the new mirror (same size and Last-Modified): it went on from where it was.
+    let ranges: Vec<Option<String>> = new
+        .requests("/pub/big.iso")
+        .into_iter()
+        .map(|r| r.range)
+        .collect();
+    assert!(
+        ranges
+            .iter()
+            .all(|r| r.as_deref().is_some_and(|r| !r.starts_with("bytes=0-"))),
+        "the new mirror was asked from the start: {ranges:?}"
+    );
+    assert!(!ranges.is_empty(), "nothing asked of the new mirror");
+    assert!(old.requests("/pub/small.iso").is_empty());
+    // No file matches now: S_FALSE, exit code 9, nothing changed.
+    let output = home
+        .run(&["set", "mirrored", "--replace-remote-prefix", &from, &to])
+        .await;
+    assert_eq!(output.status.code(), Some(9), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("S_FALSE") && stderr(&output).contains("nothing changed"),
+        "{}",
+        stderr(&output)
+    );
+    let output = home
+        .run(&["set", "mirrored", "--replace-remote-prefix", "", &to])
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("E_INVALIDARG")
+            && stderr(&output).contains("prefix to replace is empty"),
+        "{}",
+        stderr(&output)
+    );
+    home.ok(&["complete", "mirrored"]).await;
+    assert_eq!(std::fs::read(out.path().join("big.iso")).expect("big"), big);
+    assert_eq!(
+        std::fs::read(out.path().join("small.iso")).expect("small"),
+        small
+    );
+    // Upload jobs keep their URL.
+    home.ok(&["create", "--upload", "sent"]).await;
+    let local = out.path().join("small.iso").display().to_string();
+    home.ok(&["add", "sent", &new.url("/in/x"), &local]).await;
+    let output = home
+        .run(&[
+            "set",
+            "sent",
+            "--replace-remote-prefix",
+            "http://",
+            "https://",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("E_NOTIMPL"), "{}", stderr(&output));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
