@@ -65,6 +65,11 @@ pub(super) struct Actor {
     pub(super) config: Config,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) events: super::events::EventBus,
+    /// The machine registry and this engine's record in it (`None`: not shared).
+    pub(super) machine: Option<(
+        crate::store::machine::MachineRegistry,
+        crate::store::machine::Recorder,
+    )>,
     pub(super) reports_tx: mpsc::UnboundedSender<WorkerMessage>,
     pub(super) notify_tx: mpsc::UnboundedSender<NotifyExited>,
     pub(super) workers: HashMap<JobId, RunningWorker>,
@@ -441,7 +446,12 @@ impl Actor {
 
     async fn create(&mut self, mut spec: JobSpec) -> Result<JobId, BitsError> {
         let limits = self.config.limits(self.user.is_admin());
-        if let Err(e) = job::check_create_quota(self.jobs.values(), &self.user.name, &limits) {
+        // Held (the registry's lock) until this job is in the record, or the create fails.
+        let counted = self.count_machine(&limits).await;
+        let elsewhere = counted.as_ref().map_or(0, |c| c.elsewhere);
+        let quota =
+            job::check_create_quota(self.jobs.values(), &self.user.name, &limits, elsewhere);
+        if let Err(e) = quota {
             self.note_quota(&e);
             return Err(e);
         }
@@ -531,6 +541,7 @@ impl Actor {
         let state = job.state;
         self.save(&job).await?;
         self.jobs.insert(id, job);
+        self.publish_machine(counted);
         self.modifications.entry(id).or_default().pending = true;
         if state != created_as {
             self.emit(EngineEvent::StateChanged {
@@ -543,6 +554,34 @@ impl Actor {
     }
 
     /// Publishes QuotaExceeded when a call failed on a quota (spec §5), so the GUI can show it.
+    /// The other services' jobs, under the registry's lock (`None`: no registry, an exempt
+    /// administrator, or a registry that cannot be read, which the log says).
+    async fn count_machine(&self, limits: &job::Limits) -> Option<crate::store::machine::Counted> {
+        let (registry, _) = self.machine.as_ref().filter(|_| !limits.exempt)?;
+        let registry = registry.clone();
+        let cap = limits.jobs_per_user;
+        let counted = tokio::task::spawn_blocking(move || registry.count(cap)).await;
+        match counted {
+            Ok(Ok(counted)) => Some(counted),
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read the machine registry: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the machine registry: {e}");
+                None
+            }
+        }
+    }
+
+    /// Writes this engine's job count to the machine registry (in the background), letting go
+    /// of `counted`'s lock once it is there.
+    pub(super) fn publish_machine(&self, counted: Option<crate::store::machine::Counted>) {
+        if let Some((_, recorder)) = &self.machine {
+            recorder.publish(self.jobs.len(), counted);
+        }
+    }
+
     fn note_quota(&self, error: &BitsError) {
         if error.code.is_quota() {
             self.emit(EngineEvent::QuotaExceeded {
@@ -669,6 +708,7 @@ impl Actor {
                 }
                 self.finished.push_back(job);
             }
+            self.publish_machine(None);
             self.dirty.remove(&id);
             self.slice_started.remove(&id);
             self.notify_retry.remove(&id);

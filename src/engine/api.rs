@@ -23,6 +23,9 @@ pub struct EngineOptions {
     /// Tests only: faults injected into the workers (panics, workers that never stop), to check
     /// that the engine survives them. `None` in the product.
     pub fault_injection: Option<super::FaultInjection>,
+    /// Where the services of the machine count their jobs together (MaxJobsPerMachine across
+    /// users, `store/machine.rs`); `None`: only this engine's jobs count.
+    pub machine_registry: Option<PathBuf>,
 }
 
 /// What the engine found in the store when it started.

@@ -94,7 +94,12 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         .filter(|j| j.awaits_its_complete())
         .map(|j| j.id)
         .collect();
+    let machine = options
+        .machine_registry
+        .as_deref()
+        .and_then(|dir| machine_registry(dir, &options.user, &options.data_dir, jobs.len()));
     let actor = Actor {
+        machine,
         jobs,
         store: saver::Saver::start(store).map_err(|source| {
             EngineError::Store(crate::store::StoreError::Io {
@@ -156,4 +161,36 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         },
         report,
     ))
+}
+
+/// The machine registry, if it can be trusted, with this engine's record rewritten from the
+/// store (which heals a record a crash left stale). Otherwise the machine limit counts only this
+/// engine's jobs, and the log says why.
+fn machine_registry(
+    dir: &std::path::Path,
+    user: &crate::platform::User,
+    data_dir: &std::path::Path,
+    jobs: usize,
+) -> Option<(
+    crate::store::machine::MachineRegistry,
+    crate::store::machine::Recorder,
+)> {
+    use crate::store::machine::{MachineRegistry, Recorder};
+    let registry = MachineRegistry::at(dir, user.uid, data_dir);
+    let opened = registry.open().and_then(|()| {
+        Recorder::start(registry.clone()).map_err(|e| format!("cannot start its writer: {e}"))
+    });
+    match opened {
+        Ok(recorder) => {
+            recorder.publish(jobs, None);
+            Some((registry, recorder))
+        }
+        Err(why) => {
+            tracing::warn!(
+                "the machine registry is not used, so the jobs-per-machine limit counts only \
+                 this user's jobs: {why}"
+            );
+            None
+        }
+    }
 }

@@ -958,25 +958,34 @@ fn quotas_at_create_and_add() {
         exempt: false,
     };
     let mine = [empty_job(JobType::Download), empty_job(JobType::Download)];
-    let err = check_create_quota(mine.iter(), "alice", &limits).expect_err("per user");
+    let err = check_create_quota(mine.iter(), "alice", &limits, 0).expect_err("per user");
     assert_eq!(err.code, ErrorCode::TooManyJobsPerUser);
-    assert!(check_create_quota(mine.iter(), "bob", &limits).is_ok());
+    assert!(check_create_quota(mine.iter(), "bob", &limits, 0).is_ok());
+    // Other services' jobs (the machine registry) count toward the machine only.
+    let err = check_create_quota(mine.iter(), "bob", &limits, 1).expect_err("per machine");
+    assert_eq!(err.code, ErrorCode::TooManyJobsPerMachine);
+    assert!(
+        err.message.contains("3 jobs, 1 of them other users'"),
+        "{}",
+        err.message
+    );
+    assert!(check_create_quota([].iter(), "bob", &limits, 2).is_ok());
     let mut others = mine.to_vec();
     others.push(empty_job(JobType::Download));
     others[2].owner = "carol".into();
-    let err = check_create_quota(others.iter(), "bob", &limits).expect_err("per machine");
+    let err = check_create_quota(others.iter(), "bob", &limits, 0).expect_err("per machine");
     assert_eq!(err.code, ErrorCode::TooManyJobsPerMachine);
     let mut finished = others.clone();
     finished[0].state = JobState::Cancelled;
     assert!(
-        check_create_quota(finished.iter(), "bob", &limits).is_ok(),
+        check_create_quota(finished.iter(), "bob", &limits, 0).is_ok(),
         "final jobs do not count"
     );
     let exempt = Limits {
         exempt: true,
         ..limits
     };
-    assert!(check_create_quota(others.iter(), "bob", &exempt).is_ok());
+    assert!(check_create_quota(others.iter(), "bob", &exempt, 300).is_ok());
 
     let mut job = empty_job(JobType::Download);
     let three = Event::AddFiles {

@@ -190,11 +190,13 @@ pub enum Effect {
     },
 }
 
-/// CreateJob quota check (spec §5): counts the jobs still in the queue.
+/// CreateJob quota check (spec §5): counts the jobs still in the queue, and `elsewhere`, the
+/// jobs other services of the machine have (the machine registry's count).
 pub fn check_create_quota<'a>(
     jobs: impl IntoIterator<Item = &'a Job>,
     owner: &str,
     limits: &Limits,
+    elsewhere: u32,
 ) -> Result<(), BitsError> {
     if limits.exempt {
         return Ok(());
@@ -215,11 +217,17 @@ pub fn check_create_quota<'a>(
             ),
         ));
     }
+    let all = all.saturating_add(elsewhere);
     if all >= limits.jobs_per_machine {
+        let others = match elsewhere {
+            0 => String::new(),
+            n => format!(", {n} of them other users'"),
+        };
         return Err(BitsError::new(
             ErrorCode::TooManyJobsPerMachine,
             format!(
-                "the machine already has {all} jobs (limit {}): complete or cancel stale jobs first",
+                "the machine already has {all} jobs{others} (limit {}): complete or cancel stale \
+                 jobs first",
                 limits.jobs_per_machine
             ),
         ));

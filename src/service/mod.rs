@@ -81,6 +81,7 @@ pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result
         clock: options.clock,
         user: options.user,
         fault_injection: None,
+        machine_registry: Some(crate::store::machine::MachineRegistry::dir_from_env()),
     })
     .map_err(|e| match e {
         EngineError::Store(StoreError::Locked { dir, holder }) => {

@@ -6,6 +6,8 @@
 //! be read is moved to `quarantine/` and reported; the other jobs load. One engine per data
 //! directory: [`Store::open`] takes an exclusive lock on `lock`.
 
+pub mod machine;
+
 use crate::job::{Job, JobId, JobState, JobType, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};

@@ -55,6 +55,9 @@ impl Home {
         let mut command = Command::new(assert_cmd::cargo::cargo_bin!("ferry"));
         command
             .env("FERRY_HOME", self.path())
+            // A machine registry of its own (as root, the service creates it), so that tests
+            // running at once do not count each other's jobs.
+            .env("FERRY_MACHINE_DIR", self.path().join("machine"))
             .env_remove("FERRY_RUNTIME_DIR")
             .env_remove("FERRY_LOG")
             .stdin(Stdio::null());

@@ -122,6 +122,7 @@ impl Harness {
             clock,
             user: User::current(),
             fault_injection: None,
+            machine_registry: None,
         }
     }
 

@@ -595,6 +595,7 @@ impl Nobody {
             home.path().join("ferry"),
         )
         .expect("copy");
+        std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).expect("chown");
         Nobody { home }
     }
 
@@ -604,6 +605,7 @@ impl Nobody {
         let mut command = std::process::Command::new(self.home.path().join("ferry"));
         command
             .env("FERRY_HOME", self.home.path())
+            .env("FERRY_MACHINE_DIR", self.home.path().join("machine"))
             .env("FERRY_RUNTIME_DIR", runtime)
             .env_remove("FERRY_LOG")
             .current_dir(self.home.path())
@@ -613,6 +615,80 @@ impl Nobody {
             .gid(65534);
         command
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_machine_limit_counts_every_users_jobs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a second user's service needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().expect("shared");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let machine = shared.path().join("machine");
+    // Root's service makes the registry (root's, mode 1777) when it first starts.
+    let root = Home::with_config("max_jobs_per_machine: 3, admin_exempt_from_quotas: true");
+    let as_root = |args: &[&str]| {
+        let mut command = root.ferry();
+        command.env("FERRY_MACHINE_DIR", &machine).args(args);
+        run(command)
+    };
+    for name in ["root-a", "root-b"] {
+        let output = as_root(&["create", name]).await;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    }
+    let mode = std::fs::metadata(&machine)
+        .expect("registry")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o1777);
+    let nobody = Nobody::new();
+    std::fs::write(
+        nobody.home.path().join("config.ron"),
+        "(max_jobs_per_machine: 3, watch_network: false)",
+    )
+    .expect("config");
+    let runtime = nobody.home.path().join("run");
+    let as_nobody = |args: &[&str]| {
+        let mut command = nobody.ferry(&runtime, args);
+        command.env("FERRY_MACHINE_DIR", &machine);
+        run(command)
+    };
+    let output = as_nobody(&["create", "mine"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // 2 of root's and 1 of nobody's: the machine is full for nobody.
+    let output = as_nobody(&["create", "one too many"]).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(7), "{text}");
+    assert!(text.contains("BG_E_TOO_MANY_JOBS_PER_MACHINE"), "{text}");
+    assert!(text.contains("3 jobs, 2 of them other users'"), "{text}");
+    // Root is exempt, and its jobs still count.
+    let output = as_root(&["create", "root-c"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // A job root ends frees its slot for everyone.
+    for name in ["root-a", "root-c"] {
+        let output = as_root(&["cancel", name]).await;
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    }
+    let output = as_nobody(&["create", "now it fits"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // Each service's record is its own user's file, with its count.
+    use std::os::unix::fs::MetadataExt;
+    let records: Vec<(u32, String)> = std::fs::read_dir(&machine)
+        .expect("registry")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains('.'))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            let uid = e.metadata().expect("meta").uid();
+            (uid, std::fs::read_to_string(e.path()).expect("record"))
+        })
+        .collect();
+    assert!(records.contains(&(65534, "2\n".into())), "{records:?}");
+    assert!(records.contains(&(0, "1\n".into())), "{records:?}");
+    let _ = as_nobody(&["daemon", "--stop"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
