@@ -378,3 +378,111 @@ fn kind_of(kind: &std::fs::FileType) -> &'static str {
         "special file"
     }
 }
+
+/// A user of this machine, as TakeOwnership needs them: who they are and what they may reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub home: PathBuf,
+    /// The primary group and every supplementary group.
+    pub groups: Vec<u32>,
+}
+
+impl Account {
+    /// The user named `name`, from the password and group databases; `None` if there is none.
+    pub fn by_name(name: &str) -> Option<Account> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_name = std::ffi::CString::new(name).ok()?;
+        let mut buffer = vec![0u8; 16 * 1024];
+        // SAFETY: passwd is plain data; getpwnam_r writes into it and into buffer, whose size we
+        // pass.
+        let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut passwd,
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 || result.is_null() || passwd.pw_dir.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_dir points to a NUL-terminated string inside buffer.
+        let home = unsafe { CStr::from_ptr(passwd.pw_dir) };
+        let home = PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes()));
+        let (uid, gid) = (passwd.pw_uid, passwd.pw_gid);
+        let mut groups = vec![0 as libc::gid_t; 64];
+        loop {
+            let mut count = groups.len() as libc::c_int;
+            // SAFETY: groups has room for `count` entries; getgrouplist says how many it needs.
+            let rc = unsafe {
+                libc::getgrouplist(c_name.as_ptr(), gid, groups.as_mut_ptr(), &mut count)
+            };
+            let count = usize::try_from(count).unwrap_or(0);
+            if rc >= 0 {
+                groups.truncate(count);
+                break;
+            }
+            if count <= groups.len() || count > 65_536 {
+                groups = vec![gid];
+                break;
+            }
+            groups.resize(count, 0);
+        }
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+        Some(Account {
+            name: name.to_string(),
+            uid,
+            home,
+            groups,
+        })
+    }
+
+    /// Whether this user may `access` `path` by its mode bits and those of the folders on the
+    /// way (each must let them search it), symbolic links resolved first. Root's service asks
+    /// this of every file of a job it takes over: the job file was the user's to write, so a
+    /// path in it may be one the user could never have used themselves.
+    pub fn may(&self, access: Access, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(path) = std::fs::canonicalize(path) else {
+            return false;
+        };
+        let allows = |meta: &std::fs::Metadata, bits: u32| {
+            let mode = meta.mode();
+            let granted = if meta.uid() == self.uid {
+                mode >> 6
+            } else if self.groups.contains(&meta.gid()) {
+                mode >> 3
+            } else {
+                mode
+            };
+            granted & bits == bits
+        };
+        for folder in path.ancestors().skip(1) {
+            match std::fs::metadata(folder) {
+                Ok(meta) if allows(&meta, 0o1) => {}
+                _ => return false,
+            }
+        }
+        let bits = match access {
+            Access::Read => 0o4,
+            Access::WriteInFolder => 0o3,
+        };
+        std::fs::metadata(&path).is_ok_and(|meta| allows(&meta, bits))
+    }
+}
+
+/// What [`Account::may`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read the file.
+    Read,
+    /// Create and rename files in the folder (write and search).
+    WriteInFolder,
+}

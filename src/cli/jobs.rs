@@ -1,7 +1,6 @@
 //! The job verbs: create, add, resume/suspend/complete/cancel, reset, list, info, set, wait,
 //! monitor. Each one resolves its JOB arguments, sends requests and prints.
 
-use super::resolve::resolve;
 use super::say;
 use super::show::{self, Details, Summary};
 use super::{
@@ -14,6 +13,7 @@ use crate::job::{
     NotifyCommand, PropertyChange, ProxySettings, RedirectPolicy,
 };
 use crate::service::client::{Client, ClientError, ServiceEvent};
+use crate::service::resolve::resolve;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -753,4 +753,45 @@ pub(super) async fn monitor(client: &Client, args: MonitorArgs) -> u8 {
 /// SIGINT (Ctrl+C), watched from the moment this returns.
 pub(super) fn interrupt_signal() -> std::io::Result<tokio::signal::unix::Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+}
+
+/// `ferry take-ownership JOB --user NAME`: asks root's service to take the job over.
+pub async fn take_ownership(client: &Client, args: super::TakeOwnershipArgs) -> u8 {
+    let taken = match client
+        .take_ownership(&args.job, &args.user, args.data_dir.as_deref())
+        .await
+    {
+        Ok(taken) => taken,
+        Err(e) => return report(&e),
+    };
+    let job = &taken.job;
+    let lives = match client.status().await {
+        Ok(status) => format!(
+            " It is in {}'s store now ({}).",
+            status.user,
+            status.data_dir.display()
+        ),
+        Err(_) => String::new(),
+    };
+    say!(
+        "Job {} ({}) of {} is now {}'s, {}.{lives}",
+        job.id,
+        job.display_name,
+        taken.from,
+        job.owner,
+        job.state
+    );
+    if taken.removed.is_empty() {
+        say!(
+            "It had no credentials, custom headers or notify command line of {}'s to remove.",
+            taken.from
+        );
+    } else {
+        say!(
+            "Removed, as {}'s: {}.",
+            taken.from,
+            taken.removed.join(", ")
+        );
+    }
+    exit::OK
 }

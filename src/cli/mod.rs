@@ -4,7 +4,6 @@ mod daemon;
 mod get;
 mod jobs;
 mod put;
-mod resolve;
 mod serve;
 mod show;
 
@@ -44,7 +43,7 @@ pub mod exit {
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 other error (bad input, a refused request); \
 2 usage error; 3 the job ended in ERROR; 4 another service already runs (ferry daemon); 5 no such \
 job, or the name matches several; 6 the job's state does not allow it (BG_E_INVALID_STATE); 7 a \
-quota was hit; 8 the service cannot be reached or started; 9 `set --replace-remote-prefix` \
+quota was hit; 8 the service cannot be reached or started, or access is denied (E_ACCESSDENIED); 9 `set --replace-remote-prefix` \
 matched no file (S_FALSE); 124 `wait --timeout` ran out; 130 \
 interrupted.\n\nA JOB is its id, a unique prefix of the id, or its display name when no other job \
 of yours has that name.";
@@ -120,6 +119,15 @@ pub enum Command {
     /// Change properties of a job.
     #[command(after_help = EXIT_CODES)]
     Set(SetArgs),
+    /// Take ownership of another user's job (root only; BITS's TakeOwnership).
+    ///
+    /// The job moves from that user's service and store into root's, where it goes on in the
+    /// state it had (a transfer resumes from its checkpoint): never in both stores and never in
+    /// neither, even if either service stops midway. Its credentials, custom headers and notify
+    /// command line are removed. Every file of the job must be one its owner could reach; the
+    /// user's store is found through the machine registry, else in ~/.local/share/ferry.
+    #[command(name = "take-ownership", after_help = EXIT_CODES)]
+    TakeOwnership(TakeOwnershipArgs),
     /// Show or change the global speed limits (all downloads, all uploads).
     ///
     /// Without options, prints them. They are saved in the service's config file
@@ -280,6 +288,19 @@ pub struct InfoArgs {
     /// Print a JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TakeOwnershipArgs {
+    /// The job: its id, a unique prefix of it, or its display name among the user's jobs.
+    pub job: String,
+    /// The user whose job it is.
+    #[arg(long, value_name = "NAME")]
+    pub user: String,
+    /// The user's Ferry data directory, when their service runs with FERRY_HOME elsewhere and
+    /// is not in the machine registry.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -747,6 +768,7 @@ async fn client_command(command: Command) -> u8 {
         Command::Info(args) => jobs::info(&client, args).await,
         Command::Set(args) => jobs::set(&client, args).await,
         Command::Limit(args) => jobs::limit(&client, args).await,
+        Command::TakeOwnership(args) => jobs::take_ownership(&client, args).await,
         Command::Wait(args) => jobs::wait(&client, args).await,
         Command::Monitor(args) => jobs::monitor(&client, args).await,
         Command::Daemon(_)

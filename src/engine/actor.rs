@@ -56,6 +56,8 @@ pub(super) struct Actor {
     pub(super) jobs: HashMap<JobId, Job>,
     /// The last jobs that reached a final state, oldest first (see [`FINISHED_KEPT`]).
     pub(super) finished: VecDeque<Job>,
+    /// TakeOwnership moves begun and not yet finished (root's engine), by job.
+    pub(super) moves: HashMap<JobId, crate::store::ownership::MoveRecord>,
     /// Jobs that became TRANSFERRED with "complete when transferred": completed next round.
     pub(super) to_complete: Vec<JobId>,
     /// Finished jobs, oldest first, at most `store::HISTORY_KEPT`; kept on disk too.
@@ -327,6 +329,18 @@ impl Actor {
             }
             Command::ReplyFile(id, reply) => {
                 let _ = reply.send(self.reply_location(id));
+            }
+            Command::HandOver(job, reply) => {
+                let _ = reply.send(self.hand_over(job, "root".into()).await);
+            }
+            Command::BeginMove(record, reply) => {
+                let _ = reply.send(self.begin_move(record).await);
+            }
+            Command::FinishMove(job, reply) => {
+                let _ = reply.send(self.finish_move(job).await);
+            }
+            Command::AbortMove(job, reply) => {
+                let _ = reply.send(self.abort_move(job).await);
             }
             Command::Shutdown(reply) => {
                 let _ = reply.send(Ok(())); // handled by `run`

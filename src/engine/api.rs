@@ -25,7 +25,14 @@ pub struct EngineOptions {
     pub fault_injection: Option<super::FaultInjection>,
     /// Where the services of the machine count their jobs together (MaxJobsPerMachine across
     /// users, `store/machine.rs`); `None`: only this engine's jobs count.
-    pub machine_registry: Option<PathBuf>,
+    pub machine_registry: Option<MachineRegistryOptions>,
+}
+
+/// The machine registry an engine takes part in.
+pub struct MachineRegistryOptions {
+    pub dir: PathBuf,
+    /// The service's socket, written in the record so that root can find this user's service.
+    pub socket: PathBuf,
 }
 
 /// What the engine found in the store when it started.
@@ -101,6 +108,13 @@ pub enum EngineEvent {
         cancel: bool,
         acknowledged: bool,
     },
+    /// TakeOwnership (spec §9): the job left `from`'s service for `to`'s, without its
+    /// credentials, custom headers and notify command line. Told on both sides.
+    OwnerChanged {
+        job: JobId,
+        from: String,
+        to: String,
+    },
     /// Background jobs give way to other traffic in that direction (`idle.rs`), or no longer do.
     Yielding {
         download: bool,
@@ -122,10 +136,20 @@ impl EngineEvent {
             | EngineEvent::NotifyCommandFailed { job, .. }
             | EngineEvent::ProgressSaved { job, .. }
             | EngineEvent::UploadSessionEnded { job, .. }
-            | EngineEvent::CompleteFailed { job, .. } => Some(*job),
+            | EngineEvent::CompleteFailed { job, .. }
+            | EngineEvent::OwnerChanged { job, .. } => Some(*job),
             EngineEvent::QuotaExceeded { .. } | EngineEvent::Yielding { .. } => None,
         }
     }
+}
+
+/// What TakeOwnership did: the job as its new owner has it, and what of the old owner's it lost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TakenOver {
+    pub job: job::Job,
+    pub from: String,
+    /// "credentials", "custom headers", "notify command line": those the job had.
+    pub removed: Vec<String>,
 }
 
 /// Result of Complete (spec §3.4).

@@ -87,6 +87,7 @@ pub fn told_by_flags(event: &EngineEvent, flags: Option<NotifyFlags>) -> bool {
         | EngineEvent::NotifyCommandFailed { .. }
         | EngineEvent::UploadSessionEnded { .. }
         | EngineEvent::CompleteFailed { .. }
+        | EngineEvent::OwnerChanged { .. }
         | EngineEvent::QuotaExceeded { .. }
         | EngineEvent::Yielding { .. } => true,
     }

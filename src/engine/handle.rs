@@ -51,6 +51,12 @@ pub(super) enum Command {
     Configure(Box<Config>, Reply<()>),
     /// Where the reply of an upload-reply job is now, and its size.
     ReplyFile(JobId, Reply<(PathBuf, u64)>),
+    /// TakeOwnership, the giving side: the job leaves this engine and its store's queue.
+    HandOver(JobId, Reply<()>),
+    /// TakeOwnership, the taking side: the journal entry first, then the job, or neither.
+    BeginMove(crate::store::ownership::MoveRecord, Reply<()>),
+    FinishMove(JobId, Reply<super::api::TakenOver>),
+    AbortMove(JobId, Reply<()>),
     Shutdown(Reply<()>),
 }
 
@@ -149,6 +155,32 @@ impl EngineHandle {
             reply,
         })
         .await
+    }
+
+    /// TakeOwnership, asked of the job's owner's engine by root: stops the job, saves it and
+    /// hands its file over (the commit point of the move, `store/ownership.rs`); the job is gone
+    /// from this engine. Asked again for a job already handed over, it answers Ok.
+    pub async fn hand_over(&self, job: JobId) -> Result<(), BitsError> {
+        self.call(|reply| Command::HandOver(job, reply)).await
+    }
+
+    /// TakeOwnership, root's side, before the job is handed over: the move's journal entry.
+    pub async fn begin_move(
+        &self,
+        record: crate::store::ownership::MoveRecord,
+    ) -> Result<(), BitsError> {
+        self.call(|reply| Command::BeginMove(record, reply)).await
+    }
+
+    /// TakeOwnership, root's side, once the job is handed over: the job, read from the user's
+    /// store and stripped of what was theirs, joins this engine.
+    pub async fn finish_move(&self, job: JobId) -> Result<super::api::TakenOver, BitsError> {
+        self.call(|reply| Command::FinishMove(job, reply)).await
+    }
+
+    /// TakeOwnership, root's side, when the job was not handed over: the journal entry goes.
+    pub async fn abort_move(&self, job: JobId) -> Result<(), BitsError> {
+        self.call(|reply| Command::AbortMove(job, reply)).await
     }
 
     pub async fn job(&self, job: JobId) -> Result<Job, BitsError> {

@@ -18,6 +18,7 @@ mod handle;
 mod http;
 mod idle;
 mod network;
+mod ownership;
 mod policy;
 mod saver;
 mod scheduler;
@@ -29,11 +30,12 @@ mod writer;
 
 pub use api::{
     CancelOutcome, CompleteOutcome, EngineError, EngineEvent, EngineOptions, JobSpec,
-    REPLY_DATA_LIMIT, StartReport,
+    MachineRegistryOptions, REPLY_DATA_LIMIT, StartReport,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::Subscription;
 pub use handle::EngineHandle;
+pub use ownership::check_reachable;
 pub use workers::{FaultInjection, WorkerFault};
 
 use crate::job::{self, Event};
@@ -46,7 +48,9 @@ use tokio::time::Instant;
 /// Opens the store, loads the jobs and starts the engine on the current tokio runtime.
 pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), EngineError> {
     let store = Store::open(&options.data_dir)?;
-    let (loaded, quarantined) = store.load()?;
+    let (mut loaded, quarantined) = store.load()?;
+    let now = options.clock.now();
+    ownership::recover_moves(&store, &mut loaded, &options.user.name, now);
     // The history is a record: one that cannot be read does not keep the service from starting.
     let mut history: VecDeque<crate::store::HistoryEntry> = store
         .load_history()
@@ -67,7 +71,6 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
     let events = events::EventBus::default();
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let (notify_tx, notify_exits) = mpsc::unbounded_channel();
-    let now = options.clock.now();
     let mut jobs = HashMap::new();
     let mut dirty = HashSet::new();
     for mut job in loaded {
@@ -94,10 +97,9 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         .filter(|j| j.awaits_its_complete())
         .map(|j| j.id)
         .collect();
-    let machine = options
-        .machine_registry
-        .as_deref()
-        .and_then(|dir| machine_registry(dir, &options.user, &options.data_dir, jobs.len()));
+    let machine = options.machine_registry.as_ref().and_then(|registry| {
+        machine_registry(registry, &options.user, &options.data_dir, jobs.len())
+    });
     let actor = Actor {
         machine,
         jobs,
@@ -137,6 +139,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
         policy_now: crate::job::PolicyNow::default(),
         policy_deadline: None,
         finished: VecDeque::new(),
+        moves: HashMap::new(),
         to_complete,
         history,
     };
@@ -167,7 +170,7 @@ pub fn start(options: EngineOptions) -> Result<(EngineHandle, StartReport), Engi
 /// store (which heals a record a crash left stale). Otherwise the machine limit counts only this
 /// engine's jobs, and the log says why.
 fn machine_registry(
-    dir: &std::path::Path,
+    options: &api::MachineRegistryOptions,
     user: &crate::platform::User,
     data_dir: &std::path::Path,
     jobs: usize,
@@ -176,7 +179,7 @@ fn machine_registry(
     crate::store::machine::Recorder,
 )> {
     use crate::store::machine::{MachineRegistry, Recorder};
-    let registry = MachineRegistry::at(dir, user.uid, data_dir);
+    let registry = MachineRegistry::at(&options.dir, user.uid, data_dir, &options.socket);
     let opened = registry.open().and_then(|()| {
         Recorder::start(registry.clone()).map_err(|e| format!("cannot start its writer: {e}"))
     });

@@ -15,12 +15,17 @@ type Done = oneshot::Sender<Result<(), StoreError>>;
 /// …and where that is heard.
 type Receipt = oneshot::Receiver<Result<(), StoreError>>;
 
+/// Work on the store beyond saves and removals (the journal and hand-over of TakeOwnership).
+type StoreWork = Box<dyn FnOnce(&Store) -> Result<(), StoreError> + Send>;
+
 enum Write {
     /// The job, and who waits for it (more than one when earlier saves were folded into it).
     Save(Box<Job>, Vec<Done>),
     Remove(JobId, Done),
     Record(Box<HistoryEntry>),
     Forget(Option<Vec<JobId>>, Done),
+    /// Anything else done to the store, in its turn (the journal and hand-over of TakeOwnership).
+    Run(StoreWork, Done),
 }
 
 /// The way to the store's thread. Dropping it lets the thread finish what is queued and release
@@ -69,6 +74,9 @@ impl Saver {
                         Write::Forget(ids, done) => {
                             let _ = done.send(store.forget(ids.as_deref()));
                         }
+                        Write::Run(work, done) => {
+                            let _ = done.send(work(&store));
+                        }
                     }
                 }
                 drop(store); // releases the lock
@@ -105,6 +113,16 @@ impl Saver {
     pub(super) fn forget(&self, ids: Option<Vec<JobId>>) -> Receipt {
         let (done, result) = oneshot::channel();
         let _ = self.queue.send(Write::Forget(ids, done));
+        result
+    }
+
+    /// Queues `work` on the store, after the writes queued before it.
+    pub(super) fn run(
+        &self,
+        work: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
+    ) -> Receipt {
+        let (done, result) = oneshot::channel();
+        let _ = self.queue.send(Write::Run(Box::new(work), done));
         result
     }
 

@@ -1184,6 +1184,13 @@ impl FerryApp {
                 );
                 self.notice(GroupKey::Failed, job, detail);
             }
+            // TakeOwnership: the job left this window's list (or joined it) with no click here.
+            EngineEvent::OwnerChanged { job, from, to } => {
+                let wall = self.clock.now();
+                let text = format!("Job {job} of {from} now belongs to {to}.");
+                self.toasts
+                    .record(wall, Level::Warning, "Job taken over", &text);
+            }
             _ => {}
         }
     }

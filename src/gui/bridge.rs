@@ -203,6 +203,7 @@ fn is_notable(event: &EngineEvent) -> bool {
             | EngineEvent::InactivityCancelled { .. }
             | EngineEvent::QuotaExceeded { .. }
             | EngineEvent::CompleteFailed { .. }
+            | EngineEvent::OwnerChanged { .. }
             | EngineEvent::Yielding { .. }
     )
 }

@@ -487,6 +487,29 @@ pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_URL: usize = 2200;
 
 impl Job {
+    /// TakeOwnership (spec §9): the job becomes `owner`'s, without what was the old owner's to
+    /// give: credentials, custom headers and the notify command line (a command of theirs must
+    /// not run with the new owner's rights). Returns what was removed, for the message.
+    pub fn give_to(&mut self, owner: &str, now: Timestamp) -> Vec<&'static str> {
+        let mut removed = Vec::new();
+        if self.credentials.server.is_some() || self.credentials_dropped {
+            removed.push("credentials");
+        }
+        self.credentials = Credentials::default();
+        self.credentials_dropped = false;
+        self.credentials_host = None;
+        if !self.custom_headers.is_empty() {
+            removed.push("custom headers");
+            self.custom_headers.clear();
+        }
+        if self.notify_command.take().is_some() {
+            removed.push("notify command line");
+        }
+        self.owner = owner.to_string();
+        self.times.modified = now;
+        removed
+    }
+
     /// CreateJob (T1): a new SUSPENDED job. Quotas are checked by [`check_create_quota`] beforehand.
     pub fn new(
         id: JobId,

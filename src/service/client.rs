@@ -251,6 +251,29 @@ impl Client {
         self.call(Method::POST, &route, Some(&body)).await
     }
 
+    /// TakeOwnership, asked of the job owner's service by root: the job leaves that service.
+    pub async fn hand_over(&self, id: JobId) -> Result<(), ClientError> {
+        let route = format!("/jobs/{}/hand-over", id.0);
+        let _: serde_json::Value = self.call(Method::POST, &route, None::<&()>).await?;
+        Ok(())
+    }
+
+    /// TakeOwnership, asked of root's service: `user`'s job `job` becomes root's.
+    pub async fn take_ownership(
+        &self,
+        job: &str,
+        user: &str,
+        data_dir: Option<&Path>,
+    ) -> Result<crate::engine::api::TakenOver, ClientError> {
+        let body = super::ownership::TakeOwnership {
+            job: job.into(),
+            user: user.into(),
+            data_dir: data_dir.map(Path::to_path_buf),
+        };
+        self.call(Method::POST, "/take-ownership", Some(&body))
+            .await
+    }
+
     /// GetReplyData: the reply of an upload-reply job (at most 1 MiB).
     pub async fn reply_data(&self, id: JobId) -> Result<Vec<u8>, ClientError> {
         let route = format!("/jobs/{}/reply", id.0);

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod client;
+mod ownership;
+pub mod resolve;
 pub mod spawn;
 
 use crate::config::Config;
@@ -81,7 +83,10 @@ pub async fn run(options: ServiceOptions, ready: impl FnOnce(&Status)) -> Result
         clock: options.clock,
         user: options.user,
         fault_injection: None,
-        machine_registry: Some(crate::store::machine::MachineRegistry::dir_from_env()),
+        machine_registry: Some(engine::MachineRegistryOptions {
+            dir: crate::store::machine::MachineRegistry::dir_from_env(),
+            socket: options.socket.clone(),
+        }),
     })
     .map_err(|e| match e {
         EngineError::Store(StoreError::Locked { dir, holder }) => {
@@ -294,6 +299,8 @@ fn router(state: AppState) -> Router {
             post(replace_remote_prefix),
         )
         .route(&p("/jobs/{id}/reply"), get(reply_data).post(save_reply))
+        .route(&p("/jobs/{id}/hand-over"), post(hand_over))
+        .route(&p("/take-ownership"), post(take_ownership))
         .route(&p("/events"), get(events))
         .route(&p("/history"), get(history).delete(clear_history))
         .route(&p("/config"), get(get_config).put(put_config))
@@ -565,6 +572,38 @@ async fn replace_remote_prefix(
             .await?;
         let total = state.engine.job(id).await?.files.len();
         Ok(api::PrefixReplaced::new(files, &old, &new, total))
+    };
+    reply(result.await)
+}
+
+/// TakeOwnership, the giving side: only root may ask, of a service that is not root's.
+async fn hand_over(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    RoutePath(id): RoutePath<String>,
+) -> Response {
+    let result = async {
+        let id = job_id(&id)?;
+        if peer.uid != Some(0) {
+            return Err(BitsError::new(
+                ErrorCode::AccessDenied,
+                "only root hands a job over, by taking ownership of it (ferry take-ownership)",
+            ));
+        }
+        if state.uid == 0 {
+            return Err(invalid("root's jobs are root's already".into()));
+        }
+        state.engine.hand_over(id).await?;
+        Ok(serde_json::json!({ "handed_over": id }))
+    };
+    reply(result.await)
+}
+
+/// TakeOwnership (spec §9), asked of root's service: `ownership.rs`.
+async fn take_ownership(State(state): State<AppState>, bytes: Bytes) -> Response {
+    let result = async {
+        let request: ownership::TakeOwnership = body(&bytes)?;
+        ownership::take_ownership(&state.engine, state.uid, request).await
     };
     reply(result.await)
 }

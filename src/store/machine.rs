@@ -29,8 +29,9 @@ const LOCK: &str = "lock";
 /// How long a create waits for another service's lock before it counts without it (a user who
 /// holds the lock forever must not stop everyone's creates).
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);
-/// A record is a number and a newline; anything longer is not one.
-const RECORD_MAX: u64 = 32;
+/// A record is a number, a data directory and a socket path, a line each; anything longer is not
+/// one.
+const RECORD_MAX: u64 = 16 * 1024;
 
 /// The registry of this machine, as one user's service sees it.
 #[derive(Clone, Debug)]
@@ -39,6 +40,18 @@ pub struct MachineRegistry {
     uid: u32,
     /// This service's record: `UID.DATA`.
     record: String,
+    /// Written in the record after the count, so that root can find the service and the store
+    /// of a user (TakeOwnership).
+    data_dir: PathBuf,
+    socket: PathBuf,
+}
+
+/// A service a user's record names: where its store and its socket are. Only what the user said;
+/// whoever uses it checks that they are the user's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
 }
 
 /// The jobs of the other services, counted under the registry's lock, which is held until this
@@ -59,8 +72,8 @@ impl MachineRegistry {
             .map_or_else(|| PathBuf::from(DEFAULT_DIR), PathBuf::from)
     }
 
-    /// The registry in `dir`, for the service of `uid` on `data_dir`.
-    pub fn at(dir: &Path, uid: u32, data_dir: &Path) -> MachineRegistry {
+    /// The registry in `dir`, for the service of `uid` on `data_dir` listening on `socket`.
+    pub fn at(dir: &Path, uid: u32, data_dir: &Path, socket: &Path) -> MachineRegistry {
         // Stable across runs and builds (FNV-1a of the path's bytes), unlike std's hasher.
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in std::os::unix::ffi::OsStrExt::as_bytes(data_dir.as_os_str()) {
@@ -70,6 +83,8 @@ impl MachineRegistry {
             dir: dir.to_path_buf(),
             uid,
             record: format!("{uid}.{hash:016x}"),
+            data_dir: data_dir.to_path_buf(),
+            socket: socket.to_path_buf(),
         }
     }
 
@@ -147,7 +162,15 @@ impl MachineRegistry {
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o644)
             .open(&temp)?;
-        io::Write::write_all(&mut file, format!("{jobs}\n").as_bytes())?;
+        let mut text = format!("{jobs}\n");
+        let (data_dir, socket) = (self.data_dir.to_str(), self.socket.to_str());
+        if let (Some(data_dir), Some(socket)) = (data_dir, socket)
+            && !data_dir.contains('\n')
+            && !socket.contains('\n')
+        {
+            text.push_str(&format!("{data_dir}\n{socket}\n"));
+        }
+        io::Write::write_all(&mut file, text.as_bytes())?;
         drop(file);
         let renamed = std::fs::rename(&temp, self.dir.join(&self.record));
         if renamed.is_err() {
@@ -236,9 +259,50 @@ impl Recorder {
     }
 }
 
+/// The services `uid`'s records name (their data directory and socket), for root to find that
+/// user's jobs; records of other owners, and records without the paths, are left out.
+pub fn services_of(dir: &Path, uid: u32) -> Vec<ServiceRecord> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let prefix = format!("{uid}.");
+    let mut services = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            continue;
+        }
+        let Some(text) = read_record_text(&entry.path(), uid) else {
+            continue;
+        };
+        let mut lines = text.lines().skip(1);
+        if let (Some(data_dir), Some(socket)) = (lines.next(), lines.next())
+            && !data_dir.is_empty()
+            && !socket.is_empty()
+        {
+            services.push(ServiceRecord {
+                data_dir: PathBuf::from(data_dir),
+                socket: PathBuf::from(socket),
+            });
+        }
+    }
+    services.sort_by(|a, b| a.data_dir.cmp(&b.data_dir));
+    services
+}
+
 /// The jobs a record claims, if it is one: a regular file owned by `uid`, whose user exists,
-/// holding a number.
+/// holding a number (on its first line).
 fn read_record(path: &Path, uid: u32) -> Option<u32> {
+    read_record_text(path, uid)?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The text of a record: a regular file owned by `uid`, whose user exists, not too large.
+fn read_record_text(path: &Path, uid: u32) -> Option<String> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -251,7 +315,7 @@ fn read_record(path: &Path, uid: u32) -> Option<u32> {
     crate::platform::user_name(uid)?;
     let mut text = String::new();
     file.take(RECORD_MAX).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    Some(text)
 }
 
 #[cfg(test)]
@@ -270,7 +334,12 @@ mod tests {
         let dir = registry_dir();
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
-        let mine = MachineRegistry::at(dir.path(), me, Path::new("/home/me/.local/share/ferry"));
+        let mine = MachineRegistry::at(
+            dir.path(),
+            me,
+            Path::new("/home/me/.local/share/ferry"),
+            Path::new("/run/user/1000/ferry/ferry.sock"),
+        );
         // A file named for another uid but owned by this one is not that uid's record.
         std::fs::write(dir.path().join("12345.0123456789abcdef"), "40\n").expect("forged");
         std::fs::write(dir.path().join("junk"), "999\n").expect("junk");
@@ -282,15 +351,29 @@ mod tests {
         drop(counted);
         mine.publish(3).expect("publish");
         let record = dir.path().join(&mine.record);
-        assert_eq!(std::fs::read_to_string(&record).expect("record"), "3\n");
+        assert_eq!(
+            std::fs::read_to_string(&record).expect("record"),
+            "3\n/home/me/.local/share/ferry\n/run/user/1000/ferry/ferry.sock\n"
+        );
         // This user's other data directory counts, its own record does not.
-        let other_home = MachineRegistry::at(dir.path(), me, Path::new("/tmp/portable"));
+        let other_home = MachineRegistry::at(
+            dir.path(),
+            me,
+            Path::new("/tmp/portable"),
+            Path::new("/tmp/portable/run/ferry.sock"),
+        );
         other_home.publish(5).expect("publish");
         assert_eq!(mine.count(60).expect("count").elsewhere, 5);
         assert_eq!(other_home.count(60).expect("count").elsewhere, 3);
+        // Root finds this user's services by their records, and no one else's.
+        let found = services_of(dir.path(), me);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[1].data_dir, Path::new("/tmp/portable"));
+        assert_eq!(found[1].socket, Path::new("/tmp/portable/run/ferry.sock"));
+        assert!(services_of(dir.path(), 12345).is_empty());
         // All of a uid's records together are capped at the per-user limit.
         assert_eq!(
-            MachineRegistry::at(dir.path(), 4242, dir.path())
+            MachineRegistry::at(dir.path(), 4242, dir.path(), dir.path())
                 .count(6)
                 .expect("count")
                 .elsewhere,
@@ -304,7 +387,7 @@ mod tests {
         drop(recorder);
         // Its thread ends with the channel; the lock it held is free again when the file is.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(&record).ok().as_deref() != Some("4\n") {
+        while !std::fs::read_to_string(&record).is_ok_and(|r| r.starts_with("4\n")) {
             assert!(Instant::now() < deadline, "the recorder wrote nothing");
             std::thread::yield_now();
         }
@@ -317,10 +400,10 @@ mod tests {
     #[test]
     fn an_untrusted_directory_is_not_used() {
         let dir = tempfile::tempdir().expect("dir");
-        let registry = MachineRegistry::at(dir.path(), 1000, dir.path());
+        let registry = MachineRegistry::at(dir.path(), 1000, dir.path(), dir.path());
         let error = registry.open().expect_err("not sticky");
         assert!(error.contains("not trusted"), "{error}");
-        let missing = MachineRegistry::at(&dir.path().join("none"), 1000, dir.path());
+        let missing = MachineRegistry::at(&dir.path().join("none"), 1000, dir.path(), dir.path());
         assert!(
             missing
                 .open()

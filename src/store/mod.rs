@@ -7,6 +7,7 @@
 //! directory: [`Store::open`] takes an exclusive lock on `lock`.
 
 pub mod machine;
+pub mod ownership;
 
 use crate::job::{Job, JobId, JobState, JobType, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,8 @@ pub struct Store {
     jobs_dir: PathBuf,
     quarantine_dir: PathBuf,
     history_dir: PathBuf,
+    /// The journal of TakeOwnership moves into this store (`ownership.rs`).
+    moves_dir: PathBuf,
     /// Held for the life of the store: the lock is released when the file is closed.
     _lock: File,
 }
@@ -123,8 +126,15 @@ impl Store {
         let jobs_dir = data_dir.join("jobs");
         let quarantine_dir = data_dir.join("quarantine");
         let history_dir = data_dir.join("history");
+        let moves_dir = data_dir.join("moves");
         // Private whatever the umask or an earlier mode: job files hold URLs and custom headers.
-        for dir in [data_dir, &jobs_dir, &quarantine_dir, &history_dir] {
+        for dir in [
+            data_dir,
+            &jobs_dir,
+            &quarantine_dir,
+            &history_dir,
+            &moves_dir,
+        ] {
             crate::platform::private_dir(dir).map_err(io_err(dir))?;
         }
         let lock_path = data_dir.join("lock");
@@ -161,6 +171,7 @@ impl Store {
             jobs_dir,
             quarantine_dir,
             history_dir,
+            moves_dir,
             _lock: lock,
         })
     }
@@ -331,18 +342,23 @@ fn read_job(path: &Path) -> Result<Job, String> {
             MAX_JOB_FILE >> 20
         ),
     })?;
+    let expected = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_job(&text, &expected)
+}
+
+/// A job record's text, checked: a supported format, of the job whose id is `expected`.
+fn parse_job(text: &str, expected: &str) -> Result<Job, String> {
     let record: JobRecord =
-        ron::from_str(&text).map_err(|e| format!("not a valid job record: {e}"))?;
+        ron::from_str(text).map_err(|e| format!("not a valid job record: {e}"))?;
     if record.format != FORMAT {
         return Err(format!(
             "record format {} is not supported (expected {FORMAT})",
             record.format
         ));
     }
-    let expected = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
     if record.job.id.0.to_string() != expected {
         return Err(format!(
             "the file name does not match the job id {}",

@@ -683,11 +683,12 @@ async fn the_machine_limit_counts_every_users_jobs() {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| {
             let uid = e.metadata().expect("meta").uid();
-            (uid, std::fs::read_to_string(e.path()).expect("record"))
+            let record = std::fs::read_to_string(e.path()).expect("record");
+            (uid, record.lines().next().unwrap_or_default().to_string())
         })
         .collect();
-    assert!(records.contains(&(65534, "2\n".into())), "{records:?}");
-    assert!(records.contains(&(0, "1\n".into())), "{records:?}");
+    assert!(records.contains(&(65534, "2".into())), "{records:?}");
+    assert!(records.contains(&(0, "1".into())), "{records:?}");
     let _ = as_nobody(&["daemon", "--stop"]).await;
 }
 
@@ -1493,4 +1494,167 @@ async fn the_history_of_finished_jobs_survives_a_restart_and_can_be_cleared() {
     wait_exit(pid).await;
     home.ok(&["list"]).await;
     assert!(home.client().history().await.expect("history").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_takes_ownership_of_another_users_job_and_nothing_else() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: taking ownership of another user's job needs root and a second user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start().await;
+    let body = content(200_000, 77);
+    server.put("/theirs.bin", body.clone());
+    let shared = tempfile::tempdir().expect("shared");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let machine = shared.path().join("machine");
+    let root = Home::new();
+    let as_root = |args: &[&str]| {
+        let mut command = root.ferry();
+        command.env("FERRY_MACHINE_DIR", &machine).args(args);
+        run(command)
+    };
+    // Root's service makes the registry, in which nobody's service records where it is.
+    let output = as_root(&["list"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let nobody = Nobody::new();
+    std::fs::write(
+        nobody.home.path().join("config.ron"),
+        "(watch_network: false, modification_interval_ms: 10)",
+    )
+    .expect("config");
+    let out = nobody.home.path().join("out");
+    let runtime = nobody.home.path().join("run");
+    let as_nobody = |args: &[&str]| {
+        let mut command = nobody.ferry(&runtime, args);
+        command.env("FERRY_MACHINE_DIR", &machine);
+        run(command)
+    };
+    let ok = async |output: std::process::Output| {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        stdout(&output).trim().to_string()
+    };
+    ok(as_nobody(&["list"]).await).await; // their service, and out/ as theirs
+    std::fs::create_dir(&out).expect("out");
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).expect("chown");
+    let target = out.join("theirs.bin");
+    let id = ok(as_nobody(&["create", "theirs"]).await).await;
+    ok(as_nobody(&[
+        "add",
+        "theirs",
+        &server.url("/theirs.bin"),
+        &target.display().to_string(),
+    ])
+    .await)
+    .await;
+    ok(as_nobody(&[
+        "set",
+        "theirs",
+        "--header",
+        "X-Token: nobody's secret",
+        "--notify-cmd",
+        "/bin/true",
+    ])
+    .await)
+    .await;
+
+    // Anyone but root is refused, and nothing moves.
+    let output = as_nobody(&["take-ownership", "theirs", "--user", "nobody"]).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(8), "{text}");
+    assert!(
+        text.contains("E_ACCESSDENIED") && text.contains("only root"),
+        "{text}"
+    );
+    assert!(ok(as_nobody(&["list"]).await).await.contains("theirs"));
+
+    // Root takes it while nobody's service runs: it leaves that service and its store.
+    let output = as_root(&["take-ownership", &id[..8], "--user", "nobody"]).await;
+    let said = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        said.contains("of nobody is now root's, SUSPENDED"),
+        "{said}"
+    );
+    assert!(
+        said.contains("Removed, as nobody's: custom headers, notify command line."),
+        "{said}"
+    );
+    assert!(
+        said.contains(&root.path().display().to_string()),
+        "where it lives: {said}"
+    );
+    assert!(!ok(as_nobody(&["list"]).await).await.contains("theirs"));
+    let leftovers: Vec<String> = std::fs::read_dir(nobody.home.path().join("jobs"))
+        .expect("their jobs")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "nothing of the job stays with nobody: {leftovers:?}"
+    );
+    let info = parse_json(&ok(as_root(&["info", "theirs", "--json"]).await).await);
+    assert_eq!(info["owner"], "root", "{info}");
+    assert_eq!(info["custom_headers"], serde_json::json!([]), "{info}");
+    assert!(info["notify_command"].is_null(), "{info}");
+    // It runs as root's job now, to the file nobody asked for, without nobody's header.
+    ok(as_root(&["resume", "theirs"]).await).await;
+    ok(as_root(&["wait", "theirs"]).await).await;
+    ok(as_root(&["complete", "theirs"]).await).await;
+    assert_eq!(
+        sha256(&std::fs::read(&target).expect("done")),
+        sha256(&body)
+    );
+
+    // With nobody's service stopped, root takes the job from the store itself, under its lock.
+    let idle = ok(as_nobody(&["create", "idle"]).await).await;
+    let forged = ok(as_nobody(&["create", "forged"]).await).await;
+    let forged_target = out.join("forged.bin");
+    ok(as_nobody(&[
+        "add",
+        "forged",
+        &server.url("/theirs.bin"),
+        &forged_target.display().to_string(),
+    ])
+    .await)
+    .await;
+    ok(as_nobody(&["daemon", "--stop"]).await).await;
+    let output = as_root(&["take-ownership", "idle", "--user", "nobody"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("It had no credentials, custom headers or notify command line")
+    );
+    assert!(ok(as_root(&["list"]).await).await.contains(&idle[..8]));
+
+    // A job file is its user's to write: one naming a file its user could not reach (here in
+    // root's private home) is refused, and stays with its user.
+    let job_file = nobody
+        .home
+        .path()
+        .join("jobs")
+        .join(format!("{forged}.ron"));
+    let text = std::fs::read_to_string(&job_file).expect("their job file");
+    let inside_root = root.path().join("forged.bin");
+    std::fs::write(
+        &job_file,
+        text.replace(
+            &forged_target.display().to_string(),
+            &inside_root.display().to_string(),
+        ),
+    )
+    .expect("forge");
+    let output = as_root(&["take-ownership", "forged", "--user", "nobody"]).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(8), "{text}");
+    assert!(text.contains("E_ACCESSDENIED"), "{text}");
+    assert!(
+        text.contains(&inside_root.display().to_string()),
+        "names the file: {text}"
+    );
+    assert!(job_file.exists(), "the job stays nobody's");
+    assert!(!ok(as_root(&["list"]).await).await.contains("forged"));
+    let _ = as_root(&["daemon", "--stop"]).await;
 }
