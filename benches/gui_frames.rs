@@ -56,6 +56,8 @@ fn jobs(count: usize) -> Vec<Job> {
                 completed: false,
                 validators: None,
                 segments: Vec::new(),
+                checksum: None,
+                checksum_verified: false,
             });
             job
         })

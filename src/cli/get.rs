@@ -22,7 +22,14 @@ fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
     let mut files: Vec<NewFile> = Vec::with_capacity(args.urls.len());
     // Where each name went: hundreds of URLs are checked in one pass, not pair by pair.
     let mut taken = std::collections::HashMap::with_capacity(args.urls.len());
-    for url in &args.urls {
+    if !args.checksum.is_empty() && args.checksum.len() != args.urls.len() {
+        return Err(format!(
+            "{} checksums for {} URLs: give --checksum once per URL, in their order",
+            args.checksum.len(),
+            args.urls.len()
+        ));
+    }
+    for (index, url) in args.urls.iter().enumerate() {
         let local_path = dir.join(crate::job::file_name_for_url(url)?);
         if let Some(&other) = taken.get(&local_path) {
             let other: &NewFile = &files[other];
@@ -38,6 +45,7 @@ fn plan_files(args: &GetArgs) -> Result<Vec<NewFile>, String> {
             remote_url: url.clone(),
             local_path,
             ranges: None,
+            checksum: args.checksum.get(index).cloned(),
         });
     }
     Ok(files)
@@ -379,6 +387,7 @@ mod tests {
             connections: None,
             parallel: None,
             limit_rate: None,
+            checksum: Vec::new(),
             urls: vec![
                 "http://127.0.0.1/a/x.bin".into(),
                 "http://127.0.0.1/b/x.bin".into(),

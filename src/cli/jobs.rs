@@ -102,16 +102,27 @@ fn read_file_set(path: &Path) -> Result<Vec<NewFile>, String> {
             .filter(|(_, local)| !local.is_empty())
             .ok_or_else(|| {
                 format!(
-                    "{}:{}: expected `URL LOCAL` (a URL, spaces, then the local file); nothing \
-                     was added",
+                    "{}:{}: expected `URL LOCAL [ALGORITHM=HEX]` (a URL, spaces, the local \
+                     file, and its checksum if it has one); nothing was added",
                     path.display(),
                     number + 1
                 )
             })?;
+        // A last column that is a checksum is one (a file name that reads as a whole digest
+        // is not worth the doubt).
+        let (local, checksum) = match local.rsplit_once(char::is_whitespace) {
+            Some((name, last)) if last.contains('=') => {
+                let checksum = crate::job::checksum::Checksum::parse(last)
+                    .map_err(|e| format!("{}:{}: {}", path.display(), number + 1, e.message))?;
+                (name.trim_end(), Some(checksum))
+            }
+            _ => (local, None),
+        };
         files.push(NewFile {
             remote_url: url.to_string(),
             local_path: absolute(Path::new(local))?,
             ranges: None,
+            checksum,
         });
     }
     if files.is_empty() {
@@ -143,6 +154,7 @@ fn files_to_add(args: &AddArgs) -> Result<Vec<NewFile>, BitsError> {
         remote_url: url,
         local_path,
         ranges,
+        checksum: args.checksum.clone(),
     }])
 }
 

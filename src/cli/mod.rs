@@ -188,6 +188,11 @@ pub struct GetArgs {
     /// Change it later with `ferry set JOB --limit-rate`; `ferry limit` sets the global ones.
     #[arg(long, value_name = "RATE", value_parser = Rate::parse)]
     pub limit_rate: Option<Rate>,
+    /// The digest a file must have: sha-256=HEX (or sha-512, sha-1, md5); once per URL, in
+    /// their order. A file that does not match is not kept: the job ends in ERROR
+    /// (BG_E_VALIDATION_FAILED), naming the file and both digests.
+    #[arg(long, value_name = "ALGORITHM=HEX", value_parser = parse_checksum)]
+    pub checksum: Vec<crate::job::checksum::Checksum>,
     /// The URLs to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
@@ -264,6 +269,15 @@ pub struct AddArgs {
     /// Only these byte ranges: OFFSET:LENGTH,… with `eof` as a length (e.g. 0:100,2000:eof).
     #[arg(long, requires = "local", conflicts_with = "set")]
     pub ranges: Option<String>,
+    /// The digest the file must have: sha-256=HEX (or sha-512, sha-1, md5). It is checked once
+    /// the file is downloaded; a mismatch puts the job in ERROR (BG_E_VALIDATION_FAILED) and
+    /// the file is downloaded again on Resume. In a --set file: a third column.
+    #[arg(long, value_name = "ALGORITHM=HEX", value_parser = parse_checksum, conflicts_with = "set")]
+    pub checksum: Option<crate::job::checksum::Checksum>,
+}
+
+fn parse_checksum(text: &str) -> Result<crate::job::checksum::Checksum, String> {
+    crate::job::checksum::Checksum::parse(text).map_err(|e| e.message)
 }
 
 #[derive(clap::Args, Debug)]

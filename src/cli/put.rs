@@ -33,6 +33,7 @@ fn plan(args: &PutArgs) -> Result<Plan, String> {
             remote_url: args.url.clone(),
             local_path: local,
             ranges: None,
+            checksum: None,
         },
         job_type: if reply.is_some() {
             JobType::UploadReply

@@ -132,6 +132,10 @@ pub struct FileView {
     pub bytes_total: Option<u64>,
     pub transferred: bool,
     pub completed: bool,
+    /// `ALGORITHM=HEX` the file must have, or `null`.
+    pub checksum: Option<String>,
+    /// The bytes on disk were found to have it.
+    pub checksum_verified: bool,
 }
 
 fn ranges_text(file: &JobFile) -> Option<String> {
@@ -203,6 +207,8 @@ impl Details {
                     bytes_total: f.bytes_total,
                     transferred: f.transferred,
                     completed: f.completed,
+                    checksum: f.checksum.as_ref().map(ToString::to_string),
+                    checksum_verified: f.checksum_verified,
                 })
                 .collect(),
             upload_session: job.upload_session.clone(),
@@ -453,6 +459,14 @@ pub fn details_text(job: &Job, inactivity_timeout: std::time::Duration) -> Strin
         if let Some(ranges) = &f.ranges {
             out.push_str(&format!("    ranges {ranges}\n"));
         }
+        if let Some(checksum) = &f.checksum {
+            let verdict = if f.checksum_verified {
+                "verified"
+            } else {
+                "checked when downloaded"
+            };
+            out.push_str(&format!("    digest {checksum} ({verdict})\n"));
+        }
         if !f.completed && !upload {
             out.push_str(&format!("    temp   {}\n", f.temp_path));
         }
@@ -516,6 +530,8 @@ mod tests {
             completed: false,
             validators: None,
             segments: Vec::new(),
+            checksum: None,
+            checksum_verified: false,
         });
         job.state = JobState::Transferring;
         let rates = HashMap::from([(job.id, 2048.0)]);

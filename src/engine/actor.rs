@@ -630,6 +630,7 @@ impl Actor {
                 | Event::Progress { .. }
                 | Event::Segments { .. }
                 | Event::FileTransferred { .. }
+                | Event::FileDigest { .. }
                 | Event::Failed(_)
                 | Event::UploadSession(_)
                 | Event::UploadHost(_)

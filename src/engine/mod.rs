@@ -12,6 +12,7 @@ pub mod api;
 pub mod bandwidth;
 pub mod bits_upload;
 mod clock;
+mod digest;
 pub mod events;
 pub(crate) mod files;
 mod handle;

@@ -64,6 +64,8 @@ pub(crate) struct FileWork {
     pub connections: u32,
     /// Permits for connections beyond a file's first to its server (the per-host cap).
     pub host_slots: Arc<Semaphore>,
+    /// The digest to compute of the file once it is all on disk, for its checksum.
+    pub checksum: Option<crate::job::checksum::DigestAlgorithm>,
 }
 
 /// One file's transfer, with the job's settings.
@@ -104,9 +106,11 @@ pub(crate) enum Report {
     Redirected {
         url: String,
     },
-    /// The file is complete and flushed: `transferred` bytes.
+    /// The file is complete and flushed: `transferred` bytes, with the digest its checksum
+    /// asked for.
     Done {
         transferred: u64,
+        digest: Option<crate::job::checksum::Checksum>,
     },
     Failed(Failure),
     /// Uploads: the server session now in use (`None`: the server lost it).
@@ -196,8 +200,8 @@ enum Outcome {
 /// just before the stop are not lost with their reports still in the channel.
 #[derive(Debug)]
 pub(crate) struct Final {
-    /// Files this worker transferred completely, with their size, in their order.
-    pub done: Vec<(usize, u64)>,
+    /// Files this worker transferred completely, with their size and digest, in their order.
+    pub done: Vec<(usize, u64, Option<crate::job::checksum::Checksum>)>,
     /// Files it was transferring when it stopped, and where they stand.
     pub stopped: Vec<(usize, Stopped)>,
     pub end: End,
@@ -249,7 +253,8 @@ pub(crate) async fn run(
     // The files' own stop: the job's, or a sibling's failure.
     let (halt, halted) = watch::channel(false);
     let mut running = futures_util::stream::FuturesUnordered::new();
-    let mut finished: std::collections::BTreeMap<usize, (Reporter, u64)> = Default::default();
+    type Finished = (Reporter, u64, Option<crate::job::checksum::Checksum>);
+    let mut finished: std::collections::BTreeMap<usize, Finished> = Default::default();
     let mut next_report = 0;
     let mut done = Vec::with_capacity(count);
     let mut stopped = Vec::new();
@@ -272,6 +277,7 @@ pub(crate) async fn run(
             let Some((position, work)) = waiting.next() else {
                 break;
             };
+            let checksum = work.checksum;
             let mut worker = Worker {
                 task: FileTask {
                     file: work.index,
@@ -307,24 +313,25 @@ pub(crate) async fn run(
             running.push(async move {
                 let _permit = permit;
                 let outcome = worker.transfer(&mut stop).await;
-                (position, worker.reporter, outcome)
+                let (outcome, digest) = worker.digest(outcome, checksum, &mut stop).await;
+                (position, worker.reporter, outcome, digest)
             });
         }
         if running.is_empty() {
             break;
         }
         tokio::select! {
-            Some((position, reporter, outcome)) = futures_util::StreamExt::next(&mut running) => {
+            Some((position, reporter, outcome, digest)) = futures_util::StreamExt::next(&mut running) => {
                 match outcome {
                     Outcome::Done(transferred) => {
                         if position != next_report {
                             // Held until the files before it are done; its bytes count now.
                             reporter.send(Report::Progress { transferred, checkpointed: transferred });
                         }
-                        finished.insert(position, (reporter, transferred));
-                        while let Some((reporter, transferred)) = finished.remove(&next_report) {
-                            reporter.send(Report::Done { transferred });
-                            done.push((reporter.file, transferred));
+                        finished.insert(position, (reporter, transferred, digest));
+                        while let Some((reporter, transferred, digest)) = finished.remove(&next_report) {
+                            reporter.send(Report::Done { transferred, digest: digest.clone() });
+                            done.push((reporter.file, transferred, digest));
                             next_report += 1;
                         }
                     }
@@ -344,7 +351,7 @@ pub(crate) async fn run(
     }
     // Files finished after one that did not: whole and flushed, but not reported transferred
     // out of their order. The next run finds them complete without a request.
-    stopped.extend(finished.into_values().map(|(reporter, n)| {
+    stopped.extend(finished.into_values().map(|(reporter, n, _)| {
         let whole = Stopped {
             transferred: n,
             checkpointed: n,
@@ -631,6 +638,54 @@ impl Worker {
                 self.task.url
             ),
         )
+    }
+
+    /// A file whose checksum asks for a digest: computed once all its bytes are on disk (off the
+    /// async threads), given up at a stop, which leaves the file whole and flushed for the next
+    /// run to digest again.
+    async fn digest(
+        &self,
+        outcome: Outcome,
+        algorithm: Option<crate::job::checksum::DigestAlgorithm>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> (Outcome, Option<crate::job::checksum::Checksum>) {
+        let (Outcome::Done(local), Some(algorithm)) = (&outcome, algorithm) else {
+            return (outcome, None);
+        };
+        let local = *local;
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (path, flag) = (self.task.temp_path.clone(), cancel.clone());
+        let mut hashing =
+            tokio::task::spawn_blocking(move || super::digest::of_file(&path, algorithm, &flag));
+        let result = tokio::select! {
+            result = &mut hashing => result,
+            () = stop_requested(stop) => {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                hashing.await
+            }
+        };
+        let whole = Stopped {
+            transferred: local,
+            checkpointed: local,
+            segments: Vec::new(),
+        };
+        match result {
+            Ok(Ok(Some(digest))) => (Outcome::Done(local), Some(digest)),
+            Ok(Ok(None)) => (Outcome::Stopped(whole), None),
+            Ok(Err(e)) => (Outcome::Failed(self.local_failure(&e)), None),
+            Err(e) => (
+                Outcome::Failed(self.failure_because(
+                    ErrorContext::LocalFile,
+                    ErrorCode::LocalIo,
+                    ErrorClass::Transient,
+                    format!(
+                        "the digest of {} could not be computed: {e}",
+                        self.task.temp_path.display()
+                    ),
+                )),
+                None,
+            ),
+        }
     }
 
     /// The file's `local` bytes are on disk: the last checks before it counts as transferred.

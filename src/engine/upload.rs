@@ -85,9 +85,12 @@ pub(crate) async fn run(
                 });
                 end.reply = Some(reply_url);
             }
-            reporter.send(Report::Done { transferred: sent });
+            reporter.send(Report::Done {
+                transferred: sent,
+                digest: None,
+            });
             Final {
-                done: vec![(0, sent)],
+                done: vec![(0, sent, None)],
                 stopped: Vec::new(),
                 end: End::AllDone,
                 upload: Some(end),

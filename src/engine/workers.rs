@@ -84,6 +84,7 @@ fn file_work(
         segments: file.segments.clone(),
         connections,
         host_slots,
+        checksum: file.checksum.as_ref().map(|c| c.algorithm),
     }
 }
 
@@ -112,13 +113,23 @@ fn upload_phase(job: &Job) -> UploadPhase<'_> {
 }
 
 /// A file finished by a worker: its final (flushed) size, then the transfer itself.
-fn file_done(file: usize, transferred: u64) -> [Event; 2] {
+/// The events of a file done: its last progress, its digest if it has a checksum (which may
+/// end the job in ERROR instead), its FileTransferred.
+fn file_done(
+    file: usize,
+    transferred: u64,
+    digest: Option<crate::job::checksum::Checksum>,
+) -> Vec<Event> {
     let progress = Event::Progress {
         file,
         transferred,
         checkpointed: transferred,
     };
-    [progress, Event::FileTransferred { file }]
+    let digest = digest.map(|digest| Event::FileDigest { file, digest });
+    std::iter::once(progress)
+        .chain(digest)
+        .chain(Some(Event::FileTransferred { file }))
+        .collect()
 }
 
 impl Actor {
@@ -189,14 +200,21 @@ impl Actor {
                 let event = Event::Set(PropertyChange::RemoteName { file, url });
                 self.apply(id, event, Persist::Checkpoint).await
             }
-            Report::Done { transferred } => {
+            Report::Done {
+                transferred,
+                digest,
+            } => {
                 if self.workers.get(&id).is_some_and(|w| w.last_file == file) {
                     self.workers.remove(&id);
                 }
-                let [progress, done] = file_done(file, transferred);
-                let mut result = self.apply(id, progress, Persist::Checkpoint).await;
-                if result.is_ok() {
-                    result = self.apply(id, done, Persist::Checkpoint).await;
+                let mut result = Ok(true);
+                for event in file_done(file, transferred, digest) {
+                    // A digest that does not match ends the job in ERROR: nothing after it.
+                    let running = self.jobs.get(&id).is_some_and(|j| j.state.is_running());
+                    if result.is_err() || !running {
+                        break;
+                    }
+                    result = self.apply(id, event, Persist::Checkpoint).await;
                 }
                 if let Err(refused) = &result
                     && refused.code == ErrorCode::InvalidServerResponse
@@ -250,7 +268,7 @@ impl Actor {
         let running = self.jobs.get(&id).is_some_and(|j| j.state.is_running());
         if running && let Some(result) = self.write_empty_reply(id) {
             let events = match result {
-                Ok(()) => file_done(REPLY_FILE, 0).to_vec(),
+                Ok(()) => file_done(REPLY_FILE, 0, None),
                 Err(failure) => vec![Event::Failed(failure)],
             };
             for event in events {
@@ -312,12 +330,13 @@ impl Actor {
             outcome
                 .done
                 .into_iter()
-                .filter(|&(file, _)| {
-                    self.jobs
-                        .get(&id)
-                        .is_some_and(|j| j.files.get(file).is_some_and(|f| !f.transferred))
+                .filter(|&(file, _, _)| {
+                    // Not into a job that left the run (a digest that did not match).
+                    self.jobs.get(&id).is_some_and(|j| {
+                        j.state.is_running() && j.files.get(file).is_some_and(|f| !f.transferred)
+                    })
                 })
-                .flat_map(|(file, transferred)| file_done(file, transferred)),
+                .flat_map(|(file, transferred, digest)| file_done(file, transferred, digest)),
         );
         events.extend(
             outcome

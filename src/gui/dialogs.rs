@@ -376,6 +376,7 @@ impl DownloadForm {
                 remote_url: url.to_string(),
                 local_path,
                 ranges: ranges.clone(),
+                checksum: None,
             });
         }
         let name = match self.name.trim() {
@@ -473,6 +474,7 @@ impl UploadForm {
             remote_url: url.to_string(),
             local_path: local,
             ranges: None,
+            checksum: None,
         }];
         spec.reply_file = reply_file;
         Ok(spec)

@@ -420,6 +420,8 @@ pub(crate) mod tests {
             completed: false,
             validators: None,
             segments: Vec::new(),
+            checksum: None,
+            checksum_verified: false,
         });
         job
     }

@@ -4,6 +4,7 @@
 //! which either returns the effects the caller must carry out (delete temp files, commit files,
 //! stop a transfer, publish a notification) or a [`BitsError`] and leaves the job untouched.
 
+pub mod checksum;
 mod error;
 mod policy;
 mod properties;
@@ -228,6 +229,14 @@ pub struct JobFile {
     /// for a file fetched from its start on one connection, whose checkpoint is a prefix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<Segment>,
+    /// Ferry's extension: the digest the file must have. A file with one counts as transferred
+    /// only once its bytes on disk have it (`checksum_verified`), so Complete never moves an
+    /// unverified file into place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<checksum::Checksum>,
+    /// The bytes on disk have `checksum`'s digest (false while transferring, and without one).
+    #[serde(default)]
+    pub checksum_verified: bool,
 }
 
 /// One piece of a file downloaded over several connections, in offsets of the file:

@@ -20,6 +20,7 @@ fn new_file(name: &str) -> NewFile {
         remote_url: format!("http://127.0.0.1/{name}"),
         local_path: format!("/tmp/ferry-model/{name}").into(),
         ranges: None,
+        checksum: None,
     }
 }
 
@@ -1183,6 +1184,7 @@ fn invalid_file_names_are_refused() {
             remote_url: url.into(),
             local_path: local.into(),
             ranges: None,
+            checksum: None,
         };
         assert_eq!(
             refused(&mut job, add_file(file)),
@@ -1195,6 +1197,7 @@ fn invalid_file_names_are_refused() {
         remote_url: long,
         local_path: "/tmp/a".into(),
         ranges: None,
+        checksum: None,
     };
     assert_eq!(refused(&mut job, add_file(file)), ErrorCode::StringTooLong);
 }
@@ -1452,6 +1455,7 @@ fn long_names_stay_within_file_system_limits() {
         remote_url: "http://127.0.0.1/x".into(),
         local_path: format!("/tmp/{long}").into(),
         ranges: None,
+        checksum: None,
     };
     ok(&mut job, add_file(file));
     let temp = job.files[0].temp_path.file_name().expect("name").len();
@@ -1460,6 +1464,7 @@ fn long_names_stay_within_file_system_limits() {
         remote_url: "http://127.0.0.1/x".into(),
         local_path: format!("/tmp/{}", "a".repeat(256)).into(),
         ranges: None,
+        checksum: None,
     };
     assert_eq!(refused(&mut job, add_file(too_long)), ErrorCode::InvalidArg);
 }
@@ -2303,4 +2308,106 @@ fn a_speed_limit_changes_in_any_live_state_without_stopping_the_transfer() {
     .expect("serializes");
     let back: Job = ron::from_str(&text).expect("reads back");
     assert_eq!(back.limit_rate, Some(rate));
+}
+
+#[test]
+fn a_file_with_a_checksum_is_transferred_only_with_its_digest() {
+    use crate::job::checksum::Checksum;
+    let digest = |hex: &str| Checksum::parse(&format!("sha-256={hex}")).expect("checksum");
+    let (wanted, other) = ("a".repeat(64), "b".repeat(64));
+    let mut job = empty_job(JobType::Download);
+    let file = NewFile {
+        checksum: Some(digest(&wanted)),
+        ..new_file("iso")
+    };
+    ok(&mut job, add_file(file));
+    for event in [
+        Event::Resume,
+        Event::Start,
+        Event::Connected,
+        Event::Progress {
+            file: 0,
+            transferred: 10,
+            checkpointed: 10,
+        },
+    ] {
+        ok(&mut job, event);
+    }
+    // No FileTransferred without the digest; a digest of another kind is not one.
+    assert_eq!(
+        refused(&mut job, Event::FileTransferred { file: 0 }),
+        ErrorCode::ValidationFailed
+    );
+    let md5 = Checksum::parse(&format!("md5={}", "a".repeat(32))).expect("md5");
+    assert_eq!(
+        refused(
+            &mut job,
+            Event::FileDigest {
+                file: 0,
+                digest: md5
+            }
+        ),
+        ErrorCode::InvalidArg
+    );
+    // Another digest: ERROR naming both, and the file starts again.
+    let effects = ok(
+        &mut job,
+        Event::FileDigest {
+            file: 0,
+            digest: digest(&other),
+        },
+    );
+    assert_eq!(job.state, JobState::Error);
+    assert_eq!(effects.first(), Some(&Effect::StopTransfer));
+    let error = job.error.clone().expect("error");
+    assert_eq!(error.code, ErrorCode::ValidationFailed);
+    assert_eq!(error.file, Some(0));
+    assert!(
+        error.description.contains(&wanted) && error.description.contains(&other),
+        "{}",
+        error.description
+    );
+    assert_eq!(job.files[0].bytes_transferred, 0);
+    assert!(!job.files[0].checksum_verified);
+    // Complete in ERROR moves nothing that was not verified.
+    let effects = ok(&mut job, Event::Complete);
+    assert!(
+        effects
+            .iter()
+            .all(|e| !matches!(e, Effect::Commit(plan) if plan.commit.contains(&0))),
+        "{effects:?}"
+    );
+    // Again, with the right bytes.
+    let mut job = empty_job(JobType::Download);
+    let file = NewFile {
+        checksum: Some(digest(&wanted)),
+        ..new_file("iso")
+    };
+    ok(&mut job, add_file(file));
+    for event in [
+        Event::Resume,
+        Event::Start,
+        Event::Connected,
+        Event::Progress {
+            file: 0,
+            transferred: 10,
+            checkpointed: 10,
+        },
+        Event::FileDigest {
+            file: 0,
+            digest: digest(&wanted),
+        },
+        Event::FileTransferred { file: 0 },
+    ] {
+        ok(&mut job, event);
+    }
+    assert_eq!(job.state, JobState::Transferred);
+    assert!(job.files[0].checksum_verified);
+    // An upload carries no checksum.
+    let mut upload = empty_job(JobType::Upload);
+    let file = NewFile {
+        checksum: Some(digest(&wanted)),
+        ..new_file("up")
+    };
+    assert_eq!(refused(&mut upload, add_file(file)), ErrorCode::NotImpl);
 }

@@ -55,6 +55,9 @@ pub struct NewFile {
     pub local_path: PathBuf,
     #[serde(default)]
     pub ranges: Option<Vec<FileRange>>,
+    /// Ferry's extension: the digest the file must have (downloads only).
+    #[serde(default)]
+    pub checksum: Option<super::checksum::Checksum>,
 }
 
 /// A failed transfer attempt, classified by the worker (spec §4.3).
@@ -128,6 +131,13 @@ pub enum Event {
     },
     FileTransferred {
         file: usize,
+    },
+    /// Ferry's extension: the digest of a file's bytes on disk, all of them written and flushed,
+    /// computed for its checksum (before its FileTransferred). A mismatch is BITS's
+    /// SetValidationState(FALSE): ERROR, and the file starts again on the next Resume.
+    FileDigest {
+        file: usize,
+        digest: super::checksum::Checksum,
     },
     /// Time slice over or preempted by a higher priority (T7).
     Yield,
@@ -473,6 +483,18 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
                     ),
                 ));
             }
+            if let Some(checksum) = &entry.checksum
+                && !entry.checksum_verified
+            {
+                return Err(BitsError::new(
+                    ErrorCode::ValidationFailed,
+                    format!(
+                        "file {} is not transferred until its bytes have the {} digest asked for",
+                        entry.local_path.display(),
+                        checksum.algorithm.name()
+                    ),
+                ));
+            }
             entry.transferred = true;
             entry.bytes_total = Some(entry.bytes_transferred);
             entry.bytes_checkpointed = entry.bytes_transferred;
@@ -482,6 +504,48 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
             }
             if job.all_files_transferred() {
                 enter_transferred(job, now, &mut effects); // T8
+            }
+        }
+        Event::FileDigest { file, digest } => {
+            expect_running(job)?;
+            let entry = file_mut(job, file)?;
+            if entry.transferred {
+                return Err(transferred_already(file));
+            }
+            let Some(expected) = entry.checksum.clone() else {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    format!("file {file} has no checksum to compare a digest with"),
+                ));
+            };
+            if expected.algorithm != digest.algorithm {
+                return Err(BitsError::new(
+                    ErrorCode::InvalidArg,
+                    format!(
+                        "file {file} is checked with {}, not {}",
+                        expected.algorithm.name(),
+                        digest.algorithm.name()
+                    ),
+                ));
+            }
+            if expected.hex == digest.hex {
+                entry.checksum_verified = true;
+            } else {
+                let name = entry.local_path.display().to_string();
+                reset_file(entry);
+                entry.validators = None;
+                let error = JobError::new(
+                    ErrorContext::LocalFile,
+                    ErrorCode::ValidationFailed,
+                    Some(file),
+                )
+                .with_description(format!(
+                    "the {} of {name} is {}, not the {} expected: the download is damaged or                      not the file meant, so it was not kept. Resume downloads it again; if it                      fails again, check the checksum and the URL",
+                    expected.algorithm.name(),
+                    digest.hex,
+                    expected.hex
+                ));
+                enter_error(job, error, &mut effects);
             }
         }
         Event::Yield => {
@@ -595,6 +659,8 @@ fn step(job: &mut Job, event: Event, now: Timestamp) -> Result<Vec<Effect>, Bits
                 completed: false,
                 validators: None,
                 segments: Vec::new(),
+                checksum: None,
+                checksum_verified: false,
             });
         }
     }
@@ -677,6 +743,7 @@ fn reset_file(file: &mut JobFile) {
     file.bytes_transferred = 0;
     file.bytes_checkpointed = 0;
     file.transferred = false;
+    file.checksum_verified = false;
     file.segments.clear();
 }
 
@@ -953,6 +1020,12 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
             }
             validate_ranges(ranges)?;
         }
+        if new.checksum.is_some() && job.job_type.is_upload() {
+            return Err(BitsError::new(
+                ErrorCode::NotImpl,
+                "checksums are checked on downloaded files; an upload's file is the one you have",
+            ));
+        }
         let index = job.files.len() + added.len();
         let bytes_total = new.ranges.as_ref().and_then(|ranges| {
             ranges.iter().try_fold(0u64, |sum, r| {
@@ -971,6 +1044,8 @@ fn add_files(job: &mut Job, files: Vec<NewFile>, limits: &Limits) -> Result<(), 
             completed: false,
             validators: None,
             segments: Vec::new(),
+            checksum: new.checksum,
+            checksum_verified: false,
         });
     }
     // Credentials from a URL go to that URL's server only: no file of the job may be elsewhere.

@@ -170,6 +170,7 @@ async fn an_upload_is_paced_by_its_limit_and_lifting_the_global_one_lets_it_fini
         remote_url: format!("{}/up.bin", server.base),
         local_path: local.clone(),
         ranges: None,
+        checksum: None,
     };
     h.engine.add_files(id, vec![file]).await.expect("add");
     // The job's own limit is the lower one here: it sets the pace.

@@ -503,6 +503,7 @@ async fn file_ranges_are_concatenated_in_the_given_order() {
         remote_url: server.url("/r"),
         local_path: h.out("r"),
         ranges: Some(ranges),
+        checksum: None,
     };
     h.engine.add_files(id, vec![file]).await.expect("add");
     h.engine.resume(id).await.expect("resume");
@@ -544,6 +545,7 @@ async fn file_ranges_are_concatenated_in_the_given_order() {
         remote_url: server.url("/r"),
         local_path: h.out("bad"),
         ranges: Some(ranges),
+        checksum: None,
     };
     h.engine.add_files(id, vec![file]).await.expect("add");
     h.engine.resume(id).await.expect("resume");
@@ -641,6 +643,7 @@ async fn an_existing_destination_is_never_overwritten_silently() {
         remote_url: server.url("/x"),
         local_path: h.out(name),
         ranges: None,
+        checksum: None,
     };
     let err = h
         .engine
@@ -733,6 +736,7 @@ async fn quotas_are_enforced_with_their_bits_errors() {
         remote_url: format!("http://127.0.0.1:9/f{i}"),
         local_path: h.out(&format!("f{i}")),
         ranges: None,
+        checksum: None,
     };
     let err = h
         .engine
@@ -774,6 +778,7 @@ async fn too_many_ranges_in_a_file() {
         remote_url: "http://127.0.0.1:9/r".into(),
         local_path: h.out("r"),
         ranges: Some(FileRange::parse_list("0:1,5:1,9:1").expect("ranges")),
+        checksum: None,
     };
     let err = h
         .engine
@@ -979,6 +984,7 @@ fn restart_resumes_from_the_checkpoint_byte_exact() {
             remote_url: server.url("/big"),
             local_path: out.clone(),
             ranges: None,
+            checksum: None,
         };
         engine.add_files(id, vec![file]).await.expect("add");
         // One connection: its checkpoint is a prefix (segmented.rs and cli.rs kill split ones).

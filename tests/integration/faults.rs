@@ -845,6 +845,7 @@ async fn run_row(h: &mut Harness, index: usize, row: &Row) -> Result<String, Str
         remote_url: server.url("/f"),
         local_path: h.out(&name),
         ranges,
+        checksum: None,
     };
     h.engine
         .add_files(id, vec![file])
@@ -1023,6 +1024,7 @@ async fn a_destination_folder_removed_mid_transfer_is_an_error_not_transferred()
         remote_url: server.url("/f"),
         local_path: folder.join("file.bin"),
         ranges: None,
+        checksum: None,
     };
     h.engine.add_files(id, vec![file]).await.expect("add");
     h.engine.resume(id).await.expect("resume");

@@ -110,6 +110,7 @@ impl Setup {
                 remote_url: self.server.url(p),
                 local_path: self.out.path().join(p.trim_start_matches('/')),
                 ranges: None,
+                checksum: None,
             })
             .collect();
         self.runtime
@@ -566,6 +567,7 @@ fn upload_reply_details_show_the_reply() {
         remote_url: "http://127.0.0.1:9/form.bin".into(),
         local_path: local.clone(),
         ranges: None,
+        checksum: None,
     }];
     spec.reply_file = Some(setup.out.path().join("answer.txt"));
     setup

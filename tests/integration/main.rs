@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bandwidth;
+mod checksums;
 mod cli;
 mod engine;
 mod faults;
@@ -159,6 +160,7 @@ impl Harness {
                 remote_url: url.to_string(),
                 local_path: self.out(name),
                 ranges: None,
+                checksum: None,
             })
             .collect();
         self.engine.add_files(id, files).await.expect("add files");

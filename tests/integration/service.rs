@@ -171,6 +171,8 @@ async fn every_verb_from_create_to_complete() {
         [
             "bytes_total",
             "bytes_transferred",
+            "checksum",
+            "checksum_verified",
             "completed",
             "local_path",
             "ranges",

@@ -24,6 +24,7 @@ async fn upload_job(h: &Harness, job_type: JobType, url: &str, local: &Path) -> 
         remote_url: url.to_string(),
         local_path: local.to_path_buf(),
         ranges: None,
+        checksum: None,
     };
     h.engine.add_files(id, vec![file]).await.expect("add file");
     id
@@ -932,6 +933,7 @@ fn an_upload_continues_its_session_after_ferry_restarts() {
             remote_url: server.url.clone(),
             local_path: local.clone(),
             ranges: None,
+            checksum: None,
         };
         engine.add_files(id, vec![file]).await.expect("add");
         engine.resume(id).await.expect("resume");

@@ -39,6 +39,8 @@ fn job(name: &str, state: JobState, minute: i64) -> Job {
         completed: state == JobState::Acknowledged,
         validators: None,
         segments: Vec::new(),
+        checksum: None,
+        checksum_verified: false,
     });
     job
 }
