@@ -2310,14 +2310,11 @@ fn a_speed_limit_changes_in_any_live_state_without_stopping_the_transfer() {
     assert_eq!(back.limit_rate, Some(rate));
 }
 
-#[test]
-fn a_file_with_a_checksum_is_transferred_only_with_its_digest() {
-    use crate::job::checksum::Checksum;
-    let digest = |hex: &str| Checksum::parse(&format!("sha-256={hex}")).expect("checksum");
-    let (wanted, other) = ("a".repeat(64), "b".repeat(64));
+/// A TRANSFERRING download whose one file, with `checksum`, has all its bytes on disk.
+fn last_byte_written(checksum: crate::job::checksum::Checksum) -> Job {
     let mut job = empty_job(JobType::Download);
     let file = NewFile {
-        checksum: Some(digest(&wanted)),
+        checksum: Some(checksum),
         ..new_file("iso")
     };
     ok(&mut job, add_file(file));
@@ -2333,6 +2330,15 @@ fn a_file_with_a_checksum_is_transferred_only_with_its_digest() {
     ] {
         ok(&mut job, event);
     }
+    job
+}
+
+#[test]
+fn a_file_with_a_checksum_is_transferred_only_with_its_digest() {
+    use crate::job::checksum::Checksum;
+    let digest = |hex: &str| Checksum::parse(&format!("sha-256={hex}")).expect("checksum");
+    let (wanted, other) = ("a".repeat(64), "b".repeat(64));
+    let mut job = last_byte_written(digest(&wanted));
     // No FileTransferred without the digest; a digest of another kind is not one.
     assert_eq!(
         refused(&mut job, Event::FileTransferred { file: 0 }),
@@ -2378,21 +2384,8 @@ fn a_file_with_a_checksum_is_transferred_only_with_its_digest() {
         "{effects:?}"
     );
     // Again, with the right bytes.
-    let mut job = empty_job(JobType::Download);
-    let file = NewFile {
-        checksum: Some(digest(&wanted)),
-        ..new_file("iso")
-    };
-    ok(&mut job, add_file(file));
+    let mut job = last_byte_written(digest(&wanted));
     for event in [
-        Event::Resume,
-        Event::Start,
-        Event::Connected,
-        Event::Progress {
-            file: 0,
-            transferred: 10,
-            checkpointed: 10,
-        },
         Event::FileDigest {
             file: 0,
             digest: digest(&wanted),

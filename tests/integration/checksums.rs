@@ -8,6 +8,22 @@ use crate::{Harness, content, hidden_files, sha256};
 use ferry::job::checksum::Checksum;
 use ferry::job::{ErrorCode, JobState, JobType, NewFile, Priority};
 
+/// The digest of `bytes` as a coreutils tool (`md5sum`, `sha512sum`) gives it.
+fn digest_by(tool: &str, bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bytes");
+    std::fs::write(&path, bytes).expect("write");
+    let out = std::process::Command::new(tool)
+        .arg(&path)
+        .output()
+        .expect(tool);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
 fn checksum(text: &str) -> Option<Checksum> {
     Some(Checksum::parse(text).expect("checksum"))
 }
@@ -72,24 +88,8 @@ async fn a_file_split_over_connections_is_checked_whole_with_each_digest() {
     // 2 MiB/s per connection: the file is split.
     server.behave("/big.bin", Behaviour::rate(2 << 20));
     server.put("/small.bin", small.clone());
-    let md5_of_small = {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("s"), &small).expect("write");
-        let out = std::process::Command::new("md5sum")
-            .arg(dir.path().join("s"))
-            .output()
-            .expect("md5sum");
-        String::from_utf8_lossy(&out.stdout)[..32].to_string()
-    };
-    let sha512_of_big = {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("b"), &big).expect("write");
-        let out = std::process::Command::new("sha512sum")
-            .arg(dir.path().join("b"))
-            .output()
-            .expect("sha512sum");
-        String::from_utf8_lossy(&out.stdout)[..128].to_string()
-    };
+    let md5_of_small = digest_by("md5sum", &small);
+    let sha512_of_big = digest_by("sha512sum", &big);
     let mut h = Harness::new().await;
     let id = h
         .engine
