@@ -1,8 +1,11 @@
-//! The digest of a file's bytes on disk, for its checksum (`job::checksum`).
+//! The digest of a file's bytes, for its checksum (`job::checksum`).
 //!
-//! Read back once the file is written and flushed, on a blocking thread, a MiB at a time (SHA-2
-//! with the CPU's instructions through aws-lc-rs: a GiB in about a second here), and abandoned
-//! between two reads when the transfer is told to stop.
+//! Where it can, the writer thread digests the bytes as it writes them ([`Streamed`]): a file
+//! fetched from its first byte to its last in order (one connection, ranges too) is not read
+//! again. Otherwise (a file split over connections, or resumed from a checkpoint of an earlier
+//! run) it is read back once written and flushed, on a blocking thread, a MiB at a time, and
+//! abandoned between two reads when the transfer is told to stop. SHA-2 and SHA-1 use the CPU's
+//! instructions through aws-lc-rs.
 
 use crate::job::checksum::{Checksum, DigestAlgorithm};
 use std::io::{self, Read};
@@ -11,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 const READ: usize = 1 << 20;
 
-enum Hasher {
+pub(crate) enum Hasher {
     Lc(aws_lc_rs::digest::Context),
     Md5(md5::Md5),
 }
 
 impl Hasher {
-    fn new(algorithm: DigestAlgorithm) -> Hasher {
+    pub(crate) fn new(algorithm: DigestAlgorithm) -> Hasher {
         use aws_lc_rs::digest;
         match algorithm {
             DigestAlgorithm::Sha256 => Hasher::Lc(digest::Context::new(&digest::SHA256)),
@@ -29,19 +32,48 @@ impl Hasher {
         }
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Lc(context) => context.update(bytes),
             Hasher::Md5(md5) => md5::Digest::update(md5, bytes),
         }
     }
 
-    fn hex(self) -> String {
+    pub(crate) fn hex(self) -> String {
         let bytes: Vec<u8> = match self {
             Hasher::Lc(context) => context.finish().as_ref().to_vec(),
             Hasher::Md5(md5) => md5::Digest::finalize(md5).to_vec(),
         };
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A digest taken while the file is written: of its bytes `0..at`, in order.
+pub(crate) struct Streamed {
+    pub algorithm: DigestAlgorithm,
+    pub hasher: Hasher,
+    pub at: u64,
+}
+
+impl Streamed {
+    pub(crate) fn new(algorithm: DigestAlgorithm) -> Streamed {
+        Streamed {
+            algorithm,
+            hasher: Hasher::new(algorithm),
+            at: 0,
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.at += bytes.len() as u64;
+    }
+
+    pub(crate) fn finish(self) -> Checksum {
+        Checksum {
+            algorithm: self.algorithm,
+            hex: self.hasher.hex(),
+        }
     }
 }
 

@@ -308,6 +308,8 @@ pub(crate) async fn run(
                 no_split: false,
                 cut: false,
                 no_cut: false,
+                digest_algorithm: checksum,
+                streamed: None,
             };
             let mut stop = halted.clone();
             running.push(async move {
@@ -404,6 +406,10 @@ struct Worker {
     /// must not any more: its server announced ranges and then answered one with the whole file.
     cut: bool,
     no_cut: bool,
+    /// The checksum's digest, and the digest taken as the file is written in order (`None` once
+    /// it cannot be: the file was split, or this run began past its first byte).
+    digest_algorithm: Option<crate::job::checksum::DigestAlgorithm>,
+    streamed: Option<super::digest::Streamed>,
 }
 
 impl Worker {
@@ -644,7 +650,7 @@ impl Worker {
     /// async threads), given up at a stop, which leaves the file whole and flushed for the next
     /// run to digest again.
     async fn digest(
-        &self,
+        &mut self,
         outcome: Outcome,
         algorithm: Option<crate::job::checksum::DigestAlgorithm>,
         stop: &mut watch::Receiver<bool>,
@@ -653,6 +659,13 @@ impl Worker {
             return (outcome, None);
         };
         let local = *local;
+        // Taken as it was written, in order, to its last byte: nothing to read again.
+        if let Some(streamed) = self.streamed.take()
+            && streamed.at == local
+            && streamed.algorithm == algorithm
+        {
+            return (outcome, Some(streamed.finish()));
+        }
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (path, flag) = (self.task.temp_path.clone(), cancel.clone());
         let mut hashing =
@@ -1199,6 +1212,13 @@ impl Worker {
         }
     }
 
+    /// Finishes a body's writer and keeps its digest for the next answer or the file's end.
+    async fn finish_writer(&mut self, writer: Writer) -> std::io::Result<u64> {
+        let (durable, digest) = writer.finish().await?;
+        self.streamed = digest.filter(|d| d.at == durable);
+        Ok(durable)
+    }
+
     async fn stream_body(
         &mut self,
         mut response: reqwest::Response,
@@ -1207,7 +1227,13 @@ impl Worker {
         may_cut: bool,
         stop: &mut watch::Receiver<bool>,
     ) -> Fetch {
-        let mut writer = match Writer::open(&self.task.temp_path, write_at, expected_body) {
+        // The digest goes on where it stopped; a file that starts again starts a new one.
+        let digest = match self.streamed.take() {
+            Some(digest) if digest.at == write_at => Some(digest),
+            _ if write_at == 0 => self.digest_algorithm.map(super::digest::Streamed::new),
+            _ => None,
+        };
+        let mut writer = match Writer::open(&self.task.temp_path, write_at, expected_body, digest) {
             Ok(writer) => writer,
             Err(e) => return Fetch::Failed(self.local_failure(&e)),
         };
@@ -1236,7 +1262,7 @@ impl Worker {
                 }
                 _ = stop_requested(stop) => {
                     drop(response);
-                    return match writer.finish().await {
+                    return match self.finish_writer(writer).await {
                         Ok(durable) => Fetch::Stopped(Stopped { transferred: durable, checkpointed: durable, segments: Vec::new() }),
                         Err(e) => Fetch::Failed(self.local_failure(&e)),
                     };
@@ -1264,7 +1290,7 @@ impl Worker {
                     if cut {
                         self.cut = true;
                         drop(response);
-                        return match writer.finish().await {
+                        return match self.finish_writer(writer).await {
                             Ok(durable) => Fetch::Wrote(durable),
                             Err(e) => Fetch::Failed(self.local_failure(&e)),
                         };
@@ -1274,7 +1300,7 @@ impl Worker {
                     if expected_body.is_some_and(|expected| received < expected) {
                         break Some(self.short_body());
                     }
-                    match writer.finish().await {
+                    match self.finish_writer(writer).await {
                         Ok(durable) => return Fetch::Wrote(durable),
                         Err(e) => return Fetch::Failed(self.local_failure(&e)),
                     }
@@ -1283,7 +1309,7 @@ impl Worker {
             }
         };
         // Keep what arrived: it is flushed and reported, so a retry resumes after it.
-        let written = writer.finish().await;
+        let written = self.finish_writer(writer).await;
         match (failure, written) {
             (_, Err(e)) => Fetch::Failed(self.local_failure(&e)),
             (Some(failure), Ok(durable)) => {

@@ -30,21 +30,32 @@ pub(crate) struct Writer {
     durable: Arc<AtomicU64>,
 }
 
+/// The digest taken while writing, handed back by [`Writer::finish`].
+type Digest = Option<super::digest::Streamed>;
+
 enum Sink {
     Thread {
         queue: Option<mpsc::Sender<Bytes>>,
-        thread: tokio::task::JoinHandle<io::Result<()>>,
+        thread: tokio::task::JoinHandle<io::Result<Digest>>,
     },
     Direct {
         file: Option<File>,
         error: Option<io::Error>,
+        digest: Digest,
     },
 }
 
 impl Writer {
     /// Opens `path` for writing at `offset`, dropping anything after it (bytes past the last
     /// checkpoint are not trusted). `body` is the announced length of what will be written.
-    pub(crate) fn open(path: &Path, offset: u64, body: Option<u64>) -> io::Result<Writer> {
+    /// `digest`, of the bytes before `offset`, goes on over those written (the caller gives one
+    /// only when its `at` is `offset`).
+    pub(crate) fn open(
+        path: &Path,
+        offset: u64,
+        body: Option<u64>,
+        digest: Digest,
+    ) -> io::Result<Writer> {
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -58,6 +69,7 @@ impl Writer {
             let sink = Sink::Direct {
                 file: Some(file),
                 error: None,
+                digest,
             };
             return Ok(Writer {
                 sink,
@@ -70,7 +82,7 @@ impl Writer {
         let thread = {
             let (written, durable) = (written.clone(), durable.clone());
             tokio::task::spawn_blocking(move || {
-                write_loop(file, chunks, &runtime, &written, &durable)
+                write_loop(file, chunks, &runtime, &written, &durable, digest)
             })
         };
         Ok(Writer {
@@ -93,8 +105,12 @@ impl Writer {
             Sink::Direct {
                 file: Some(file),
                 error,
+                digest,
             } => match file.write_all(&chunk) {
                 Ok(()) => {
+                    if let Some(digest) = digest {
+                        digest.update(&chunk);
+                    }
                     self.written.fetch_add(chunk.len() as u64, Ordering::AcqRel);
                     Ok(())
                 }
@@ -115,9 +131,10 @@ impl Writer {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// Writes what is queued, flushes it to disk and closes the file.
-    pub(crate) async fn finish(mut self) -> io::Result<u64> {
-        match &mut self.sink {
+    /// Writes what is queued, flushes it to disk and closes the file; hands back the digest of
+    /// the bytes written (if one was given), which covers `0..` the offset returned.
+    pub(crate) async fn finish(mut self) -> io::Result<(u64, Digest)> {
+        let digest = match &mut self.sink {
             Sink::Thread { queue, thread } => {
                 *queue = None;
                 match thread.await {
@@ -125,7 +142,11 @@ impl Writer {
                     Err(e) => return Err(io::Error::other(e)),
                 }
             }
-            Sink::Direct { file, error } => {
+            Sink::Direct {
+                file,
+                error,
+                digest,
+            } => {
                 if let Some(error) = error.take() {
                     return Err(error);
                 }
@@ -133,10 +154,12 @@ impl Writer {
                     let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
                     synced.map_err(io::Error::other)??;
                 }
+                let digest = digest.take();
                 self.durable.store(self.written(), Ordering::Release);
+                digest
             }
-        }
-        Ok(self.durable())
+        };
+        Ok((self.durable(), digest))
     }
 }
 
@@ -146,7 +169,8 @@ fn write_loop(
     runtime: &tokio::runtime::Handle,
     written: &AtomicU64,
     durable: &AtomicU64,
-) -> io::Result<()> {
+    mut digest: Digest,
+) -> io::Result<Digest> {
     let mut position = written.load(Ordering::Acquire);
     let mut last_sync = Instant::now();
     loop {
@@ -157,6 +181,10 @@ fn write_loop(
         match next {
             Ok(Some(chunk)) => {
                 file.write_all(&chunk)?;
+                // On this thread, beside the disk: the async side only reads sockets.
+                if let Some(digest) = &mut digest {
+                    digest.update(&chunk);
+                }
                 position += chunk.len() as u64;
                 written.store(position, Ordering::Release);
             }
@@ -173,5 +201,43 @@ fn write_loop(
     }
     file.sync_data()?;
     durable.store(position, Ordering::Release);
-    Ok(())
+    Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::digest::{Streamed, of_file};
+    use crate::job::checksum::DigestAlgorithm;
+    use std::sync::atomic::AtomicBool;
+
+    /// The digest taken while writing is the digest of the file, on either sink, and goes on
+    /// across writers that continue where the last one stopped.
+    #[tokio::test]
+    async fn the_digest_taken_while_writing_is_the_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        let first: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let second = vec![7u8; 1_000];
+        let mut writer = Writer::open(&path, 0, None, Some(Streamed::new(DigestAlgorithm::Sha256)))
+            .expect("open");
+        for chunk in first.chunks(70_000) {
+            writer
+                .write(Bytes::copy_from_slice(chunk))
+                .await
+                .expect("write");
+        }
+        let (durable, digest) = writer.finish().await.expect("finish");
+        assert_eq!(durable, first.len() as u64);
+        // A small body goes straight to the file: the digest goes on there too.
+        let mut writer = Writer::open(&path, durable, Some(1_000), digest).expect("open");
+        writer.write(Bytes::from(second)).await.expect("write");
+        let (durable, digest) = writer.finish().await.expect("finish");
+        let digest = digest.expect("a digest");
+        assert_eq!(digest.at, durable);
+        let read_back = of_file(&path, DigestAlgorithm::Sha256, &AtomicBool::new(false))
+            .expect("read")
+            .expect("digest");
+        assert_eq!(digest.finish(), read_back);
+    }
 }
