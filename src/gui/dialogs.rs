@@ -267,6 +267,8 @@ pub struct DownloadForm {
     pub priority: Priority,
     /// `OFFSET:LENGTH` pairs, comma-separated; only with a single URL.
     pub ranges: String,
+    /// `sha-256=HEX` (or sha-512, sha-1, md5) the file must have; only with a single URL.
+    pub checksum: String,
     /// Resume the job at once (BITS creates jobs SUSPENDED; a click on Download means "go").
     pub start: bool,
     /// The service completes the job once transferred: the file simply appears at its name.
@@ -296,6 +298,7 @@ impl DownloadForm {
             name: String::new(),
             priority: Priority::Normal,
             ranges: String::new(),
+            checksum: String::new(),
             start: true,
             complete_when_transferred: true,
             error: None,
@@ -361,6 +364,18 @@ impl DownloadForm {
                 );
             }
         };
+        let checksum = match self.checksum.trim() {
+            "" => None,
+            text if urls.len() == 1 => Some(
+                crate::job::checksum::Checksum::parse(text)
+                    .map_err(|e| format!("Checksum: {}", e.message))?,
+            ),
+            _ => {
+                return Err(
+                    "A checksum is one file's: give a single URL, or clear the checksum.".into(),
+                );
+            }
+        };
         let mut files: Vec<NewFile> = Vec::with_capacity(urls.len());
         for url in &urls {
             let name = crate::job::file_name_for_url(url)?;
@@ -376,7 +391,7 @@ impl DownloadForm {
                 remote_url: url.to_string(),
                 local_path,
                 ranges: ranges.clone(),
-                checksum: None,
+                checksum: checksum.clone(),
             });
         }
         let name = match self.name.trim() {
@@ -576,6 +591,19 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                                 .desired_width(360.0),
                         )
                         .labelled_by(label.id);
+                        ui.end_row();
+                        let label = ui.label("Checksum");
+                        ui.add(
+                            egui::TextEdit::singleline(&mut form.checksum)
+                                .hint_text("optional: sha-256=HEX (one URL only)")
+                                .desired_width(360.0),
+                        )
+                        .labelled_by(label.id)
+                        .on_hover_text(
+                            "The digest the file must have (sha-256, sha-512, sha-1 or md5). A \
+                             file that does not match is not kept: the job stops in ERROR and \
+                             downloads it again on Resume.",
+                        );
                         ui.end_row();
                     });
                 ui.horizontal_wrapped(|ui| {
@@ -858,6 +886,21 @@ mod tests {
                 .map(Vec::len),
             Some(1)
         );
+        form.checksum = format!("sha-256={}", "ab".repeat(32));
+        assert_eq!(
+            form.spec().expect("a checksum").files[0]
+                .checksum
+                .as_ref()
+                .map(ToString::to_string),
+            Some(format!("sha-256={}", "ab".repeat(32)))
+        );
+        form.checksum = "sha-256=abc".into();
+        assert!(form.spec().expect_err("short").contains("64 hex digits"));
+        form.urls = "http://127.0.0.1/a.iso\nhttp://127.0.0.1/b.iso".into();
+        form.checksum = format!("md5={}", "0".repeat(32));
+        assert!(form.spec().expect_err("two URLs").contains("single URL"));
+        form.checksum.clear();
+        form.urls = "http://127.0.0.1/a.iso".into();
         form.folder = "relative".into();
         assert!(form.spec().expect_err("relative").contains("absolute"));
         form.urls = "\n# only a comment\n".into();

@@ -569,6 +569,21 @@ pub fn details(ui: &mut egui::Ui, entry: &model::Entry, now: &Now, out: &mut Vec
         if !file.segments.is_empty() && !file.transferred {
             segment_bars(ui, index, &file.segments);
         }
+        if let Some(checksum) = &file.checksum {
+            let (text, color) = if file.checksum_verified {
+                (
+                    format!("✔ {} verified", checksum.algorithm.name()),
+                    theme::SUCCESS,
+                )
+            } else {
+                (
+                    format!("{} checked when downloaded", checksum.algorithm.name()),
+                    ui.visuals().weak_text_color(),
+                )
+            };
+            ui.label(RichText::new(text).small().color(color))
+                .on_hover_text(checksum.to_string());
+        }
         ui.add(egui::Label::new(RichText::new(&file.remote_url).small().weak()).wrap());
         ui.add(
             egui::Label::new(

@@ -371,6 +371,53 @@ fn new_download_dialog_and_paste_create_jobs() {
     assert_eq!(window.state().job_count(), 1);
 }
 
+/// A checksum typed in the New download dialog is checked, and the details say so; one that
+/// does not match stops the job in ERROR naming both digests.
+#[test]
+fn the_new_download_dialog_takes_a_checksum_and_the_details_show_the_result() {
+    let setup = Setup::new("");
+    let data = content(50_000, 8);
+    setup.server.put("/sum.iso", data.clone());
+    setup.server.put("/bad.iso", content(50_000, 9));
+    let mut window = setup.window();
+    wait_until(&mut window, "the connection", |w| {
+        w.state().connection() == &Connection::Up
+    });
+    for (path, checksum) in [("/sum.iso", sha256(&data)), ("/bad.iso", sha256(&data))] {
+        window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
+        window.run_ok();
+        window.run_ok();
+        type_into(&mut window, "URLs, one per line:", &setup.server.url(path));
+        click(&mut window, "Browse…");
+        type_into(&mut window, "Checksum", &format!("sha-256={checksum}"));
+        click(&mut window, "Create download");
+        wait_until(&mut window, "the dialog to close", |w| {
+            !shows(w, "URLs, one per line:")
+        });
+    }
+    wait_until(&mut window, "the checked job completed by itself", |w| {
+        shows(w, &state_cell(JobState::Acknowledged)) && shows(w, &state_cell(JobState::Error))
+    });
+    assert_eq!(
+        std::fs::read(setup.out.path().join("sum.iso")).expect("file"),
+        data
+    );
+    assert!(!setup.out.path().join("bad.iso").exists(), "not kept");
+    window.get_by_label("sum.iso").click();
+    window.run_ok();
+    wait_until(&mut window, "the verdict", |w| shows(w, "sha-256 verified"));
+    window.get_by_label("bad.iso").click();
+    window.run_ok();
+    wait_until(&mut window, "the mismatch", |w| {
+        shows(w, "BG_E_VALIDATION_FAILED")
+    });
+    assert!(shows(&window, "sha-256 checked when downloaded"));
+    assert!(
+        shows(&window, &sha256(&data)),
+        "the expected digest is named"
+    );
+}
+
 #[test]
 fn quota_toast_opens_the_stale_view() {
     let setup = Setup::new("max_jobs_per_user: 1");
