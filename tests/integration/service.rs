@@ -1572,14 +1572,29 @@ async fn root_takes_ownership_of_another_users_job_and_nothing_else() {
     );
     assert!(ok(as_nobody(&["list"]).await).await.contains("theirs"));
 
-    // Root takes it while nobody's service runs: it leaves that service and its store.
+    // Root takes it while nobody's service transfers it: it leaves that service and its store,
+    // and goes on in root's from its checkpoint. (Root may read nobody's event stream.)
+    server.behave("/theirs.bin", Behaviour::rate(100_000));
+    let theirs_service =
+        ferry::service::client::Client::new(&runtime.join("ferry.sock")).expect("client");
+    let mut events = theirs_service
+        .events(ferry::engine::Subscription::All)
+        .await
+        .expect("their events");
+    ok(as_nobody(&["resume", "theirs"]).await).await;
+    root.wait_event(&mut events, "a checkpoint of nobody's transfer", |e| {
+        matches!(e, ferry::engine::EngineEvent::ProgressSaved { checkpointed, .. } if *checkpointed > 0)
+    })
+    .await;
     let output = as_root(&["take-ownership", &id[..8], "--user", "nobody"]).await;
     let said = stdout(&output);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert!(
-        said.contains("of nobody is now root's, SUSPENDED"),
-        "{said}"
-    );
+    assert!(said.contains("of nobody is now root's, QUEUED"), "{said}");
+    root.wait_event(&mut events, "nobody's service telling the move", |e| {
+        matches!(e, ferry::engine::EngineEvent::OwnerChanged { from, to, .. } if from == "nobody" && to == "root")
+    })
+    .await;
+    server.behave("/theirs.bin", Behaviour::default());
     assert!(
         said.contains("Removed, as nobody's: custom headers, notify command line."),
         "{said}"
@@ -1602,9 +1617,20 @@ async fn root_takes_ownership_of_another_users_job_and_nothing_else() {
     assert_eq!(info["owner"], "root", "{info}");
     assert_eq!(info["custom_headers"], serde_json::json!([]), "{info}");
     assert!(info["notify_command"].is_null(), "{info}");
-    // It runs as root's job now, to the file nobody asked for, without nobody's header.
-    ok(as_root(&["resume", "theirs"]).await).await;
+    // It runs as root's job now, to the file nobody asked for, without nobody's header, and
+    // resumed where nobody's service left it.
     ok(as_root(&["wait", "theirs"]).await).await;
+    let ranges: Vec<Option<String>> = server
+        .requests("/theirs.bin")
+        .into_iter()
+        .map(|r| r.range)
+        .collect();
+    assert!(
+        ranges
+            .last()
+            .is_some_and(|r| r.as_deref().is_some_and(|r| !r.starts_with("bytes=0-"))),
+        "root's service went on from the checkpoint: {ranges:?}"
+    );
     ok(as_root(&["complete", "theirs"]).await).await;
     assert_eq!(
         sha256(&std::fs::read(&target).expect("done")),
