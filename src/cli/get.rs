@@ -130,6 +130,7 @@ async fn prepare(
         limit_rate: args.limit_rate,
         resume: true,
         files,
+        checksums_url: args.checksums.clone(),
         ..JobSpec::new(&name, JobType::Download)
     };
     // Created with its files and resumed in one step: a refused file leaves no job behind.
@@ -388,6 +389,7 @@ mod tests {
             parallel: None,
             limit_rate: None,
             checksum: Vec::new(),
+            checksums: None,
             urls: vec![
                 "http://127.0.0.1/a/x.bin".into(),
                 "http://127.0.0.1/b/x.bin".into(),

@@ -193,6 +193,10 @@ pub struct GetArgs {
     /// (BG_E_VALIDATION_FAILED), naming the file and both digests.
     #[arg(long, value_name = "ALGORITHM=HEX", value_parser = parse_checksum)]
     pub checksum: Vec<crate::job::checksum::Checksum>,
+    /// A checksums file (SHA256SUMS, SHA512SUMS, MD5SUMS, or BSD-style lines) that gives every
+    /// file its digest by file name; a file it does not list is refused.
+    #[arg(long, value_name = "URL", conflicts_with = "checksum")]
+    pub checksums: Option<String>,
     /// The URLs to download (http:// or https://).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,

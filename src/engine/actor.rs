@@ -330,6 +330,17 @@ impl Actor {
             Command::ReplyFile(id, reply) => {
                 let _ = reply.send(self.reply_location(id));
             }
+            Command::HttpClient(reply) => {
+                let key = super::http::ClientKey {
+                    redirect: crate::job::RedirectPolicy::default(),
+                    proxy: crate::job::ProxySettings::default(),
+                    patient: false,
+                };
+                let client = self.client(key).map_err(|failure| {
+                    BitsError::new(failure.error.code, failure.error.description)
+                });
+                let _ = reply.send(client);
+            }
             Command::HandOver(job, reply) => {
                 let _ = reply.send(self.hand_over(job, "root".into()).await);
             }

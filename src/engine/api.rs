@@ -216,6 +216,10 @@ pub struct JobSpec {
     /// without files is refused as Resume refuses it, and none is left behind).
     #[serde(default)]
     pub resume: bool,
+    /// A checksums file (SHA256SUMS and the like) giving every file its digest by name, fetched
+    /// when the job is created; all or nothing.
+    #[serde(default)]
+    pub checksums_url: Option<String>,
 }
 
 impl JobSpec {
@@ -234,6 +238,7 @@ impl JobSpec {
             parallel_files: None,
             limit_rate: None,
             resume: false,
+            checksums_url: None,
         }
     }
 }

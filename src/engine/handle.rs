@@ -51,6 +51,8 @@ pub(super) enum Command {
     Configure(Box<Config>, Reply<()>),
     /// Where the reply of an upload-reply job is now, and its size.
     ReplyFile(JobId, Reply<(PathBuf, u64)>),
+    /// An HTTP client with the engine's settings, for a request made outside the actor.
+    HttpClient(Reply<reqwest::Client>),
     /// TakeOwnership, the giving side: the job leaves this engine and its store's queue.
     HandOver(JobId, Reply<()>),
     /// TakeOwnership, the taking side: the journal entry first, then the job, or neither.
@@ -111,7 +113,14 @@ impl EngineHandle {
     }
 
     /// Creates a job with its properties and files at once (see [`JobSpec`]).
-    pub async fn create(&self, spec: JobSpec) -> Result<JobId, BitsError> {
+    /// A checksums file named by the spec is fetched first, here and not in the actor, which
+    /// goes on meanwhile.
+    pub async fn create(&self, mut spec: JobSpec) -> Result<JobId, BitsError> {
+        if let Some(url) = spec.checksums_url.take() {
+            let client = self.call(Command::HttpClient).await?;
+            let sums = super::checksums_file::fetch(&client, &url).await?;
+            super::checksums_file::assign(&mut spec.files, &sums, &crate::job::redact_url(&url))?;
+        }
         self.call(|reply| Command::Create(spec, reply)).await
     }
 

@@ -357,7 +357,7 @@ fn source_cause(error: &reqwest::Error) -> Option<(ErrorCode, ErrorClass)> {
     None
 }
 
-fn error_chain(error: &reqwest::Error) -> String {
+pub(crate) fn error_chain(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -11,6 +11,7 @@ mod actor;
 pub mod api;
 pub mod bandwidth;
 pub mod bits_upload;
+mod checksums_file;
 mod clock;
 mod digest;
 pub mod events;

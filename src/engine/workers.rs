@@ -356,7 +356,7 @@ impl Actor {
         }
     }
 
-    fn client(&mut self, key: ClientKey) -> Result<reqwest::Client, Failure> {
+    pub(super) fn client(&mut self, key: ClientKey) -> Result<reqwest::Client, Failure> {
         if let Some(client) = self.clients.get(&key) {
             return Ok(client.clone());
         }

@@ -217,3 +217,66 @@ async fn the_command_line_checks_checksums_and_says_what_did_not_match() {
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert_eq!(std::fs::read(&target).expect("file"), data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksums_file_gives_every_file_of_a_job_its_digest() {
+    let server = TestServer::start().await;
+    let (a, b) = (content(40_000, 95), content(60_000, 96));
+    server.put("/rel/a.iso", a.clone());
+    server.put("/rel/b.iso", b.clone());
+    server.put(
+        "/rel/SHA256SUMS",
+        format!("{}  a.iso\n{} *b.iso\n", sha256(&a), sha256(&b)),
+    );
+    server.put(
+        "/rel/BAD",
+        format!("{}  a.iso\n{}  b.iso\n", sha256(&b), sha256(&b)),
+    );
+    server.put("/rel/SHORT", format!("{}  a.iso\n", sha256(&a)));
+    let home = Home::new();
+    let get = |sums: &str, out: &std::path::Path| {
+        let mut command = home.ferry();
+        command.args([
+            "get",
+            "--quiet",
+            "-o",
+            &out.display().to_string(),
+            "--checksums",
+            &server.url(sums),
+            &server.url("/rel/a.iso"),
+            &server.url("/rel/b.iso"),
+        ]);
+        run(command)
+    };
+    let good = tempfile::tempdir().expect("out");
+    let output = get("/rel/SHA256SUMS", good.path()).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(std::fs::read(good.path().join("a.iso")).expect("a"), a);
+    assert_eq!(std::fs::read(good.path().join("b.iso")).expect("b"), b);
+
+    let bad = tempfile::tempdir().expect("out");
+    let output = get("/rel/BAD", bad.path()).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("BG_E_VALIDATION_FAILED") && text.contains("a.iso"),
+        "{text}"
+    );
+    assert!(!bad.path().join("a.iso").exists());
+
+    // A list without one of the files creates no job, and says which file it lacks.
+    let output = get("/rel/SHORT", bad.path()).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("lists no b.iso"), "{text}");
+    let output = get("/rel/none", bad.path()).await;
+    let text = stderr(&output);
+    assert!(
+        text.contains("cannot use the checksums file") && text.contains("404"),
+        "{text}"
+    );
+    assert!(
+        !home.ok(&["list"]).await.contains("a.iso"),
+        "no job was left behind"
+    );
+}
