@@ -269,6 +269,8 @@ pub struct DownloadForm {
     pub ranges: String,
     /// `sha-256=HEX` (or sha-512, sha-1, md5) the file must have; only with a single URL.
     pub checksum: String,
+    /// A checksums file (SHA256SUMS…) for every file of the job, instead.
+    pub checksums_url: String,
     /// Resume the job at once (BITS creates jobs SUSPENDED; a click on Download means "go").
     pub start: bool,
     /// The service completes the job once transferred: the file simply appears at its name.
@@ -299,6 +301,7 @@ impl DownloadForm {
             priority: Priority::Normal,
             ranges: String::new(),
             checksum: String::new(),
+            checksums_url: String::new(),
             start: true,
             complete_when_transferred: true,
             error: None,
@@ -364,6 +367,17 @@ impl DownloadForm {
                 );
             }
         };
+        let checksums_url = match self.checksums_url.trim() {
+            "" => None,
+            _ if !self.checksum.trim().is_empty() => {
+                return Err(
+                    "Give a checksum or a checksums file, not both: the file gives every \
+                     file's digest."
+                        .into(),
+                );
+            }
+            url => Some(url.to_string()),
+        };
         let checksum = match self.checksum.trim() {
             "" => None,
             text if urls.len() == 1 => Some(
@@ -417,6 +431,7 @@ impl DownloadForm {
         spec.connections = self.connections;
         spec.parallel_files = (self.parallel_files > 1).then_some(self.parallel_files);
         spec.limit_rate = self.limit_rate;
+        spec.checksums_url = checksums_url;
         Ok(spec)
     }
 }
@@ -603,6 +618,19 @@ pub fn show(app: &mut FerryApp, ctx: &egui::Context) {
                             "The digest the file must have (sha-256, sha-512, sha-1 or md5). A \
                              file that does not match is not kept: the job stops in ERROR and \
                              downloads it again on Resume.",
+                        );
+                        ui.end_row();
+                        let label = ui.label("Checksums file");
+                        ui.add(
+                            egui::TextEdit::singleline(&mut form.checksums_url)
+                                .hint_text("optional: URL of SHA256SUMS, for every file")
+                                .desired_width(360.0),
+                        )
+                        .labelled_by(label.id)
+                        .on_hover_text(
+                            "A SHA256SUMS, SHA512SUMS or MD5SUMS file (or BSD-style lines) that \
+                             lists every file of the job by name; it is fetched when the job is \
+                             created, and a file it does not list is refused.",
                         );
                         ui.end_row();
                     });
@@ -896,10 +924,27 @@ mod tests {
         );
         form.checksum = "sha-256=abc".into();
         assert!(form.spec().expect_err("short").contains("64 hex digits"));
+        form.ranges.clear();
         form.urls = "http://127.0.0.1/a.iso\nhttp://127.0.0.1/b.iso".into();
         form.checksum = format!("md5={}", "0".repeat(32));
-        assert!(form.spec().expect_err("two URLs").contains("single URL"));
+        assert!(
+            form.spec()
+                .expect_err("two URLs")
+                .contains("A checksum is one file's")
+        );
         form.checksum.clear();
+        form.checksums_url = "http://127.0.0.1/SHA256SUMS".into();
+        assert_eq!(
+            form.spec()
+                .expect("a list for two files")
+                .checksums_url
+                .as_deref(),
+            Some("http://127.0.0.1/SHA256SUMS")
+        );
+        form.checksum = format!("md5={}", "0".repeat(32));
+        assert!(form.spec().expect_err("both").contains("not both"));
+        form.checksum.clear();
+        form.checksums_url.clear();
         form.urls = "http://127.0.0.1/a.iso".into();
         form.folder = "relative".into();
         assert!(form.spec().expect_err("relative").contains("absolute"));

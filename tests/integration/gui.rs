@@ -416,6 +416,38 @@ fn the_new_download_dialog_takes_a_checksum_and_the_details_show_the_result() {
         shows(&window, &sha256(&data)),
         "the expected digest is named"
     );
+
+    // A checksums file gives both files of a job their digests.
+    let two = content(20_000, 10);
+    setup.server.put("/rel/one.iso", data.clone());
+    setup.server.put("/rel/two.iso", two.clone());
+    setup.server.put(
+        "/rel/SHA256SUMS",
+        format!("{}  one.iso\n{}  two.iso\n", sha256(&data), sha256(&two)),
+    );
+    window.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::N);
+    window.run_ok();
+    window.run_ok();
+    let urls = format!(
+        "{}\n{}",
+        setup.server.url("/rel/one.iso"),
+        setup.server.url("/rel/two.iso")
+    );
+    type_into(&mut window, "URLs, one per line:", &urls);
+    click(&mut window, "Browse…");
+    type_into(
+        &mut window,
+        "Checksums file",
+        &setup.server.url("/rel/SHA256SUMS"),
+    );
+    click(&mut window, "Create download");
+    wait_until(&mut window, "both files, verified and in place", |_| {
+        setup.out.path().join("two.iso").exists() && setup.out.path().join("one.iso").exists()
+    });
+    assert_eq!(
+        std::fs::read(setup.out.path().join("two.iso")).expect("two"),
+        two
+    );
 }
 
 #[test]
